@@ -1,0 +1,393 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// groupEnd returns the index after the group of steps that starts at
+// start: the step itself and the send-anyway steps (After 0) that follow it.
+func groupEnd(steps []Step, start int) int {
+	end := start + 1
+	for end < len(steps) && steps[end].After == 0 {
+		end++
+	}
+	return end
+}
+
+// groupStart returns the index of the first step of step's group.
+func groupStart(steps []Step, step int) int {
+	for step > 0 && steps[step].After == 0 {
+		step--
+	}
+	return step
+}
+
+// schedule plans the steps from index from on, as if that step's group
+// were started at now: that group is due now and leased until leaseUntil
+// (claimed by the caller), each later group is due its After after the one
+// before it.
+func schedule(steps []Step, from int, now, leaseUntil time.Time) []PendingStep {
+	out := make([]PendingStep, 0, len(steps)-from)
+	due := now
+	for i := from; i < len(steps); i++ {
+		p := PendingStep{Step: i}
+		if i > from && steps[i].After > 0 {
+			due = due.Add(steps[i].After)
+		}
+		p.DueAt = due
+		if due.Equal(now) {
+			p.LeaseUntil = leaseUntil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// deliver sends one flow step that the caller has claimed, records the
+// delivery, completes the step and, if the step's whole group has now
+// failed, moves on to the next group at once. It returns the delivery and
+// how many steps it sent in all; the error is a Store failure.
+func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code string, step int, now time.Time) (DeliveryRecord, int, error) {
+	d, err := e.send(ctx, rec, code, step, rec.ID+"-"+strconv.Itoa(step), now)
+	if err != nil {
+		return d, 0, err
+	}
+	if err := e.store.CompleteStep(ctx, rec.ID, step); err != nil {
+		return d, 1, storeErr("complete step", err)
+	}
+	if d.Status != DeliveryFailed {
+		return d, 1, nil
+	}
+	n, err := e.moveOn(ctx, rec.ID, code, step, now)
+	return d, 1 + n, err
+}
+
+// moveOn is called after step failed. If every step of its group has
+// failed, it claims the next group and delivers it now, shifting the later
+// groups' due times to match; with no next group and no successful delivery
+// at all, it ends the verification as failed.
+func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time.Time) (int, error) {
+	rec, err := e.store.GetVerification(ctx, id)
+	if err != nil {
+		return 0, storeErr("get verification", err)
+	}
+	if !rec.Status.Open() {
+		return 0, nil
+	}
+	start := groupStart(rec.Steps, step)
+	end := groupEnd(rec.Steps, start)
+	failed := make(map[int]bool, end-start)
+	anyOK := false
+	for _, d := range rec.Deliveries {
+		if d.Status == DeliveryFailed {
+			failed[d.Step] = true
+		} else {
+			anyOK = true
+		}
+	}
+	for i := start; i < end; i++ {
+		if !failed[i] {
+			return 0, nil // a companion is still on its way, or succeeded
+		}
+	}
+	if end == len(rec.Steps) {
+		if anyOK {
+			return 0, nil
+		}
+		if _, ended, err := e.store.Finish(ctx, id, StatusFailed, now); err != nil {
+			return 0, storeErr("finish verification", err)
+		} else if ended {
+			e.log.LogAttrs(ctx, slog.LevelWarn, "verify: every step failed", slog.String("verification", id))
+		}
+		return 0, nil
+	}
+	claimed, err := e.store.Reschedule(ctx, now, schedule(rec.Steps, end, now, now.Add(e.lease)))
+	if err != nil {
+		return 0, storeErr("reschedule steps", err)
+	}
+	sent := 0
+	for _, p := range claimed {
+		if p.LeaseUntil.After(now) { // the next group, now ours
+			_, n, err := e.deliver(ctx, &rec, code, p.Step, now)
+			sent += n
+			if err != nil {
+				return sent, err
+			}
+		}
+	}
+	return sent, nil
+}
+
+// send renders and sends one message and records the delivery. step is -1
+// for a Resend, which uses the first step's channel.
+func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string, step int, msgID string, now time.Time) (DeliveryRecord, error) {
+	s := rec.Steps[max(step, 0)]
+	d := DeliveryRecord{
+		ID:             msgID,
+		VerificationID: rec.ID,
+		Step:           step,
+		Channel:        s.Channel,
+		From:           s.From,
+		Status:         DeliverySent,
+		CreatedAt:      now,
+		UpdatedAt:      now,
+	}
+	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
+	if err != nil {
+		d.Status = DeliveryFailed
+		// A channel's error text must not carry the code into the store.
+		d.Error = strings.ReplaceAll(err.Error(), code, "[code]")
+		e.log.LogAttrs(ctx, slog.LevelWarn, "verify: delivery failed",
+			slog.String("verification", rec.ID), slog.Int("step", step),
+			slog.String("channel", s.Channel), slog.String("error", d.Error))
+	} else {
+		d.ProviderID = receipt.ProviderID
+		if receipt.Status == DeliveryDelivered {
+			d.Status = DeliveryDelivered
+		}
+	}
+	if err := e.store.RecordDelivery(ctx, d); err != nil {
+		return d, storeErr("record delivery", err)
+	}
+	return d, nil
+}
+
+func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code string, s Step, step int, msgID string, now time.Time) (Receipt, error) {
+	ch, ok := e.channels[s.Channel]
+	if !ok {
+		return Receipt{}, fmt.Errorf("channel %q is not registered with this engine", s.Channel)
+	}
+	body, lang := builtinText(rec.Brand), "en"
+	if s.Template != "" {
+		t, err := e.store.GetTemplate(ctx, s.Template)
+		if err != nil {
+			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)
+		}
+		if t.Status != TemplateApproved {
+			return Receipt{}, fmt.Errorf("template %s is %s, not approved", t.ID, t.Status)
+		}
+		body, lang = t.Body, t.Language
+	}
+	m := Message{
+		ID:             msgID,
+		VerificationID: rec.ID,
+		Channel:        s.Channel,
+		Step:           step,
+		To:             rec.To,
+		From:           s.From,
+		Code:           code,
+		Body:           render(body, code, minutesLeft(now, rec.ExpiresAt), rec.Brand),
+		Template:       s.Template,
+		Language:       lang,
+		ExpiresAt:      rec.ExpiresAt,
+	}
+	sctx, cancel := context.WithTimeout(ctx, e.sendTimeout)
+	defer cancel()
+	return ch.Send(sctx, m)
+}
+
+func builtinText(brand string) string {
+	if brand != "" {
+		return "{brand}: your verification code is {code}. It expires in {minutes} minutes."
+	}
+	return "Your verification code is {code}. It expires in {minutes} minutes."
+}
+
+// minutesLeft is the code's remaining validity in whole minutes, rounded up.
+func minutesLeft(now, expires time.Time) int {
+	d := expires.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Minute - 1) / time.Minute)
+}
+
+// render fills a template's placeholders in one pass.
+func render(body, code string, minutes int, brand string) string {
+	var b strings.Builder
+	b.Grow(len(body) + len(code) + len(brand))
+	for {
+		i := strings.IndexByte(body, '{')
+		if i < 0 {
+			b.WriteString(body)
+			return b.String()
+		}
+		b.WriteString(body[:i])
+		body = body[i:]
+		j := strings.IndexByte(body, '}')
+		if j < 0 {
+			b.WriteString(body)
+			return b.String()
+		}
+		switch body[:j+1] {
+		case "{code}", "{token}":
+			b.WriteString(code)
+		case "{minutes}":
+			b.WriteString(strconv.Itoa(minutes))
+		case "{brand}", "{app}":
+			b.WriteString(brand)
+		default:
+			b.WriteString(body[:j+1])
+		}
+		body = body[j+1:]
+	}
+}
+
+// ProcessDue delivers every pending step that is due now, on this engine's
+// clock, and ends open verifications that have expired. It returns how many
+// steps it sent (including steps that a failure brought forward).
+//
+// Steps are claimed with a lease, so engines sharing a Store never send the
+// same step twice while the lease holds; steps of verifications that are
+// no longer open are dropped unsent. Tests call ProcessDue after moving a
+// mock clock to drive fallback deterministically; servers call Run.
+func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
+	now := e.clock.Now().UTC()
+	for {
+		ids, err := e.store.ExpireDue(ctx, now, e.batch)
+		if err != nil {
+			return 0, storeErr("expire verifications", err)
+		}
+		if len(ids) < e.batch {
+			break
+		}
+	}
+	total := 0
+	for {
+		steps, err := e.store.ClaimDue(ctx, now, now.Add(e.lease), e.batch)
+		if err != nil {
+			return total, storeErr("claim due steps", err)
+		}
+		n, err := e.processSteps(ctx, steps, now)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if len(steps) < e.batch {
+			return total, nil
+		}
+	}
+}
+
+// processSteps delivers claimed steps, up to e.concurrency at once.
+func (e *Engine) processSteps(ctx context.Context, steps []PendingStep, now time.Time) (int, error) {
+	var (
+		mu    sync.Mutex
+		total int
+		errs  []error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, e.concurrency)
+	)
+	for _, p := range steps {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			n, err := e.processStep(ctx, p, now)
+			mu.Lock()
+			total += n
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return total, errors.Join(errs...)
+}
+
+func (e *Engine) processStep(ctx context.Context, p PendingStep, now time.Time) (int, error) {
+	rec, err := e.store.GetVerification(ctx, p.VerificationID)
+	if errors.Is(err, ErrNotFound) {
+		return 0, storeErr("complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
+	}
+	if err != nil {
+		return 0, storeErr("get verification", err)
+	}
+	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
+		_, _, err := e.store.Finish(ctx, rec.ID, StatusExpired, now)
+		return 0, storeErr("finish verification", err)
+	}
+	msgID := rec.ID + "-" + strconv.Itoa(p.Step)
+	if !rec.Status.Open() || p.Step < 0 || p.Step >= len(rec.Steps) || hasDelivery(rec, msgID) {
+		// Ended, malformed, or already sent by an engine that stopped
+		// before completing the step: nothing to send.
+		return 0, storeErr("complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
+	}
+	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
+	if err != nil {
+		return 0, err
+	}
+	_, n, err := e.deliver(ctx, &rec, code, p.Step, now)
+	return n, err
+}
+
+func hasDelivery(rec VerificationRecord, id string) bool {
+	for _, d := range rec.Deliveries {
+		if d.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Run delivers fallback steps as they fall due until ctx is done: it calls
+// ProcessDue, then sleeps on the engine's clock until the next step is due
+// or the poll interval (WithPollInterval) has passed, whichever is first.
+// Once an hour it also calls Purge. Store and channel errors are logged and
+// retried at the next wake-up, never returned; Run returns nil when ctx is
+// done. With a mock clock, advancing the clock drives Run.
+func (e *Engine) Run(ctx context.Context) error {
+	var nextPurge time.Time
+	for {
+		_, err := e.ProcessDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.log.LogAttrs(ctx, slog.LevelError, "verify: processing due steps", slog.String("error", err.Error()))
+		}
+		now := e.clock.Now()
+		if !now.Before(nextPurge) {
+			if _, err := e.Purge(ctx); err != nil && ctx.Err() == nil {
+				e.log.LogAttrs(ctx, slog.LevelError, "verify: purging", slog.String("error", err.Error()))
+			}
+			nextPurge = now.Add(time.Hour)
+		}
+		wait := e.poll
+		if next, ok, nerr := e.store.NextDue(ctx); err == nil && nerr == nil && ok {
+			// After a failed pass, wait the full poll interval rather than
+			// spinning on a step that is due but could not be sent.
+			wait = min(wait, max(next.Sub(now), 0))
+		}
+		t := e.clock.Timer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Purge deletes verifications that ended longer ago than the retention
+// period (WithRetention), with their deliveries, and returns how many. Run
+// calls it hourly.
+func (e *Engine) Purge(ctx context.Context) (int, error) {
+	before := e.clock.Now().UTC().Add(-e.retention)
+	total := 0
+	for {
+		n, err := e.store.Purge(ctx, before, e.batch)
+		total += n
+		if err != nil {
+			return total, storeErr("purge", err)
+		}
+		if n < e.batch {
+			return total, nil
+		}
+	}
+}

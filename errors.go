@@ -1,0 +1,161 @@
+package verify
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Error is the typed error every engine call returns for a request it
+// refuses. Its fields marshal to the same JSON as Kaleyra's Verify API
+// error object, so an HTTP handler can pass it straight to its clients:
+//
+//	{"code":"E912","type":"validation_error","parameter":"OTP","message":"Invalid Request/OTP","reference":""}
+//
+// Use errors.Is with the sentinel values below (ErrInvalidOTP, ...) to test
+// for a kind of failure: two *Error values match when their codes are equal.
+// Use errors.As to read AttemptsRemaining or RetryAfter.
+//
+// An Error never contains a one-time code.
+type Error struct {
+	// Code is the stable error code, for example "E912". See the table in
+	// the package documentation and README.
+	Code string `json:"code"`
+	// Type is "VALIDATION_ERROR" for malformed requests and
+	// "validation_error" for requests refused because of a verification's
+	// state, as Kaleyra spells them.
+	Type string `json:"type"`
+	// Parameter names the request field at fault, if any.
+	Parameter string `json:"parameter"`
+	// Message is a human-readable description.
+	Message string `json:"message"`
+	// Reference is an optional reference, such as a verification ID.
+	Reference string `json:"reference"`
+
+	// AttemptsRemaining is how many wrong codes the verification still
+	// accepts; set on E912.
+	AttemptsRemaining int `json:"-"`
+	// RetryAfter tells a rate-limited caller when to try again; zero when
+	// not applicable.
+	RetryAfter time.Duration `json:"-"`
+}
+
+// Error implements the error interface. The text carries the code, the
+// parameter and the message, never a one-time code.
+func (e *Error) Error() string {
+	if e.Parameter != "" {
+		return fmt.Sprintf("verify: %s %s (%s)", e.Code, e.Message, e.Parameter)
+	}
+	return fmt.Sprintf("verify: %s %s", e.Code, e.Message)
+}
+
+// Is reports whether target is an *Error with the same Code, so that
+// errors.Is(err, verify.ErrInvalidOTP) holds for every E912 whatever its
+// parameter or remaining attempts.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t != nil && e != nil && t.Code == e.Code
+}
+
+// HTTPStatus suggests the HTTP status code a handler should answer with:
+// 400 for malformed requests, 404 for unknown records, 409 for a code already
+// verified, 410 for ended verifications, 429 for exhausted attempts and rate
+// limits, 502 when no channel could deliver.
+func (e *Error) HTTPStatus() int {
+	if s, ok := httpStatus[e.Code]; ok {
+		return s
+	}
+	return http.StatusBadRequest
+}
+
+// with returns a copy of e with another parameter and message detail.
+func (e *Error) with(parameter, message string) *Error {
+	c := *e
+	c.Parameter = parameter
+	if message != "" {
+		c.Message = message
+	}
+	return &c
+}
+
+// Error types, spelled as Kaleyra spells them.
+const (
+	// TypeRequest marks a malformed request ("VALIDATION_ERROR").
+	TypeRequest = "VALIDATION_ERROR"
+	// TypeState marks a request refused because of a record's state
+	// ("validation_error").
+	TypeState = "validation_error"
+)
+
+func newErr(code, typ, parameter, message string) *Error {
+	return &Error{Code: code, Type: typ, Parameter: parameter, Message: message}
+}
+
+// The error codes. E800–E913 are Kaleyra's and keep Kaleyra's meaning;
+// E802 and E804–E808, E914 and above are OpenVerify's own.
+//
+//	code  HTTP type              parameter          when
+//	E800  400  VALIDATION_ERROR  verify_id          Check with an empty VerifyID
+//	E801  400  VALIDATION_ERROR  otp                Check with an empty Code
+//	E802  400  VALIDATION_ERROR  (the field)        another mandatory field is empty
+//	E803  400  VALIDATION_ERROR  OTP                Check with a code that is not [0-9A-Za-z]
+//	E804  400  VALIDATION_ERROR  to.phone/to.email  a recipient is missing or malformed for a step's channel
+//	E805  400  VALIDATION_ERROR  otp                a custom code does not fit the flow's length or charset
+//	E806  400  VALIDATION_ERROR  (the field)        a flow is invalid (no steps, length out of range, ...)
+//	E807  400  VALIDATION_ERROR  (the field)        a template is invalid (no code placeholder, ...)
+//	E808  400  VALIDATION_ERROR  channel            a step names a channel that is not registered
+//	E909  404  validation_error  flow_id/verify_id  unknown flow, template or verification
+//	E910  409  validation_error                     Check or Resend after success
+//	E911  429  validation_error  OTP                Check once the attempts are used up
+//	E912  400  validation_error  OTP                wrong code; AttemptsRemaining says how many are left
+//	E913  410  validation_error                     Check or Resend after ExpiresAt
+//	E914  410  validation_error                     Check or Resend after Cancel
+//	E915  502  validation_error  channel            no step could deliver the code
+//	E916  429  validation_error                     Resend beyond the flow's maximum number of sends
+//	E917  400  validation_error  template           a step's template is not approved
+var (
+	ErrMissingVerifyID     = newErr("E800", TypeRequest, "verify_id", "verify_id field is mandatory")
+	ErrMissingOTP          = newErr("E801", TypeRequest, "otp", "otp field is mandatory")
+	ErrMissingField        = newErr("E802", TypeRequest, "", "field is mandatory")
+	ErrOTPNotAlphanumeric  = newErr("E803", TypeRequest, "OTP", "OTP can contain only alphanumeric values.")
+	ErrInvalidRecipient    = newErr("E804", TypeRequest, "to", "recipient is invalid")
+	ErrInvalidCode         = newErr("E805", TypeRequest, "otp", "OTP does not fit the flow's code length and charset")
+	ErrInvalidFlow         = newErr("E806", TypeRequest, "", "flow is invalid")
+	ErrInvalidTemplate     = newErr("E807", TypeRequest, "", "template is invalid")
+	ErrUnknownChannel      = newErr("E808", TypeRequest, "channel", "channel is not registered")
+	ErrNotFound            = newErr("E909", TypeState, "", "Record not found")
+	ErrAlreadyVerified     = newErr("E910", TypeState, "", "OTP already verified")
+	ErrMaxAttempts         = newErr("E911", TypeState, "OTP", "Exceeded max number of attempts")
+	ErrInvalidOTP          = newErr("E912", TypeState, "OTP", "Invalid Request/OTP")
+	ErrExpired             = newErr("E913", TypeState, "", "The OTP has already expired")
+	ErrCanceled            = newErr("E914", TypeState, "", "The verification was canceled")
+	ErrDeliveryFailed      = newErr("E915", TypeState, "channel", "The OTP could not be delivered on any channel")
+	ErrMaxSends            = newErr("E916", TypeState, "", "Exceeded max number of sends")
+	ErrTemplateNotApproved = newErr("E917", TypeState, "template", "Template is not approved")
+)
+
+var httpStatus = map[string]int{
+	"E909": http.StatusNotFound,
+	"E910": http.StatusConflict,
+	"E911": http.StatusTooManyRequests,
+	"E913": http.StatusGone,
+	"E914": http.StatusGone,
+	"E915": http.StatusBadGateway,
+	"E916": http.StatusTooManyRequests,
+}
+
+// invalid returns a request error of the given kind naming a parameter and
+// explaining what is wrong.
+func invalid(kind *Error, parameter, format string, args ...any) *Error {
+	return kind.with(parameter, fmt.Sprintf(format, args...))
+}
+
+// AsError returns the *Error in err's chain, if any.
+func AsError(err error) (*Error, bool) {
+	var e *Error
+	if errors.As(err, &e) {
+		return e, true
+	}
+	return nil, false
+}

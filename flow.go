@@ -1,0 +1,372 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Flow is a verification flow, as Kaleyra calls it: how the code looks, how
+// long it lives, how many wrong guesses it allows, and the ordered steps that
+// deliver it.
+type Flow struct {
+	// ID is assigned by CreateFlow.
+	ID string `json:"id"`
+	// Name is mandatory; Description is free text.
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Brand fills the {brand} and {app} placeholders and prefixes the
+	// built-in text ("Acme: Your verification code is ..."); may be "".
+	Brand string `json:"brand,omitempty"`
+	// CodeLength is 4..10. Defaults to 6.
+	CodeLength int `json:"code_length"`
+	// Charset of generated codes. Defaults to Numeric (the zero value).
+	Charset Charset `json:"charset"`
+	// TTL is how long a code stays valid, at most 24 hours. Defaults to 5
+	// minutes.
+	TTL time.Duration `json:"ttl"`
+	// MaxAttempts is how many codes may be checked per verification, 1..100.
+	// Defaults to 5.
+	MaxAttempts int `json:"max_attempts"`
+	// Steps deliver the code in order; at least one.
+	Steps []Step `json:"steps"`
+	// Default marks the flow used when SendRequest.FlowID is "". Setting it
+	// unsets it on every other flow.
+	Default bool `json:"default"`
+	// CreatedAt is set by CreateFlow.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Step is one delivery in a flow.
+type Step struct {
+	// Channel is a registered Channel's Name.
+	Channel string `json:"channel"`
+	// From is the sender ID, from address or caller ID; "" lets the channel
+	// use its own default.
+	From string `json:"from,omitempty"`
+	// Template is an approved Template's ID for this channel; "" uses the
+	// built-in text.
+	Template string `json:"template,omitempty"`
+	// After is 0 to send this step together with the previous one ("send
+	// anyway"), or how long after the previous step to send it, only while
+	// the verification is still open ("send after time interval"). The first
+	// step's After must be 0, and every step must be due before the code
+	// expires.
+	After time.Duration `json:"after"`
+}
+
+// Charset is the alphabet of generated codes.
+type Charset int
+
+const (
+	// Numeric codes use the digits 0-9.
+	Numeric Charset = iota
+	// Alphanumeric codes use upper-case letters and digits without the
+	// easily confused 0, O, 1 and I. They are checked case-insensitively.
+	Alphanumeric
+)
+
+// String returns "numeric" or "alphanumeric".
+func (c Charset) String() string {
+	switch c {
+	case Numeric:
+		return "numeric"
+	case Alphanumeric:
+		return "alphanumeric"
+	}
+	return fmt.Sprintf("Charset(%d)", int(c))
+}
+
+// TemplateStatus is a template's review state.
+type TemplateStatus string
+
+// Template statuses. Only approved templates may be used by a flow.
+const (
+	TemplatePending  TemplateStatus = "pending"
+	TemplateApproved TemplateStatus = "approved"
+	TemplateRejected TemplateStatus = "rejected"
+)
+
+// Template is a message text for one channel. Its Body must contain the
+// {code} placeholder (or its alias {token}); it may also use {minutes} (the
+// code's validity in whole minutes) and {brand} (alias {app}, the flow's
+// Brand).
+type Template struct {
+	// ID is assigned by CreateTemplate.
+	ID string `json:"id"`
+	// Name is mandatory.
+	Name string `json:"name"`
+	// Channel is the name of the channel the template is for; mandatory.
+	Channel string `json:"channel"`
+	// Body is the text with placeholders.
+	Body string `json:"body"`
+	// Language is a BCP 47 tag such as "en" or "pt-BR". Defaults to "en".
+	Language string `json:"language"`
+	// Status starts as pending; see ApproveTemplate and RejectTemplate.
+	Status TemplateStatus `json:"status"`
+	// Reason is the rejection reason.
+	Reason string `json:"reason,omitempty"`
+	// CreatedAt is set by CreateTemplate.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+const (
+	defaultCodeLength  = 6
+	defaultTTL         = 5 * time.Minute
+	defaultMaxAttempts = 5
+	maxTTL             = 24 * time.Hour
+	maxMaxAttempts     = 100
+	maxSteps           = 10
+)
+
+var placeholderRE = regexp.MustCompile(`\{[^{}]*\}`)
+
+var placeholders = map[string]bool{"{code}": true, "{token}": true, "{minutes}": true, "{brand}": true, "{app}": true}
+
+// CreateTemplate validates and stores a new template with status pending,
+// and returns it with its ID. A template must be approved before a flow can
+// use it.
+func (e *Engine) CreateTemplate(ctx context.Context, t Template) (Template, error) {
+	if err := e.validateTemplate(&t); err != nil {
+		return Template{}, err
+	}
+	t.ID = uuid.NewString()
+	t.Status = TemplatePending
+	t.Reason = ""
+	t.CreatedAt = e.clock.Now().UTC()
+	if err := e.store.CreateTemplate(ctx, t); err != nil {
+		return Template{}, storeErr("create template", err)
+	}
+	return t, nil
+}
+
+func (e *Engine) validateTemplate(t *Template) error {
+	t.Name = strings.TrimSpace(t.Name)
+	if t.Name == "" {
+		return invalid(ErrMissingField, "name", "name field is mandatory")
+	}
+	if t.Channel == "" {
+		return invalid(ErrMissingField, "channel", "channel field is mandatory")
+	}
+	if _, ok := e.channels[t.Channel]; !ok {
+		return invalid(ErrUnknownChannel, "channel", "channel %q is not registered (register it with verify.WithChannels)", t.Channel)
+	}
+	if strings.TrimSpace(t.Body) == "" {
+		return invalid(ErrMissingField, "body", "body field is mandatory")
+	}
+	if !strings.Contains(t.Body, "{code}") && !strings.Contains(t.Body, "{token}") {
+		return invalid(ErrInvalidTemplate, "body", "body must contain the {code} placeholder")
+	}
+	for _, p := range placeholderRE.FindAllString(t.Body, -1) {
+		if !placeholders[p] {
+			return invalid(ErrInvalidTemplate, "body", "unknown placeholder %s (use {code}, {token}, {minutes}, {brand} or {app})", p)
+		}
+	}
+	if t.Language == "" {
+		t.Language = "en"
+	}
+	if !languageRE.MatchString(t.Language) {
+		return invalid(ErrInvalidTemplate, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", t.Language)
+	}
+	return nil
+}
+
+var languageRE = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$`)
+
+// ApproveTemplate marks a template approved, so flows may use it.
+func (e *Engine) ApproveTemplate(ctx context.Context, id string) error {
+	return e.setTemplateStatus(ctx, id, TemplateApproved, "")
+}
+
+// RejectTemplate marks a template rejected with a reason. Flows that use it
+// can no longer deliver with it: their step fails and the next step is
+// tried.
+func (e *Engine) RejectTemplate(ctx context.Context, id, reason string) error {
+	return e.setTemplateStatus(ctx, id, TemplateRejected, reason)
+}
+
+func (e *Engine) setTemplateStatus(ctx context.Context, id string, s TemplateStatus, reason string) error {
+	if id == "" {
+		return invalid(ErrMissingField, "template_id", "template_id field is mandatory")
+	}
+	err := e.store.SetTemplateStatus(ctx, id, s, reason)
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound.with("template_id", "")
+	}
+	return storeErr("set template status", err)
+}
+
+// Template returns a template by ID (E909 if unknown).
+func (e *Engine) Template(ctx context.Context, id string) (Template, error) {
+	if id == "" {
+		return Template{}, invalid(ErrMissingField, "template_id", "template_id field is mandatory")
+	}
+	t, err := e.store.GetTemplate(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Template{}, ErrNotFound.with("template_id", "")
+	}
+	return t, storeErr("get template", err)
+}
+
+// Templates returns every template, oldest first.
+func (e *Engine) Templates(ctx context.Context) ([]Template, error) {
+	ts, err := e.store.ListTemplates(ctx)
+	return ts, storeErr("list templates", err)
+}
+
+// CreateFlow validates a flow, fills in its defaults, assigns its ID and
+// stores it. If f.Default is set it becomes the default flow.
+func (e *Engine) CreateFlow(ctx context.Context, f Flow) (Flow, error) {
+	if err := e.validateFlow(ctx, &f); err != nil {
+		return Flow{}, err
+	}
+	f.ID = uuid.NewString()
+	f.CreatedAt = e.clock.Now().UTC()
+	if err := e.store.CreateFlow(ctx, f); err != nil {
+		return Flow{}, storeErr("create flow", err)
+	}
+	return f, nil
+}
+
+// UpdateFlow validates and replaces an existing flow (E909 if unknown).
+// Verifications already started keep the steps they started with.
+func (e *Engine) UpdateFlow(ctx context.Context, f Flow) (Flow, error) {
+	if f.ID == "" {
+		return Flow{}, invalid(ErrMissingField, "flow_id", "flow_id field is mandatory")
+	}
+	old, err := e.Flow(ctx, f.ID)
+	if err != nil {
+		return Flow{}, err
+	}
+	if err := e.validateFlow(ctx, &f); err != nil {
+		return Flow{}, err
+	}
+	f.CreatedAt = old.CreatedAt
+	if err := e.store.UpdateFlow(ctx, f); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Flow{}, ErrNotFound.with("flow_id", "")
+		}
+		return Flow{}, storeErr("update flow", err)
+	}
+	return f, nil
+}
+
+// DeleteFlow removes a flow (E909 if unknown). Verifications already started
+// from it go on with the steps they started with.
+func (e *Engine) DeleteFlow(ctx context.Context, id string) error {
+	if id == "" {
+		return invalid(ErrMissingField, "flow_id", "flow_id field is mandatory")
+	}
+	err := e.store.DeleteFlow(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound.with("flow_id", "")
+	}
+	return storeErr("delete flow", err)
+}
+
+// Flow returns a flow by ID (E909 if unknown).
+func (e *Engine) Flow(ctx context.Context, id string) (Flow, error) {
+	if id == "" {
+		return Flow{}, invalid(ErrMissingField, "flow_id", "flow_id field is mandatory")
+	}
+	f, err := e.store.GetFlow(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Flow{}, ErrNotFound.with("flow_id", "")
+	}
+	return f, storeErr("get flow", err)
+}
+
+// Flows returns every flow, oldest first.
+func (e *Engine) Flows(ctx context.Context) ([]Flow, error) {
+	fs, err := e.store.ListFlows(ctx)
+	return fs, storeErr("list flows", err)
+}
+
+// validateFlow checks f and fills in its defaults.
+func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
+	f.Name = strings.TrimSpace(f.Name)
+	if f.Name == "" {
+		return invalid(ErrMissingField, "name", "name field is mandatory")
+	}
+	if f.CodeLength == 0 {
+		f.CodeLength = defaultCodeLength
+	}
+	if f.CodeLength < minCodeLength || f.CodeLength > maxCodeLength {
+		return invalid(ErrInvalidFlow, "code_length", "code_length must be %d to %d, got %d", minCodeLength, maxCodeLength, f.CodeLength)
+	}
+	if f.Charset != Numeric && f.Charset != Alphanumeric {
+		return invalid(ErrInvalidFlow, "charset", "charset must be Numeric or Alphanumeric, got %d", int(f.Charset))
+	}
+	if f.TTL == 0 {
+		f.TTL = defaultTTL
+	}
+	if f.TTL < time.Second || f.TTL > maxTTL {
+		return invalid(ErrInvalidFlow, "ttl", "ttl must be 1s to %s, got %s", maxTTL, f.TTL)
+	}
+	if f.MaxAttempts == 0 {
+		f.MaxAttempts = defaultMaxAttempts
+	}
+	if f.MaxAttempts < 1 || f.MaxAttempts > maxMaxAttempts {
+		return invalid(ErrInvalidFlow, "max_attempts", "max_attempts must be 1 to %d, got %d", maxMaxAttempts, f.MaxAttempts)
+	}
+	if len(f.Steps) == 0 {
+		return invalid(ErrInvalidFlow, "steps", "a flow needs at least one step")
+	}
+	if len(f.Steps) > maxSteps {
+		return invalid(ErrInvalidFlow, "steps", "a flow has at most %d steps, got %d", maxSteps, len(f.Steps))
+	}
+	f.Steps = append([]Step(nil), f.Steps...)
+	var elapsed time.Duration
+	for i, s := range f.Steps {
+		p := fmt.Sprintf("steps[%d]", i)
+		if s.After < 0 {
+			return invalid(ErrInvalidFlow, p+".after", "after must not be negative, got %s", s.After)
+		}
+		if i == 0 && s.After != 0 {
+			return invalid(ErrInvalidFlow, p+".after", "the first step is sent at once; its after must be 0")
+		}
+		elapsed += s.After
+		if elapsed >= f.TTL {
+			return invalid(ErrInvalidFlow, p+".after", "the step would be due %s after the start, when the code (ttl %s) has expired", elapsed, f.TTL)
+		}
+		if s.Channel == "" {
+			return invalid(ErrMissingField, p+".channel", "channel field is mandatory")
+		}
+		if _, ok := e.channels[s.Channel]; !ok {
+			return invalid(ErrUnknownChannel, p+".channel", "channel %q is not registered (register it with verify.WithChannels)", s.Channel)
+		}
+		if s.Template != "" {
+			t, err := e.store.GetTemplate(ctx, s.Template)
+			if errors.Is(err, ErrNotFound) {
+				return ErrNotFound.with(p+".template", "")
+			}
+			if err != nil {
+				return storeErr("get template", err)
+			}
+			if t.Status != TemplateApproved {
+				return invalid(ErrTemplateNotApproved, p+".template", "template %s is %s, not approved", t.ID, t.Status)
+			}
+			if t.Channel != s.Channel {
+				return invalid(ErrInvalidFlow, p+".template", "template %s is for channel %q, the step uses %q", t.ID, t.Channel, s.Channel)
+			}
+		}
+	}
+	return nil
+}
+
+// storeErr wraps a Store's system error with what the engine was doing. It
+// returns nil for nil.
+func storeErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := AsError(err); ok {
+		return err
+	}
+	return fmt.Errorf("verify: %s: %w", op, err)
+}

@@ -1,0 +1,199 @@
+package verify
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+)
+
+const (
+	minCodeLength = 4
+	maxCodeLength = 10
+	// minSecretLen is the shortest secret WithSecret accepts.
+	minSecretLen = 16
+)
+
+// alphanumericSet has 32 characters: upper-case letters and digits without
+// 0, O, 1 and I. 32 divides 256, so a random byte masked to 5 bits is uniform.
+const alphanumericSet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+// generateCode returns a code of n characters from the charset, each drawn
+// uniformly with crypto/rand. Digits use rejection sampling: bytes 250..255
+// are discarded so that byte%10 has no bias.
+func generateCode(n int, cs Charset) (string, error) {
+	var out [maxCodeLength]byte
+	var buf [32]byte
+	filled := 0
+	for filled < n {
+		if _, err := rand.Read(buf[:]); err != nil {
+			return "", fmt.Errorf("verify: reading crypto/rand: %w", err)
+		}
+		for _, b := range buf {
+			if filled == n {
+				break
+			}
+			switch cs {
+			case Alphanumeric:
+				out[filled] = alphanumericSet[b&31]
+				filled++
+			default:
+				if b < 250 {
+					out[filled] = '0' + b%10
+					filled++
+				}
+			}
+		}
+	}
+	return string(out[:n]), nil
+}
+
+// normalizeCode upper-cases ASCII letters, so alphanumeric codes are checked
+// case-insensitively. It reports false if code has a character outside
+// [0-9A-Za-z].
+func normalizeCode(code string) (string, bool) {
+	lower := false
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'A' && c <= 'Z':
+		case c >= 'a' && c <= 'z':
+			lower = true
+		default:
+			return "", false
+		}
+	}
+	if !lower {
+		return code, true
+	}
+	b := []byte(code)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b), true
+}
+
+// fitsCharset reports whether a normalized code is made of the charset's
+// characters: digits for Numeric, [0-9A-Z] for Alphanumeric (custom codes
+// may use the letters and digits that generated codes leave out).
+func fitsCharset(code string, cs Charset) bool {
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		if c >= '0' && c <= '9' {
+			continue
+		}
+		if cs == Alphanumeric && c >= 'A' && c <= 'Z' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// keyring derives a MAC key and a sealing key from each secret. The first
+// secret's keys hash and seal new codes; every secret's keys check and
+// unseal, so secrets can be rotated without breaking open verifications.
+type keyring struct {
+	keys []derivedKey
+}
+
+type derivedKey struct {
+	mac  []byte
+	aead cipher.AEAD
+	pool *sync.Pool // of hash.Hash keyed with mac
+}
+
+func newKeyring(secrets [][]byte) (*keyring, error) {
+	kr := &keyring{}
+	for i, s := range secrets {
+		if len(s) < minSecretLen {
+			return nil, fmt.Errorf("verify: secret %d is %d bytes; use at least %d random bytes", i, len(s), minSecretLen)
+		}
+		mac := derive(s, "openverify code hmac v1")
+		block, err := aes.NewCipher(derive(s, "openverify code seal v1"))
+		if err != nil {
+			return nil, fmt.Errorf("verify: sealing key: %w", err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("verify: sealing key: %w", err)
+		}
+		kr.keys = append(kr.keys, derivedKey{
+			mac:  mac,
+			aead: aead,
+			pool: &sync.Pool{New: func() any { return hmac.New(sha256.New, mac) }},
+		})
+	}
+	return kr, nil
+}
+
+// derive returns HMAC-SHA256(secret, label): independent keys per purpose.
+func derive(secret []byte, label string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(label))
+	return m.Sum(nil)
+}
+
+// hashWith returns HMAC-SHA256(key, id || 0 || code) appended to dst.
+func (k *derivedKey) hashWith(dst []byte, id, code string) []byte {
+	h := k.pool.Get().(hash.Hash)
+	h.Reset()
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write([]byte(code))
+	dst = h.Sum(dst)
+	k.pool.Put(h)
+	return dst
+}
+
+// hash returns the HMAC of (id, code) under the current key.
+func (kr *keyring) hash(id, code string) []byte {
+	return kr.keys[0].hashWith(make([]byte, 0, sha256.Size), id, code)
+}
+
+// matches reports, in constant time per key, whether code is the one whose
+// HMAC is stored.
+func (kr *keyring) matches(stored []byte, id, code string) bool {
+	var buf [sha256.Size]byte
+	match := 0
+	for i := range kr.keys {
+		match |= subtle.ConstantTimeCompare(stored, kr.keys[i].hashWith(buf[:0], id, code))
+	}
+	return match == 1
+}
+
+// seal encrypts code with AES-GCM under the current key, bound to the
+// verification ID. The result is nonce || ciphertext.
+func (kr *keyring) seal(id, code string) ([]byte, error) {
+	aead := kr.keys[0].aead
+	out := make([]byte, aead.NonceSize(), aead.NonceSize()+len(code)+aead.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		return nil, fmt.Errorf("verify: reading crypto/rand: %w", err)
+	}
+	return aead.Seal(out, out, []byte(code), []byte(id)), nil
+}
+
+var errUnseal = errors.New("verify: sealed code does not open with any configured secret (was the secret changed without keeping the old one in WithSecret?)")
+
+// unseal opens a sealed code with any configured key.
+func (kr *keyring) unseal(id string, sealed []byte) (string, error) {
+	for i := range kr.keys {
+		aead := kr.keys[i].aead
+		if len(sealed) < aead.NonceSize() {
+			break
+		}
+		code, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(id))
+		if err == nil {
+			return string(code), nil
+		}
+	}
+	return "", errUnseal
+}

@@ -1,0 +1,186 @@
+package verify
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps flows, templates, verifications, their deliveries and their
+// pending fallback steps. The engine holds no state of its own, so several
+// engines (in one process or many) that share a Store and a secret behave as
+// one.
+//
+// Every method takes the engine's clock reading as now where time matters; a
+// Store never reads the wall clock. A Store must be safe for concurrent use,
+// and the operations documented as atomic must stay atomic across every
+// process that shares the Store.
+//
+// Errors: a record that does not exist is reported as an error for which
+// errors.Is(err, ErrNotFound) holds. Every other error is a system error
+// (a lost connection, a cancelled context) and is passed to the caller.
+// A Store must not keep the slices it is handed (CodeHash, Steps, ...); it
+// may share the slices it returns between callers, who must not modify them.
+//
+// The conformance suite in package storetest checks every sentence of this
+// contract; run it against any new implementation.
+type Store interface {
+	// CreateFlow stores a new flow. If f.Default is set, every other flow
+	// loses its Default flag in the same atomic step, so at most one flow is
+	// the default.
+	CreateFlow(ctx context.Context, f Flow) error
+	// UpdateFlow replaces the flow with f.ID (ErrNotFound if there is none),
+	// with the same Default rule as CreateFlow.
+	UpdateFlow(ctx context.Context, f Flow) error
+	// DeleteFlow removes the flow (ErrNotFound if there is none).
+	// Verifications already started from it are not affected.
+	DeleteFlow(ctx context.Context, id string) error
+	// GetFlow returns the flow with the given ID, or ErrNotFound.
+	GetFlow(ctx context.Context, id string) (Flow, error)
+	// DefaultFlow returns the flow whose Default flag is set, or ErrNotFound.
+	DefaultFlow(ctx context.Context) (Flow, error)
+	// ListFlows returns every flow, oldest CreatedAt first (ties by ID).
+	ListFlows(ctx context.Context) ([]Flow, error)
+
+	// CreateTemplate stores a new template.
+	CreateTemplate(ctx context.Context, t Template) error
+	// SetTemplateStatus sets a template's status and reason, or returns
+	// ErrNotFound.
+	SetTemplateStatus(ctx context.Context, id string, status TemplateStatus, reason string) error
+	// GetTemplate returns the template with the given ID, or ErrNotFound.
+	GetTemplate(ctx context.Context, id string) (Template, error)
+	// ListTemplates returns every template, oldest CreatedAt first (ties by ID).
+	ListTemplates(ctx context.Context) ([]Template, error)
+
+	// CreateVerification stores a new verification and its pending steps in
+	// one atomic step: after a crash either both exist or neither does.
+	CreateVerification(ctx context.Context, v VerificationRecord, steps []PendingStep) error
+	// GetVerification returns the verification with its deliveries (oldest
+	// first), or ErrNotFound. Ended verifications are returned until Purge
+	// removes them.
+	GetVerification(ctx context.Context, id string) (VerificationRecord, error)
+	// Attempt counts one check attempt, atomically: if the verification is
+	// open (Status.Open), has Attempts < MaxAttempts and now is before
+	// ExpiresAt, it increments Attempts and returns the updated record with
+	// counted = true. Otherwise it changes nothing and returns the current
+	// record with counted = false. However many callers race, at most
+	// MaxAttempts attempts are ever counted. Unknown ID: ErrNotFound.
+	Attempt(ctx context.Context, id string, now time.Time) (v VerificationRecord, counted bool, err error)
+	// CountSend counts one more send of the code, atomically: if the
+	// verification is open, now is before ExpiresAt and Sends < max, it
+	// increments Sends and returns the updated record with counted = true.
+	// Otherwise it changes nothing and returns the current record with
+	// counted = false. Unknown ID: ErrNotFound.
+	CountSend(ctx context.Context, id string, max int, now time.Time) (v VerificationRecord, counted bool, err error)
+	// Finish ends an open verification with the given ended status
+	// (verified, expired, canceled, max_attempts or failed), atomically: it
+	// sets Status, EndedAt = now (and VerifiedAt = now for verified), erases
+	// SealedCode and deletes the verification's pending steps. It returns the
+	// record and ended = true when this call ended it; when the verification
+	// had already ended it changes nothing and returns the current record
+	// with ended = false, so that of many racing callers exactly one ends it.
+	// Unknown ID: ErrNotFound.
+	Finish(ctx context.Context, id string, status Status, now time.Time) (v VerificationRecord, ended bool, err error)
+	// RecordDelivery inserts the delivery, or replaces the one with the same
+	// ID. When the delivery's status is sent or delivered and the
+	// verification is still open, the verification's status moves forward
+	// to it (pending → sent → delivered; never backwards). Unknown
+	// verification: ErrNotFound.
+	RecordDelivery(ctx context.Context, d DeliveryRecord) error
+	// ExpireDue ends, as Finish(expired) does, up to limit open
+	// verifications whose ExpiresAt is at or before now, and returns their
+	// IDs.
+	ExpireDue(ctx context.Context, now time.Time, limit int) ([]string, error)
+	// Purge deletes up to limit ended verifications whose EndedAt is before
+	// before, with their deliveries, and returns how many it deleted. Open
+	// verifications are never purged.
+	Purge(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// ClaimDue claims up to limit pending steps that are due (DueAt <= now)
+	// and not leased (LeaseUntil <= now), earliest first, by setting
+	// their LeaseUntil to leaseUntil, and returns them. Claiming is atomic:
+	// however many callers race, a step is handed to one caller per lease;
+	// once the lease runs out without CompleteStep, the step can be claimed
+	// again.
+	ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit int) ([]PendingStep, error)
+	// Reschedule sets DueAt and LeaseUntil of each given pending step,
+	// matched by (VerificationID, Step), that still exists and is not leased
+	// at now (its LeaseUntil is at or before now), and returns the steps it
+	// updated. Each step is updated atomically, so a step that another caller
+	// has claimed is left alone; giving a LeaseUntil after now claims it.
+	Reschedule(ctx context.Context, now time.Time, steps []PendingStep) ([]PendingStep, error)
+	// CompleteStep deletes a pending step. A step that no longer exists is
+	// not an error.
+	CompleteStep(ctx context.Context, verificationID string, step int) error
+	// NextDue returns the earliest time at which a pending step will be
+	// claimable (the later of its DueAt and LeaseUntil), and ok = false if
+	// there are no pending steps.
+	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
+}
+
+// VerificationRecord is what a Store keeps for one verification. It never
+// holds the plain code: CodeHash is an HMAC of it and SealedCode an
+// authenticated encryption of it, kept only while a delivery can still happen.
+type VerificationRecord struct {
+	ID        string
+	FlowID    string
+	ForeignID string
+	Status    Status
+	To        Recipient
+	IPAddress string
+	// Brand is the flow's Brand, for rendering messages.
+	Brand string
+
+	// CodeHash is HMAC-SHA256(secret, verification ID, code).
+	CodeHash []byte
+	// SealedCode is the AES-GCM-sealed code; nil once the verification ends.
+	SealedCode []byte
+	// Charset and CodeLength describe the code, for checking input.
+	Charset    Charset
+	CodeLength int
+
+	Attempts    int
+	MaxAttempts int
+	// Sends counts Send and Resend deliveries of the code.
+	Sends int
+	// Steps is the flow's steps as they were when the verification started,
+	// so that editing or deleting the flow does not change its fallback.
+	Steps []Step
+
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	VerifiedAt time.Time
+	// EndedAt is when the verification left the open states; zero while open.
+	EndedAt time.Time
+
+	// Deliveries are filled in by the Store on every record it returns,
+	// oldest first; they are ignored by CreateVerification.
+	Deliveries []DeliveryRecord
+}
+
+// DeliveryRecord is one attempt to deliver the code on one channel.
+type DeliveryRecord struct {
+	// ID is the message ID, stable per (verification, step) and per resend.
+	ID             string
+	VerificationID string
+	// Step is the index of the flow step; -1 for a Resend.
+	Step       int
+	Channel    string
+	From       string
+	Status     DeliveryStatus
+	ProviderID string
+	// Error is the failure's text (never containing the code); "" on success.
+	Error     string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// PendingStep is one flow step still to be delivered, kept in the Store so
+// fallback survives restarts and is sent once across instances.
+type PendingStep struct {
+	VerificationID string
+	// Step is the index into the verification's Steps.
+	Step  int
+	DueAt time.Time
+	// LeaseUntil is the end of the current claim; zero or past means free.
+	LeaseUntil time.Time
+}
