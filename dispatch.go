@@ -33,11 +33,11 @@ func groupStart(steps []Step, step int) int {
 // were started at now: that group is due now and leased until leaseUntil
 // (claimed by the caller), each later group is due its After after the one
 // before it.
-func schedule(steps []Step, from int, now, leaseUntil time.Time) []PendingStep {
+func schedule(id string, steps []Step, from int, now, leaseUntil time.Time) []PendingStep {
 	out := make([]PendingStep, 0, len(steps)-from)
 	due := now
 	for i := from; i < len(steps); i++ {
-		p := PendingStep{Step: i}
+		p := PendingStep{VerificationID: id, Step: i}
 		if i > from && steps[i].After > 0 {
 			due = due.Add(steps[i].After)
 		}
@@ -108,7 +108,7 @@ func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time
 		}
 		return 0, nil
 	}
-	claimed, err := e.store.Reschedule(ctx, now, schedule(rec.Steps, end, now, now.Add(e.lease)))
+	claimed, err := e.store.Reschedule(ctx, now, schedule(id, rec.Steps, end, now, now.Add(e.lease)))
 	if err != nil {
 		return 0, storeErr("reschedule steps", err)
 	}

@@ -332,7 +332,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 	// Every step is a pending row, the first group leased to this call, so
 	// that a crash before it is delivered loses nothing: another engine
 	// claims it when the lease runs out.
-	pending := schedule(rec.Steps, 0, now, now.Add(e.lease))
+	pending := schedule(id, rec.Steps, 0, now, now.Add(e.lease))
 	if err := e.store.CreateVerification(ctx, rec, pending); err != nil {
 		return Verification{}, storeErr("create verification", err)
 	}

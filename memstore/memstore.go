@@ -1,0 +1,285 @@
+// Package memstore is an in-memory verify.Store, for tests and for a single
+// process that can afford to lose its verifications on restart.
+//
+// Verifications are sharded by ID so concurrent Sends and Checks rarely
+// contend; expiry, pending steps and retention use heaps, so ProcessDue and
+// Purge cost what they remove, not what is stored. Nothing runs in the
+// background: the engine's ProcessDue and Purge (or Run) do the work.
+package memstore
+
+import (
+	"container/heap"
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+const shardCount = 64
+
+// Store is an in-memory verify.Store. The zero value is not usable; call
+// New. A Store is safe for concurrent use.
+type Store struct {
+	shards [shardCount]shard
+
+	catalogMu sync.RWMutex
+	flows     map[string]verify.Flow
+	templates map[string]verify.Template
+	defaultID string
+
+	stepsMu sync.Mutex
+	steps   map[stepKey]*pending
+	ready   pendingHeap
+
+	expiryMu sync.Mutex
+	expiries timeHeap // open verifications by ExpiresAt
+
+	endedMu sync.Mutex
+	ended   timeHeap // ended verifications by EndedAt
+}
+
+var _ verify.Store = (*Store)(nil)
+
+type shard struct {
+	mu   sync.Mutex
+	recs map[string]*verify.VerificationRecord
+}
+
+// New returns an empty Store.
+func New() *Store {
+	s := &Store{
+		flows:     make(map[string]verify.Flow),
+		templates: make(map[string]verify.Template),
+		steps:     make(map[stepKey]*pending),
+	}
+	for i := range s.shards {
+		s.shards[i].recs = make(map[string]*verify.VerificationRecord)
+	}
+	return s
+}
+
+func (s *Store) shard(id string) *shard {
+	// FNV-1a over the ID.
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return &s.shards[h%shardCount]
+}
+
+func ctxErr(ctx context.Context) error { return ctx.Err() }
+
+// CreateFlow implements verify.Store.
+func (s *Store) CreateFlow(ctx context.Context, f verify.Flow) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	if _, ok := s.flows[f.ID]; ok {
+		return errExists("flow", f.ID)
+	}
+	s.putFlow(f)
+	return nil
+}
+
+// UpdateFlow implements verify.Store.
+func (s *Store) UpdateFlow(ctx context.Context, f verify.Flow) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	if _, ok := s.flows[f.ID]; !ok {
+		return verify.ErrNotFound
+	}
+	if s.defaultID == f.ID && !f.Default {
+		s.defaultID = ""
+	}
+	s.putFlow(f)
+	return nil
+}
+
+// putFlow stores a copy of f and keeps at most one default. Callers hold
+// catalogMu.
+func (s *Store) putFlow(f verify.Flow) {
+	f.Steps = append([]verify.Step(nil), f.Steps...)
+	if f.Default {
+		if old, ok := s.flows[s.defaultID]; ok && old.ID != f.ID {
+			old.Default = false
+			s.flows[old.ID] = old
+		}
+		s.defaultID = f.ID
+	}
+	s.flows[f.ID] = f
+}
+
+// DeleteFlow implements verify.Store.
+func (s *Store) DeleteFlow(ctx context.Context, id string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	if _, ok := s.flows[id]; !ok {
+		return verify.ErrNotFound
+	}
+	delete(s.flows, id)
+	if s.defaultID == id {
+		s.defaultID = ""
+	}
+	return nil
+}
+
+// GetFlow implements verify.Store.
+func (s *Store) GetFlow(ctx context.Context, id string) (verify.Flow, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Flow{}, err
+	}
+	s.catalogMu.RLock()
+	defer s.catalogMu.RUnlock()
+	f, ok := s.flows[id]
+	if !ok {
+		return verify.Flow{}, verify.ErrNotFound
+	}
+	return f, nil
+}
+
+// DefaultFlow implements verify.Store.
+func (s *Store) DefaultFlow(ctx context.Context) (verify.Flow, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Flow{}, err
+	}
+	s.catalogMu.RLock()
+	defer s.catalogMu.RUnlock()
+	f, ok := s.flows[s.defaultID]
+	if !ok {
+		return verify.Flow{}, verify.ErrNotFound
+	}
+	return f, nil
+}
+
+// ListFlows implements verify.Store.
+func (s *Store) ListFlows(ctx context.Context) ([]verify.Flow, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	s.catalogMu.RLock()
+	out := make([]verify.Flow, 0, len(s.flows))
+	for _, f := range s.flows {
+		out = append(out, f)
+	}
+	s.catalogMu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// CreateTemplate implements verify.Store.
+func (s *Store) CreateTemplate(ctx context.Context, t verify.Template) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	if _, ok := s.templates[t.ID]; ok {
+		return errExists("template", t.ID)
+	}
+	s.templates[t.ID] = t
+	return nil
+}
+
+// SetTemplateStatus implements verify.Store.
+func (s *Store) SetTemplateStatus(ctx context.Context, id string, status verify.TemplateStatus, reason string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	t, ok := s.templates[id]
+	if !ok {
+		return verify.ErrNotFound
+	}
+	t.Status, t.Reason = status, reason
+	s.templates[id] = t
+	return nil
+}
+
+// GetTemplate implements verify.Store.
+func (s *Store) GetTemplate(ctx context.Context, id string) (verify.Template, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Template{}, err
+	}
+	s.catalogMu.RLock()
+	defer s.catalogMu.RUnlock()
+	t, ok := s.templates[id]
+	if !ok {
+		return verify.Template{}, verify.ErrNotFound
+	}
+	return t, nil
+}
+
+// ListTemplates implements verify.Store.
+func (s *Store) ListTemplates(ctx context.Context) ([]verify.Template, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	s.catalogMu.RLock()
+	out := make([]verify.Template, 0, len(s.templates))
+	for _, t := range s.templates {
+		out = append(out, t)
+	}
+	s.catalogMu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+type existsError struct{ kind, id string }
+
+func (e *existsError) Error() string { return "memstore: " + e.kind + " " + e.id + " already exists" }
+
+func errExists(kind, id string) error { return &existsError{kind, id} }
+
+// timeHeap orders verification IDs by a time.
+type timeHeap []timeEntry
+
+type timeEntry struct {
+	at time.Time
+	id string
+}
+
+func (h timeHeap) Len() int           { return len(h) }
+func (h timeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timeHeap) Push(x any)        { *h = append(*h, x.(timeEntry)) }
+func (h *timeHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// popBefore pops and returns the earliest entry if its time is at or before
+// t (inclusive) or strictly before t (!inclusive).
+func (h *timeHeap) popBefore(t time.Time, inclusive bool) (timeEntry, bool) {
+	if h.Len() == 0 {
+		return timeEntry{}, false
+	}
+	top := (*h)[0]
+	if top.at.After(t) || (!inclusive && top.at.Equal(t)) {
+		return timeEntry{}, false
+	}
+	return heap.Pop(h).(timeEntry), true
+}

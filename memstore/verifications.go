@@ -1,0 +1,225 @@
+package memstore
+
+import (
+	"container/heap"
+	"context"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+// Records are stored by pointer and returned as struct copies. Their slices
+// are never written into once stored: a change replaces the whole slice
+// (copy on write), so a returned copy can share them with the store safely.
+
+// CreateVerification implements verify.Store.
+func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	v.CodeHash = append([]byte(nil), v.CodeHash...)
+	v.SealedCode = append([]byte(nil), v.SealedCode...)
+	v.Steps = append([]verify.Step(nil), v.Steps...)
+	v.Deliveries = nil
+	sh := s.shard(v.ID)
+	sh.mu.Lock()
+	if _, ok := sh.recs[v.ID]; ok {
+		sh.mu.Unlock()
+		return errExists("verification", v.ID)
+	}
+	sh.recs[v.ID] = &v
+	s.stepsMu.Lock()
+	for _, p := range steps {
+		p.VerificationID = v.ID
+		s.putStep(p)
+	}
+	s.stepsMu.Unlock()
+	sh.mu.Unlock()
+	if v.Status.Open() {
+		s.expiryMu.Lock()
+		heap.Push(&s.expiries, timeEntry{v.ExpiresAt, v.ID})
+		s.expiryMu.Unlock()
+	} else {
+		s.endedMu.Lock()
+		heap.Push(&s.ended, timeEntry{v.EndedAt, v.ID})
+		s.endedMu.Unlock()
+	}
+	return nil
+}
+
+// GetVerification implements verify.Store.
+func (s *Store) GetVerification(ctx context.Context, id string) (verify.VerificationRecord, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.VerificationRecord{}, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.recs[id]
+	if !ok {
+		return verify.VerificationRecord{}, verify.ErrNotFound
+	}
+	return *r, nil
+}
+
+// Attempt implements verify.Store.
+func (s *Store) Attempt(ctx context.Context, id string, now time.Time) (verify.VerificationRecord, bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.VerificationRecord{}, false, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.recs[id]
+	if !ok {
+		return verify.VerificationRecord{}, false, verify.ErrNotFound
+	}
+	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
+		return *r, false, nil
+	}
+	r.Attempts++
+	return *r, true, nil
+}
+
+// CountSend implements verify.Store.
+func (s *Store) CountSend(ctx context.Context, id string, max int, now time.Time) (verify.VerificationRecord, bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.VerificationRecord{}, false, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.recs[id]
+	if !ok {
+		return verify.VerificationRecord{}, false, verify.ErrNotFound
+	}
+	if !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) {
+		return *r, false, nil
+	}
+	r.Sends++
+	return *r, true, nil
+}
+
+// Finish implements verify.Store.
+func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now time.Time) (verify.VerificationRecord, bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.VerificationRecord{}, false, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	r, ok := sh.recs[id]
+	if !ok {
+		sh.mu.Unlock()
+		return verify.VerificationRecord{}, false, verify.ErrNotFound
+	}
+	if !r.Status.Open() {
+		out := *r
+		sh.mu.Unlock()
+		return out, false, nil
+	}
+	s.end(r, status, now)
+	out := *r
+	sh.mu.Unlock()
+	return out, true, nil
+}
+
+// end moves r to an ended status. The caller holds r's shard lock.
+func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time.Time) {
+	r.Status = status
+	r.EndedAt = now
+	if status == verify.StatusVerified {
+		r.VerifiedAt = now
+	}
+	r.SealedCode = nil
+	s.stepsMu.Lock()
+	for i := range r.Steps {
+		s.removeStep(stepKey{r.ID, i})
+	}
+	s.stepsMu.Unlock()
+	s.endedMu.Lock()
+	heap.Push(&s.ended, timeEntry{now, r.ID})
+	s.endedMu.Unlock()
+}
+
+var statusRank = map[verify.Status]int{verify.StatusPending: 0, verify.StatusSent: 1, verify.StatusDelivered: 2}
+
+// RecordDelivery implements verify.Store.
+func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	sh := s.shard(d.VerificationID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.recs[d.VerificationID]
+	if !ok {
+		return verify.ErrNotFound
+	}
+	ds := make([]verify.DeliveryRecord, 0, len(r.Deliveries)+1)
+	replaced := false
+	for _, old := range r.Deliveries {
+		if old.ID == d.ID {
+			old, replaced = d, true
+		}
+		ds = append(ds, old)
+	}
+	if !replaced {
+		ds = append(ds, d)
+	}
+	r.Deliveries = ds
+	if r.Status.Open() && (d.Status == verify.DeliverySent || d.Status == verify.DeliveryDelivered) {
+		next := verify.Status(d.Status)
+		if statusRank[next] > statusRank[r.Status] {
+			r.Status = next
+		}
+	}
+	return nil
+}
+
+// ExpireDue implements verify.Store.
+func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for len(ids) < limit {
+		s.expiryMu.Lock()
+		e, ok := s.expiries.popBefore(now, true)
+		s.expiryMu.Unlock()
+		if !ok {
+			break
+		}
+		sh := s.shard(e.id)
+		sh.mu.Lock()
+		if r, ok := sh.recs[e.id]; ok && r.Status.Open() && !now.Before(r.ExpiresAt) {
+			s.end(r, verify.StatusExpired, now)
+			ids = append(ids, e.id)
+		}
+		sh.mu.Unlock()
+	}
+	return ids, nil
+}
+
+// Purge implements verify.Store.
+func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctxErr(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < limit {
+		s.endedMu.Lock()
+		e, ok := s.ended.popBefore(before, false)
+		s.endedMu.Unlock()
+		if !ok {
+			break
+		}
+		sh := s.shard(e.id)
+		sh.mu.Lock()
+		if r, ok := sh.recs[e.id]; ok && !r.Status.Open() && r.EndedAt.Before(before) {
+			delete(sh.recs, e.id)
+			n++
+		}
+		sh.mu.Unlock()
+	}
+	return n, nil
+}

@@ -1,0 +1,442 @@
+package storetest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+)
+
+// assertRecord compares two records, times to the microsecond, ignoring
+// Deliveries.
+func assertRecord(t *testing.T, want, got verify.VerificationRecord) {
+	t.Helper()
+	sameTime(t, want.CreatedAt, got.CreatedAt, "CreatedAt")
+	sameTime(t, want.ExpiresAt, got.ExpiresAt, "ExpiresAt")
+	sameTime(t, want.VerifiedAt, got.VerifiedAt, "VerifiedAt")
+	sameTime(t, want.EndedAt, got.EndedAt, "EndedAt")
+	for _, r := range []*verify.VerificationRecord{&want, &got} {
+		r.CreatedAt, r.ExpiresAt, r.VerifiedAt, r.EndedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		r.Deliveries = nil
+		if len(r.SealedCode) == 0 {
+			r.SealedCode = nil
+		}
+		if len(r.CodeHash) == 0 {
+			r.CodeHash = nil
+		}
+	}
+	assert.Equal(t, want, got)
+}
+
+func testVerificationRoundTrip(t *testing.T, s verify.Store) {
+	_, err := s.GetVerification(ctx(), newID())
+	requireNotFound(t, err, "GetVerification of an unknown ID")
+
+	v := sampleVerification(5, 5*time.Minute)
+	create(t, s, v, steps(v))
+	got, err := s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	assertRecord(t, v, got)
+	assert.Empty(t, got.Deliveries)
+	assert.True(t, got.EndedAt.IsZero(), "EndedAt is zero while open")
+
+	// Both steps were stored with the verification.
+	claimed := claimAll(t, s, at(time.Hour))
+	assert.Contains(t, claimed, v.ID+"/0")
+	assert.Contains(t, claimed, v.ID+"/1")
+
+	// Another store call with the same ID fails, and changes nothing.
+	dup := v
+	dup.ForeignID = "other"
+	require.Error(t, s.CreateVerification(ctx(), dup, nil), "CreateVerification with an existing ID")
+	got, err = s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, "order-42", got.ForeignID)
+}
+
+func testHandedSlicesNotKept(t *testing.T, s verify.Store) {
+	v := sampleVerification(5, 5*time.Minute)
+	v.CodeHash = []byte("hash-hash-hash-hash-hash-hash-32")
+	create(t, s, v, nil)
+	v.CodeHash[0] = 'X'
+	v.Steps[0].Channel = "changed"
+	got, err := s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, byte('h'), got.CodeHash[0], "the store kept the caller's CodeHash slice")
+	assert.Equal(t, "sms", got.Steps[0].Channel, "the store kept the caller's Steps slice")
+
+	f := sampleFlow("f")
+	require.NoError(t, s.CreateFlow(ctx(), f))
+	f.Steps[0].Channel = "changed"
+	gf, err := s.GetFlow(ctx(), f.ID)
+	require.NoError(t, err)
+	assert.Equal(t, "sms", gf.Steps[0].Channel, "the store kept the caller's Flow.Steps slice")
+}
+
+func testAttempt(t *testing.T, s verify.Store) {
+	_, _, err := s.Attempt(ctx(), newID(), base)
+	requireNotFound(t, err, "Attempt on an unknown ID")
+
+	v := create(t, s, sampleVerification(3, time.Minute), nil)
+	for i := 1; i <= 3; i++ {
+		got, counted, err := s.Attempt(ctx(), v.ID, at(time.Second))
+		require.NoError(t, err)
+		assert.True(t, counted, "attempt %d of 3 is counted", i)
+		assert.Equal(t, i, got.Attempts, "Attempt returns the updated record")
+		assert.Equal(t, v.CodeHash, got.CodeHash)
+	}
+	got, counted, err := s.Attempt(ctx(), v.ID, at(time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "an attempt beyond MaxAttempts is not counted")
+	assert.Equal(t, 3, got.Attempts, "Attempts never exceeds MaxAttempts")
+
+	// Expired: at ExpiresAt exactly, nothing is counted.
+	e := create(t, s, sampleVerification(3, time.Minute), nil)
+	got, counted, err = s.Attempt(ctx(), e.ID, e.ExpiresAt)
+	require.NoError(t, err)
+	assert.False(t, counted, "no attempt is counted at or after ExpiresAt")
+	assert.Equal(t, 0, got.Attempts)
+	assert.Equal(t, verify.StatusPending, got.Status, "Attempt does not change the status")
+
+	// Ended: nothing is counted.
+	f := create(t, s, sampleVerification(3, time.Minute), nil)
+	_, ended, err := s.Finish(ctx(), f.ID, verify.StatusCanceled, at(time.Second))
+	require.NoError(t, err)
+	require.True(t, ended)
+	got, counted, err = s.Attempt(ctx(), f.ID, at(2*time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "no attempt is counted on an ended verification")
+	assert.Equal(t, verify.StatusCanceled, got.Status)
+	assert.Equal(t, 0, got.Attempts)
+
+	// Every open status takes attempts.
+	for _, st := range []verify.Status{verify.StatusSent, verify.StatusDelivered} {
+		o := sampleVerification(3, time.Minute)
+		o.Status = st
+		create(t, s, o, nil)
+		_, counted, err := s.Attempt(ctx(), o.ID, at(time.Second))
+		require.NoError(t, err)
+		assert.True(t, counted, "an attempt on a %s verification is counted", st)
+	}
+}
+
+func testAttemptConcurrent(t *testing.T, s verify.Store) {
+	const goroutines, max = 200, 5
+	v := create(t, s, sampleVerification(max, time.Minute), nil)
+	var counted atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ok, err := s.Attempt(ctx(), v.ID, at(time.Second))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if ok {
+				counted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int32(max), counted.Load(), "exactly MaxAttempts of %d racing attempts are counted", goroutines)
+	got, err := s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, max, got.Attempts)
+}
+
+func testCountSend(t *testing.T, s verify.Store) {
+	_, _, err := s.CountSend(ctx(), newID(), 5, base)
+	requireNotFound(t, err, "CountSend on an unknown ID")
+
+	v := create(t, s, sampleVerification(5, time.Minute), nil) // Sends = 1
+	for i := 2; i <= 3; i++ {
+		got, counted, err := s.CountSend(ctx(), v.ID, 3, at(time.Second))
+		require.NoError(t, err)
+		assert.True(t, counted)
+		assert.Equal(t, i, got.Sends, "CountSend returns the updated record")
+		assert.NotEmpty(t, got.SealedCode, "an open verification keeps its sealed code")
+	}
+	got, counted, err := s.CountSend(ctx(), v.ID, 3, at(time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted at max")
+	assert.Equal(t, 3, got.Sends)
+
+	// A larger max allows more; concurrency never exceeds it.
+	var n atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, ok, err := s.CountSend(ctx(), v.ID, 10, at(time.Second)); err == nil && ok {
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int32(7), n.Load(), "racing CountSend calls stop exactly at max")
+
+	e := create(t, s, sampleVerification(5, time.Minute), nil)
+	_, counted, err = s.CountSend(ctx(), e.ID, 5, e.ExpiresAt)
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted at or after ExpiresAt")
+
+	f := create(t, s, sampleVerification(5, time.Minute), nil)
+	_, _, err = s.Finish(ctx(), f.ID, verify.StatusVerified, at(time.Second))
+	require.NoError(t, err)
+	_, counted, err = s.CountSend(ctx(), f.ID, 5, at(time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted on an ended verification")
+}
+
+func testFinish(t *testing.T, s verify.Store) {
+	_, _, err := s.Finish(ctx(), newID(), verify.StatusCanceled, base)
+	requireNotFound(t, err, "Finish on an unknown ID")
+
+	for _, st := range []verify.Status{verify.StatusVerified, verify.StatusExpired, verify.StatusCanceled,
+		verify.StatusMaxAttempts, verify.StatusFailed} {
+		t.Run(string(st), func(t *testing.T) {
+			v := sampleVerification(5, time.Minute)
+			create(t, s, v, steps(v))
+			other := sampleVerification(5, time.Minute)
+			create(t, s, other, steps(other))
+			now := at(10 * time.Second)
+			got, ended, err := s.Finish(ctx(), v.ID, st, now)
+			require.NoError(t, err)
+			assert.True(t, ended)
+			assert.Equal(t, st, got.Status)
+			sameTime(t, now, got.EndedAt, "EndedAt")
+			if st == verify.StatusVerified {
+				sameTime(t, now, got.VerifiedAt, "VerifiedAt")
+			} else {
+				assert.True(t, got.VerifiedAt.IsZero(), "VerifiedAt stays zero unless verified")
+			}
+			assert.Empty(t, got.SealedCode, "Finish erases the sealed code")
+
+			again, ended, err := s.Finish(ctx(), v.ID, verify.StatusCanceled, at(20*time.Second))
+			require.NoError(t, err)
+			assert.False(t, ended, "Finish on an ended verification does not end it again")
+			assert.Equal(t, st, again.Status, "and does not change its status")
+			sameTime(t, now, again.EndedAt, "EndedAt after a second Finish")
+
+			stored, err := s.GetVerification(ctx(), v.ID)
+			require.NoError(t, err)
+			assert.Equal(t, st, stored.Status)
+			assert.Empty(t, stored.SealedCode)
+
+			claimed := claimAll(t, s, at(time.Hour))
+			assert.NotContains(t, claimed, v.ID+"/0", "Finish deletes the pending steps")
+			assert.NotContains(t, claimed, v.ID+"/1", "Finish deletes the pending steps")
+			assert.Contains(t, claimed, other.ID+"/0", "Finish leaves other verifications' steps alone")
+			assert.Contains(t, claimed, other.ID+"/1", "Finish leaves other verifications' steps alone")
+		})
+	}
+}
+
+func testFinishConcurrent(t *testing.T, s verify.Store) {
+	v := create(t, s, sampleVerification(100, time.Minute), nil)
+	var ended atomic.Int32
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, ok, err := s.Finish(ctx(), v.ID, verify.StatusVerified, at(time.Second)); err == nil && ok {
+				ended.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int32(1), ended.Load(), "of 100 racing Finish calls exactly one ends the verification")
+}
+
+func delivery(v verify.VerificationRecord, id string, step int, st verify.DeliveryStatus, when time.Time) verify.DeliveryRecord {
+	return verify.DeliveryRecord{
+		ID: id, VerificationID: v.ID, Step: step, Channel: "sms", From: "ACME", Status: st,
+		ProviderID: "SM" + id, CreatedAt: when, UpdatedAt: when,
+	}
+}
+
+func testRecordDelivery(t *testing.T, s verify.Store) {
+	ghost := sampleVerification(5, time.Minute)
+	requireNotFound(t, s.RecordDelivery(ctx(), delivery(ghost, ghost.ID+"-0", 0, verify.DeliverySent, base)),
+		"RecordDelivery for an unknown verification")
+
+	v := create(t, s, sampleVerification(5, time.Minute), nil)
+	status := func() verify.Status {
+		got, err := s.GetVerification(ctx(), v.ID)
+		require.NoError(t, err)
+		return got.Status
+	}
+
+	failed := delivery(v, v.ID+"-0", 0, verify.DeliveryFailed, at(time.Second))
+	failed.Error = "provider said no"
+	require.NoError(t, s.RecordDelivery(ctx(), failed))
+	assert.Equal(t, verify.StatusPending, status(), "a failed delivery does not move the status")
+
+	sent := delivery(v, v.ID+"-1", 1, verify.DeliverySent, at(2*time.Second))
+	require.NoError(t, s.RecordDelivery(ctx(), sent))
+	assert.Equal(t, verify.StatusSent, status(), "a sent delivery moves pending to sent")
+
+	resend := delivery(v, v.ID+"-r2", -1, verify.DeliverySent, at(3*time.Second))
+	require.NoError(t, s.RecordDelivery(ctx(), resend))
+
+	got, err := s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	require.Len(t, got.Deliveries, 3)
+	assert.Equal(t, []string{failed.ID, sent.ID, resend.ID},
+		[]string{got.Deliveries[0].ID, got.Deliveries[1].ID, got.Deliveries[2].ID}, "deliveries oldest first")
+	d := got.Deliveries[0]
+	sameTime(t, failed.CreatedAt, d.CreatedAt, "Delivery.CreatedAt")
+	sameTime(t, failed.UpdatedAt, d.UpdatedAt, "Delivery.UpdatedAt")
+	d.CreatedAt, d.UpdatedAt = failed.CreatedAt, failed.UpdatedAt
+	assert.Equal(t, failed, d)
+	assert.Equal(t, -1, got.Deliveries[2].Step, "a resend's step is -1")
+
+	// Replacing by ID: the receipt for the sent message.
+	delivered := sent
+	delivered.Status = verify.DeliveryDelivered
+	delivered.UpdatedAt = at(5 * time.Second)
+	require.NoError(t, s.RecordDelivery(ctx(), delivered))
+	got, err = s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	require.Len(t, got.Deliveries, 3, "a delivery with an existing ID replaces it")
+	assert.Equal(t, verify.DeliveryDelivered, got.Deliveries[1].Status)
+	sameTime(t, delivered.UpdatedAt, got.Deliveries[1].UpdatedAt, "replaced UpdatedAt")
+	assert.Equal(t, verify.StatusDelivered, got.Status, "a delivered delivery moves sent to delivered")
+
+	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-2", 2, verify.DeliverySent, at(6*time.Second))))
+	assert.Equal(t, verify.StatusDelivered, status(), "the status never moves backwards")
+
+	// Every method that returns a record fills Deliveries.
+	a, _, err := s.Attempt(ctx(), v.ID, at(7*time.Second))
+	require.NoError(t, err)
+	assert.Len(t, a.Deliveries, 4, "Attempt fills Deliveries")
+	c, _, err := s.CountSend(ctx(), v.ID, 10, at(7*time.Second))
+	require.NoError(t, err)
+	assert.Len(t, c.Deliveries, 4, "CountSend fills Deliveries")
+	f, _, err := s.Finish(ctx(), v.ID, verify.StatusVerified, at(8*time.Second))
+	require.NoError(t, err)
+	assert.Len(t, f.Deliveries, 4, "Finish fills Deliveries")
+
+	// Once ended, deliveries are still recorded but the status stays.
+	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-3", 3, verify.DeliveryDelivered, at(9*time.Second))))
+	got, err = s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusVerified, got.Status, "a delivery does not reopen an ended verification")
+	assert.Len(t, got.Deliveries, 5)
+}
+
+func testExpireDue(t *testing.T, s verify.Store) {
+	var vs []verify.VerificationRecord
+	for i := 1; i <= 4; i++ {
+		v := sampleVerification(5, time.Duration(i)*time.Minute)
+		create(t, s, v, steps(v))
+		vs = append(vs, v)
+	}
+	// vs[0] ends before it expires: never reported.
+	_, _, err := s.Finish(ctx(), vs[0].ID, verify.StatusVerified, at(time.Second))
+	require.NoError(t, err)
+
+	now := at(3 * time.Minute) // vs[1] expired before now, vs[2] exactly at now
+	ids, err := s.ExpireDue(ctx(), now, 1)
+	require.NoError(t, err)
+	require.Len(t, ids, 1, "ExpireDue respects limit")
+	more, err := s.ExpireDue(ctx(), now, 10)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{vs[1].ID, vs[2].ID}, append(ids, more...), "expires at-or-before now, open only")
+	none, err := s.ExpireDue(ctx(), now, 10)
+	require.NoError(t, err)
+	assert.Empty(t, none, "nothing is expired twice")
+
+	for _, v := range vs[1:3] {
+		got, err := s.GetVerification(ctx(), v.ID)
+		require.NoError(t, err)
+		assert.Equal(t, verify.StatusExpired, got.Status)
+		sameTime(t, now, got.EndedAt, "EndedAt")
+		assert.Empty(t, got.SealedCode, "expiry erases the sealed code")
+	}
+	got, err := s.GetVerification(ctx(), vs[3].ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusPending, got.Status, "not yet expired")
+	got, err = s.GetVerification(ctx(), vs[0].ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusVerified, got.Status)
+
+	claimed := claimAll(t, s, at(time.Hour))
+	for _, v := range vs[:3] {
+		assert.NotContains(t, claimed, v.ID+"/1", "expired and ended verifications have no pending steps")
+	}
+	assert.Contains(t, claimed, vs[3].ID+"/1")
+}
+
+func testPurge(t *testing.T, s verify.Store) {
+	old := create(t, s, sampleVerification(5, time.Minute), nil)
+	edge := create(t, s, sampleVerification(5, time.Minute), nil)
+	recent := create(t, s, sampleVerification(5, time.Minute), nil)
+	open := create(t, s, sampleVerification(5, time.Minute), nil)
+	extra := create(t, s, sampleVerification(5, time.Minute), nil)
+	for _, x := range []struct {
+		v  verify.VerificationRecord
+		at time.Time
+	}{{old, at(time.Second)}, {extra, at(2 * time.Second)}, {edge, at(time.Hour)}, {recent, at(2 * time.Hour)}} {
+		require.NoError(t, s.RecordDelivery(ctx(), delivery(x.v, x.v.ID+"-0", 0, verify.DeliverySent, base)))
+		_, ended, err := s.Finish(ctx(), x.v.ID, verify.StatusVerified, x.at)
+		require.NoError(t, err)
+		require.True(t, ended)
+	}
+	before := at(time.Hour)
+	n, err := s.Purge(ctx(), before, 1)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "Purge respects limit")
+	n2, err := s.Purge(ctx(), before, 100)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n2, "ended strictly before `before` only")
+	n3, err := s.Purge(ctx(), before, 100)
+	require.NoError(t, err)
+	assert.Equal(t, 0, n3)
+
+	for _, v := range []verify.VerificationRecord{old, extra} {
+		_, err := s.GetVerification(ctx(), v.ID)
+		requireNotFound(t, err, "GetVerification after Purge")
+		requireNotFound(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-9", 0, verify.DeliverySent, base)),
+			"RecordDelivery after Purge")
+	}
+	for _, v := range []verify.VerificationRecord{edge, recent, open} {
+		_, err := s.GetVerification(ctx(), v.ID)
+		require.NoError(t, err, "kept by Purge")
+	}
+	// Open verifications are never purged, however old.
+	n4, err := s.Purge(ctx(), at(1000*time.Hour), 100)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n4)
+	_, err = s.GetVerification(ctx(), open.ID)
+	require.NoError(t, err, "open verifications are never purged")
+}
+
+func testCanceledContext(t *testing.T, s verify.Store) {
+	v := create(t, s, sampleVerification(5, time.Minute), nil)
+	c, cancel := context.WithCancel(ctx())
+	cancel()
+	_, err := s.GetVerification(c, v.ID)
+	require.Error(t, err, "a cancelled context is an error")
+	assert.NotErrorIs(t, err, verify.ErrNotFound)
+	_, _, err = s.Attempt(c, v.ID, at(time.Second))
+	require.Error(t, err, "a cancelled context is an error")
+	got, err := s.GetVerification(ctx(), v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, 0, got.Attempts, "an attempt under a cancelled context is not counted")
+}
