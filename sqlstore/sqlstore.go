@@ -1,0 +1,254 @@
+// Package sqlstore is a verify.Store over database/sql, for SQLite (the
+// pure-Go modernc.org/sqlite driver, no cgo) and PostgreSQL (the pgx
+// driver through its database/sql adapter).
+//
+// One process can keep its verifications in a SQLite file; several
+// instances behind a load balancer can share one PostgreSQL database, and
+// the engine stays correct across them: attempts and sends are counted by
+// one conditional UPDATE ... RETURNING, a verification is finished by
+// exactly one caller, and each due fallback step is claimed by one instance
+// under a lease (FOR UPDATE SKIP LOCKED on PostgreSQL).
+//
+// Open connects, configures the pool and migrates:
+//
+//	st, err := sqlstore.Open(ctx, "sqlite:verify.db")                        // or
+//	st, err := sqlstore.Open(ctx, "postgres://app@db.internal/app?sslmode=verify-full")
+//	defer st.Close()
+//	eng, err := verify.New(st, verify.WithSecret(secret), ...)
+//
+// New wraps a *sql.DB the caller has opened and configured; it does not
+// migrate, so call Migrate (at start-up, from every instance if you like:
+// it is idempotent and safe to run concurrently).
+//
+// Times are stored in UTC with microsecond precision (timestamptz on
+// PostgreSQL, integer microseconds since the Unix epoch on SQLite) and are
+// returned as UTC time.Time values. A Store never reads the wall clock.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strings"
+
+	"github.com/openverify/verify"
+
+	// Registers the "pgx" database/sql driver.
+	_ "github.com/jackc/pgx/v5/stdlib"
+	// Registers the "sqlite" database/sql driver.
+	_ "modernc.org/sqlite"
+)
+
+// Dialect is the SQL dialect of a database.
+type Dialect int
+
+const (
+	// SQLite is SQLite 3.35 or later (for RETURNING); modernc.org/sqlite,
+	// registered as driver "sqlite", is the tested driver.
+	SQLite Dialect = iota + 1
+	// Postgres is PostgreSQL 12 or later; github.com/jackc/pgx/v5/stdlib,
+	// registered as driver "pgx", is the tested driver.
+	Postgres
+)
+
+// String returns "sqlite" or "postgres".
+func (d Dialect) String() string {
+	switch d {
+	case SQLite:
+		return "sqlite"
+	case Postgres:
+		return "postgres"
+	}
+	return fmt.Sprintf("Dialect(%d)", int(d))
+}
+
+// Store is a verify.Store over database/sql. It is safe for concurrent use,
+// and any number of Stores, in any number of processes, may share one
+// database.
+type Store struct {
+	db      *sql.DB
+	dialect Dialect
+	owned   bool // Close closes db
+}
+
+var _ verify.Store = (*Store)(nil)
+
+// New returns a Store over db, which must already be open on a database of
+// the given dialect. New does no I/O and does not migrate: call Migrate
+// before first use. Close does not close db; the caller still owns it.
+//
+// For SQLite, open db with WAL, a busy timeout and foreign keys on, and
+// limit it to one open connection (db.SetMaxOpenConns(1)): SQLite lets one
+// writer in at a time, and queueing in Go is much faster than SQLite's busy
+// handler. Open does all of this.
+func New(db *sql.DB, dialect Dialect) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("sqlstore: New(nil db): open one with sql.Open, or use sqlstore.Open")
+	}
+	if dialect != SQLite && dialect != Postgres {
+		return nil, fmt.Errorf("sqlstore: New: unknown dialect %v (use sqlstore.SQLite or sqlstore.Postgres)", dialect)
+	}
+	return &Store{db: db, dialect: dialect}, nil
+}
+
+// DB returns the database the Store uses.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Dialect returns the Store's dialect.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Close closes the database if Open opened it; for a Store made by New it
+// does nothing, since the caller owns the *sql.DB.
+func (s *Store) Close() error {
+	if !s.owned {
+		return nil
+	}
+	return s.db.Close()
+}
+
+// Option configures Open.
+type Option func(*openConfig)
+
+type openConfig struct {
+	migrate  bool
+	maxConns int
+}
+
+// WithoutMigrate makes Open skip Migrate, for deployments that migrate in a
+// separate step. By default Open migrates.
+func WithoutMigrate() Option {
+	return func(c *openConfig) { c.migrate = false }
+}
+
+// WithMaxConns sets the maximum number of open (and idle) connections.
+// Defaults to 1 for SQLite (one writer at a time; a :memory: database lives
+// in its one connection) and to 4 × GOMAXPROCS, at least 8, for
+// PostgreSQL.
+func WithMaxConns(n int) Option {
+	return func(c *openConfig) {
+		if n > 0 {
+			c.maxConns = n
+		}
+	}
+}
+
+// sqlitePragmas are the pragmas Open sets on every SQLite connection,
+// unless the DSN sets them itself: WAL (readers do not block the writer), a
+// busy timeout (other processes' writes are waited for, not failed),
+// foreign keys on, and synchronous NORMAL (in WAL mode, durable across
+// process crashes; the last commits may be lost on power loss — pass
+// _pragma=synchronous(FULL) to pay an fsync per commit instead).
+var sqlitePragmas = []struct{ name, value string }{
+	{"busy_timeout", "busy_timeout(10000)"},
+	{"journal_mode", "journal_mode(WAL)"},
+	{"foreign_keys", "foreign_keys(1)"},
+	{"synchronous", "synchronous(NORMAL)"},
+}
+
+// Open opens the database named by dsn, picking the driver from its form,
+// and, unless WithoutMigrate is given, migrates it:
+//
+//   - "sqlite:path", "sqlite://path" (path may be ":memory:") or a "file:"
+//     URI opens SQLite with modernc.org/sqlite, with WAL, a 10 s busy
+//     timeout, foreign keys on and synchronous NORMAL (each overridable by
+//     a _pragma= parameter in the DSN), transactions that BEGIN IMMEDIATE,
+//     and one connection;
+//   - "postgres://..." or "postgresql://..." opens PostgreSQL with pgx.
+//
+// Close closes the database again.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	cfg := openConfig{migrate: true}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	var (
+		driver  string
+		dialect Dialect
+	)
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		driver, dialect = "pgx", Postgres
+		if cfg.maxConns == 0 {
+			cfg.maxConns = max(8, 4*runtime.GOMAXPROCS(0))
+		}
+	case strings.HasPrefix(dsn, "sqlite:"), strings.HasPrefix(dsn, "file:"):
+		driver, dialect = "sqlite", SQLite
+		dsn = sqliteDSN(dsn)
+		if cfg.maxConns == 0 {
+			cfg.maxConns = 1
+		}
+	default:
+		return nil, fmt.Errorf("sqlstore: Open: cannot tell the database from the DSN %q (use sqlite:path, file:path, or postgres://...)", redact(dsn))
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: open %s: %w", dialect, err)
+	}
+	db.SetMaxOpenConns(cfg.maxConns)
+	db.SetMaxIdleConns(cfg.maxConns)
+	s, err := New(db, dialect)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.owned = true
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlstore: connect to %s: %w", dialect, err)
+	}
+	if cfg.migrate {
+		if err := s.Migrate(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// sqliteDSN turns "sqlite:path?query" into the modernc DSN "path?query"
+// with the default pragmas and _txlock=immediate added where the DSN does
+// not set them.
+func sqliteDSN(dsn string) string {
+	if rest, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		dsn = strings.TrimPrefix(rest, "//")
+	}
+	path, query, _ := strings.Cut(dsn, "?")
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return dsn // let the driver report it
+	}
+	set := make(map[string]bool)
+	for _, p := range q["_pragma"] {
+		name := strings.ToLower(strings.TrimSpace(p))
+		if i := strings.IndexAny(name, "(= "); i >= 0 {
+			name = name[:i]
+		}
+		set[name] = true
+	}
+	for _, p := range sqlitePragmas {
+		if !set[p.name] {
+			q.Add("_pragma", p.value)
+		}
+	}
+	if q.Get("_txlock") == "" {
+		q.Set("_txlock", "immediate")
+	}
+	return path + "?" + q.Encode()
+}
+
+// redact hides a password in a DSN for error messages.
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

@@ -1,0 +1,133 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+// ClaimDue implements verify.Store. On PostgreSQL the due rows are locked
+// with FOR UPDATE SKIP LOCKED, so instances claiming at once take disjoint
+// rows without waiting for each other; on SQLite the single UPDATE runs
+// under the database's one write lock. Either way a claimed row's ready_at
+// moves to its lease's end, so it is not due again until the lease runs
+// out.
+func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit int) ([]verify.PendingStep, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var query string
+	if s.pg() {
+		query = `UPDATE pending_steps p
+			SET lease_until = $2, ready_at = CASE WHEN p.due_at > $2 THEN p.due_at ELSE $2 END
+			FROM (SELECT verification_id, step FROM pending_steps
+				WHERE ready_at <= $1
+				ORDER BY due_at, verification_id, step LIMIT $3
+				FOR UPDATE SKIP LOCKED) c
+			WHERE p.verification_id = c.verification_id AND p.step = c.step
+			RETURNING p.verification_id, p.step, p.due_at, p.lease_until`
+	} else {
+		query = `UPDATE pending_steps
+			SET lease_until = $2, ready_at = CASE WHEN due_at > $2 THEN due_at ELSE $2 END
+			WHERE rowid IN (SELECT rowid FROM pending_steps
+				WHERE ready_at <= $1
+				ORDER BY due_at, verification_id, step LIMIT $3)
+			RETURNING verification_id, step, due_at, lease_until`
+	}
+	rows, err := s.db.QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
+	if err != nil {
+		return nil, wrap("claim due", err)
+	}
+	defer rows.Close()
+	var out []verify.PendingStep
+	for rows.Next() {
+		var p verify.PendingStep
+		if err := rows.Scan(&p.VerificationID, &p.Step, timeDest{&p.DueAt}, timeDest{&p.LeaseUntil}); err != nil {
+			return nil, wrap("claim due", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("claim due", err)
+	}
+	// RETURNING does not keep the subquery's order.
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.DueAt.Equal(b.DueAt) {
+			return a.DueAt.Before(b.DueAt)
+		}
+		if a.VerificationID != b.VerificationID {
+			return a.VerificationID < b.VerificationID
+		}
+		return a.Step < b.Step
+	})
+	return out, nil
+}
+
+// Reschedule implements verify.Store. Each step is one conditional UPDATE
+// (not leased at now), so a step another instance has claimed is left
+// alone. On SQLite the updates share one transaction, for speed only.
+func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.PendingStep) ([]verify.PendingStep, error) {
+	const query = `UPDATE pending_steps SET due_at = $3, lease_until = $4, ready_at = $5
+		WHERE verification_id = $1 AND step = $2 AND (lease_until IS NULL OR lease_until <= $6)`
+	var out []verify.PendingStep
+	run := func(q querier) error {
+		out = out[:0]
+		for _, p := range steps {
+			res, err := q.ExecContext(ctx, query, p.VerificationID, p.Step,
+				s.tv(p.DueAt), s.tn(p.LeaseUntil), s.tv(readyAt(p)), s.tv(now))
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				p.DueAt = p.DueAt.UTC().Truncate(time.Microsecond)
+				if !p.LeaseUntil.IsZero() {
+					p.LeaseUntil = p.LeaseUntil.UTC().Truncate(time.Microsecond)
+				}
+				out = append(out, p)
+			}
+		}
+		return nil
+	}
+	var err error
+	if s.pg() || len(steps) < 2 {
+		err = run(s.db)
+	} else {
+		err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
+	}
+	if err != nil {
+		return nil, wrap("reschedule", err)
+	}
+	return out, nil
+}
+
+// CompleteStep implements verify.Store.
+func (s *Store) CompleteStep(ctx context.Context, verificationID string, step int) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`,
+		verificationID, step)
+	return wrap("complete step", err)
+}
+
+// NextDue implements verify.Store.
+func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var raw any
+	if err := s.db.QueryRowContext(ctx, `SELECT MIN(ready_at) FROM pending_steps`).Scan(&raw); err != nil {
+		return time.Time{}, false, wrap("next due", err)
+	}
+	if raw == nil {
+		return time.Time{}, false, nil
+	}
+	var t time.Time
+	if err := (timeDest{&t}).Scan(raw); err != nil {
+		return time.Time{}, false, wrap("next due", fmt.Errorf("%w", err))
+	}
+	return t, true, nil
+}

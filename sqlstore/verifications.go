@@ -1,0 +1,354 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+// blob passes nil slices as NULL.
+func blob(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// readyAt is when a pending step becomes claimable: the later of its
+// DueAt and LeaseUntil.
+func readyAt(p verify.PendingStep) time.Time {
+	if p.LeaseUntil.After(p.DueAt) {
+		return p.LeaseUntil
+	}
+	return p.DueAt
+}
+
+// CreateVerification implements verify.Store. The pending steps are stored
+// under v.ID whatever their VerificationID says.
+func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
+	stepsJSON, err := encodeSteps(v.Steps)
+	if err != nil {
+		return wrap("create verification", err)
+	}
+	args := []any{
+		v.ID, v.FlowID, v.ForeignID, string(v.Status), v.To.Phone, v.To.Email, v.IPAddress, v.Brand,
+		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends, stepsJSON,
+		s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.tn(v.EndedAt),
+	}
+	insertVerification := `INSERT INTO verifications (` + verificationCols + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`
+	if len(steps) == 0 {
+		_, err := s.db.ExecContext(ctx, insertVerification, args...)
+		return wrap("create verification", err)
+	}
+	var insertSteps strings.Builder
+	insertSteps.WriteString(`INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at) VALUES `)
+	for i, p := range steps {
+		n := len(args)
+		if i > 0 {
+			insertSteps.WriteString(", ")
+		}
+		fmt.Fprintf(&insertSteps, "($1, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4)
+		args = append(args, p.Step, s.tv(p.DueAt), s.tn(p.LeaseUntil), s.tv(readyAt(p)))
+	}
+	if s.pg() {
+		// One statement, so one round trip: the CTE's insert and the outer
+		// one commit together, and the foreign key is checked at the end.
+		_, err := s.db.ExecContext(ctx, `WITH v AS (`+insertVerification+`) `+insertSteps.String(), args...)
+		return wrap("create verification", err)
+	}
+	return wrap("create verification", s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, insertVerification, args...); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, insertSteps.String(), args...)
+		return err
+	}))
+}
+
+// GetVerification implements verify.Store.
+func (s *Store) GetVerification(ctx context.Context, id string) (verify.VerificationRecord, error) {
+	v, found, err := s.getVerification(ctx, s.db, id)
+	if err != nil {
+		return verify.VerificationRecord{}, wrap("get verification", err)
+	}
+	if !found {
+		return verify.VerificationRecord{}, notFound("get verification", "verification", id)
+	}
+	return v, nil
+}
+
+func (s *Store) getVerification(ctx context.Context, q querier, id string) (verify.VerificationRecord, bool, error) {
+	rows, err := q.QueryContext(ctx, withDeliveries("verifications v", "WHERE v.id = $1"), id)
+	if err != nil {
+		return verify.VerificationRecord{}, false, err
+	}
+	return scanWithDeliveries(rows)
+}
+
+// update is a conditional update of one verification: SET set WHERE id =
+// $1 AND where. When the row matches, it returns the updated record with
+// its deliveries and true; when it does not, the current record and false.
+// With deleteSteps, the verification's pending steps are deleted in the
+// same transaction as a matching update.
+func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps bool, args ...any) (verify.VerificationRecord, bool, error) {
+	id := args[0].(string)
+	updateSQL := `UPDATE verifications SET ` + set + ` WHERE id = $1 AND ` + where
+	var (
+		v       verify.VerificationRecord
+		updated bool
+		err     error
+	)
+	if s.pg() {
+		// One statement: the update, the step deletion and the read of the
+		// deliveries are one atomic round trip.
+		cte := `WITH v AS (` + updateSQL + ` RETURNING *)`
+		if deleteSteps {
+			cte += `, p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))`
+		}
+		var rows *sql.Rows
+		if rows, err = s.db.QueryContext(ctx, cte+" "+withDeliveries("v", ""), args...); err == nil {
+			v, updated, err = scanWithDeliveries(rows)
+		}
+	} else {
+		run := func(q querier) error {
+			err := q.QueryRowContext(ctx, updateSQL+` RETURNING `+verificationCols, args...).Scan(verificationDest(&v)...)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			updated = true
+			if deleteSteps {
+				if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
+					return err
+				}
+			}
+			v.Deliveries, err = deliveriesOf(ctx, q, id)
+			return err
+		}
+		if deleteSteps {
+			err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
+		} else {
+			err = run(s.db)
+		}
+	}
+	if err != nil {
+		return verify.VerificationRecord{}, false, wrap(op, err)
+	}
+	if updated {
+		return v, true, nil
+	}
+	v, found, err := s.getVerification(ctx, s.db, id)
+	if err != nil {
+		return verify.VerificationRecord{}, false, wrap(op, err)
+	}
+	if !found {
+		return verify.VerificationRecord{}, false, notFound(op, "verification", id)
+	}
+	return v, false, nil
+}
+
+// Attempt implements verify.Store with one conditional UPDATE ... RETURNING,
+// so that racing callers in any number of processes never count more than
+// MaxAttempts.
+func (s *Store) Attempt(ctx context.Context, id string, now time.Time) (verify.VerificationRecord, bool, error) {
+	return s.update(ctx, "attempt",
+		`attempts = attempts + 1`,
+		`status IN `+openStatuses+` AND attempts < max_attempts AND expires_at > $2`,
+		false, id, s.tv(now))
+}
+
+// CountSend implements verify.Store with one conditional UPDATE ...
+// RETURNING.
+func (s *Store) CountSend(ctx context.Context, id string, max int, now time.Time) (verify.VerificationRecord, bool, error) {
+	return s.update(ctx, "count send",
+		`sends = sends + 1`,
+		`status IN `+openStatuses+` AND sends < $3 AND expires_at > $2`,
+		false, id, s.tv(now), max)
+}
+
+// Finish implements verify.Store: the update is conditional on the status
+// being open, so of racing callers exactly one ends the verification, and
+// it deletes the pending steps in the same transaction.
+func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now time.Time) (verify.VerificationRecord, bool, error) {
+	if status.Open() || !status.Valid() {
+		return verify.VerificationRecord{}, false, fmt.Errorf("sqlstore: finish: %q is not an ended status (use verified, expired, canceled, max_attempts or failed)", status)
+	}
+	return s.update(ctx, "finish",
+		`status = $3, ended_at = $2, sealed_code = NULL,
+		verified_at = CASE WHEN $3 = 'verified' THEN $2 ELSE verified_at END`,
+		`status IN `+openStatuses,
+		true, id, s.tv(now), string(status))
+}
+
+// nextStatus moves an open verification's status forward to a delivery's
+// (pending → sent → delivered) and leaves every other status alone. $2 is
+// the delivery's status.
+const nextStatus = `CASE
+	WHEN status = 'pending' AND $2 IN ('sent', 'delivered') THEN $2
+	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
+	ELSE status END`
+
+const upsertDelivery = ` ON CONFLICT (id) DO UPDATE SET verification_id = excluded.verification_id,
+	step = excluded.step, channel = excluded.channel, sender = excluded.sender, status = excluded.status,
+	provider_id = excluded.provider_id, error = excluded.error,
+	created_at = excluded.created_at, updated_at = excluded.updated_at`
+
+// RecordDelivery implements verify.Store.
+func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) error {
+	args := []any{d.VerificationID, string(d.Status), d.ID, d.Step, d.Channel, d.From,
+		d.ProviderID, d.Error, s.tv(d.CreatedAt), s.tv(d.UpdatedAt)}
+	var n int64
+	if s.pg() {
+		// One statement: the status update and the upsert commit together;
+		// the upsert's SELECT yields no row when the verification does not
+		// exist.
+		res, err := s.db.ExecContext(ctx, `WITH v AS (
+			UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 RETURNING id)
+			INSERT INTO deliveries (`+deliveryCols+`)
+			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v`+
+			upsertDelivery, args...)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		if err != nil {
+			return wrap("record delivery", err)
+		}
+	} else {
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+` WHERE id = $1`, args...)
+			if err != nil {
+				return err
+			}
+			if n, err = res.RowsAffected(); err != nil || n == 0 {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
+				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...)
+			return err
+		})
+		if err != nil {
+			return wrap("record delivery", err)
+		}
+	}
+	if n == 0 {
+		return notFound("record delivery", "verification", d.VerificationID)
+	}
+	return nil
+}
+
+// ExpireDue implements verify.Store.
+func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	const expire = `UPDATE verifications SET status = 'expired', ended_at = $1, sealed_code = NULL
+		WHERE status IN ` + openStatuses + ` AND id IN (
+			SELECT id FROM verifications
+			WHERE status IN ` + openStatuses + ` AND expires_at <= $1
+			ORDER BY expires_at LIMIT $2 %s)
+		RETURNING id`
+	var ids []string
+	if s.pg() {
+		// Rows another instance is finishing are skipped, not waited for.
+		rows, err := s.db.QueryContext(ctx, `WITH v AS (`+fmt.Sprintf(expire, "FOR UPDATE SKIP LOCKED")+`),
+			p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))
+			SELECT id FROM v`, s.tv(now), limit)
+		if err == nil {
+			ids, err = scanStrings(rows)
+		}
+		return ids, wrap("expire due", err)
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf(expire, ""), s.tv(now), limit)
+		if err != nil {
+			return err
+		}
+		if ids, err = scanStrings(rows); err != nil {
+			return err
+		}
+		return deleteEach(ctx, tx, `DELETE FROM pending_steps WHERE verification_id = $1`, ids)
+	})
+	if err != nil {
+		return nil, wrap("expire due", err)
+	}
+	return ids, nil
+}
+
+// Purge implements verify.Store. Deliveries and pending steps go with
+// their verification (ON DELETE CASCADE; on SQLite also explicitly, in case
+// the connection has foreign keys off).
+func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	const purge = `DELETE FROM verifications WHERE id IN (
+		SELECT id FROM verifications
+		WHERE ended_at < $1 AND status NOT IN ` + openStatuses + `
+		ORDER BY ended_at LIMIT $2 %s)`
+	if s.pg() {
+		res, err := s.db.ExecContext(ctx, fmt.Sprintf(purge, "FOR UPDATE SKIP LOCKED"), s.tv(before), limit)
+		if err != nil {
+			return 0, wrap("purge", err)
+		}
+		n, err := res.RowsAffected()
+		return int(n), wrap("purge", err)
+	}
+	var ids []string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf(purge, "")+` RETURNING id`, s.tv(before), limit)
+		if err != nil {
+			return err
+		}
+		if ids, err = scanStrings(rows); err != nil {
+			return err
+		}
+		if err := deleteEach(ctx, tx, `DELETE FROM deliveries WHERE verification_id = $1`, ids); err != nil {
+			return err
+		}
+		return deleteEach(ctx, tx, `DELETE FROM pending_steps WHERE verification_id = $1`, ids)
+	})
+	if err != nil {
+		return 0, wrap("purge", err)
+	}
+	return len(ids), nil
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// deleteEach runs a one-parameter statement once per ID.
+func deleteEach(ctx context.Context, tx *sql.Tx, query string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, id := range ids {
+		if _, err := stmt.ExecContext(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
