@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+
+	"github.com/google/uuid"
 )
 
 const (
@@ -108,7 +110,14 @@ type keyring struct {
 type derivedKey struct {
 	mac  []byte
 	aead cipher.AEAD
-	pool *sync.Pool // of hash.Hash keyed with mac
+	pool *sync.Pool // of *macState keyed with mac
+}
+
+// macState is a keyed HMAC with a scratch buffer for its input, pooled so
+// that hashing a code allocates nothing.
+type macState struct {
+	h   hash.Hash
+	buf []byte
 }
 
 func newKeyring(secrets [][]byte) (*keyring, error) {
@@ -129,7 +138,7 @@ func newKeyring(secrets [][]byte) (*keyring, error) {
 		kr.keys = append(kr.keys, derivedKey{
 			mac:  mac,
 			aead: aead,
-			pool: &sync.Pool{New: func() any { return hmac.New(sha256.New, mac) }},
+			pool: &sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, mac), buf: make([]byte, 0, 64)} }},
 		})
 	}
 	return kr, nil
@@ -144,19 +153,29 @@ func derive(secret []byte, label string) []byte {
 
 // hashWith returns HMAC-SHA256(key, id || 0 || code) appended to dst.
 func (k *derivedKey) hashWith(dst []byte, id, code string) []byte {
-	h := k.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(id))
-	h.Write([]byte{0})
-	h.Write([]byte(code))
-	dst = h.Sum(dst)
-	k.pool.Put(h)
+	st := k.pool.Get().(*macState)
+	st.buf = append(append(append(st.buf[:0], id...), 0), code...)
+	st.h.Reset()
+	st.h.Write(st.buf)
+	dst = st.h.Sum(dst)
+	k.pool.Put(st)
 	return dst
 }
 
-// hash returns the HMAC of (id, code) under the current key.
-func (kr *keyring) hash(id, code string) []byte {
-	return kr.keys[0].hashWith(make([]byte, 0, sha256.Size), id, code)
+// protect returns the HMAC of (id, code) under the current key, and the
+// code sealed under it: nonce || AES-GCM(code) bound to id. Both share one
+// allocation.
+func (kr *keyring) protect(id, code string) (hash, sealed []byte, err error) {
+	k := &kr.keys[0]
+	ns, over := k.aead.NonceSize(), k.aead.Overhead()
+	buf := make([]byte, sha256.Size+ns, sha256.Size+ns+len(code)+over)
+	hash = k.hashWith(buf[:0:sha256.Size], id, code)
+	nonce := buf[sha256.Size : sha256.Size+ns]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, nil, fmt.Errorf("verify: reading crypto/rand: %w", err)
+	}
+	sealed = k.aead.Seal(nonce, nonce, []byte(code), []byte(id))
+	return hash, sealed, nil
 }
 
 // matches reports, in constant time per key, whether code is the one whose
@@ -168,17 +187,6 @@ func (kr *keyring) matches(stored []byte, id, code string) bool {
 		match |= subtle.ConstantTimeCompare(stored, kr.keys[i].hashWith(buf[:0], id, code))
 	}
 	return match == 1
-}
-
-// seal encrypts code with AES-GCM under the current key, bound to the
-// verification ID. The result is nonce || ciphertext.
-func (kr *keyring) seal(id, code string) ([]byte, error) {
-	aead := kr.keys[0].aead
-	out := make([]byte, aead.NonceSize(), aead.NonceSize()+len(code)+aead.Overhead())
-	if _, err := rand.Read(out); err != nil {
-		return nil, fmt.Errorf("verify: reading crypto/rand: %w", err)
-	}
-	return aead.Seal(out, out, []byte(code), []byte(id)), nil
 }
 
 var errUnseal = errors.New("verify: sealed code does not open with any configured secret (was the secret changed without keeping the old one in WithSecret?)")
@@ -196,4 +204,15 @@ func (kr *keyring) unseal(id string, sealed []byte) (string, error) {
 		}
 	}
 	return "", errUnseal
+}
+
+// newID returns a random (version 4) UUID string.
+func newID() (string, error) {
+	var u uuid.UUID
+	if _, err := rand.Read(u[:]); err != nil {
+		return "", fmt.Errorf("verify: reading crypto/rand: %w", err)
+	}
+	u[6] = (u[6] & 0x0f) | 0x40 // version 4
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return u.String(), nil
 }

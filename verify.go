@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/benbjohnson/clock"
-	"github.com/google/uuid"
 )
 
 // Engine sends and checks one-time codes. It keeps no state of its own:
@@ -108,6 +107,7 @@ func WithSecret(keys ...[]byte) Option {
 		if len(keys) == 0 {
 			return errors.New("verify: WithSecret needs at least one key")
 		}
+		c.secrets = nil // a later WithSecret replaces an earlier one
 		for _, k := range keys {
 			c.secrets = append(c.secrets, append([]byte(nil), k...))
 		}
@@ -306,8 +306,11 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 	}
 
 	now := e.clock.Now().UTC()
-	id := uuid.NewString()
-	sealed, err := e.keys.seal(id, code)
+	id, err := newID()
+	if err != nil {
+		return Verification{}, err
+	}
+	hash, sealed, err := e.keys.protect(id, code)
 	if err != nil {
 		return Verification{}, err
 	}
@@ -319,7 +322,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		To:          to,
 		IPAddress:   req.IPAddress,
 		Brand:       flow.Brand,
-		CodeHash:    e.keys.hash(id, code),
+		CodeHash:    hash,
 		SealedCode:  sealed,
 		Charset:     flow.Charset,
 		CodeLength:  flow.CodeLength,

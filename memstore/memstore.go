@@ -8,7 +8,6 @@
 package memstore
 
 import (
-	"container/heap"
 	"context"
 	"sort"
 	"sync"
@@ -252,7 +251,9 @@ func (e *existsError) Error() string { return "memstore: " + e.kind + " " + e.id
 
 func errExists(kind, id string) error { return &existsError{kind, id} }
 
-// timeHeap orders verification IDs by a time.
+// timeHeap is a binary min-heap of verification IDs by a time. It is
+// typed (not container/heap) so that pushing allocates nothing beyond the
+// slice's growth.
 type timeHeap []timeEntry
 
 type timeEntry struct {
@@ -260,26 +261,54 @@ type timeEntry struct {
 	id string
 }
 
-func (h timeHeap) Len() int           { return len(h) }
-func (h timeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timeHeap) Push(x any)        { *h = append(*h, x.(timeEntry)) }
-func (h *timeHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
+func (h *timeHeap) push(e timeEntry) {
+	*h = append(*h, e)
+	a := *h
+	i := len(a) - 1
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !a[i].at.Before(a[parent].at) {
+			break
+		}
+		a[i], a[parent] = a[parent], a[i]
+		i = parent
+	}
+}
+
+func (h *timeHeap) pop() timeEntry {
+	a := *h
+	top := a[0]
+	last := len(a) - 1
+	a[0] = a[last]
+	a[last] = timeEntry{}
+	a = a[:last]
+	*h = a
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(a) && a[l].at.Before(a[m].at) {
+			m = l
+		}
+		if r < len(a) && a[r].at.Before(a[m].at) {
+			m = r
+		}
+		if m == i {
+			return top
+		}
+		a[i], a[m] = a[m], a[i]
+		i = m
+	}
 }
 
 // popBefore pops and returns the earliest entry if its time is at or before
 // t (inclusive) or strictly before t (!inclusive).
 func (h *timeHeap) popBefore(t time.Time, inclusive bool) (timeEntry, bool) {
-	if h.Len() == 0 {
+	if len(*h) == 0 {
 		return timeEntry{}, false
 	}
 	top := (*h)[0]
 	if top.at.After(t) || (!inclusive && top.at.Equal(t)) {
 		return timeEntry{}, false
 	}
-	return heap.Pop(h).(timeEntry), true
+	return h.pop(), true
 }

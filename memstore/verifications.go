@@ -1,7 +1,6 @@
 package memstore
 
 import (
-	"container/heap"
 	"context"
 	"time"
 
@@ -17,8 +16,11 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
-	v.CodeHash = append([]byte(nil), v.CodeHash...)
-	v.SealedCode = append([]byte(nil), v.SealedCode...)
+	// One allocation holds copies of both byte slices.
+	b := make([]byte, 0, len(v.CodeHash)+len(v.SealedCode))
+	b = append(append(b, v.CodeHash...), v.SealedCode...)
+	v.CodeHash = b[:len(v.CodeHash):len(v.CodeHash)]
+	v.SealedCode = b[len(v.CodeHash):]
 	v.Steps = append([]verify.Step(nil), v.Steps...)
 	v.Deliveries = nil
 	sh := s.shard(v.ID)
@@ -37,11 +39,11 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	sh.mu.Unlock()
 	if v.Status.Open() {
 		s.expiryMu.Lock()
-		heap.Push(&s.expiries, timeEntry{v.ExpiresAt, v.ID})
+		s.expiries.push(timeEntry{v.ExpiresAt, v.ID})
 		s.expiryMu.Unlock()
 	} else {
 		s.endedMu.Lock()
-		heap.Push(&s.ended, timeEntry{v.EndedAt, v.ID})
+		s.ended.push(timeEntry{v.EndedAt, v.ID})
 		s.endedMu.Unlock()
 	}
 	return nil
@@ -137,7 +139,7 @@ func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time
 	}
 	s.stepsMu.Unlock()
 	s.endedMu.Lock()
-	heap.Push(&s.ended, timeEntry{now, r.ID})
+	s.ended.push(timeEntry{now, r.ID})
 	s.endedMu.Unlock()
 }
 

@@ -1,0 +1,162 @@
+package verify_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/channels"
+	"github.com/openverify/verify/memstore"
+)
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+// harness is an engine on memstore with a mock clock, recording channels
+// "sms", "voice" (phone) and "email", and a captured debug log.
+type harness struct {
+	t     *testing.T
+	ctx   context.Context
+	store *memstore.Store
+	clock *clock.Mock
+	eng   *verify.Engine
+	sms   *channels.Recorder
+	voice *channels.Recorder
+	email *channels.Recorder
+	logs  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var start = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+
+func newHarness(t *testing.T, opts ...verify.Option) *harness {
+	t.Helper()
+	h := &harness{
+		t:     t,
+		ctx:   context.Background(),
+		store: memstore.New(),
+		clock: clock.NewMock(),
+		sms:   channels.NewRecorder("sms"),
+		voice: channels.NewRecorder("voice"),
+		email: channels.NewRecorder("email"),
+		logs:  &syncBuffer{},
+	}
+	h.clock.Set(start)
+	base := []verify.Option{
+		verify.WithClock(h.clock),
+		verify.WithChannels(h.sms, h.voice, h.email),
+		verify.WithSecret(secret),
+		verify.WithLogger(newTextLogger(h.logs)),
+	}
+	var err error
+	h.eng, err = verify.New(h.store, append(base, opts...)...)
+	require.NoError(t, err)
+	return h
+}
+
+// engine returns another engine on the same store, clock and channels, as a
+// second instance or a restarted process would be.
+func (h *harness) engine(opts ...verify.Option) *verify.Engine {
+	h.t.Helper()
+	base := []verify.Option{
+		verify.WithClock(h.clock),
+		verify.WithChannels(h.sms, h.voice, h.email),
+		verify.WithSecret(secret),
+		verify.WithLogger(newTextLogger(h.logs)),
+	}
+	e, err := verify.New(h.store, append(base, opts...)...)
+	require.NoError(h.t, err)
+	return e
+}
+
+// flow creates a flow with the given steps (and the default settings).
+func (h *harness) flow(steps ...verify.Step) verify.Flow {
+	h.t.Helper()
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "test", Steps: steps, Default: true})
+	require.NoError(h.t, err)
+	return f
+}
+
+var ana = verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"}
+
+// send starts a verification on the default flow and returns it with the
+// code the first recorded message carried.
+func (h *harness) send() (verify.Verification, string) {
+	h.t.Helper()
+	v, err := h.eng.Send(h.ctx, verify.SendRequest{To: ana})
+	require.NoError(h.t, err)
+	m, ok := h.lastMessage(v.ID)
+	require.True(h.t, ok, "no message recorded for %s", v.ID)
+	return v, m.Code
+}
+
+// lastMessage finds the newest message for a verification on any channel.
+func (h *harness) lastMessage(id string) (verify.Message, bool) {
+	var found verify.Message
+	ok := false
+	for _, r := range []*channels.Recorder{h.sms, h.voice, h.email} {
+		for _, m := range r.Messages() {
+			if m.VerificationID == id {
+				found, ok = m, true
+			}
+		}
+	}
+	return found, ok
+}
+
+func (h *harness) check(id, code string) (verify.Verification, error) {
+	return h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code})
+}
+
+func (h *harness) processDue() int {
+	h.t.Helper()
+	n, err := h.eng.ProcessDue(h.ctx)
+	require.NoError(h.t, err)
+	return n
+}
+
+// wrong returns a code of the same shape that is not code.
+func wrong(code string) string {
+	b := []byte(code)
+	if b[0] == '9' {
+		b[0] = '8'
+	} else {
+		b[0] = '9'
+	}
+	return string(b)
+}
+
+// sortedKeys helps deterministic assertions.
+func countBy[T comparable](xs []T) map[T]int {
+	m := make(map[T]int)
+	for _, x := range xs {
+		m[x]++
+	}
+	return m
+}
+
+func newTextLogger(w *syncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
