@@ -133,11 +133,10 @@ func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps b
 			v.Deliveries, err = deliveriesOf(ctx, q, id)
 			return err
 		}
-		if deleteSteps {
-			err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
-		} else {
-			err = run(s.db)
-		}
+		// One transaction, so that a failure after the UPDATE (reading the
+		// deliveries, say) rolls it back: the caller never gets an error
+		// for an attempt that was counted.
+		err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
 	}
 	if err != nil {
 		return verify.VerificationRecord{}, false, wrap(op, err)
@@ -351,4 +350,3 @@ func deleteEach(ctx context.Context, tx *sql.Tx, query string, ids []string) err
 	}
 	return nil
 }
-

@@ -1,0 +1,240 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+)
+
+// cluster is several engines, each with its own Store (connection pool) on
+// one database, sharing a secret, a mock clock and the channels: a
+// deployment of several instances behind a load balancer.
+type cluster struct {
+	dsn   string
+	clk   *clock.Mock
+	sms   *recorder
+	email *recorder
+	inst  []instance
+}
+
+var ana = verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"}
+
+// fallbackFlow sends an SMS, then an email 30 seconds later.
+var fallbackFlow = verify.Flow{Name: "login", Default: true, Steps: []verify.Step{
+	{Channel: "sms"},
+	{Channel: "email", After: 30 * time.Second},
+}}
+
+func newCluster(t *testing.T, dsn string, n int, flow verify.Flow) *cluster {
+	t.Helper()
+	c := &cluster{dsn: dsn, clk: newClock(), sms: newRecorder("sms", false), email: newRecorder("email", true)}
+	for range n {
+		c.inst = append(c.inst, newInstance(t, dsn, c.clk, c.sms, c.email))
+	}
+	_, err := c.inst[0].eng.CreateFlow(context.Background(), flow)
+	require.NoError(t, err)
+	return c
+}
+
+// engine returns the engine that serves request i, round robin.
+func (c *cluster) engine(i int) *verify.Engine { return c.inst[i%len(c.inst)].eng }
+
+func TestMultiInstance(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Run("ConcurrentWrongGuesses", func(t *testing.T) { testConcurrentWrongGuesses(t, b.newDSN(t)) })
+			t.Run("ConcurrentRightCodes", func(t *testing.T) { testConcurrentRightCodes(t, b.newDSN(t)) })
+			t.Run("FallbackSentOnce", func(t *testing.T) { testFallbackSentOnce(t, b.newDSN(t)) })
+			t.Run("Restart", func(t *testing.T) { testRestart(t, b.newDSN(t)) })
+		})
+	}
+}
+
+// runConcurrently calls fn(i) for i in [0, n) from n goroutines released
+// at once.
+func runConcurrently(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			fn(i)
+		}()
+	}
+	close(gate)
+	wg.Wait()
+}
+
+func testConcurrentWrongGuesses(t *testing.T, dsn string) {
+	ctx := context.Background()
+	c := newCluster(t, dsn, 3, verify.Flow{Name: "login", Default: true, MaxAttempts: 5,
+		Steps: []verify.Step{{Channel: "sms"}}})
+	v, err := c.engine(0).Send(ctx, verify.SendRequest{To: ana, Code: "123456"})
+	require.NoError(t, err)
+
+	const guesses = 400
+	var invalid, maxed atomic.Int32
+	var mu sync.Mutex
+	var others []error
+	runConcurrently(guesses, func(i int) {
+		_, err := c.engine(i).Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: "000000"})
+		switch {
+		case errors.Is(err, verify.ErrInvalidOTP):
+			invalid.Add(1)
+		case errors.Is(err, verify.ErrMaxAttempts):
+			maxed.Add(1)
+		default:
+			mu.Lock()
+			others = append(others, err)
+			mu.Unlock()
+		}
+	})
+	assert.Empty(t, others, "every guess is answered E912 or E911")
+	assert.Equal(t, int32(5), invalid.Load(), "exactly MaxAttempts guesses are answered E912")
+	assert.Equal(t, int32(guesses-5), maxed.Load(), "the rest are answered E911")
+
+	got, err := c.engine(1).Get(ctx, v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, 5, got.Attempts)
+	assert.Equal(t, verify.StatusMaxAttempts, got.Status)
+	// Even the right code is refused now.
+	_, err = c.engine(2).Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: "123456"})
+	assert.ErrorIs(t, err, verify.ErrMaxAttempts)
+}
+
+func testConcurrentRightCodes(t *testing.T, dsn string) {
+	ctx := context.Background()
+	// MaxAttempts 100: every racing caller's attempt is counted, so the race
+	// is purely between right answers. (With fewer attempts than callers,
+	// callers whose attempt is not counted end the verification as
+	// max_attempts in Engine.closed while the counted right answers are
+	// still on their way to Finish — an engine race, not a store one.)
+	c := newCluster(t, dsn, 3, verify.Flow{Name: "login", Default: true, MaxAttempts: 100,
+		Steps: []verify.Step{{Channel: "sms"}}})
+	v, err := c.engine(0).Send(ctx, verify.SendRequest{To: ana})
+	require.NoError(t, err)
+	msgs := c.sms.sent(v.ID)
+	require.Len(t, msgs, 1)
+	code := msgs[0].Code
+
+	const callers = 100
+	var ok, already atomic.Int32
+	var mu sync.Mutex
+	var others []error
+	runConcurrently(callers, func(i int) {
+		_, err := c.engine(i).Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+		switch {
+		case err == nil:
+			ok.Add(1)
+		case errors.Is(err, verify.ErrAlreadyVerified):
+			already.Add(1)
+		default:
+			mu.Lock()
+			others = append(others, err)
+			mu.Unlock()
+		}
+	})
+	assert.Empty(t, others, "every other caller is answered E910")
+	assert.Equal(t, int32(1), ok.Load(), "exactly one of %d right answers verifies", callers)
+	assert.Equal(t, int32(callers-1), already.Load())
+
+	got, err := c.engine(1).Get(ctx, v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusVerified, got.Status)
+	assert.Equal(t, start, got.VerifiedAt)
+}
+
+func testFallbackSentOnce(t *testing.T, dsn string) {
+	ctx := context.Background()
+	c := newCluster(t, dsn, 3, fallbackFlow)
+	const verifications = 20
+	var ids []string
+	for i := range verifications {
+		v, err := c.engine(i).Send(ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		require.Equal(t, verify.StatusSent, v.Status)
+		ids = append(ids, v.ID)
+	}
+	// Not due yet: nobody sends anything.
+	c.clk.Add(29 * time.Second)
+	for i := range c.inst {
+		n, err := c.engine(i).ProcessDue(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	}
+
+	c.clk.Add(2 * time.Second)
+	var total atomic.Int32
+	var mu sync.Mutex
+	var errs []error
+	runConcurrently(3*len(c.inst), func(i int) {
+		n, err := c.engine(i).ProcessDue(ctx)
+		total.Add(int32(n))
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	assert.Empty(t, errs)
+	assert.Equal(t, int32(verifications), total.Load(), "ProcessDue calls together sent each fallback once")
+	for _, id := range ids {
+		emails := c.email.sent(id)
+		require.Len(t, emails, 1, "the fallback step of %s is sent exactly once", id)
+		sms := c.sms.sent(id)
+		require.Len(t, sms, 1)
+		assert.Equal(t, sms[0].Code, emails[0].Code, "the fallback sends the same code")
+		got, err := c.engine(0).Get(ctx, id)
+		require.NoError(t, err)
+		require.Len(t, got.Deliveries, 2)
+	}
+	// Later passes find nothing left.
+	c.clk.Add(time.Hour)
+	for i := range c.inst {
+		n, err := c.engine(i).ProcessDue(ctx)
+		require.NoError(t, err)
+		assert.Zero(t, n)
+	}
+}
+
+func testRestart(t *testing.T, dsn string) {
+	ctx := context.Background()
+	clk := newClock()
+	sms, email := newRecorder("sms", false), newRecorder("email", true)
+
+	// Instance A sends the first step, then goes away.
+	a := newInstance(t, dsn, clk, sms, email)
+	_, err := a.eng.CreateFlow(ctx, fallbackFlow)
+	require.NoError(t, err)
+	v, err := a.eng.Send(ctx, verify.SendRequest{To: ana})
+	require.NoError(t, err)
+	require.NoError(t, a.store.Close())
+
+	// Instance B: a new engine and a new connection pool, same database and
+	// secret.
+	clk.Add(30 * time.Second)
+	b := newInstance(t, dsn, clk, sms, email)
+	n, err := b.eng.ProcessDue(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "B delivers the fallback A scheduled")
+	first, fallback := sms.sent(v.ID), email.sent(v.ID)
+	require.Len(t, first, 1)
+	require.Len(t, fallback, 1)
+	assert.Equal(t, first[0].Code, fallback[0].Code, "with the same code")
+
+	got, err := b.eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: fallback[0].Code})
+	require.NoError(t, err, "B verifies the code A generated")
+	assert.Equal(t, verify.StatusVerified, got.Status)
+	assert.Equal(t, 1, got.Attempts)
+}
