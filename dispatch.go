@@ -164,8 +164,14 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 	if !ok {
 		return Receipt{}, fmt.Errorf("channel %q is not registered with this engine", s.Channel)
 	}
-	body, lang := builtinText(rec.Brand), "en"
-	if s.Template != "" {
+	lang := rec.Language
+	if lang == "" {
+		lang = rec.FallbackLanguage
+	}
+	var body, tplID string
+	if s.Template == "" {
+		body, lang = builtinText(lang, rec.Brand)
+	} else {
 		t, err := e.store.GetTemplate(ctx, s.Template)
 		if err != nil {
 			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)
@@ -173,7 +179,17 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 		if t.Status != TemplateApproved {
 			return Receipt{}, fmt.Errorf("template %s is %s, not approved", t.ID, t.Status)
 		}
-		body, lang = t.Body, t.Language
+		if t, err = e.pickTemplate(ctx, t, lang, rec.FallbackLanguage); err != nil {
+			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)
+		}
+		body, lang, tplID = t.Body, t.Language, t.ID
+	}
+	body = render(body, code, minutesLeft(now, rec.ExpiresAt), rec.Brand)
+	switch {
+	case s.WebOTPDomain != "":
+		body += "\n\n@" + s.WebOTPDomain + " #" + code
+	case s.AppHash != "":
+		body += "\n" + s.AppHash
 	}
 	m := Message{
 		ID:             msgID,
@@ -183,21 +199,14 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 		To:             rec.To,
 		From:           s.From,
 		Code:           code,
-		Body:           render(body, code, minutesLeft(now, rec.ExpiresAt), rec.Brand),
-		Template:       s.Template,
+		Body:           body,
+		Template:       tplID,
 		Language:       lang,
 		ExpiresAt:      rec.ExpiresAt,
 	}
 	sctx, cancel := context.WithTimeout(ctx, e.sendTimeout)
 	defer cancel()
 	return ch.Send(sctx, m)
-}
-
-func builtinText(brand string) string {
-	if brand != "" {
-		return "{brand}: your verification code is {code}. It expires in {minutes} minutes."
-	}
-	return "Your verification code is {code}. It expires in {minutes} minutes."
 }
 
 // minutesLeft is the code's remaining validity in whole minutes, rounded up.

@@ -93,7 +93,7 @@ func newErr(code, typ, parameter, message string) *Error {
 }
 
 // The error codes. E800–E913 are Kaleyra's and keep Kaleyra's meaning;
-// E802 and E804–E808, E914 and above are OpenVerify's own.
+// E802 and E804–E809, E914 and above are OpenVerify's own.
 //
 //	code  HTTP type              parameter          when
 //	E800  400  VALIDATION_ERROR  verify_id          Check with an empty VerifyID
@@ -105,6 +105,7 @@ func newErr(code, typ, parameter, message string) *Error {
 //	E806  400  VALIDATION_ERROR  (the field)        a flow is invalid (no steps, length out of range, ...)
 //	E807  400  VALIDATION_ERROR  (the field)        a template is invalid (no code placeholder, ...)
 //	E808  400  VALIDATION_ERROR  channel            a step names a channel that is not registered
+//	E809  400  VALIDATION_ERROR  (the field)        another field is malformed (a language tag, a status, ...)
 //	E909  404  validation_error  flow_id/verify_id  unknown flow, template or verification
 //	E910  409  validation_error                     Check or Resend after success
 //	E911  429  validation_error  OTP                Check once the attempts are used up
@@ -124,6 +125,7 @@ var (
 	ErrInvalidFlow         = newErr("E806", TypeRequest, "", "flow is invalid")
 	ErrInvalidTemplate     = newErr("E807", TypeRequest, "", "template is invalid")
 	ErrUnknownChannel      = newErr("E808", TypeRequest, "channel", "channel is not registered")
+	ErrInvalidParameter    = newErr("E809", TypeRequest, "", "parameter is invalid")
 	ErrNotFound            = newErr("E909", TypeState, "", "Record not found")
 	ErrAlreadyVerified     = newErr("E910", TypeState, "", "OTP already verified")
 	ErrMaxAttempts         = newErr("E911", TypeState, "OTP", "Exceeded max number of attempts")

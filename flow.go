@@ -38,6 +38,10 @@ type Flow struct {
 	// Default marks the flow used when SendRequest.FlowID is "". Setting it
 	// unsets it on every other flow.
 	Default bool `json:"default"`
+	// Language is the language used when a request names none and none can
+	// be guessed from the phone number, and when no template exists in the
+	// requested one. Defaults to "en".
+	Language string `json:"language"`
 	// CreatedAt is set by CreateFlow.
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -58,6 +62,14 @@ type Step struct {
 	// step's After must be 0, and every step must be due before the code
 	// expires.
 	After time.Duration `json:"after"`
+	// WebOTPDomain, for SMS steps, appends the WebOTP API line
+	// "@domain #code" as the message's last line, so browsers can offer
+	// the code to the page at that domain (for example "example.com").
+	WebOTPDomain string `json:"web_otp_domain,omitempty"`
+	// AppHash, for SMS steps, appends the Android SMS Retriever app hash
+	// (11 characters) as the message's last line, so the app can read the
+	// code without the SMS permission.
+	AppHash string `json:"app_hash,omitempty"`
 }
 
 // Charset is the alphabet of generated codes.
@@ -314,6 +326,12 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 	if f.MaxAttempts < 1 || f.MaxAttempts > maxMaxAttempts {
 		return invalid(ErrInvalidFlow, "max_attempts", "max_attempts must be 1 to %d, got %d", maxMaxAttempts, f.MaxAttempts)
 	}
+	if f.Language == "" {
+		f.Language = "en"
+	}
+	if !languageRE.MatchString(f.Language) {
+		return invalid(ErrInvalidFlow, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", f.Language)
+	}
 	if len(f.Steps) == 0 {
 		return invalid(ErrInvalidFlow, "steps", "a flow needs at least one step")
 	}
@@ -337,8 +355,12 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 		if s.Channel == "" {
 			return invalid(ErrMissingField, p+".channel", "channel field is mandatory")
 		}
-		if _, ok := e.channels[s.Channel]; !ok {
+		ch, ok := e.channels[s.Channel]
+		if !ok {
 			return invalid(ErrUnknownChannel, p+".channel", "channel %q is not registered (register it with verify.WithChannels)", s.Channel)
+		}
+		if err := checkAutofill(s, p, addressingOf(ch)); err != nil {
+			return err
 		}
 		if s.Template != "" {
 			t, err := e.store.GetTemplate(ctx, s.Template)
@@ -369,4 +391,29 @@ func storeErr(op string, err error) error {
 		return err
 	}
 	return fmt.Errorf("verify: %s: %w", op, err)
+}
+
+var (
+	domainRE  = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+	appHashRE = regexp.MustCompile(`^[A-Za-z0-9+/]{11}$`)
+)
+
+// checkAutofill validates a step's WebOTPDomain and AppHash.
+func checkAutofill(s Step, p string, a Addressing) error {
+	if s.WebOTPDomain == "" && s.AppHash == "" {
+		return nil
+	}
+	if a != ByPhone {
+		return invalid(ErrInvalidFlow, p, "web_otp_domain and app_hash are for SMS steps; channel %q delivers by email", s.Channel)
+	}
+	if s.WebOTPDomain != "" && s.AppHash != "" {
+		return invalid(ErrInvalidFlow, p+".app_hash", "web_otp_domain and app_hash both need the message's last line; set one per step")
+	}
+	if s.WebOTPDomain != "" && !domainRE.MatchString(s.WebOTPDomain) {
+		return invalid(ErrInvalidFlow, p+".web_otp_domain", "web_otp_domain must be a lower-case host name such as example.com, got %q", s.WebOTPDomain)
+	}
+	if s.AppHash != "" && !appHashRE.MatchString(s.AppHash) {
+		return invalid(ErrInvalidFlow, p+".app_hash", "app_hash must be the 11-character hash Android's AppSignatureHelper prints, got %q", s.AppHash)
+	}
+	return nil
 }

@@ -162,7 +162,7 @@ func TestTemplates(t *testing.T) {
 	h.clock.Add(time.Minute)
 	h.processDue()
 	em, _ := h.email.Last()
-	assert.Equal(t, "Acme: your verification code is "+m.Code+". It expires in 9 minutes.", em.Body)
+	assert.Equal(t, "Acme: Your verification code is "+m.Code+". It expires in 9 minutes.", em.Body)
 
 	// A template rejected after the flow was made: its step fails and the
 	// next one is tried.

@@ -129,6 +129,11 @@ type VerificationRecord struct {
 	IPAddress string
 	// Brand is the flow's Brand, for rendering messages.
 	Brand string
+	// Language is the language messages are rendered in (BCP 47), and
+	// FallbackLanguage the flow's Language, used when no template exists
+	// in Language.
+	Language         string
+	FallbackLanguage string
 
 	// CodeHash is HMAC-SHA256(secret, verification ID, code).
 	CodeHash []byte

@@ -76,6 +76,10 @@ type SendRequest struct {
 	ForeignID string
 	// IPAddress is the end user's IP address, kept with the verification.
 	IPAddress string
+	// Language is a BCP 47 tag ("es", "pt-BR") choosing the templates'
+	// and built-in texts' language. "" guesses it from the phone number's
+	// country calling code, else uses the flow's Language.
+	Language string
 }
 
 // CheckRequest asks the engine to check a code.

@@ -290,6 +290,9 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 	if err != nil {
 		return Verification{}, err
 	}
+	if req.Language != "" && !languageRE.MatchString(req.Language) {
+		return Verification{}, invalid(ErrInvalidParameter, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", req.Language)
+	}
 	to, err := e.checkRecipient(flow.Steps, req.To)
 	if err != nil {
 		return Verification{}, err
@@ -315,22 +318,24 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		return Verification{}, err
 	}
 	rec := VerificationRecord{
-		ID:          id,
-		FlowID:      flow.ID,
-		ForeignID:   req.ForeignID,
-		Status:      StatusPending,
-		To:          to,
-		IPAddress:   req.IPAddress,
-		Brand:       flow.Brand,
-		CodeHash:    hash,
-		SealedCode:  sealed,
-		Charset:     flow.Charset,
-		CodeLength:  flow.CodeLength,
-		MaxAttempts: flow.MaxAttempts,
-		Sends:       1,
-		Steps:       flow.Steps,
-		CreatedAt:   now,
-		ExpiresAt:   now.Add(flow.TTL),
+		ID:               id,
+		FlowID:           flow.ID,
+		ForeignID:        req.ForeignID,
+		Status:           StatusPending,
+		To:               to,
+		IPAddress:        req.IPAddress,
+		Brand:            flow.Brand,
+		Language:         resolveLanguage(req, to, flow),
+		FallbackLanguage: flow.Language,
+		CodeHash:         hash,
+		SealedCode:       sealed,
+		Charset:          flow.Charset,
+		CodeLength:       flow.CodeLength,
+		MaxAttempts:      flow.MaxAttempts,
+		Sends:            1,
+		Steps:            flow.Steps,
+		CreatedAt:        now,
+		ExpiresAt:        now.Add(flow.TTL),
 	}
 	// Every step is a pending row, the first group leased to this call, so
 	// that a crash before it is delivered loses nothing: another engine

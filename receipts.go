@@ -1,0 +1,81 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+)
+
+// ReportDelivery records a provider's delivery report for a message the
+// engine sent: status DeliveryDelivered moves the verification to
+// delivered; DeliveryFailed marks the delivery failed and, if every
+// channel of that step has now failed, sends the next step at once instead
+// of waiting for its interval (the verification ends as failed when no
+// step delivered it). messageID is Message.ID; detail is the provider's
+// explanation, kept with the delivery.
+//
+// Reports are idempotent, and a report for a verification that has ended
+// is recorded without reopening it. An unknown message ID is E909; a status
+// other than sent, delivered or failed is E809.
+func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status DeliveryStatus, detail string) error {
+	switch status {
+	case DeliverySent, DeliveryDelivered, DeliveryFailed:
+	default:
+		return invalid(ErrInvalidParameter, "status", "status must be sent, delivered or failed, got %q", status)
+	}
+	notFound := ErrNotFound.with("message_id", "")
+	id, ok := verificationOfMessage(messageID)
+	if !ok {
+		return notFound
+	}
+	rec, err := e.store.GetVerification(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return notFound
+	}
+	if err != nil {
+		return storeErr("get verification", err)
+	}
+	var d *DeliveryRecord
+	for i := range rec.Deliveries {
+		if rec.Deliveries[i].ID == messageID {
+			d = &rec.Deliveries[i]
+		}
+	}
+	if d == nil {
+		return notFound
+	}
+	if d.Status == status || (d.Status == DeliveryDelivered && status == DeliverySent) {
+		return nil // a repeated or out-of-order report
+	}
+	now := e.clock.Now().UTC()
+	upd := *d
+	upd.Status, upd.UpdatedAt = status, now
+	if status == DeliveryFailed {
+		upd.Error = detail
+	}
+	if err := e.store.RecordDelivery(ctx, upd); err != nil {
+		return storeErr("record delivery", err)
+	}
+	e.log.LogAttrs(ctx, slog.LevelDebug, "verify: delivery report",
+		slog.String("verification", id), slog.String("message", messageID), slog.String("status", string(status)))
+	if status != DeliveryFailed || upd.Step < 0 || !rec.Status.Open() {
+		return nil
+	}
+	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
+	if err != nil {
+		return err
+	}
+	_, err = e.moveOn(ctx, id, code, upd.Step, now)
+	return err
+}
+
+// verificationOfMessage extracts the verification ID from a message ID,
+// which is "<verification ID>-<step>" or "<verification ID>-r<n>".
+func verificationOfMessage(messageID string) (string, bool) {
+	i := strings.LastIndexByte(messageID, '-')
+	if i <= 0 || i == len(messageID)-1 {
+		return "", false
+	}
+	return messageID[:i], true
+}
