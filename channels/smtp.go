@@ -71,9 +71,10 @@ type SMTPConfig struct {
 	// certificate for Host with TLS 1.2 or later.
 	TLSConfig *tls.Config
 
-	// Username and Password, when Username is set, log in with Auth.
-	// PLAIN and LOGIN are only used over TLS (or to localhost).
+	// Username, when set, makes the channel log in with Auth. PLAIN and
+	// LOGIN are only used over TLS (or with a server on localhost).
 	Username string
+	// Password is Username's password.
 	Password string
 	// Auth selects the mechanism. Defaults to SMTPAuthAuto.
 	Auth SMTPAuthMechanism
@@ -116,10 +117,12 @@ type SMTPTemplateData struct {
 	Body string
 	// Code is the one-time code.
 	Code string
-	// BeforeCode and AfterCode are Body split around the first occurrence
-	// of Code; HasCode reports whether Body contains it.
-	BeforeCode, AfterCode string
-	HasCode               bool
+	// BeforeCode is the part of Body before the first occurrence of Code.
+	BeforeCode string
+	// AfterCode is the part of Body after the first occurrence of Code.
+	AfterCode string
+	// HasCode reports whether Body contains Code.
+	HasCode bool
 	// Language is the message's language, such as "en".
 	Language string
 	// ExpiresAt is when the code stops working.

@@ -55,9 +55,11 @@ type TwilioConfig struct {
 	// AuthToken is the account's auth token. Either AuthToken or
 	// APIKeySID and APIKeySecret are required.
 	AuthToken string
-	// APIKeySID ("SK...") and APIKeySecret authenticate with an API key
-	// instead of the auth token; Twilio recommends them for production.
-	APIKeySID    string
+	// APIKeySID is an API key's SID ("SK..."). With APIKeySecret it
+	// authenticates instead of the auth token, as Twilio recommends for
+	// production; the requests still go to AccountSID's resources.
+	APIKeySID string
+	// APIKeySecret is the API key's secret.
 	APIKeySecret string
 
 	// From is the default sender: a Twilio number in E.164 (for WhatsApp,

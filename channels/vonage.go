@@ -16,9 +16,9 @@ import (
 type VonageConfig struct {
 	// Name is how flows refer to the channel. Defaults to "sms".
 	Name string
-	// APIKey and APISecret are the account's credentials from the Vonage
-	// dashboard. Required.
-	APIKey    string
+	// APIKey is the account's API key from the Vonage dashboard. Required.
+	APIKey string
+	// APISecret is the account's API secret. Required.
 	APISecret string
 	// From is the default sender: a Vonage number or an alphanumeric
 	// sender ID. A flow step's From overrides it; one of the two is

@@ -62,7 +62,8 @@ type WebhookConfig struct {
 type WebhookPayload struct {
 	// ID is the message's stable ID, also sent as Idempotency-Key: a
 	// receiver that sees an ID twice should deliver it once.
-	ID             string `json:"id"`
+	ID string `json:"id"`
+	// VerificationID is the verification the code belongs to.
 	VerificationID string `json:"verification_id"`
 	// Channel is the channel's name.
 	Channel string `json:"channel"`
