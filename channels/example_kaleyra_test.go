@@ -1,6 +1,7 @@
 package channels_test
 
 import (
+	"errors"
 	"log"
 	"net/http"
 	"os"
@@ -33,13 +34,20 @@ func ExampleNewKaleyra() {
 }
 
 func ExampleParseKaleyraDLR() {
+	var eng *verify.Engine // built with verify.New
 	secret := []byte(os.Getenv("KALEYRA_CALLBACK_SECRET"))
 	http.HandleFunc("/hooks/kaleyra", func(w http.ResponseWriter, r *http.Request) {
 		messageID, status, detail, err := channels.ParseKaleyraDLR(r, secret)
+		if errors.Is(err, channels.ErrInvalidSignature) {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		log.Printf("message %s: %s (%s)", messageID, status, detail)
+		if err := eng.ReportDelivery(r.Context(), messageID, status, detail); err != nil {
+			log.Printf("delivery report for %s: %v", messageID, err)
+		}
 	})
 }

@@ -43,9 +43,10 @@ func ExampleNewTwilio() {
 	_ = eng
 }
 
-// The status callback handler matches Twilio's delivery reports to
-// messages.
+// The status callback handler hands Twilio's delivery reports to the
+// engine.
 func ExampleParseTwilioStatusCallback() {
+	var eng *verify.Engine // built with verify.New
 	token := os.Getenv("TWILIO_AUTH_TOKEN")
 	http.HandleFunc("POST /hooks/twilio", func(w http.ResponseWriter, r *http.Request) {
 		messageID, status, detail, err := channels.ParseTwilioStatusCallback(r, token, "https://example.com/hooks/twilio")
@@ -53,7 +54,9 @@ func ExampleParseTwilioStatusCallback() {
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		}
-		log.Printf("message %s: %s (%s)", messageID, status, detail)
+		if err := eng.ReportDelivery(r.Context(), messageID, status, detail); err != nil {
+			log.Printf("delivery report for %s: %v", messageID, err)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
