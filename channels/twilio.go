@@ -299,8 +299,14 @@ func (t *Twilio) twiml(m verify.Message) string {
 
 // spokenText is the body with the code spelled out ("1, 2, 3, 4") so
 // that text-to-speech reads it one character at a time rather than as a
-// number. A body without the code gets the spelled code appended.
+// number. A body without the code gets the spelled code appended. A WebOTP
+// line ("@example.com #123456"), meant for browsers, is not read out.
 func spokenText(m verify.Message) string {
+	body := strings.TrimSpace(m.Body)
+	if i := strings.LastIndex(body, "\n@"); i >= 0 && !strings.Contains(body[i+1:], "\n") {
+		body = strings.TrimSpace(body[:i])
+	}
+	m.Body = body
 	if m.Code == "" {
 		return m.Body
 	}

@@ -308,3 +308,17 @@ func TestTwilioConfigValidation(t *testing.T) {
 		assert.True(t, strings.HasPrefix(err.Error(), "channels: twilio: "), err.Error())
 	}
 }
+
+func TestTwilioVoiceSkipsWebOTPLine(t *testing.T) {
+	m := testMessage()
+	m.Body = testBody + "\n\n@example.com #" + testCode
+	p := newPeer(t, func(t *testing.T, r *http.Request, body []byte) {
+		tw := parseForm(t, body).Get("Twiml")
+		assert.NotContains(t, tw, "example.com")
+		assert.Contains(t, tw, "Your verification code is 4, 8, 3, 9, 2, 0. It expires in 5 minutes.")
+	}, reply{status: http.StatusCreated, body: twilioCallCreated})
+	ch, err := channels.NewTwilio(channels.TwilioConfig{Kind: channels.TwilioVoice, AccountSID: twilioSID, AuthToken: twilioToken, From: "+15557122661", BaseURL: p.URL})
+	require.NoError(t, err)
+	_, err = ch.Send(context.Background(), m)
+	require.NoError(t, err)
+}
