@@ -101,8 +101,8 @@ func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time
 		if anyOK {
 			return 0, nil
 		}
-		if _, ended, err := e.store.Finish(ctx, id, StatusFailed, now); err != nil {
-			return 0, storeErr("finish verification", err)
+		if _, ended, err := e.finish(ctx, id, StatusFailed, now); err != nil {
+			return 0, err
 		} else if ended {
 			e.log.LogAttrs(ctx, slog.LevelWarn, "verify: every step failed", slog.String("verification", id))
 		}
@@ -139,7 +139,16 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 		CreatedAt:      now,
 		UpdatedAt:      now,
 	}
+	began := e.clock.Now()
 	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
+	if len(e.observers) > 0 {
+		ev := Event{Type: EventSent, VerificationID: rec.ID, FlowID: rec.FlowID, Channel: s.Channel, Step: step,
+			Time: now, Latency: e.clock.Since(began)}
+		if err != nil {
+			ev.Type, ev.Reason = EventDeliveryFailed, strings.ReplaceAll(err.Error(), code, "[code]")
+		}
+		e.emit(ctx, ev)
+	}
 	if err != nil {
 		d.Status = DeliveryFailed
 		// A channel's error text must not carry the code into the store.
@@ -264,6 +273,9 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, storeErr("expire verifications", err)
 		}
+		for _, id := range ids {
+			e.emit(ctx, Event{Type: EventExpired, VerificationID: id, Time: now})
+		}
 		if len(ids) < e.batch {
 			break
 		}
@@ -321,8 +333,8 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep, now time.Time) 
 		return 0, storeErr("get verification", err)
 	}
 	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
-		_, _, err := e.store.Finish(ctx, rec.ID, StatusExpired, now)
-		return 0, storeErr("finish verification", err)
+		_, _, err := e.finish(ctx, rec.ID, StatusExpired, now)
+		return 0, err
 	}
 	msgID := rec.ID + "-" + strconv.Itoa(p.Step)
 	if !rec.Status.Open() || p.Step < 0 || p.Step >= len(rec.Steps) || hasDelivery(rec, msgID) {

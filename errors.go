@@ -115,6 +115,12 @@ func newErr(code, typ, parameter, message string) *Error {
 //	E915  502  validation_error  channel            no step could deliver the code
 //	E916  429  validation_error                     Resend beyond the flow's maximum number of sends
 //	E917  400  validation_error  template           a step's template is not approved
+//	E918  429  validation_error                     a rate limit was hit; RetryAfter says when to retry
+//	E919  429  validation_error                     the recipient is locked out after too many wrong codes
+//	E920  403  validation_error  ip_address         the client IP is not on the flow's allow-list
+//	E921  403  validation_error  to.mobile          the number's country or type is not allowed by the flow
+//	E922  403  validation_error  to                 the send was blocked (SMS-pumping guard or SendHook)
+//	E923  409  validation_error  idempotency_key    an idempotency key was reused with another request
 var (
 	ErrMissingVerifyID     = newErr("E800", TypeRequest, "verify_id", "verify_id field is mandatory")
 	ErrMissingOTP          = newErr("E801", TypeRequest, "otp", "otp field is mandatory")
@@ -135,6 +141,12 @@ var (
 	ErrDeliveryFailed      = newErr("E915", TypeState, "channel", "The OTP could not be delivered on any channel")
 	ErrMaxSends            = newErr("E916", TypeState, "", "Exceeded max number of sends")
 	ErrTemplateNotApproved = newErr("E917", TypeState, "template", "Template is not approved")
+	ErrRateLimited         = newErr("E918", TypeState, "", "Too many requests")
+	ErrLocked              = newErr("E919", TypeState, "", "Too many wrong codes; recipient locked")
+	ErrIPNotAllowed        = newErr("E920", TypeState, "ip_address", "IP address not allowed")
+	ErrGeoNotAllowed       = newErr("E921", TypeState, "to.mobile", "Destination not allowed")
+	ErrBlocked             = newErr("E922", TypeState, "to", "Send blocked")
+	ErrIdempotencyMismatch = newErr("E923", TypeState, "idempotency_key", "Idempotency key reused with a different request")
 )
 
 var httpStatus = map[string]int{
@@ -145,12 +157,31 @@ var httpStatus = map[string]int{
 	"E914": http.StatusGone,
 	"E915": http.StatusBadGateway,
 	"E916": http.StatusTooManyRequests,
+	"E918": http.StatusTooManyRequests,
+	"E919": http.StatusTooManyRequests,
+	"E920": http.StatusForbidden,
+	"E921": http.StatusForbidden,
+	"E922": http.StatusForbidden,
+	"E923": http.StatusConflict,
 }
 
 // invalid returns a request error of the given kind naming a parameter and
 // explaining what is wrong.
 func invalid(kind *Error, parameter, format string, args ...any) *Error {
 	return kind.with(parameter, fmt.Sprintf(format, args...))
+}
+
+// ErrDuplicate is what a Store returns from CreateVerification when the
+// idempotency key is taken. It is a system-level sentinel, not an *Error:
+// the engine answers the caller with the existing verification or E922.
+var ErrDuplicate = errors.New("verify: idempotency key already used")
+
+// codeOf returns err's E-code, or "" for other errors.
+func codeOf(err error) string {
+	if e, ok := AsError(err); ok {
+		return e.Code
+	}
+	return ""
 }
 
 // AsError returns the *Error in err's chain, if any.

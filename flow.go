@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
@@ -42,6 +43,22 @@ type Flow struct {
 	// be guessed from the phone number, and when no template exists in the
 	// requested one. Defaults to "en".
 	Language string `json:"language"`
+	// AllowedIPs restricts Send and Check to clients whose IPAddress is in
+	// one of these IPv4 or IPv6 addresses or CIDR prefixes
+	// ("203.0.113.0/24", "2001:db8::/32"). Empty allows every client.
+	AllowedIPs []string `json:"allowed_ips,omitempty"`
+	// AllowedCountries, if not empty, lists the only countries (ISO 3166-1
+	// alpha-2, "NO") whose phone numbers may receive codes; DeniedCountries
+	// lists countries that may not. Both need a PhoneParser that knows
+	// countries (package phone). Empty: every country is allowed.
+	AllowedCountries []string `json:"allowed_countries,omitempty"`
+	DeniedCountries  []string `json:"denied_countries,omitempty"`
+	// DeniedNumberTypes refuses numbers of these types, such as
+	// NumberPremiumRate and NumberSharedCost. Needs package phone.
+	DeniedNumberTypes []NumberType `json:"denied_number_types,omitempty"`
+	// Duplicates says what a Send does while the same recipient already has
+	// an open verification on this flow. Defaults to DuplicateReuse.
+	Duplicates DuplicatePolicy `json:"duplicates,omitempty"`
 	// CreatedAt is set by CreateFlow.
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -71,6 +88,20 @@ type Step struct {
 	// code without the SMS permission.
 	AppHash string `json:"app_hash,omitempty"`
 }
+
+// DuplicatePolicy is what Send does when the recipient already has an open
+// verification on the flow.
+type DuplicatePolicy string
+
+const (
+	// DuplicateReuse returns the open verification and resends its code
+	// (subject to the resend cooldown and limits), as Twilio does.
+	DuplicateReuse DuplicatePolicy = "reuse"
+	// DuplicateReplace cancels the open verifications and starts a new one.
+	DuplicateReplace DuplicatePolicy = "replace"
+	// DuplicateAllow starts a new verification beside the open ones.
+	DuplicateAllow DuplicatePolicy = "allow"
+)
 
 // Charset is the alphabet of generated codes.
 type Charset int
@@ -332,6 +363,9 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 	if !languageRE.MatchString(f.Language) {
 		return invalid(ErrInvalidFlow, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", f.Language)
 	}
+	if err := e.validateFlowPolicy(f); err != nil {
+		return err
+	}
 	if len(f.Steps) == 0 {
 		return invalid(ErrInvalidFlow, "steps", "a flow needs at least one step")
 	}
@@ -416,4 +450,89 @@ func checkAutofill(s Step, p string, a Addressing) error {
 		return invalid(ErrInvalidFlow, p+".app_hash", "app_hash must be the 11-character hash Android's AppSignatureHelper prints, got %q", s.AppHash)
 	}
 	return nil
+}
+
+// validateFlowPolicy checks the flow's protection settings and normalises
+// them.
+func (e *Engine) validateFlowPolicy(f *Flow) error {
+	switch f.Duplicates {
+	case "":
+		f.Duplicates = DuplicateReuse
+	case DuplicateReuse, DuplicateReplace, DuplicateAllow:
+	default:
+		return invalid(ErrInvalidFlow, "duplicates", "duplicates must be reuse, replace or allow, got %q", f.Duplicates)
+	}
+	f.AllowedIPs = append([]string(nil), f.AllowedIPs...)
+	for i, s := range f.AllowedIPs {
+		p, err := parseIPRule(s)
+		if err != nil {
+			return invalid(ErrInvalidFlow, fmt.Sprintf("allowed_ips[%d]", i), "%q is not an IP address or CIDR prefix such as 203.0.113.0/24", s)
+		}
+		f.AllowedIPs[i] = p.String()
+	}
+	geo := len(f.AllowedCountries) > 0 || len(f.DeniedCountries) > 0 || len(f.DeniedNumberTypes) > 0
+	if geo {
+		if _, basic := e.phones.(shapeParser); basic {
+			return invalid(ErrInvalidFlow, "allowed_countries", "country and number-type rules need a PhoneParser that knows them: verify.WithPhoneParser(phone.Parser{})")
+		}
+	}
+	for _, list := range []struct {
+		name string
+		l    *[]string
+	}{{"allowed_countries", &f.AllowedCountries}, {"denied_countries", &f.DeniedCountries}} {
+		*list.l = append([]string(nil), *list.l...)
+		for i, c := range *list.l {
+			c = strings.ToUpper(strings.TrimSpace(c))
+			if len(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
+				return invalid(ErrInvalidFlow, fmt.Sprintf("%s[%d]", list.name, i), "%q is not an ISO 3166-1 alpha-2 country code such as NO", c)
+			}
+			(*list.l)[i] = c
+		}
+	}
+	for i, t := range f.DeniedNumberTypes {
+		if !knownNumberTypes[t] {
+			return invalid(ErrInvalidFlow, fmt.Sprintf("denied_number_types[%d]", i), "unknown number type %q", t)
+		}
+	}
+	return nil
+}
+
+var knownNumberTypes = map[NumberType]bool{
+	NumberUnknown: true, NumberMobile: true, NumberFixedLine: true, NumberFixedLineOrMobile: true,
+	NumberTollFree: true, NumberPremiumRate: true, NumberSharedCost: true, NumberVoIP: true,
+	NumberPersonal: true, NumberPager: true, NumberUAN: true, NumberVoicemail: true,
+}
+
+// parseIPRule parses an address or a CIDR prefix into a prefix.
+func parseIPRule(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ipAllowed reports whether ip is in one of the rules; an empty list allows
+// every client, a non-empty one refuses clients that give no IP.
+func ipAllowed(rules []string, ip string) bool {
+	if len(rules) == 0 {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(ip))
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, r := range rules {
+		if p, err := netip.ParsePrefix(r); err == nil && p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -148,7 +148,7 @@ func TestTemplates(t *testing.T) {
 	assert.Equal(t, "no opt-out", got.Reason)
 
 	require.NoError(t, h.eng.ApproveTemplate(h.ctx, tpl.ID))
-	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "x", Brand: "Acme", TTL: 10 * time.Minute,
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "x", Brand: "Acme", TTL: 10 * time.Minute, Duplicates: verify.DuplicateAllow,
 		Steps: []verify.Step{{Channel: "sms", Template: tpl.ID}, {Channel: "email", After: time.Minute}}})
 	require.NoError(t, err)
 	v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})

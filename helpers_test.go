@@ -69,6 +69,7 @@ func newHarness(t *testing.T, opts ...verify.Option) *harness {
 		verify.WithChannels(h.sms, h.voice, h.email),
 		verify.WithSecret(secret),
 		verify.WithLogger(newTextLogger(h.logs)),
+		verify.WithProtection(verify.NoProtection()),
 	}
 	var err error
 	h.eng, err = verify.New(h.store, append(base, opts...)...)
@@ -85,6 +86,7 @@ func (h *harness) engine(opts ...verify.Option) *verify.Engine {
 		verify.WithChannels(h.sms, h.voice, h.email),
 		verify.WithSecret(secret),
 		verify.WithLogger(newTextLogger(h.logs)),
+		verify.WithProtection(verify.NoProtection()),
 	}
 	e, err := verify.New(h.store, append(base, opts...)...)
 	require.NoError(h.t, err)
@@ -94,7 +96,7 @@ func (h *harness) engine(opts ...verify.Option) *verify.Engine {
 // flow creates a flow with the given steps (and the default settings).
 func (h *harness) flow(steps ...verify.Step) verify.Flow {
 	h.t.Helper()
-	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "test", Steps: steps, Default: true})
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "test", Steps: steps, Default: true, Duplicates: verify.DuplicateAllow})
 	require.NoError(h.t, err)
 	return f
 }

@@ -95,7 +95,7 @@ func TestTemplatePerLanguage(t *testing.T) {
 	pending, err := h.eng.CreateTemplate(h.ctx, verify.Template{Name: "login", Channel: "sms", Language: "fr", Body: "Code FR {code}"})
 	require.NoError(t, err)
 	_ = pending
-	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "l10n", Language: "es",
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "l10n", Language: "es", Duplicates: verify.DuplicateAllow,
 		Steps: []verify.Step{{Channel: "sms", Template: en.ID}}})
 	require.NoError(t, err)
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strings"
 	"sync"
 
 	"github.com/google/uuid"
@@ -215,4 +216,12 @@ func newID() (string, error) {
 	u[6] = (u[6] & 0x0f) | 0x40 // version 4
 	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return u.String(), nil
+}
+
+// requestHash identifies a Send request's payload for idempotency: an HMAC
+// (so a custom code in it cannot be recovered from the store) over the
+// fields that define the request.
+func (kr *keyring) requestHash(flowID string, to Recipient, code string, req SendRequest) []byte {
+	fields := strings.Join([]string{"send v1", flowID, to.Phone, to.Email, code, req.ForeignID, req.Language}, "\x00")
+	return kr.keys[0].hashWith(nil, req.IdempotencyKey, fields)
 }

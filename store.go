@@ -52,7 +52,10 @@ type Store interface {
 	ListTemplates(ctx context.Context) ([]Template, error)
 
 	// CreateVerification stores a new verification and its pending steps in
-	// one atomic step: after a crash either both exist or neither does.
+	// one atomic step: after a crash either both exist or neither does. If
+	// v.IdempotencyKey is not empty and another verification already has it,
+	// nothing is stored and the error matches ErrDuplicate; of many racing
+	// calls with one key exactly one succeeds.
 	CreateVerification(ctx context.Context, v VerificationRecord, steps []PendingStep) error
 	// GetVerification returns the verification with its deliveries (oldest
 	// first), or ErrNotFound. Ended verifications are returned until Purge
@@ -92,7 +95,8 @@ type Store interface {
 	ExpireDue(ctx context.Context, now time.Time, limit int) ([]string, error)
 	// Purge deletes up to limit ended verifications whose EndedAt is before
 	// before, with their deliveries, and returns how many it deleted. Open
-	// verifications are never purged.
+	// verifications are never purged. It also deletes counters that expired
+	// before before.
 	Purge(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// ClaimDue claims up to limit pending steps that are due (DueAt <= now)
@@ -115,6 +119,36 @@ type Store interface {
 	// claimable (the later of its DueAt and LeaseUntil), and ok = false if
 	// there are no pending steps.
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
+
+	// FindByIdempotencyKey returns the verification created with the given
+	// non-empty IdempotencyKey, or ErrNotFound.
+	FindByIdempotencyKey(ctx context.Context, key string) (VerificationRecord, error)
+	// FindOpen returns the open verifications of a flow whose recipient
+	// equals to (both Phone and Email) and whose ExpiresAt is after now,
+	// newest first.
+	FindOpen(ctx context.Context, flowID string, to Recipient, now time.Time) ([]VerificationRecord, error)
+
+	// AddCounter adds delta to the counter named key and returns it,
+	// atomically: however many callers race, every delta is counted once. A
+	// counter that does not exist, or whose ExpiresAt is at or before now,
+	// starts again from zero. The counter's ExpiresAt becomes expiresAt and
+	// its UpdatedAt now. Counters back rate limits, lockouts and blocks
+	// shared by every engine on the Store.
+	AddCounter(ctx context.Context, key string, delta int64, expiresAt, now time.Time) (Counter, error)
+	// GetCounter returns the counter named key, or the zero Counter if it
+	// does not exist or has expired at now.
+	GetCounter(ctx context.Context, key string, now time.Time) (Counter, error)
+	// DeleteCounter deletes a counter; deleting a missing one is not an
+	// error.
+	DeleteCounter(ctx context.Context, key string) error
+}
+
+// Counter is a named number with an expiry, kept by a Store for abuse
+// protection.
+type Counter struct {
+	Value     int64
+	UpdatedAt time.Time
+	ExpiresAt time.Time
 }
 
 // VerificationRecord is what a Store keeps for one verification. It never
@@ -127,6 +161,11 @@ type VerificationRecord struct {
 	Status    Status
 	To        Recipient
 	IPAddress string
+	// IdempotencyKey is the SendRequest's key, unique among verifications
+	// when not empty; RequestHash identifies the request's payload, so a
+	// repeat with the same key but another payload can be refused.
+	IdempotencyKey string
+	RequestHash    []byte
 	// Brand is the flow's Brand, for rendering messages.
 	Brand string
 	// Language is the language messages are rendered in (BCP 47), and
@@ -150,6 +189,9 @@ type VerificationRecord struct {
 	// Steps is the flow's steps as they were when the verification started,
 	// so that editing or deleting the flow does not change its fallback.
 	Steps []Step
+	// AllowedIPs is the flow's IP allow-list as it was at the start, for
+	// Check.
+	AllowedIPs []string
 
 	CreatedAt  time.Time
 	ExpiresAt  time.Time

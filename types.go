@@ -76,6 +76,10 @@ type SendRequest struct {
 	ForeignID string
 	// IPAddress is the end user's IP address, kept with the verification.
 	IPAddress string
+	// IdempotencyKey makes Send safe to retry: a repeat with the same key
+	// and the same request returns the first verification and sends
+	// nothing; the same key with another request is E923. "" means none.
+	IdempotencyKey string
 	// Language is a BCP 47 tag ("es", "pt-BR") choosing the templates'
 	// and built-in texts' language. "" guesses it from the phone number's
 	// country calling code, else uses the flow's Language.

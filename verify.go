@@ -23,14 +23,10 @@
 package verify
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/mail"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -53,6 +49,11 @@ type Engine struct {
 	maxSends    int
 	batch       int
 	concurrency int
+	protection  Protection
+	limiter     Limiter
+	sendHook    SendHook
+	observers   []Observer
+	phones      PhoneParser
 }
 
 // Option configures an Engine.
@@ -70,6 +71,11 @@ type config struct {
 	maxSends    int
 	batch       int
 	concurrency int
+	protection  Protection
+	limiter     Limiter
+	sendHook    SendHook
+	observers   []Observer
+	phones      PhoneParser
 }
 
 // WithChannels registers channels; flows refer to them by Name. Names must
@@ -215,6 +221,8 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		maxSends:    5,
 		batch:       100,
 		concurrency: 8,
+		protection:  DefaultProtection(),
+		phones:      shapeParser{},
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -229,6 +237,9 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()
+	}
+	if c.limiter == nil {
+		c.limiter = NewLocalLimiter()
 	}
 	if c.sendTimeout >= c.lease {
 		return nil, fmt.Errorf("verify: send timeout %s must be shorter than the lease %s (see WithSendTimeout, WithLease)", c.sendTimeout, c.lease)
@@ -258,6 +269,11 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		maxSends:    c.maxSends,
 		batch:       c.batch,
 		concurrency: c.concurrency,
+		protection:  c.protection,
+		limiter:     c.limiter,
+		sendHook:    c.sendHook,
+		observers:   c.observers,
+		phones:      c.phones,
 	}
 	for _, ch := range c.channels {
 		if ch == nil {
@@ -273,377 +289,4 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		e.channels[name] = ch
 	}
 	return e, nil
-}
-
-// Send starts a verification: it resolves the flow (FlowID "" is the default
-// flow), validates the recipient for every step's channel, generates the
-// code (or checks the custom one), stores the verification with all its
-// steps, and delivers the first step together with its send-anyway
-// companions before returning, with status sent.
-//
-// If every channel of a step fails, the next step is tried at once. If every
-// step fails, the verification ends as failed and Send returns it together
-// with an E915 error. Fallback steps with After > 0 are delivered later by
-// Run or ProcessDue, while the verification is still open.
-func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error) {
-	flow, err := e.resolveFlow(ctx, req.FlowID)
-	if err != nil {
-		return Verification{}, err
-	}
-	if req.Language != "" && !languageRE.MatchString(req.Language) {
-		return Verification{}, invalid(ErrInvalidParameter, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", req.Language)
-	}
-	to, err := e.checkRecipient(flow.Steps, req.To)
-	if err != nil {
-		return Verification{}, err
-	}
-	var code string
-	if req.Code != "" {
-		c, ok := normalizeCode(req.Code)
-		if !ok || len(c) != flow.CodeLength || !fitsCharset(c, flow.Charset) {
-			return Verification{}, invalid(ErrInvalidCode, "otp", "a custom OTP must be %d %s characters", flow.CodeLength, flow.Charset)
-		}
-		code = c
-	} else if code, err = generateCode(flow.CodeLength, flow.Charset); err != nil {
-		return Verification{}, err
-	}
-
-	now := e.clock.Now().UTC()
-	id, err := newID()
-	if err != nil {
-		return Verification{}, err
-	}
-	hash, sealed, err := e.keys.protect(id, code)
-	if err != nil {
-		return Verification{}, err
-	}
-	rec := VerificationRecord{
-		ID:               id,
-		FlowID:           flow.ID,
-		ForeignID:        req.ForeignID,
-		Status:           StatusPending,
-		To:               to,
-		IPAddress:        req.IPAddress,
-		Brand:            flow.Brand,
-		Language:         resolveLanguage(req, to, flow),
-		FallbackLanguage: flow.Language,
-		CodeHash:         hash,
-		SealedCode:       sealed,
-		Charset:          flow.Charset,
-		CodeLength:       flow.CodeLength,
-		MaxAttempts:      flow.MaxAttempts,
-		Sends:            1,
-		Steps:            flow.Steps,
-		CreatedAt:        now,
-		ExpiresAt:        now.Add(flow.TTL),
-	}
-	// Every step is a pending row, the first group leased to this call, so
-	// that a crash before it is delivered loses nothing: another engine
-	// claims it when the lease runs out.
-	pending := schedule(id, rec.Steps, 0, now, now.Add(e.lease))
-	if err := e.store.CreateVerification(ctx, rec, pending); err != nil {
-		return Verification{}, storeErr("create verification", err)
-	}
-	first := groupEnd(rec.Steps, 0)
-	failedAll := true
-	for step := 0; step < first; step++ {
-		d, _, err := e.deliver(ctx, &rec, code, step, now)
-		if err != nil {
-			return Verification{}, err
-		}
-		rec.Deliveries = append(rec.Deliveries, d)
-		if d.Status != DeliveryFailed {
-			failedAll = false
-			if rec.Status == StatusPending {
-				rec.Status = StatusSent
-			}
-		}
-	}
-	if failedAll {
-		// deliver moved on through the later steps; read what happened.
-		if rec, err = e.store.GetVerification(ctx, id); err != nil {
-			return Verification{}, storeErr("get verification", err)
-		}
-		if rec.Status == StatusFailed {
-			return rec.public(), e.deliveryError(rec)
-		}
-	}
-	if e.log.Enabled(ctx, slog.LevelDebug) {
-		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: sent", slog.String("verification", id), slog.String("flow", flow.ID))
-	}
-	return rec.public(), nil
-}
-
-func (e *Engine) deliveryError(rec VerificationRecord) *Error {
-	err := ErrDeliveryFailed.with("channel", "")
-	err.Reference = rec.ID
-	return err
-}
-
-func (e *Engine) resolveFlow(ctx context.Context, id string) (Flow, error) {
-	var f Flow
-	var err error
-	if id == "" {
-		f, err = e.store.DefaultFlow(ctx)
-	} else {
-		f, err = e.store.GetFlow(ctx, id)
-	}
-	if errors.Is(err, ErrNotFound) {
-		if id == "" {
-			return Flow{}, ErrNotFound.with("flow_id", "Record not found: no flow_id given and no default flow")
-		}
-		return Flow{}, ErrNotFound.with("flow_id", "")
-	}
-	return f, storeErr("get flow", err)
-}
-
-// checkRecipient trims the recipient and checks it has what every step's
-// channel needs: an E.164 phone number for phone channels, a bare email
-// address for email channels.
-func (e *Engine) checkRecipient(steps []Step, to Recipient) (Recipient, error) {
-	to.Phone = strings.TrimSpace(to.Phone)
-	to.Email = strings.TrimSpace(to.Email)
-	needPhone, needEmail := false, false
-	for _, s := range steps {
-		ch, ok := e.channels[s.Channel]
-		if !ok {
-			return Recipient{}, invalid(ErrUnknownChannel, "channel", "the flow's channel %q is not registered with this engine", s.Channel)
-		}
-		if addressingOf(ch) == ByEmail {
-			needEmail = true
-		} else {
-			needPhone = true
-		}
-	}
-	if to.Phone == "" && to.Email == "" {
-		return Recipient{}, invalid(ErrInvalidRecipient, "to", "a recipient (mobile or email) is mandatory")
-	}
-	if needPhone || to.Phone != "" {
-		if to.Phone == "" {
-			return Recipient{}, invalid(ErrInvalidRecipient, "to.mobile", "the flow has a phone channel; a mobile number is mandatory")
-		}
-		if !isE164(to.Phone) {
-			return Recipient{}, invalid(ErrInvalidRecipient, "to.mobile", "mobile must be in E.164 format, such as +4712345678")
-		}
-	}
-	if needEmail || to.Email != "" {
-		if to.Email == "" {
-			return Recipient{}, invalid(ErrInvalidRecipient, "to.email", "the flow has an email channel; an email address is mandatory")
-		}
-		a, err := mail.ParseAddress(to.Email)
-		if err != nil || a.Name != "" || a.Address != to.Email {
-			return Recipient{}, invalid(ErrInvalidRecipient, "to.email", "email must be a bare address, such as ana@example.com")
-		}
-	}
-	return to, nil
-}
-
-// isE164 reports whether s is "+" followed by 8 to 15 digits, the first not 0.
-func isE164(s string) bool {
-	if len(s) < 9 || len(s) > 16 || s[0] != '+' || s[1] < '1' || s[1] > '9' {
-		return false
-	}
-	for i := 2; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// Check checks a code. It returns the verification and a nil error only
-// when this call verified it. Otherwise the error is an *Error, answered in
-// this order:
-//
-//  1. E800 empty VerifyID, E801 empty Code, E803 a code that is not
-//     [0-9A-Za-z] — these consume no attempt;
-//  2. E909 unknown VerifyID;
-//  3. for a verification that has ended: E910 verified, E914 canceled,
-//     E915 failed, E911 max_attempts, E913 expired; for an open one whose
-//     attempts are used up, E911, and past ExpiresAt, E913 — none of these
-//     consume an attempt;
-//  4. otherwise the attempt is counted (atomically, before comparing), and a
-//     wrong code answers E912 with AttemptsRemaining; the attempt that uses
-//     the last try answers E912 with 0 remaining and ends the verification
-//     as max_attempts.
-//
-// Alphanumeric codes are compared case-insensitively. The right code ends
-// the verification as verified, sets VerifiedAt and cancels its pending
-// steps; of many concurrent right answers exactly one succeeds and the
-// others get E910.
-func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
-	if req.VerifyID == "" {
-		return Verification{}, ErrMissingVerifyID
-	}
-	if req.Code == "" {
-		return Verification{}, ErrMissingOTP
-	}
-	code, ok := normalizeCode(req.Code)
-	if !ok {
-		return Verification{}, ErrOTPNotAlphanumeric
-	}
-	now := e.clock.Now().UTC()
-	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, now)
-	if err != nil {
-		return Verification{}, e.lookupErr("count attempt", err)
-	}
-	if !counted {
-		return e.closed(ctx, rec, now)
-	}
-	if e.keys.matches(rec.CodeHash, rec.ID, code) {
-		done, ended, err := e.store.Finish(ctx, rec.ID, StatusVerified, now)
-		if err != nil {
-			return Verification{}, storeErr("finish verification", err)
-		}
-		if !ended {
-			return e.closed(ctx, done, now)
-		}
-		if e.log.Enabled(ctx, slog.LevelDebug) {
-			e.log.LogAttrs(ctx, slog.LevelDebug, "verify: verified", slog.String("verification", rec.ID))
-		}
-		return done.public(), nil
-	}
-	remaining := rec.MaxAttempts - rec.Attempts
-	if remaining <= 0 {
-		remaining = 0
-		done, _, err := e.store.Finish(ctx, rec.ID, StatusMaxAttempts, now)
-		if err != nil {
-			return Verification{}, storeErr("finish verification", err)
-		}
-		rec = done
-	}
-	wrong := *ErrInvalidOTP
-	wrong.AttemptsRemaining = remaining
-	return rec.public(), &wrong
-}
-
-// closed answers for a verification that can take no more attempts, and
-// ends it if it is still marked open.
-func (e *Engine) closed(ctx context.Context, rec VerificationRecord, now time.Time) (Verification, error) {
-	if rec.Status.Open() {
-		status := StatusExpired
-		if rec.Attempts >= rec.MaxAttempts {
-			status = StatusMaxAttempts
-		}
-		done, _, err := e.store.Finish(ctx, rec.ID, status, now)
-		if err != nil {
-			return Verification{}, storeErr("finish verification", err)
-		}
-		rec = done
-		if rec.Status.Open() { // cannot happen with a conforming Store
-			return rec.public(), fmt.Errorf("verify: store left verification %s open after Finish", rec.ID)
-		}
-	}
-	return rec.public(), endedError(rec)
-}
-
-// endedError is the answer for a verification in an ended status.
-func endedError(rec VerificationRecord) error {
-	switch rec.Status {
-	case StatusVerified:
-		return ErrAlreadyVerified
-	case StatusCanceled:
-		return ErrCanceled
-	case StatusFailed:
-		err := ErrDeliveryFailed.with("channel", "")
-		err.Reference = rec.ID
-		return err
-	case StatusMaxAttempts:
-		return ErrMaxAttempts
-	case StatusExpired:
-		return ErrExpired
-	}
-	return fmt.Errorf("verify: verification %s has unknown status %q", rec.ID, rec.Status)
-}
-
-// lookupErr maps a Store's not-found to E909 verify_id.
-func (e *Engine) lookupErr(op string, err error) error {
-	if errors.Is(err, ErrNotFound) {
-		return ErrNotFound.with("verify_id", "")
-	}
-	return storeErr(op, err)
-}
-
-// Get returns a verification by ID, ended ones included, with its
-// deliveries (E909 if unknown or purged). An open verification past its
-// ExpiresAt is ended as expired first.
-func (e *Engine) Get(ctx context.Context, id string) (Verification, error) {
-	if id == "" {
-		return Verification{}, ErrMissingVerifyID
-	}
-	rec, err := e.store.GetVerification(ctx, id)
-	if err != nil {
-		return Verification{}, e.lookupErr("get verification", err)
-	}
-	now := e.clock.Now().UTC()
-	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
-		if rec, _, err = e.store.Finish(ctx, id, StatusExpired, now); err != nil {
-			return Verification{}, storeErr("finish verification", err)
-		}
-	}
-	return rec.public(), nil
-}
-
-// Cancel ends an open verification as canceled and drops its pending
-// steps; a later Check answers E914. Cancelling a canceled verification
-// returns it unchanged; cancelling one that ended otherwise returns the
-// error Check would give (E910, E913, ...).
-func (e *Engine) Cancel(ctx context.Context, id string) (Verification, error) {
-	if id == "" {
-		return Verification{}, ErrMissingVerifyID
-	}
-	now := e.clock.Now().UTC()
-	rec, err := e.store.GetVerification(ctx, id)
-	if err != nil {
-		return Verification{}, e.lookupErr("get verification", err)
-	}
-	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
-		return e.closed(ctx, rec, now)
-	}
-	rec, ended, err := e.store.Finish(ctx, id, StatusCanceled, now)
-	if err != nil {
-		return Verification{}, e.lookupErr("finish verification", err)
-	}
-	if !ended && rec.Status != StatusCanceled {
-		return rec.public(), endedError(rec)
-	}
-	return rec.public(), nil
-}
-
-// Resend delivers the same code again on the first step's channel. It
-// counts as a send (see WithMaxSends; E916 beyond), never resets the
-// attempts, and leaves pending fallback steps as they are. An ended
-// verification answers as Check would (E910, E913, ...). If the channel
-// fails, Resend returns the verification with an E915 error; the
-// verification stays open.
-func (e *Engine) Resend(ctx context.Context, id string) (Verification, error) {
-	if id == "" {
-		return Verification{}, ErrMissingVerifyID
-	}
-	now := e.clock.Now().UTC()
-	rec, counted, err := e.store.CountSend(ctx, id, e.maxSends, now)
-	if err != nil {
-		return Verification{}, e.lookupErr("count send", err)
-	}
-	if !counted {
-		if rec.Status.Open() && now.Before(rec.ExpiresAt) && rec.Attempts < rec.MaxAttempts {
-			return rec.public(), ErrMaxSends
-		}
-		return e.closed(ctx, rec, now)
-	}
-	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
-	if err != nil {
-		return Verification{}, err
-	}
-	d, err := e.send(ctx, &rec, code, -1, rec.ID+"-r"+strconv.Itoa(rec.Sends), now)
-	if err != nil {
-		return Verification{}, err
-	}
-	if rec, err = e.store.GetVerification(ctx, id); err != nil {
-		return Verification{}, storeErr("get verification", err)
-	}
-	if d.Status == DeliveryFailed {
-		return rec.public(), e.deliveryError(rec)
-	}
-	return rec.public(), nil
 }

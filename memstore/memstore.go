@@ -37,6 +37,9 @@ type Store struct {
 
 	endedMu sync.Mutex
 	ended   timeHeap // ended verifications by EndedAt
+
+	idx      index
+	counters [shardCount]counterShard
 }
 
 var _ verify.Store = (*Store)(nil)
@@ -55,7 +58,10 @@ func New() *Store {
 	}
 	for i := range s.shards {
 		s.shards[i].recs = make(map[string]*verify.VerificationRecord)
+		s.counters[i].m = make(map[string]verify.Counter)
 	}
+	s.idx.byKey = make(map[string]string)
+	s.idx.open = make(map[openKey][]string)
 	return s
 }
 

@@ -16,11 +16,11 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
-	// One allocation holds copies of both byte slices.
-	b := make([]byte, 0, len(v.CodeHash)+len(v.SealedCode))
-	b = append(append(b, v.CodeHash...), v.SealedCode...)
-	v.CodeHash = b[:len(v.CodeHash):len(v.CodeHash)]
-	v.SealedCode = b[len(v.CodeHash):]
+	// One allocation holds copies of the byte slices.
+	b := make([]byte, 0, len(v.CodeHash)+len(v.SealedCode)+len(v.RequestHash))
+	b = append(append(append(b, v.CodeHash...), v.SealedCode...), v.RequestHash...)
+	h, sc := len(v.CodeHash), len(v.CodeHash)+len(v.SealedCode)
+	v.CodeHash, v.SealedCode, v.RequestHash = b[:h:h], b[h:sc:sc], b[sc:]
 	v.Steps = append([]verify.Step(nil), v.Steps...)
 	v.Deliveries = nil
 	sh := s.shard(v.ID)
@@ -29,7 +29,12 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		sh.mu.Unlock()
 		return errExists("verification", v.ID)
 	}
+	if !s.claimKey(v.IdempotencyKey, v.ID) {
+		sh.mu.Unlock()
+		return verify.ErrDuplicate
+	}
 	sh.recs[v.ID] = &v
+	s.indexOpen(&v)
 	s.stepsMu.Lock()
 	for _, p := range steps {
 		p.VerificationID = v.ID
@@ -219,9 +224,11 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		sh.mu.Lock()
 		if r, ok := sh.recs[e.id]; ok && !r.Status.Open() && r.EndedAt.Before(before) {
 			delete(sh.recs, e.id)
+			s.unindex(r)
 			n++
 		}
 		sh.mu.Unlock()
 	}
+	s.purgeCounters(before)
 	return n, nil
 }

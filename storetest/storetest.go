@@ -49,6 +49,9 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 		{"Reschedule", testReschedule},
 		{"CompleteStepAndNextDue", testCompleteStepAndNextDue},
 		{"CanceledContext", testCanceledContext},
+		{"IdempotencyKey", testIdempotencyKey},
+		{"FindOpen", testFindOpen},
+		{"Counters", testCounters},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,19 +110,21 @@ func sampleFlow(name string) verify.Flow {
 func sampleVerification(maxAttempts int, ttl time.Duration) verify.VerificationRecord {
 	id := newID()
 	return verify.VerificationRecord{
-		ID:          id,
-		FlowID:      newID(),
-		ForeignID:   "order-42",
-		Status:      verify.StatusPending,
-		To:          verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"},
-		IPAddress:   "2001:db8::1",
-		Brand:       "Acme",
-		CodeHash:    []byte("0123456789abcdef0123456789abcdef"),
-		SealedCode:  []byte("sealed-bytes-not-a-code"),
-		Charset:     verify.Numeric,
-		CodeLength:  6,
-		MaxAttempts: maxAttempts,
-		Sends:       1,
+		ID:               id,
+		FlowID:           newID(),
+		ForeignID:        "order-42",
+		Status:           verify.StatusPending,
+		To:               verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"},
+		IPAddress:        "2001:db8::1",
+		Brand:            "Acme",
+		Language:         "pt-BR",
+		FallbackLanguage: "en",
+		CodeHash:         []byte("0123456789abcdef0123456789abcdef"),
+		SealedCode:       []byte("sealed-bytes-not-a-code"),
+		Charset:          verify.Numeric,
+		CodeLength:       6,
+		MaxAttempts:      maxAttempts,
+		Sends:            1,
 		Steps: []verify.Step{
 			{Channel: "sms", From: "ACME"},
 			{Channel: "email", After: 30 * time.Second},

@@ -30,6 +30,9 @@ func assertRecord(t *testing.T, want, got verify.VerificationRecord) {
 		if len(r.CodeHash) == 0 {
 			r.CodeHash = nil
 		}
+		if len(r.RequestHash) == 0 {
+			r.RequestHash = nil
+		}
 	}
 	assert.Equal(t, want, got)
 }

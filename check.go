@@ -1,0 +1,175 @@
+package verify
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Check checks a code. It returns the verification and a nil error only
+// when this call verified it. Otherwise the error is an *Error, answered in
+// this order:
+//
+//  1. E800 empty VerifyID, E801 empty Code, E803 a code that is not
+//     [0-9A-Za-z];
+//  2. E909 unknown (or purged) VerifyID;
+//  3. for a verification that has ended: E910 verified, E914 canceled,
+//     E915 failed, E911 max_attempts, E913 expired; for an open one whose
+//     attempts are used up, E911, and past ExpiresAt, E913;
+//  4. E920 a client IP outside the flow's allow-list; E918 too many checks
+//     from this IP, or a wait imposed after many wrong codes for this
+//     recipient (RetryAfter says how long); E919 the recipient is locked
+//     out after MaxFailures consecutive wrong codes;
+//  5. otherwise the attempt is counted (atomically, before comparing), and a
+//     wrong code answers E912 with AttemptsRemaining; the attempt that uses
+//     the last try answers E912 with 0 remaining and ends the verification
+//     as max_attempts.
+//
+// Only step 5 consumes an attempt. Alphanumeric codes are compared
+// case-insensitively. The right code ends the verification as verified,
+// sets VerifiedAt, cancels its pending steps and resets the recipient's
+// failure count; of many concurrent right answers exactly one succeeds and
+// the others get E910.
+//
+// What each answer reveals: E909 that no verification has this ID (IDs are
+// random UUIDs, so this does not help guess one); E910–E915 the state of a
+// verification whose ID the caller already holds. Every answer after the
+// input checks computes one code HMAC, so the time an answer takes does not
+// tell an unknown ID from a known one beyond noise.
+func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
+	if req.VerifyID == "" {
+		return Verification{}, ErrMissingVerifyID
+	}
+	if req.Code == "" {
+		return Verification{}, ErrMissingOTP
+	}
+	code, ok := normalizeCode(req.Code)
+	if !ok {
+		return Verification{}, ErrOTPNotAlphanumeric
+	}
+	now := e.clock.Now().UTC()
+	rec, err := e.store.GetVerification(ctx, req.VerifyID)
+	if err != nil {
+		e.keys.matches(dummyHash[:], req.VerifyID, code) // equal work, see above
+		return Verification{}, e.lookupErr("get verification", err)
+	}
+	if refused := e.refuseCheck(ctx, rec, req.IPAddress, now); refused != nil {
+		e.keys.matches(dummyHash[:], req.VerifyID, code)
+		e.emitCheck(ctx, rec, refused, now)
+		return rec.public(), refused
+	}
+	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, now)
+	if err != nil {
+		return Verification{}, e.lookupErr("count attempt", err)
+	}
+	if !counted { // another caller used the last attempt, or ended it
+		return e.closed(ctx, rec, now)
+	}
+	if e.keys.matches(rec.CodeHash, rec.ID, code) {
+		done, ended, err := e.finish(ctx, rec.ID, StatusVerified, now)
+		if err != nil {
+			return Verification{}, err
+		}
+		if !ended {
+			return e.closed(ctx, done, now)
+		}
+		if err := e.store.DeleteCounter(ctx, "fail:"+recipientKey(rec.To)); err != nil {
+			return done.public(), storeErr("delete counter", err)
+		}
+		e.countVerified(ctx, rec)
+		if e.log.Enabled(ctx, slog.LevelDebug) {
+			e.log.LogAttrs(ctx, slog.LevelDebug, "verify: verified", slog.String("verification", rec.ID))
+		}
+		return done.public(), nil
+	}
+	if err := e.countFailure(ctx, rec.To, now); err != nil {
+		return Verification{}, err
+	}
+	remaining := rec.MaxAttempts - rec.Attempts
+	if remaining <= 0 {
+		remaining = 0
+		done, _, err := e.finish(ctx, rec.ID, StatusMaxAttempts, now)
+		if err != nil {
+			return Verification{}, err
+		}
+		rec = done
+	}
+	wrong := *ErrInvalidOTP
+	wrong.AttemptsRemaining = remaining
+	e.emitCheck(ctx, rec, &wrong, now)
+	return rec.public(), &wrong
+}
+
+// dummyHash stands in for a stored HMAC when there is none to compare.
+var dummyHash [sha256.Size]byte
+
+// refuseCheck returns the answer for a check that must not take an attempt,
+// or nil. It ends a verification still marked open past its expiry or
+// attempts.
+func (e *Engine) refuseCheck(ctx context.Context, rec VerificationRecord, ip string, now time.Time) error {
+	if !rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt) {
+		_, err := e.closed(ctx, rec, now)
+		return err
+	}
+	if !ipAllowed(rec.AllowedIPs, ip) {
+		return invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", ip)
+	}
+	if ip != "" {
+		if err := e.allow(ctx, "check:ip:"+ip, "checks from this IP address", e.protection.IPChecks, now); err != nil {
+			return err
+		}
+	}
+	return e.checkLockout(ctx, rec.To, now)
+}
+
+func (e *Engine) emitCheck(ctx context.Context, rec VerificationRecord, err error, now time.Time) {
+	if len(e.observers) == 0 {
+		return
+	}
+	typ := EventCheckFailed
+	if c := codeOf(err); c == ErrRateLimited.Code || c == ErrLocked.Code {
+		typ = EventRateLimited
+	}
+	e.emit(ctx, Event{Type: typ, VerificationID: rec.ID, FlowID: rec.FlowID, Time: now, ErrorCode: codeOf(err)})
+}
+
+// closed answers for a verification that can take no more attempts, and
+// ends it if it is still marked open.
+func (e *Engine) closed(ctx context.Context, rec VerificationRecord, now time.Time) (Verification, error) {
+	if rec.Status.Open() {
+		status := StatusExpired
+		if rec.Attempts >= rec.MaxAttempts {
+			status = StatusMaxAttempts
+		}
+		done, _, err := e.finish(ctx, rec.ID, status, now)
+		if err != nil {
+			return Verification{}, err
+		}
+		rec = done
+		if rec.Status.Open() { // cannot happen with a conforming Store
+			return rec.public(), fmt.Errorf("verify: store left verification %s open after Finish", rec.ID)
+		}
+	}
+	return rec.public(), endedError(rec)
+}
+
+// endedError is the answer for a verification in an ended status.
+func endedError(rec VerificationRecord) error {
+	switch rec.Status {
+	case StatusVerified:
+		return ErrAlreadyVerified
+	case StatusCanceled:
+		return ErrCanceled
+	case StatusFailed:
+		err := ErrDeliveryFailed.with("channel", "")
+		err.Reference = rec.ID
+		return err
+	case StatusMaxAttempts:
+		return ErrMaxAttempts
+	case StatusExpired:
+		return ErrExpired
+	}
+	return fmt.Errorf("verify: verification %s has unknown status %q", rec.ID, rec.Status)
+}

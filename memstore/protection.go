@@ -1,0 +1,177 @@
+package memstore
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+// index finds verifications by idempotency key and by (flow, recipient).
+type index struct {
+	mu    sync.Mutex
+	byKey map[string]string    // idempotency key -> verification ID
+	open  map[openKey][]string // flow and recipient -> verification IDs, oldest first
+}
+
+type openKey struct {
+	flow, phone, email string
+}
+
+type counterShard struct {
+	mu sync.Mutex
+	m  map[string]verify.Counter
+}
+
+// claimKey reserves an idempotency key for id; it reports false if another
+// verification has it.
+func (s *Store) claimKey(key, id string) bool {
+	if key == "" {
+		return true
+	}
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	if _, taken := s.idx.byKey[key]; taken {
+		return false
+	}
+	s.idx.byKey[key] = id
+	return true
+}
+
+func (s *Store) indexOpen(v *verify.VerificationRecord) {
+	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
+	s.idx.mu.Lock()
+	s.idx.open[k] = append(s.idx.open[k], v.ID)
+	s.idx.mu.Unlock()
+}
+
+// unindex forgets a purged verification.
+func (s *Store) unindex(v *verify.VerificationRecord) {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	if v.IdempotencyKey != "" && s.idx.byKey[v.IdempotencyKey] == v.ID {
+		delete(s.idx.byKey, v.IdempotencyKey)
+	}
+	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
+	ids := s.idx.open[k]
+	for i, id := range ids {
+		if id == v.ID {
+			ids = append(ids[:i:i], ids[i+1:]...)
+			break
+		}
+	}
+	if len(ids) == 0 {
+		delete(s.idx.open, k)
+	} else {
+		s.idx.open[k] = ids
+	}
+}
+
+// FindByIdempotencyKey implements verify.Store.
+func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (verify.VerificationRecord, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.VerificationRecord{}, err
+	}
+	if key == "" {
+		return verify.VerificationRecord{}, verify.ErrNotFound
+	}
+	s.idx.mu.Lock()
+	id, ok := s.idx.byKey[key]
+	s.idx.mu.Unlock()
+	if !ok {
+		return verify.VerificationRecord{}, verify.ErrNotFound
+	}
+	return s.GetVerification(ctx, id)
+}
+
+// FindOpen implements verify.Store.
+func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient, now time.Time) ([]verify.VerificationRecord, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	s.idx.mu.Lock()
+	ids := append([]string(nil), s.idx.open[openKey{flowID, to.Phone, to.Email}]...)
+	s.idx.mu.Unlock()
+	var out []verify.VerificationRecord
+	for i := len(ids) - 1; i >= 0; i-- {
+		sh := s.shard(ids[i])
+		sh.mu.Lock()
+		r, ok := sh.recs[ids[i]]
+		if ok && r.Status.Open() && now.Before(r.ExpiresAt) {
+			out = append(out, *r)
+		}
+		sh.mu.Unlock()
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, nil
+}
+
+func (s *Store) counterShard(key string) *counterShard {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return &s.counters[h%shardCount]
+}
+
+// AddCounter implements verify.Store.
+func (s *Store) AddCounter(ctx context.Context, key string, delta int64, expiresAt, now time.Time) (verify.Counter, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Counter{}, err
+	}
+	sh := s.counterShard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c := sh.m[key]
+	if !now.Before(c.ExpiresAt) {
+		c = verify.Counter{}
+	}
+	c.Value += delta
+	c.UpdatedAt, c.ExpiresAt = now, expiresAt
+	sh.m[key] = c
+	return c, nil
+}
+
+// GetCounter implements verify.Store.
+func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Counter{}, err
+	}
+	sh := s.counterShard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c, ok := sh.m[key]
+	if !ok || !now.Before(c.ExpiresAt) {
+		return verify.Counter{}, nil
+	}
+	return c, nil
+}
+
+// DeleteCounter implements verify.Store.
+func (s *Store) DeleteCounter(ctx context.Context, key string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	sh := s.counterShard(key)
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
+	return nil
+}
+
+// purgeCounters deletes counters that expired before before.
+func (s *Store) purgeCounters(before time.Time) {
+	for i := range s.counters {
+		sh := &s.counters[i]
+		sh.mu.Lock()
+		for k, c := range sh.m {
+			if c.ExpiresAt.Before(before) {
+				delete(sh.m, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
