@@ -68,7 +68,9 @@ func (l *LocalLimiter) Allow(_ context.Context, key string, r Rate, now time.Tim
 	res := b.lim.ReserveN(now, 1)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		return false, d, nil
+		// Round up to the millisecond: the bucket's float arithmetic leaves
+		// 999.999999ms where 1s is meant.
+		return false, (d + time.Millisecond - 1).Truncate(time.Millisecond), nil
 	}
 	return true, 0, nil
 }

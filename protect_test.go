@@ -1,0 +1,508 @@
+package verify_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/phone"
+)
+
+// protected returns a harness whose engine uses p (on top of NoProtection
+// for fields p leaves zero) and a default flow with the given duplicates
+// policy.
+func protected(t *testing.T, p verify.Protection, opts ...verify.Option) *harness {
+	t.Helper()
+	h := newHarness(t, append([]verify.Option{verify.WithProtection(p)}, opts...)...)
+	return h
+}
+
+// off is a Rate that turns a limit off.
+var off = verify.Rate{Limit: -1}
+
+// only returns a Protection with every limit off but the ones set by fn.
+func only(fn func(p *verify.Protection)) verify.Protection {
+	p := verify.NoProtection()
+	fn(&p)
+	return p
+}
+
+func TestRecipientSendLimit(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) { p.RecipientSends = verify.Rate{Limit: 5, Per: 10 * time.Minute} }))
+	h.flow(verify.Step{Channel: "sms"})
+	for range 5 {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+	}
+	_, err := h.eng.Send(h.ctx, verify.SendRequest{To: ana})
+	e := requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, 2*time.Minute, e.RetryAfter, "one send refills every 10m/5")
+	assert.Equal(t, 429, e.HTTPStatus())
+	assert.Equal(t, 5, h.sms.Len(), "a limited send sends nothing")
+
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4798765432"}})
+	require.NoError(t, err, "other recipients are not limited")
+
+	h.clock.Add(2*time.Minute - time.Second)
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{To: ana})
+	e = requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, time.Second, e.RetryAfter)
+	h.clock.Add(time.Second)
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{To: ana})
+	require.NoError(t, err, "allowed again once the window passes")
+}
+
+func TestIPFlowAndGlobalSendLimits(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) {
+		p.IPSends = verify.Rate{Limit: 2, Per: time.Minute}
+		p.FlowSends = verify.Rate{Limit: 3, Per: time.Minute}
+		p.GlobalSends = verify.Rate{Limit: 4, Per: time.Minute}
+	}))
+	h.flow(verify.Step{Channel: "sms"})
+	other, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "other", Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	to := func(i int) verify.Recipient { return verify.Recipient{Phone: fmt.Sprintf("+47900000%02d", i)} }
+
+	send := func(flow string, i int, ip string) error {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: flow, To: to(i), IPAddress: ip})
+		return err
+	}
+	require.NoError(t, send("", 1, "192.0.2.1"))
+	require.NoError(t, send("", 2, "192.0.2.1"))
+	requireCode(t, send("", 3, "192.0.2.1"), verify.ErrRateLimited) // per IP
+	require.NoError(t, send("", 4, "192.0.2.2"))
+	requireCode(t, send("", 5, "192.0.2.3"), verify.ErrRateLimited) // per flow: 3 sent
+	require.NoError(t, send(other.ID, 6, "192.0.2.4"))
+	e := requireCode(t, send(other.ID, 7, "192.0.2.5"), verify.ErrRateLimited) // global: 4 sent
+	assert.Contains(t, e.Message, "codes sent")
+	h.clock.Add(time.Minute)
+	require.NoError(t, send("", 8, "192.0.2.1"))
+}
+
+func TestSharedLimiterAcrossEngines(t *testing.T) {
+	{
+		h := newHarness(t)
+		limiter := verify.NewStoreLimiter(h.store)
+		p := only(func(p *verify.Protection) { p.RecipientSends = verify.Rate{Limit: 5, Per: 10 * time.Minute} })
+		a := h.engine(verify.WithProtection(p), verify.WithLimiter(limiter))
+		b := h.engine(verify.WithProtection(p), verify.WithLimiter(verify.NewStoreLimiter(h.store)))
+		h.flow(verify.Step{Channel: "sms"})
+		h.clock.Set(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)) // a window boundary
+		for i := range 5 {
+			e := []*verify.Engine{a, b}[i%2]
+			_, err := e.Send(h.ctx, verify.SendRequest{To: ana})
+			require.NoError(t, err)
+		}
+		h.clock.Add(time.Minute)
+		for _, e := range []*verify.Engine{a, b} {
+			_, err := e.Send(h.ctx, verify.SendRequest{To: ana})
+			ve := requireCode(t, err, verify.ErrRateLimited)
+			assert.Equal(t, 9*time.Minute, ve.RetryAfter, "the shared window ends 10 minutes after it began")
+		}
+		h.clock.Add(9 * time.Minute)
+		_, err := b.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err, "a new window allows sends again")
+	}
+}
+
+func TestResendCooldown(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) { p.ResendCooldown = 30 * time.Second }))
+	h.flow(verify.Step{Channel: "sms"})
+	v, code := h.send()
+	h.clock.Add(10 * time.Second)
+	_, err := h.eng.Resend(h.ctx, v.ID)
+	e := requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, 20*time.Second, e.RetryAfter)
+	h.clock.Add(20 * time.Second)
+	_, err = h.eng.Resend(h.ctx, v.ID)
+	require.NoError(t, err)
+	m, _ := h.sms.Last()
+	assert.Equal(t, code, m.Code)
+	_, err = h.eng.Resend(h.ctx, v.ID)
+	requireCode(t, err, verify.ErrRateLimited)
+}
+
+func TestCheckIPLimit(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) { p.IPChecks = verify.Rate{Limit: 3, Per: time.Minute} }))
+	h.flow(verify.Step{Channel: "sms"})
+	v, code := h.send()
+	for range 3 {
+		_, err := h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: wrong(code), IPAddress: "198.51.100.7"})
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	_, err := h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code, IPAddress: "198.51.100.7"})
+	e := requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, 20*time.Second, e.RetryAfter)
+	got, _ := h.eng.Get(h.ctx, v.ID)
+	assert.Equal(t, 3, got.Attempts, "a rate-limited check consumes no attempt")
+	h.clock.Add(20 * time.Second)
+	_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code, IPAddress: "198.51.100.7"})
+	require.NoError(t, err)
+}
+
+// TestNISTFailureBudget walks the scenario of NIST SP 800-63B §5.2.2: wrong
+// codes count per recipient across verifications; new codes, resends and
+// fallbacks never reset the count; at the budget every verification of the
+// recipient is locked.
+func TestNISTFailureBudget(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) {
+		p.FreeFailures, p.MaxFailures, p.LockFor = 100, 12, time.Hour
+	}))
+	h.flow(verify.Step{Channel: "sms"}, verify.Step{Channel: "email", After: 30 * time.Second})
+	failures := 0
+	fail := func(id, code string) {
+		t.Helper()
+		_, err := h.check(id, wrong(code))
+		requireCode(t, err, verify.ErrInvalidOTP)
+		failures++
+	}
+
+	v1, c1 := h.send()
+	for range 4 {
+		fail(v1.ID, c1)
+	}
+	_, err := h.eng.Resend(h.ctx, v1.ID)
+	require.NoError(t, err)
+	fail(v1.ID, c1) // 5: v1 uses its last attempt
+	_, err = h.check(v1.ID, c1)
+	requireCode(t, err, verify.ErrMaxAttempts)
+
+	v2, c2 := h.send() // a new code does not reset the budget
+	fail(v2.ID, c2)
+	h.clock.Add(30 * time.Second)
+	assert.Equal(t, 1, h.processDue(), "the fallback fires")
+	for range 4 {
+		fail(v2.ID, c2) // 10
+	}
+	v3, c3 := h.send()
+	fail(v3.ID, c3)
+	fail(v3.ID, c3) // 12 = MaxFailures
+	require.Equal(t, 12, failures)
+
+	_, err = h.check(v3.ID, c3)
+	e := requireCode(t, err, verify.ErrLocked)
+	assert.Equal(t, time.Hour, e.RetryAfter)
+	got, _ := h.eng.Get(h.ctx, v3.ID)
+	assert.Equal(t, 2, got.Attempts, "a locked check consumes no attempt")
+
+	v4, c4 := h.send()
+	_, err = h.check(v4.ID, c4)
+	requireCode(t, err, verify.ErrLocked) // locked for every verification, right code too
+
+	// Another recipient is not affected.
+	h.sms.Reset()
+	other, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4799999999", Email: "bo@example.com"}})
+	require.NoError(t, err)
+	m, _ := h.sms.Last()
+	_, err = h.check(other.ID, m.Code)
+	require.NoError(t, err)
+
+	// The lock lifts after LockFor, or at once with Unlock.
+	require.NoError(t, h.eng.Unlock(h.ctx, ana))
+	_, err = h.check(v4.ID, c4)
+	require.NoError(t, err, "Unlock lifts the lock")
+	requireCode(t, h.eng.Unlock(h.ctx, verify.Recipient{}), verify.ErrInvalidRecipient)
+}
+
+func TestFailureDelaysGrow(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) {
+		p.FreeFailures, p.FailureDelay, p.MaxFailureDelay, p.MaxFailures = 2, time.Second, 4*time.Second, 100
+	}))
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "many", MaxAttempts: 20, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	require.NoError(t, err)
+	m, _ := h.sms.Last()
+	for range 2 {
+		_, err := h.check(v.ID, wrong(m.Code))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		_, err := h.check(v.ID, wrong(m.Code))
+		e := requireCode(t, err, verify.ErrRateLimited)
+		assert.Equal(t, wait, e.RetryAfter)
+		h.clock.Add(wait)
+		_, err = h.check(v.ID, wrong(m.Code))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	h.clock.Add(4 * time.Second)
+	_, err = h.check(v.ID, m.Code)
+	require.NoError(t, err)
+	v2, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	require.NoError(t, err)
+	_, err = h.check(v2.ID, "000000")
+	requireCode(t, err, verify.ErrInvalidOTP) // the success reset the count: no delay
+}
+
+func TestIPAllowList(t *testing.T) {
+	h := newHarness(t)
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "office", Duplicates: verify.DuplicateAllow,
+		AllowedIPs: []string{"203.0.113.0/24", "2001:db8::/32", "198.51.100.7"}, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	for _, ip := range []string{"203.0.113.9", "2001:db8::1", "::ffff:203.0.113.200", "198.51.100.7"} {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana, IPAddress: ip})
+		require.NoError(t, err, ip)
+	}
+	for _, ip := range []string{"203.0.114.1", "2001:db9::1", "198.51.100.8", "", "not an ip"} {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana, IPAddress: ip})
+		e := requireCode(t, err, verify.ErrIPNotAllowed)
+		assert.Equal(t, 403, e.HTTPStatus())
+	}
+	v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana, IPAddress: "203.0.113.9"})
+	require.NoError(t, err)
+	m, _ := h.sms.Last()
+	_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code, IPAddress: "192.0.2.1"})
+	requireCode(t, err, verify.ErrIPNotAllowed)
+	got, _ := h.eng.Get(h.ctx, v.ID)
+	assert.Equal(t, 0, got.Attempts, "a refused IP consumes no attempt")
+	_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code, IPAddress: "2001:db8:5::9"})
+	require.NoError(t, err)
+
+	_, err = h.eng.CreateFlow(h.ctx, verify.Flow{Name: "bad", AllowedIPs: []string{"300.1.2.3"}, Steps: []verify.Step{{Channel: "sms"}}})
+	e := requireCode(t, err, verify.ErrInvalidFlow)
+	assert.Equal(t, "allowed_ips[0]", e.Parameter)
+}
+
+func TestGeoPermissions(t *testing.T) {
+	_, err := newHarness(t).eng.CreateFlow(context.Background(), verify.Flow{Name: "geo", AllowedCountries: []string{"NO"},
+		Steps: []verify.Step{{Channel: "sms"}}})
+	e := requireCode(t, err, verify.ErrInvalidFlow)
+	assert.Contains(t, e.Message, "phone.Parser")
+
+	h := newHarness(t, verify.WithPhoneParser(phone.Parser{}))
+	nordic, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "nordic", AllowedCountries: []string{"no", "SE"},
+		Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"NO", "SE"}, nordic.AllowedCountries)
+	noUK, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "no-uk", DeniedCountries: []string{"GB"},
+		DeniedNumberTypes: []verify.NumberType{verify.NumberPremiumRate, verify.NumberSharedCost},
+		Duplicates:        verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+
+	v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: nordic.ID, To: verify.Recipient{Phone: "+47 412 34 567"}})
+	require.NoError(t, err)
+	assert.Equal(t, "+4741234567", v.To.Phone, "the parser normalises to E.164")
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{FlowID: nordic.ID, To: verify.Recipient{Phone: "+447400123456"}})
+	e = requireCode(t, err, verify.ErrGeoNotAllowed)
+	assert.Equal(t, 403, e.HTTPStatus())
+
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{FlowID: noUK.ID, To: verify.Recipient{Phone: "+447400123456"}})
+	requireCode(t, err, verify.ErrGeoNotAllowed)
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{FlowID: noUK.ID, To: verify.Recipient{Phone: "+4741234567"}})
+	require.NoError(t, err)
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{FlowID: noUK.ID, To: verify.Recipient{Phone: "+33 8 92 12 34 56"}})
+	e = requireCode(t, err, verify.ErrGeoNotAllowed)
+	assert.Contains(t, e.Message, "premium_rate")
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{FlowID: noUK.ID, To: verify.Recipient{Phone: "+47 1234"}})
+	requireCode(t, err, verify.ErrInvalidRecipient)
+}
+
+func TestEmailDomains(t *testing.T) {
+	h := newHarness(t)
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "mail", Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "email"}}})
+	require.NoError(t, err)
+	for _, bad := range []string{"ana@localhost", "ana@127.0.0.1", "ana@[127.0.0.1]", "ana@ex_ample.com", "ana@-example.com",
+		"ana@example.c0m", "ana@example..com", "ana@example.c"} {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: verify.Recipient{Email: bad}})
+		requireCode(t, err, verify.ErrInvalidRecipient)
+	}
+	for _, good := range []string{"ana@example.com", "a.b+tag@sub.example.co.uk", "ana@xn--bcher-kva.example"} {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: verify.Recipient{Email: good}})
+		require.NoError(t, err, good)
+	}
+}
+
+// TestPumpingSimulation sends a burst of codes to one number range that no
+// one ever verifies, as SMS-pumping fraud does: the range is blocked, while
+// normal traffic to another country goes on.
+func TestPumpingSimulation(t *testing.T) {
+	var mu sync.Mutex
+	var events []verify.Event
+	obs := verify.ObserverFunc(func(_ context.Context, ev verify.Event) {
+		mu.Lock()
+		events = append(events, ev)
+		mu.Unlock()
+	})
+	h := protected(t, only(func(p *verify.Protection) {
+		p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 20, Threshold: 0.2, BlockFor: time.Hour}
+	}), verify.WithObserver(obs))
+	h.flow(verify.Step{Channel: "sms"})
+
+	blocked := 0
+	for i := range 40 {
+		_, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: fmt.Sprintf("+2250700%04d", i)}})
+		if err != nil {
+			e := requireCode(t, err, verify.ErrBlocked)
+			assert.Contains(t, e.Message, "+2250700")
+			blocked++
+		}
+		// Legitimate users elsewhere verify their codes.
+		v, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: fmt.Sprintf("+4741%06d", i)}})
+		require.NoError(t, err, "traffic to other ranges continues")
+		m, _ := h.sms.Last()
+		_, err = h.check(v.ID, m.Code)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 20, blocked, "after 20 unverified sends the range is blocked")
+	mu.Lock()
+	nBlocked := 0
+	for _, ev := range events {
+		if ev.Type == verify.EventBlocked {
+			nBlocked++
+			assert.Equal(t, "E922", ev.ErrorCode)
+			assert.Contains(t, ev.Reason, "low conversion")
+		}
+	}
+	mu.Unlock()
+	assert.Equal(t, 20, nBlocked, "every blocked send is recorded as an event")
+	assert.Contains(t, h.logs.String(), "send blocked")
+
+	h.clock.Add(time.Hour)
+	_, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+22507009999"}})
+	require.NoError(t, err, "the block lifts after BlockFor")
+}
+
+func TestSendHook(t *testing.T) {
+	var seen verify.SendAttempt
+	hook := func(_ context.Context, a verify.SendAttempt) error {
+		seen = a
+		if a.Country == "GB" {
+			return errors.New("risk score 97")
+		}
+		return nil
+	}
+	h := newHarness(t, verify.WithSendHook(hook), verify.WithPhoneParser(phone.Parser{}))
+	h.flow(verify.Step{Channel: "sms"})
+	_, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+447400123456"}, IPAddress: "192.0.2.4", ForeignID: "u1"})
+	e := requireCode(t, err, verify.ErrBlocked)
+	assert.Contains(t, e.Message, "risk score 97")
+	assert.Equal(t, verify.SendAttempt{To: verify.Recipient{Phone: "+447400123456"}, Country: "GB", Prefix: "+44740012",
+		IPAddress: "192.0.2.4", ForeignID: "u1", FlowID: seen.FlowID}, seen)
+	assert.Equal(t, 0, h.sms.Len())
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4741234567"}})
+	require.NoError(t, err)
+}
+
+func TestIdempotentSend(t *testing.T) {
+	h := newHarness(t)
+	h.flow(verify.Step{Channel: "sms"})
+	req := verify.SendRequest{To: ana, IdempotencyKey: "order-9-login", ForeignID: "order-9"}
+	v1, err := h.eng.Send(h.ctx, req)
+	require.NoError(t, err)
+	v2, err := h.eng.Send(h.ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, v1.ID, v2.ID, "a repeat returns the same verification")
+	assert.Equal(t, 1, h.sms.Len(), "and sends nothing")
+
+	other := req
+	other.ForeignID = "order-10"
+	_, err = h.eng.Send(h.ctx, other)
+	e := requireCode(t, err, verify.ErrIdempotencyMismatch)
+	assert.Equal(t, 409, e.HTTPStatus())
+
+	// Concurrent duplicates: one winner.
+	req.IdempotencyKey = "race"
+	var wg sync.WaitGroup
+	ids := make(chan string, 30)
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := h.eng.Send(h.ctx, req)
+			assert.NoError(t, err)
+			ids <- v.ID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	distinct := map[string]bool{}
+	for id := range ids {
+		distinct[id] = true
+	}
+	assert.Len(t, distinct, 1, "every concurrent duplicate gets the one verification")
+	assert.Equal(t, 2, h.sms.Len(), "the key race sent one message")
+}
+
+func TestDuplicatePolicies(t *testing.T) {
+	h := newHarness(t)
+	mk := func(p verify.DuplicatePolicy) verify.Flow {
+		f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "policy " + string(p), Duplicates: p, Steps: []verify.Step{{Channel: "sms"}}})
+		require.NoError(t, err)
+		return f
+	}
+	reuse, replace, allow := mk(""), mk(verify.DuplicateReplace), mk(verify.DuplicateAllow)
+	assert.Equal(t, verify.DuplicateReuse, reuse.Duplicates, "reuse is the default")
+
+	a, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: ana})
+	require.NoError(t, err)
+	first, _ := h.sms.Last()
+	b, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: ana})
+	require.NoError(t, err)
+	assert.Equal(t, a.ID, b.ID, "reuse returns the open verification")
+	assert.Equal(t, 2, b.Sends)
+	again, _ := h.sms.Last()
+	assert.Equal(t, first.Code, again.Code, "and resends its code")
+
+	c, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: replace.ID, To: ana})
+	require.NoError(t, err)
+	cm, _ := h.sms.Last()
+	d, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: replace.ID, To: ana})
+	require.NoError(t, err)
+	assert.NotEqual(t, c.ID, d.ID)
+	_, err = h.check(c.ID, cm.Code)
+	requireCode(t, err, verify.ErrCanceled)
+
+	e1, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: allow.ID, To: ana})
+	require.NoError(t, err)
+	e2, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: allow.ID, To: ana})
+	require.NoError(t, err)
+	assert.NotEqual(t, e1.ID, e2.ID)
+	for _, id := range []string{e1.ID, e2.ID} {
+		got, _ := h.eng.Get(h.ctx, id)
+		assert.Equal(t, verify.StatusSent, got.Status)
+	}
+
+	_, err = h.eng.CreateFlow(h.ctx, verify.Flow{Name: "bad", Duplicates: "merge", Steps: []verify.Step{{Channel: "sms"}}})
+	requireCode(t, err, verify.ErrInvalidFlow)
+}
+
+func TestDefaultProtectionIsOn(t *testing.T) {
+	p := verify.DefaultProtection()
+	assert.Equal(t, verify.Rate{Limit: 5, Per: 10 * time.Minute}, p.RecipientSends)
+	assert.Equal(t, 30*time.Second, p.ResendCooldown)
+	assert.Equal(t, 100, p.MaxFailures)
+	for _, bad := range []verify.Protection{
+		{MaxFailures: 101},
+		{RecipientSends: verify.Rate{Limit: 5}},
+		{Conversion: verify.Conversion{Threshold: 2}},
+		{LockFor: -time.Second},
+	} {
+		_, err := verify.New(newHarness(t).store, verify.WithProtection(bad))
+		assert.Error(t, err)
+	}
+}
+
+func TestLocalLimiterEvictsIdleKeys(t *testing.T) {
+	l := verify.NewLocalLimiter()
+	r := verify.Rate{Limit: 1, Per: time.Minute}
+	now := start
+	for i := range 5000 {
+		ok, _, err := l.Allow(context.Background(), fmt.Sprint("k", i), r, now)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	assert.Greater(t, l.Len(), 4000)
+	now = now.Add(time.Minute)
+	for i := range 1024 {
+		_, _, err := l.Allow(context.Background(), fmt.Sprint("new", i), r, now)
+		require.NoError(t, err)
+	}
+	assert.Less(t, l.Len(), 1100, "buckets idle for their whole period are evicted")
+}
