@@ -55,7 +55,8 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		e.keys.matches(dummyHash[:], req.VerifyID, code) // equal work, see above
 		return Verification{}, e.lookupErr("get verification", err)
 	}
-	if refused := e.refuseCheck(ctx, rec, req.IPAddress, now); refused != nil {
+	failures, refused := e.refuseCheck(ctx, rec, req.IPAddress, now)
+	if refused != nil {
 		e.keys.matches(dummyHash[:], req.VerifyID, code)
 		e.emitCheck(ctx, rec, refused, now)
 		return rec.public(), refused
@@ -75,8 +76,10 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		if !ended {
 			return e.closed(ctx, done, now)
 		}
-		if err := e.store.DeleteCounter(ctx, "fail:"+recipientKey(rec.To)); err != nil {
-			return done.public(), storeErr("delete counter", err)
+		if failures > 0 { // a right code resets the consecutive failures
+			if err := e.store.DeleteCounter(ctx, "fail:"+recipientKey(rec.To)); err != nil {
+				return done.public(), storeErr("delete counter", err)
+			}
 		}
 		e.countVerified(ctx, rec)
 		if e.log.Enabled(ctx, slog.LevelDebug) {
@@ -106,19 +109,19 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 var dummyHash [sha256.Size]byte
 
 // refuseCheck returns the answer for a check that must not take an attempt,
-// or nil. It ends a verification still marked open past its expiry or
-// attempts.
-func (e *Engine) refuseCheck(ctx context.Context, rec VerificationRecord, ip string, now time.Time) error {
+// or nil, and the recipient's consecutive failures. It ends a verification
+// still marked open past its expiry or attempts.
+func (e *Engine) refuseCheck(ctx context.Context, rec VerificationRecord, ip string, now time.Time) (int64, error) {
 	if !rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt) {
 		_, err := e.closed(ctx, rec, now)
-		return err
+		return 0, err
 	}
 	if !ipAllowed(rec.AllowedIPs, ip) {
-		return invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", ip)
+		return 0, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", ip)
 	}
 	if ip != "" {
 		if err := e.allow(ctx, "check:ip:"+ip, "checks from this IP address", e.protection.IPChecks, now); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	return e.checkLockout(ctx, rec.To, now)

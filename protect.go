@@ -332,18 +332,18 @@ func windowEnd(t time.Time, w time.Duration) time.Time {
 	return time.Unix(0, (t.UnixNano()/int64(w)+1)*int64(w)).UTC()
 }
 
-// checkLockout refuses a check while the recipient must wait after too many
-// failures, or is locked out.
-func (e *Engine) checkLockout(ctx context.Context, to Recipient, now time.Time) error {
+// checkLockout returns the recipient's consecutive failures, and refuses a
+// check while the recipient must wait after too many, or is locked out.
+func (e *Engine) checkLockout(ctx context.Context, to Recipient, now time.Time) (int64, error) {
 	p := &e.protection
 	c, err := e.store.GetCounter(ctx, "fail:"+recipientKey(to), now)
 	if err != nil {
-		return storeErr("get counter", err)
+		return 0, storeErr("get counter", err)
 	}
 	if c.Value >= int64(p.MaxFailures) {
 		err := invalid(ErrLocked, "", "too many wrong codes for this recipient; locked until %s", c.ExpiresAt.Format(time.RFC3339))
 		err.RetryAfter = c.ExpiresAt.Sub(now)
-		return err
+		return c.Value, err
 	}
 	if over := c.Value - int64(p.FreeFailures); over >= 0 {
 		wait := p.FailureDelay << min(over, 30)
@@ -351,10 +351,10 @@ func (e *Engine) checkLockout(ctx context.Context, to Recipient, now time.Time) 
 			wait = p.MaxFailureDelay
 		}
 		if next := c.UpdatedAt.Add(wait); now.Before(next) {
-			return rateLimited("wrong codes for this recipient", next.Sub(now))
+			return c.Value, rateLimited("wrong codes for this recipient", next.Sub(now))
 		}
 	}
-	return nil
+	return c.Value, nil
 }
 
 // countFailure adds a wrong code to the recipient's consecutive failures.

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 		{"IdempotencyKey", testIdempotencyKey},
 		{"FindOpen", testFindOpen},
 		{"Counters", testCounters},
+		{"Reports", testReports},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
