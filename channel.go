@@ -33,7 +33,10 @@ type Channel interface {
 // it.
 type Message struct {
 	// ID is stable per (verification, step) and per resend, so a provider
-	// or gateway can de-duplicate a message that is sent twice.
+	// or gateway can de-duplicate a message that is sent twice. It is
+	// "<verification ID>-<step>" for flow steps and
+	// "<verification ID>-r<n>" for the n-th send by Resend; ReportDelivery
+	// takes it back to find the delivery.
 	ID string `json:"id"`
 	// VerificationID is the verification the code belongs to.
 	VerificationID string `json:"verification_id"`
@@ -145,6 +148,14 @@ const (
 // they use. A Channel that does not implement it is a ByPhone channel.
 type Addresser interface {
 	Addressing() Addressing
+}
+
+// StepValidator is implemented by channels that can tell, when a flow is
+// created, that a step will never work with them (a missing sender ID, say).
+// CreateFlow and UpdateFlow refuse such a step with E806 and the returned
+// error's text.
+type StepValidator interface {
+	ValidateStep(s Step) error
 }
 
 func addressingOf(ch Channel) Addressing {

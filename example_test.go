@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -112,4 +113,34 @@ func ExampleEngine_Check() {
 	// E912 remaining 1
 	// E912 remaining 0
 	// E911 Exceeded max number of attempts 429
+}
+
+// Observers run on the engine's hot path, so this one only hands each event
+// to a buffered channel (dropping it if the consumer falls behind) and a
+// separate goroutine does the slow work.
+func ExampleWithObserver() {
+	ctx := context.Background()
+	events := make(chan verify.Event, 1024)
+	forward := verify.ObserverFunc(func(_ context.Context, ev verify.Event) {
+		select {
+		case events <- ev:
+		default: // consumer behind: drop rather than slow Send and Check
+		}
+	})
+	sms := channels.NewRecorder("sms")
+	eng, _ := verify.New(memstore.New(), verify.WithChannels(sms), verify.WithObserver(forward),
+		verify.WithSecret([]byte("a secret of at least 16 bytes, from your config")))
+	eng.CreateFlow(ctx, verify.Flow{Name: "login", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
+	v, _ := eng.Send(ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4712345678"}})
+	m, _ := sms.Last()
+	eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+	close(events)
+
+	for ev := range events { // in a real program: a goroutine feeding a queue or metrics
+		fmt.Println(strings.TrimSpace(string(ev.Type) + " " + ev.Channel))
+	}
+	// Output:
+	// created
+	// sent sms
+	// verified
 }

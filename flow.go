@@ -396,6 +396,11 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 		if err := checkAutofill(s, p, addressingOf(ch)); err != nil {
 			return err
 		}
+		if sv, ok := ch.(StepValidator); ok {
+			if err := sv.ValidateStep(s); err != nil {
+				return invalid(ErrInvalidFlow, p, "channel %q: %s", s.Channel, err.Error())
+			}
+		}
 		if s.Template != "" {
 			t, err := e.store.GetTemplate(ctx, s.Template)
 			if errors.Is(err, ErrNotFound) {

@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/channels"
 )
 
 func TestCreateFlowDefaults(t *testing.T) {
@@ -283,4 +285,25 @@ func TestNoSecretWarns(t *testing.T) {
 	_, err := verify.New(h.store, verify.WithLogger(logger))
 	require.NoError(t, err)
 	assert.Contains(t, buf.String(), "no secret configured")
+}
+
+// pickyChannel needs a sender on every step.
+type pickyChannel struct{ *channels.Recorder }
+
+func (pickyChannel) ValidateStep(s verify.Step) error {
+	if s.From == "" {
+		return errors.New("a sender ID (From) is required")
+	}
+	return nil
+}
+
+func TestStepValidator(t *testing.T) {
+	h := newHarness(t)
+	eng := h.engine(verify.WithChannels(pickyChannel{channels.NewRecorder("picky")}))
+	_, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "p", Steps: []verify.Step{{Channel: "picky"}}})
+	e := requireCode(t, err, verify.ErrInvalidFlow)
+	assert.Equal(t, "steps[0]", e.Parameter)
+	assert.Contains(t, e.Message, "sender ID")
+	_, err = eng.CreateFlow(h.ctx, verify.Flow{Name: "p", Steps: []verify.Step{{Channel: "picky", From: "ACME"}}})
+	require.NoError(t, err)
 }
