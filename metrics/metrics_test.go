@@ -3,8 +3,10 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +51,7 @@ func newHarness(t *testing.T, opts ...verify.Option) *harness {
 		verify.WithClock(h.clock),
 		verify.WithObserver(h.m),
 		verify.WithProtection(verify.NoProtection()),
+		verify.WithLogger(slog.New(slog.DiscardHandler)),
 	}, opts...)
 	eng, err := verify.New(memstore.New(), opts...)
 	require.NoError(t, err)
@@ -389,4 +392,133 @@ func samples(t *testing.T, m prometheus.Collector, name string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestLabelValues checks that after a full scenario every label value is a
+// flow ID, a channel name or one of the fixed words, and that neither a
+// code nor a recipient nor an event's free-text Reason reaches a label.
+func TestLabelValues(t *testing.T) {
+	h := newHarness(t)
+	s := drive(h)
+	allowed := map[string]map[string]bool{
+		"flow":    {s.login.ID: true, s.signup.ID: true, "unknown": true},
+		"channel": {"sms": true, "email": true},
+		"outcome": {"sent": true, "failed": true, "delivered": true, "verified": true, "wrong_code": true, "refused": true},
+		"status":  {"verified": true, "expired": true, "canceled": true, "max_attempts": true, "failed": true},
+		"reason":  {"blocked": true, "rate_limited": true},
+		"le":      {"1": true, "10": true, "+Inf": true},
+	}
+	var secrets []string
+	secrets = append(secrets, s.codes...)
+	for _, r := range s.recipients {
+		secrets = append(secrets, r.Phone, r.Email)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(h.m))
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	require.Len(t, mfs, 7)
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			for _, lp := range mt.GetLabel() {
+				assert.True(t, allowed[lp.GetName()][lp.GetValue()], "%s: label %s=%q", mf.GetName(), lp.GetName(), lp.GetValue())
+			}
+		}
+	}
+	var text strings.Builder
+	for _, mf := range mfs {
+		text.WriteString(mf.String())
+	}
+	for _, secret := range secrets {
+		if secret != "" {
+			assert.NotContains(t, text.String(), secret)
+		}
+	}
+	assert.NotContains(t, text.String(), "on purpose", "no delivery error text")
+}
+
+// TestConcurrentObserve runs Observe from many goroutines while the
+// registry is scraped; run it with -race.
+func TestConcurrentObserve(t *testing.T) {
+	m := metrics.New()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	flows := []string{"f1", "f2", "f3"}
+	const workers, rounds = 8, 500
+	ctx := context.Background()
+
+	stop := make(chan struct{})
+	scraped := make(chan error, 1)
+	go func() {
+		defer close(scraped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := reg.Gather(); err != nil {
+				scraped <- err
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				f := flows[(w+i)%len(flows)]
+				m.Observe(ctx, verify.Event{Type: verify.EventCreated, FlowID: f})
+				m.Observe(ctx, verify.Event{Type: verify.EventSent, FlowID: f, Channel: "sms", Latency: time.Millisecond})
+				m.Observe(ctx, verify.Event{Type: verify.EventCheckFailed, FlowID: f, ErrorCode: "E912"})
+				m.Observe(ctx, verify.Event{Type: verify.EventVerified, FlowID: f, Latency: time.Duration(i) * time.Second})
+				m.Observe(ctx, verify.Event{Type: verify.EventExpired})
+				m.Observe(ctx, verify.Event{Type: verify.EventRateLimited, FlowID: f})
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	require.NoError(t, <-scraped)
+
+	total := func(v *prometheus.CounterVec, lvs ...[]string) float64 {
+		var sum float64
+		for _, l := range lvs {
+			sum += testutil.ToFloat64(v.WithLabelValues(l...))
+		}
+		return sum
+	}
+	const n = workers * rounds
+	assert.Equal(t, float64(n), total(metrics.Checks(m),
+		[]string{"f1", "wrong_code"}, []string{"f2", "wrong_code"}, []string{"f3", "wrong_code"}))
+	assert.Equal(t, float64(n), total(metrics.Ended(m), []string{"unknown", "expired"}))
+	assert.Equal(t, float64(n), total(metrics.Deliveries(m),
+		[]string{"f1", "sms", "sent"}, []string{"f2", "sms", "sent"}, []string{"f3", "sms", "sent"}))
+	assert.Equal(t, float64(n), testutil.ToFloat64(metrics.SendsRefused(m).WithLabelValues("rate_limited")))
+}
+
+func TestRegister(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	a := metrics.New(metrics.WithConstLabels(prometheus.Labels{"engine": "a"}))
+	b := metrics.New(metrics.WithConstLabels(prometheus.Labels{"engine": "b"}))
+	require.NoError(t, reg.Register(a), "the first engine")
+	require.NoError(t, reg.Register(b), "a second engine told apart by a const label")
+	var err prometheus.AlreadyRegisteredError
+	require.ErrorAs(t, reg.Register(metrics.New(metrics.WithConstLabels(prometheus.Labels{"engine": "a"}))), &err)
+	require.Error(t, reg.Register(metrics.New(metrics.WithConstLabels(prometheus.Labels{"flow": "x"}))),
+		"a const label may not shadow a variable one")
+
+	c := metrics.New(metrics.WithNamespace("acme_verify"), metrics.WithConstLabels(prometheus.Labels{"region": "eu"}))
+	c.Observe(context.Background(), verify.Event{Type: verify.EventCreated, FlowID: "f"})
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP acme_verify_verifications_created_total Verifications created.
+# TYPE acme_verify_verifications_created_total counter
+acme_verify_verifications_created_total{flow="f",region="eu"} 1
+`), "acme_verify_verifications_created_total"))
+
+	h := newHarness(t)
+	drive(h)
+	problems, lintErr := testutil.CollectAndLint(h.m)
+	require.NoError(t, lintErr)
+	assert.Empty(t, problems, "metric names and help pass promlint")
 }
