@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"time"
 	"unicode/utf8"
 
@@ -13,8 +14,8 @@ import (
 // Collector turns engine events into Prometheus metrics. Pass it to
 // verify.WithObserver and register it with a prometheus.Registerer; the
 // package documentation lists the metrics. A Collector is safe for
-// concurrent use, and Observe only updates counters and histograms: it
-// never blocks, never reads a clock and never panics.
+// concurrent use. Observe only updates counters and histograms in memory:
+// it does no I/O, reads no clock and does not panic.
 type Collector struct {
 	created *prometheus.CounterVec // {flow}
 
@@ -41,10 +42,11 @@ var (
 // unknown stands for a flow or channel an event does not name.
 const unknown = "unknown"
 
-// New returns a Collector. It panics if the options give an invalid
-// namespace, const label or bucket list, as the client_golang constructors
-// do; a const label named like one of the Collector's labels is reported
-// when the Collector is registered.
+// New returns a Collector. Like client_golang's constructors, it panics on
+// invalid options: a namespace or const label that makes an invalid name, a
+// const label named flow, channel, outcome, status, reason or le, or bucket
+// bounds that do not increase. (Left alone, these would fail at
+// registration or, for histograms, on the first event.)
 func New(opts ...Option) *Collector {
 	c := config{namespace: "openverify"}
 	for _, o := range opts {
@@ -101,7 +103,24 @@ func New(opts ...Option) *Collector {
 	m.endFailed = outcome(m.ended, "status", "failed")
 	m.refusedBlocked = m.sendsRefused.WithLabelValues("blocked")
 	m.refusedRateLimited = m.sendsRefused.WithLabelValues("rate_limited")
+
+	if err := prometheus.NewRegistry().Register(m); err != nil {
+		panic(fmt.Sprintf("metrics: %v (check WithNamespace and WithConstLabels)", err))
+	}
+	checkHistogram("WithDeliveryBuckets", c, c.deliveryBounds)
+	checkHistogram("WithTimeToVerifyBuckets", c, c.verifyBounds)
 	return m
+}
+
+// checkHistogram panics now if a histogram with these buckets and const
+// labels would panic when its first series is created.
+func checkHistogram(option string, c config, bounds []float64) {
+	defer func() {
+		if r := recover(); r != nil {
+			panic(fmt.Sprintf("metrics: %s: %v", option, r))
+		}
+	}()
+	prometheus.NewHistogram(prometheus.HistogramOpts{Name: "check", ConstLabels: c.constLabels, Buckets: bounds})
 }
 
 // wrongCode is the ErrorCode of a check_failed event for a wrong code
@@ -181,7 +200,9 @@ func inc(v *prometheus.CounterVec, a string) {
 	}
 	c, err := v.GetMetricWithLabelValues(a)
 	if err != nil {
-		c = v.WithLabelValues(unknown)
+		if c, err = v.GetMetricWithLabelValues(unknown); err != nil {
+			return
+		}
 	}
 	c.Inc()
 }
@@ -196,7 +217,9 @@ func inc2(v *prometheus.CounterVec, a, b string) {
 	}
 	c, err := v.GetMetricWithLabelValues(a, b)
 	if err != nil {
-		c = v.WithLabelValues(valid(a), valid(b))
+		if c, err = v.GetMetricWithLabelValues(valid(a), valid(b)); err != nil {
+			return
+		}
 	}
 	c.Inc()
 }
@@ -209,7 +232,9 @@ func observe(v *prometheus.HistogramVec, a string, d time.Duration) {
 	}
 	o, err := v.GetMetricWithLabelValues(a)
 	if err != nil {
-		o = v.WithLabelValues(unknown)
+		if o, err = v.GetMetricWithLabelValues(unknown); err != nil {
+			return
+		}
 	}
 	o.Observe(max(d, 0).Seconds())
 }

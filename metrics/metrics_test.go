@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -505,8 +506,6 @@ func TestRegister(t *testing.T) {
 	require.NoError(t, reg.Register(b), "a second engine told apart by a const label")
 	var err prometheus.AlreadyRegisteredError
 	require.ErrorAs(t, reg.Register(metrics.New(metrics.WithConstLabels(prometheus.Labels{"engine": "a"}))), &err)
-	require.Error(t, reg.Register(metrics.New(metrics.WithConstLabels(prometheus.Labels{"flow": "x"}))),
-		"a const label may not shadow a variable one")
 
 	c := metrics.New(metrics.WithNamespace("acme_verify"), metrics.WithConstLabels(prometheus.Labels{"region": "eu"}))
 	c.Observe(context.Background(), verify.Event{Type: verify.EventCreated, FlowID: "f"})
@@ -521,4 +520,24 @@ acme_verify_verifications_created_total{flow="f",region="eu"} 1
 	problems, lintErr := testutil.CollectAndLint(h.m)
 	require.NoError(t, lintErr)
 	assert.Empty(t, problems, "metric names and help pass promlint")
+}
+
+// TestNewPanics checks that options that would break registration, or
+// Observe on its first event, are refused by New.
+func TestNewPanics(t *testing.T) {
+	for name, opt := range map[string]metrics.Option{
+		"namespace":              metrics.WithNamespace("\xff"),
+		"const label named flow": metrics.WithConstLabels(prometheus.Labels{"flow": "x"}),
+		"const label named le":   metrics.WithConstLabels(prometheus.Labels{"le": "x"}),
+		"const label not UTF-8":  metrics.WithConstLabels(prometheus.Labels{"engine": "\xff"}),
+		"delivery buckets":       metrics.WithDeliveryBuckets(1, 0.5),
+		"time to verify buckets": metrics.WithTimeToVerifyBuckets(10, 10),
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.Panics(t, func() { metrics.New(opt) })
+		})
+	}
+	assert.NotPanics(t, func() {
+		metrics.New(nil, metrics.WithNamespace(""), metrics.WithDeliveryBuckets(), metrics.WithTimeToVerifyBuckets(60, math.Inf(1)))
+	})
 }

@@ -31,8 +31,8 @@ func WithNamespace(ns string) Option {
 
 // WithConstLabels adds labels with fixed values to every metric, for
 // example {"service": "login"} when several engines share a registry.
-// Defaults to none. The names must not be flow, channel, outcome, status or
-// reason. Later calls add to earlier ones.
+// Defaults to none. Later calls add to earlier ones. A name that is flow,
+// channel, outcome, status, reason or le makes New panic.
 func WithConstLabels(l prometheus.Labels) Option {
 	return func(c *config) {
 		if c.constLabels == nil {
@@ -45,14 +45,16 @@ func WithConstLabels(l prometheus.Labels) Option {
 }
 
 // WithDeliveryBuckets sets the upper bounds, in seconds and increasing, of
-// the openverify_delivery_duration_seconds buckets. Defaults to 0.01,
+// the openverify_delivery_duration_seconds buckets; bounds that do not
+// increase make New panic. Defaults to 0.01,
 // 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 and 30.
 func WithDeliveryBuckets(bounds ...float64) Option {
 	return func(c *config) { c.deliveryBounds = append([]float64(nil), bounds...) }
 }
 
 // WithTimeToVerifyBuckets sets the upper bounds, in seconds and increasing,
-// of the openverify_time_to_verify_seconds buckets. Defaults to 5, 10, 15,
+// of the openverify_time_to_verify_seconds buckets; bounds that do not
+// increase make New panic. Defaults to 5, 10, 15,
 // 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800 and 3600.
 func WithTimeToVerifyBuckets(bounds ...float64) Option {
 	return func(c *config) { c.verifyBounds = append([]float64(nil), bounds...) }
