@@ -46,7 +46,7 @@ func WithConstLabels(l prometheus.Labels) Option {
 
 // WithDeliveryBuckets sets the upper bounds, in seconds and increasing, of
 // the openverify_delivery_duration_seconds buckets; bounds that do not
-// increase make New panic. Defaults to 0.01,
+// increase make New panic, and none keeps the default. Defaults to 0.01,
 // 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 and 30.
 func WithDeliveryBuckets(bounds ...float64) Option {
 	return func(c *config) { c.deliveryBounds = append([]float64(nil), bounds...) }
@@ -54,7 +54,7 @@ func WithDeliveryBuckets(bounds ...float64) Option {
 
 // WithTimeToVerifyBuckets sets the upper bounds, in seconds and increasing,
 // of the openverify_time_to_verify_seconds buckets; bounds that do not
-// increase make New panic. Defaults to 5, 10, 15,
+// increase make New panic, and none keeps the default. Defaults to 5, 10, 15,
 // 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800 and 3600.
 func WithTimeToVerifyBuckets(bounds ...float64) Option {
 	return func(c *config) { c.verifyBounds = append([]float64(nil), bounds...) }
