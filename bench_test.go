@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -44,12 +45,13 @@ func benchEngineClock(b *testing.B, opts ...verify.Option) (*verify.Engine, *noo
 	ch := &noopChannel{keep: true}
 	clk := clock.NewMock()
 	eng, err := verify.New(memstore.New(), append([]verify.Option{verify.WithChannels(ch), verify.WithSecret(secret),
-		verify.WithLogger(slog.New(slog.DiscardHandler)), verify.WithClock(clk)}, opts...)...)
+		verify.WithLogger(slog.New(slog.DiscardHandler)), verify.WithClock(clk),
+		verify.WithProtection(verify.NoProtection())}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if _, err := eng.CreateFlow(context.Background(), verify.Flow{Name: "bench", Default: true,
-		Steps: []verify.Step{{Channel: "sms"}}}); err != nil {
+		Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}}); err != nil {
 		b.Fatal(err)
 	}
 	return eng, ch, clk
@@ -160,4 +162,38 @@ func BenchmarkSendCheckParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSendProtected measures Send with the default protection on
+// (limits, pumping counters, duplicate lookup), each send to another of
+// 100,000 recipients over 5,000 number prefixes, the store purged (and an
+// hour passed) every 5,000 sends off the timer.
+func BenchmarkSendProtected(b *testing.B) {
+	eng, ch, clk := benchEngineClock(b, verify.WithRetention(time.Second), verify.WithProtection(verify.Protection{}))
+	ch.keep = false
+	ctx := context.Background()
+	reqs := make([]verify.SendRequest, 100000)
+	for i := range reqs {
+		// Spread over 10,000 number prefixes, as real traffic is.
+		reqs[i] = verify.SendRequest{To: verify.Recipient{Phone: fmt.Sprintf("+47%04d%04d", 4000+i%5000, i/5000)},
+			IPAddress: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := eng.Send(ctx, reqs[i%len(reqs)]); err != nil {
+			b.Fatal(err)
+		}
+		if i%5000 == 4999 {
+			b.StopTimer()
+			clk.Add(time.Hour)
+			if _, err := eng.ProcessDue(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := eng.Purge(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
 }

@@ -274,7 +274,14 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 			return 0, storeErr("expire verifications", err)
 		}
 		for _, id := range ids {
-			e.emit(ctx, Event{Type: EventExpired, VerificationID: id, Time: now})
+			if len(e.observers) == 0 {
+				break
+			}
+			ev := Event{Type: EventExpired, VerificationID: id, Time: now}
+			if rec, err := e.store.GetVerification(ctx, id); err == nil {
+				ev.FlowID = rec.FlowID
+			}
+			e.emit(ctx, ev)
 		}
 		if len(ids) < e.batch {
 			break

@@ -66,9 +66,15 @@ func TestEvents(t *testing.T) {
 	h.processDue()
 	assert.Equal(t, []verify.EventType{verify.EventCreated, verify.EventSent, verify.EventSent, verify.EventExpired}, log.types(v3.ID))
 
+	v4, _ := h.send()
+	m4, _ := h.sms.Last()
+	require.NoError(t, h.eng.ReportDelivery(h.ctx, m4.ID, verify.DeliveryDelivered, ""))
+	assert.Equal(t, []verify.EventType{verify.EventCreated, verify.EventSent, verify.EventDelivered}, log.types(v4.ID))
+
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	for _, ev := range log.events {
+		assert.NotEmpty(t, ev.FlowID, "every event of a verification names its flow: %v", ev.Type)
 		b, _ := json.Marshal(ev)
 		assert.NotContains(t, string(b), m.Code, "events never carry the code")
 		assert.NotContains(t, string(b), ana.Phone, "nor the recipient")

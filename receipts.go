@@ -57,6 +57,14 @@ func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status De
 	if err := e.store.RecordDelivery(ctx, upd); err != nil {
 		return storeErr("record delivery", err)
 	}
+	if status != DeliverySent && len(e.observers) > 0 {
+		typ := EventDelivered
+		if status == DeliveryFailed {
+			typ = EventDeliveryFailed
+		}
+		e.emit(ctx, Event{Type: typ, VerificationID: id, FlowID: rec.FlowID, Channel: upd.Channel, Step: upd.Step,
+			Time: now, Reason: detail})
+	}
 	e.log.LogAttrs(ctx, slog.LevelDebug, "verify: delivery report",
 		slog.String("verification", id), slog.String("message", messageID), slog.String("status", string(status)))
 	if status != DeliveryFailed || upd.Step < 0 || !rec.Status.Open() {
