@@ -3,6 +3,7 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -269,4 +270,15 @@ func joinNonEmpty(a, b string) string {
 		return a
 	}
 	return a + ": " + b
+}
+
+var _ verify.StepValidator = (*Kaleyra)(nil)
+
+// ValidateStep implements verify.StepValidator: a step needs an approved
+// sender ID, its own From or KaleyraConfig.From.
+func (k *Kaleyra) ValidateStep(s verify.Step) error {
+	if s.From == "" && k.cfg.From == "" {
+		return errors.New("no sender ID: set KaleyraConfig.From or the step's From")
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package channels
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -207,4 +208,15 @@ func isGSM7(s string) bool {
 		}
 	}
 	return true
+}
+
+var _ verify.StepValidator = (*Vonage)(nil)
+
+// ValidateStep implements verify.StepValidator: a step needs a sender, its
+// own From or VonageConfig.From.
+func (v *Vonage) ValidateStep(s verify.Step) error {
+	if s.From == "" && v.cfg.From == "" {
+		return errors.New("no sender: set VonageConfig.From or the step's From")
+	}
+	return nil
 }
