@@ -3,23 +3,50 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/openverify/verify"
 )
 
-const flowCols = `id, name, description, brand, code_length, charset, ttl_ns, max_attempts, steps, is_default, created_at`
+// Flows keep their ID, name, default flag and creation time in columns and
+// the whole verify.Flow as JSON in definition, so that flow settings added
+// to package verify need no schema change. The columns win on read.
+const flowCols = `id, name, is_default, created_at, definition`
 
-func flowDest(f *verify.Flow) []any {
-	return []any{&f.ID, &f.Name, &f.Description, &f.Brand, &f.CodeLength, &f.Charset, &f.TTL,
-		&f.MaxAttempts, stepsDest{&f.Steps}, &f.Default, timeDest{&f.CreatedAt}}
+// flowScan is one row of flowCols.
+type flowScan struct {
+	f          verify.Flow
+	definition []byte
+}
+
+func (r *flowScan) dest() []any {
+	return []any{&r.f.ID, &r.f.Name, &r.f.Default, timeDest{&r.f.CreatedAt}, bytesDest{&r.definition}}
+}
+
+func (r *flowScan) flow() (verify.Flow, error) {
+	var f verify.Flow
+	if err := json.Unmarshal(r.definition, &f); err != nil {
+		return verify.Flow{}, fmt.Errorf("decode flow %s: %w", r.f.ID, err)
+	}
+	f.ID, f.Name, f.Default, f.CreatedAt = r.f.ID, r.f.Name, r.f.Default, r.f.CreatedAt
+	return f, nil
+}
+
+func flowArgs(f verify.Flow) ([]any, error) {
+	def, err := json.Marshal(f)
+	if err != nil {
+		return nil, fmt.Errorf("encode flow: %w", err)
+	}
+	return []any{f.ID, f.Name, f.Default, string(def)}, nil
 }
 
 // unsetDefault clears every other flow's Default flag, inside the
 // transaction that sets f's. On PostgreSQL it first locks the flows table
 // against other writers (readers go on), so that two flows made default at
 // once end with one default rather than a unique-index violation.
-func (s *Store) unsetDefault(ctx context.Context, tx *sql.Tx, id string) error {
+func (s *Store) unsetDefault(ctx context.Context, tx querier, id string) error {
 	if s.pg() {
 		if _, err := tx.ExecContext(ctx, `LOCK TABLE flows IN EXCLUSIVE MODE`); err != nil {
 			return err
@@ -31,21 +58,20 @@ func (s *Store) unsetDefault(ctx context.Context, tx *sql.Tx, id string) error {
 
 // CreateFlow implements verify.Store.
 func (s *Store) CreateFlow(ctx context.Context, f verify.Flow) error {
-	steps, err := encodeSteps(f.Steps)
+	args, err := flowArgs(f)
 	if err != nil {
 		return wrap("create flow", err)
 	}
+	args = append(args, s.tv(f.CreatedAt))
 	insert := func(ctx context.Context, q querier) error {
-		_, err := q.ExecContext(ctx, `INSERT INTO flows (`+flowCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			f.ID, f.Name, f.Description, f.Brand, f.CodeLength, int(f.Charset), int64(f.TTL),
-			f.MaxAttempts, steps, f.Default, s.tv(f.CreatedAt))
+		_, err := q.ExecContext(ctx, `INSERT INTO flows (id, name, is_default, definition, created_at)
+			VALUES ($1, $2, $3, $4, $5)`, args...)
 		return err
 	}
 	if !f.Default {
-		return wrap("create flow", insert(ctx, s.db))
+		return wrap("create flow", insert(ctx, s.run()))
 	}
-	return wrap("create flow", s.inTx(ctx, func(tx *sql.Tx) error {
+	return wrap("create flow", s.inTx(ctx, func(tx querier) error {
 		if err := s.unsetDefault(ctx, tx, f.ID); err != nil {
 			return err
 		}
@@ -55,18 +81,15 @@ func (s *Store) CreateFlow(ctx context.Context, f verify.Flow) error {
 
 // UpdateFlow implements verify.Store.
 func (s *Store) UpdateFlow(ctx context.Context, f verify.Flow) error {
-	steps, err := encodeSteps(f.Steps)
+	args, err := flowArgs(f)
 	if err != nil {
 		return wrap("update flow", err)
 	}
+	args = append(args, s.tv(f.CreatedAt))
 	errNoFlow := notFound("update flow", "flow", f.ID)
 	update := func(ctx context.Context, q querier) error {
-		res, err := q.ExecContext(ctx, `UPDATE flows SET name = $2, description = $3, brand = $4,
-			code_length = $5, charset = $6, ttl_ns = $7, max_attempts = $8, steps = $9,
-			is_default = $10, created_at = $11
-			WHERE id = $1`,
-			f.ID, f.Name, f.Description, f.Brand, f.CodeLength, int(f.Charset), int64(f.TTL),
-			f.MaxAttempts, steps, f.Default, s.tv(f.CreatedAt))
+		res, err := q.ExecContext(ctx, `UPDATE flows SET name = $2, is_default = $3, definition = $4, created_at = $5
+			WHERE id = $1`, args...)
 		if err != nil {
 			return err
 		}
@@ -78,9 +101,9 @@ func (s *Store) UpdateFlow(ctx context.Context, f verify.Flow) error {
 		return nil
 	}
 	if !f.Default {
-		err = update(ctx, s.db)
+		err = update(ctx, s.run())
 	} else {
-		err = s.inTx(ctx, func(tx *sql.Tx) error {
+		err = s.inTx(ctx, func(tx querier) error {
 			if err := s.unsetDefault(ctx, tx, f.ID); err != nil {
 				return err
 			}
@@ -95,7 +118,7 @@ func (s *Store) UpdateFlow(ctx context.Context, f verify.Flow) error {
 
 // DeleteFlow implements verify.Store.
 func (s *Store) DeleteFlow(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM flows WHERE id = $1`, id)
+	res, err := s.run().ExecContext(ctx, `DELETE FROM flows WHERE id = $1`, id)
 	if err != nil {
 		return wrap("delete flow", err)
 	}
@@ -111,41 +134,47 @@ func (s *Store) DeleteFlow(ctx context.Context, id string) error {
 
 // GetFlow implements verify.Store.
 func (s *Store) GetFlow(ctx context.Context, id string) (verify.Flow, error) {
-	var f verify.Flow
-	err := s.db.QueryRowContext(ctx, `SELECT `+flowCols+` FROM flows WHERE id = $1`, id).Scan(flowDest(&f)...)
+	var r flowScan
+	err := s.run().QueryRowContext(ctx, `SELECT `+flowCols+` FROM flows WHERE id = $1`, id).Scan(r.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Flow{}, notFound("get flow", "flow", id)
 	}
 	if err != nil {
 		return verify.Flow{}, wrap("get flow", err)
 	}
-	return f, nil
+	f, err := r.flow()
+	return f, wrap("get flow", err)
 }
 
 // DefaultFlow implements verify.Store.
 func (s *Store) DefaultFlow(ctx context.Context) (verify.Flow, error) {
-	var f verify.Flow
-	err := s.db.QueryRowContext(ctx, `SELECT `+flowCols+` FROM flows WHERE is_default`).Scan(flowDest(&f)...)
+	var r flowScan
+	err := s.run().QueryRowContext(ctx, `SELECT `+flowCols+` FROM flows WHERE is_default`).Scan(r.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Flow{}, wrap("default flow", verify.ErrNotFound)
 	}
 	if err != nil {
 		return verify.Flow{}, wrap("default flow", err)
 	}
-	return f, nil
+	f, err := r.flow()
+	return f, wrap("default flow", err)
 }
 
 // ListFlows implements verify.Store.
 func (s *Store) ListFlows(ctx context.Context) ([]verify.Flow, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+flowCols+` FROM flows ORDER BY created_at, id`)
+	rows, err := s.run().QueryContext(ctx, `SELECT `+flowCols+` FROM flows ORDER BY created_at, id`)
 	if err != nil {
 		return nil, wrap("list flows", err)
 	}
 	defer rows.Close()
 	var out []verify.Flow
 	for rows.Next() {
-		var f verify.Flow
-		if err := rows.Scan(flowDest(&f)...); err != nil {
+		var r flowScan
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, wrap("list flows", err)
+		}
+		f, err := r.flow()
+		if err != nil {
 			return nil, wrap("list flows", err)
 		}
 		out = append(out, f)
@@ -161,7 +190,7 @@ func templateDest(t *verify.Template) []any {
 
 // CreateTemplate implements verify.Store.
 func (s *Store) CreateTemplate(ctx context.Context, t verify.Template) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO templates (`+templateCols+`)
+	_, err := s.run().ExecContext(ctx, `INSERT INTO templates (`+templateCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		t.ID, t.Name, t.Channel, t.Body, t.Language, string(t.Status), t.Reason, s.tv(t.CreatedAt))
 	return wrap("create template", err)
@@ -169,7 +198,7 @@ func (s *Store) CreateTemplate(ctx context.Context, t verify.Template) error {
 
 // SetTemplateStatus implements verify.Store.
 func (s *Store) SetTemplateStatus(ctx context.Context, id string, status verify.TemplateStatus, reason string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE templates SET status = $2, reason = $3 WHERE id = $1`,
+	res, err := s.run().ExecContext(ctx, `UPDATE templates SET status = $2, reason = $3 WHERE id = $1`,
 		id, string(status), reason)
 	if err != nil {
 		return wrap("set template status", err)
@@ -187,7 +216,7 @@ func (s *Store) SetTemplateStatus(ctx context.Context, id string, status verify.
 // GetTemplate implements verify.Store.
 func (s *Store) GetTemplate(ctx context.Context, id string) (verify.Template, error) {
 	var t verify.Template
-	err := s.db.QueryRowContext(ctx, `SELECT `+templateCols+` FROM templates WHERE id = $1`, id).Scan(templateDest(&t)...)
+	err := s.run().QueryRowContext(ctx, `SELECT `+templateCols+` FROM templates WHERE id = $1`, id).Scan(templateDest(&t)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Template{}, notFound("get template", "template", id)
 	}
@@ -199,7 +228,7 @@ func (s *Store) GetTemplate(ctx context.Context, id string) (verify.Template, er
 
 // ListTemplates implements verify.Store.
 func (s *Store) ListTemplates(ctx context.Context) ([]verify.Template, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+templateCols+` FROM templates ORDER BY created_at, id`)
+	rows, err := s.run().QueryContext(ctx, `SELECT `+templateCols+` FROM templates ORDER BY created_at, id`)
 	if err != nil {
 		return nil, wrap("list templates", err)
 	}

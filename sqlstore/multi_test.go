@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,15 @@ type cluster struct {
 }
 
 var ana = verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"}
+
+var recipients atomic.Int64
+
+// someone returns a recipient no other call has returned, since a flow
+// reuses a recipient's open verification (verify.DuplicateReuse).
+func someone() verify.Recipient {
+	n := recipients.Add(1)
+	return verify.Recipient{Phone: fmt.Sprintf("+479%07d", n%10_000_000), Email: fmt.Sprintf("user%d@example.com", n)}
+}
 
 // fallbackFlow sends an SMS, then an email 30 seconds later.
 var fallbackFlow = verify.Flow{Name: "login", Default: true, Steps: []verify.Step{
@@ -161,7 +171,7 @@ func testFallbackSentOnce(t *testing.T, dsn string) {
 	const verifications = 20
 	var ids []string
 	for i := range verifications {
-		v, err := c.engine(i).Send(ctx, verify.SendRequest{To: ana})
+		v, err := c.engine(i).Send(ctx, verify.SendRequest{To: someone()})
 		require.NoError(t, err)
 		require.Equal(t, verify.StatusSent, v.Status)
 		ids = append(ids, v.ID)

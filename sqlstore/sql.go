@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openverify/verify"
@@ -18,8 +20,9 @@ import (
 // true. The partial index verifications_expiry uses the same text.
 const openStatuses = `('pending', 'sent', 'delivered')`
 
-const verificationCols = `id, flow_id, foreign_id, status, to_phone, to_email, ip_address, brand,
-	code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, steps,
+const verificationCols = `id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
+	idempotency_key, request_hash, brand, language, fallback_language,
+	code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, steps, allowed_ips,
 	created_at, expires_at, verified_at, ended_at`
 
 const deliveryCols = `id, verification_id, step, channel, sender, status, provider_id, error, created_at, updated_at`
@@ -33,7 +36,7 @@ func prefixed(alias, cols string) string {
 	return strings.Join(fields, ", ")
 }
 
-// querier is what *sql.DB, *sql.Tx and *sql.Conn have in common.
+// querier runs queries on the pool or in a transaction.
 type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -42,19 +45,158 @@ type querier interface {
 
 func (s *Store) pg() bool { return s.dialect == Postgres }
 
+// runner is the querier the Store's methods use: the pool (tx nil) or a
+// transaction. On SQLite it runs every query as a prepared statement from
+// the Store's cache, since the driver would otherwise parse the SQL on
+// every call; pgx keeps its own statement cache per connection.
+type runner struct {
+	s  *Store
+	tx *sql.Tx
+	// missed collects, in a transaction, the queries not yet in the cache.
+	// They cannot be prepared on the pool while the transaction holds
+	// SQLite's one connection; inTx prepares them once it is over.
+	missed *[]string
+}
+
+// run returns the runner for the pool.
+func (s *Store) run() runner { return runner{s: s} }
+
+// stmt returns the prepared statement for query, or nil to run it
+// unprepared.
+func (r runner) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if r.s.stmts == nil {
+		return nil, nil
+	}
+	if r.tx == nil {
+		return r.s.prepared(ctx, query)
+	}
+	st := r.s.stmts.get(query)
+	if st == nil {
+		*r.missed = append(*r.missed, query)
+		return nil, nil
+	}
+	// Reuses the statement already prepared on the transaction's
+	// connection; closed when the transaction ends.
+	return r.tx.StmtContext(ctx, st), nil
+}
+
+func (r runner) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := r.stmt(ctx, query)
+	switch {
+	case err != nil:
+		return nil, err
+	case st != nil:
+		return st.ExecContext(ctx, args...)
+	case r.tx != nil:
+		return r.tx.ExecContext(ctx, query, args...)
+	}
+	return r.s.db.ExecContext(ctx, query, args...)
+}
+
+func (r runner) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := r.stmt(ctx, query)
+	switch {
+	case err != nil:
+		return nil, err
+	case st != nil:
+		return st.QueryContext(ctx, args...)
+	case r.tx != nil:
+		return r.tx.QueryContext(ctx, query, args...)
+	}
+	return r.s.db.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext is QueryContext for one row; errors surface at Scan.
+func (r runner) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := r.stmt(ctx, query)
+	switch {
+	case err != nil:
+		// A *sql.Row cannot be made from an error: let the pool report it.
+		return r.s.db.QueryRowContext(ctx, query, args...)
+	case st != nil:
+		return st.QueryRowContext(ctx, args...)
+	case r.tx != nil:
+		return r.tx.QueryRowContext(ctx, query, args...)
+	}
+	return r.s.db.QueryRowContext(ctx, query, args...)
+}
+
+// stmtCache holds the Store's prepared statements (SQLite only), by SQL
+// text. The set of texts is bounded: queries are constants, or built from
+// a bounded number of pending steps.
+type stmtCache struct {
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+func (c *stmtCache) get(query string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stmts[query]
+}
+
+// prepared returns the cached statement for query, preparing it on the
+// pool if need be. It must not be called while holding a connection.
+func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	c := s.stmts
+	if st := c.get(query); st != nil {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	// The mutex guards the map only: database/sql calls, which may wait
+	// for the connection, are made outside it.
+	c.mu.Lock()
+	old, raced := c.stmts[query]
+	if !raced {
+		c.stmts[query] = st
+	}
+	c.mu.Unlock()
+	if raced { // another caller prepared it meanwhile
+		st.Close()
+		return old, nil
+	}
+	return st, nil
+}
+
+// closeStmts closes the cached statements.
+func (s *Store) closeStmts() error {
+	if s.stmts == nil {
+		return nil
+	}
+	s.stmts.mu.Lock()
+	stmts := s.stmts.stmts
+	s.stmts.stmts = make(map[string]*sql.Stmt)
+	s.stmts.mu.Unlock()
+	var errs []error
+	for _, st := range stmts {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // inTx runs fn in a transaction and commits it if fn returns nil. On
 // SQLite every transaction starts with a write, so it takes the write lock
 // at once (waiting out other processes' writers with the busy timeout).
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	var missed []string
+	if err := fn(runner{s: s, tx: tx, missed: &missed}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	err = tx.Commit()
+	// The connection is free again: prepare what the transaction ran
+	// unprepared, for next time. A failure here only costs speed.
+	for _, q := range missed {
+		_, _ = s.prepared(ctx, q)
+	}
+	return err
 }
 
 // wrap adds the operation to a driver error.
@@ -126,10 +268,35 @@ func (d bytesDest) Scan(src any) error {
 	return nil
 }
 
-// stepsDest decodes a JSON column into a []verify.Step.
-type stepsDest struct{ steps *[]verify.Step }
+// strDest scans a nullable text column into a string, NULL as "".
+type strDest struct{ s *string }
 
-func (d stepsDest) Scan(src any) error {
+func (d strDest) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*d.s = ""
+	case string:
+		*d.s = v
+	case []byte:
+		*d.s = string(v)
+	default:
+		return fmt.Errorf("sqlstore: cannot scan %T into a string", src)
+	}
+	return nil
+}
+
+// text passes "" as NULL.
+func text(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// jsonDest decodes a JSON column (steps, allowed IPs) into v, a pointer.
+type jsonDest struct{ v any }
+
+func (d jsonDest) Scan(src any) error {
 	var b []byte
 	switch v := src.(type) {
 	case []byte:
@@ -137,19 +304,19 @@ func (d stepsDest) Scan(src any) error {
 	case string:
 		b = []byte(v)
 	default:
-		return fmt.Errorf("sqlstore: cannot scan %T into steps", src)
+		return fmt.Errorf("sqlstore: cannot scan %T as JSON", src)
 	}
-	*d.steps = nil
-	if err := json.Unmarshal(b, d.steps); err != nil {
-		return fmt.Errorf("sqlstore: decode steps: %w", err)
+	if err := json.Unmarshal(b, d.v); err != nil {
+		return fmt.Errorf("sqlstore: decode JSON column: %w", err)
 	}
 	return nil
 }
 
-func encodeSteps(steps []verify.Step) (string, error) {
-	b, err := json.Marshal(steps)
+// encodeJSON encodes a value for a JSON column (nil slices as null).
+func encodeJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return "", fmt.Errorf("encode steps: %w", err)
+		return "", fmt.Errorf("encode JSON column: %w", err)
 	}
 	return string(b), nil
 }
@@ -157,9 +324,10 @@ func encodeSteps(steps []verify.Step) (string, error) {
 // verificationDest returns the scan destinations for verificationCols.
 func verificationDest(v *verify.VerificationRecord) []any {
 	return []any{
-		&v.ID, &v.FlowID, &v.ForeignID, &v.Status, &v.To.Phone, &v.To.Email, &v.IPAddress, &v.Brand,
+		&v.ID, &v.FlowID, &v.ForeignID, &v.Status, &v.To.Phone, &v.To.Email, &v.IPAddress,
+		strDest{&v.IdempotencyKey}, bytesDest{&v.RequestHash}, &v.Brand, &v.Language, &v.FallbackLanguage,
 		bytesDest{&v.CodeHash}, bytesDest{&v.SealedCode}, &v.Charset, &v.CodeLength,
-		&v.Attempts, &v.MaxAttempts, &v.Sends, stepsDest{&v.Steps},
+		&v.Attempts, &v.MaxAttempts, &v.Sends, jsonDest{&v.Steps}, jsonDest{&v.AllowedIPs},
 		timeDest{&v.CreatedAt}, timeDest{&v.ExpiresAt}, timeDest{&v.VerifiedAt}, timeDest{&v.EndedAt},
 	}
 }
@@ -197,46 +365,52 @@ func (d *deliveryScan) record() (verify.DeliveryRecord, bool) {
 }
 
 // withDeliveries is a query over the verification rows of from (a table or
-// CTE named v) joined to their deliveries, oldest first.
-func withDeliveries(from, where string) string {
+// CTE named v) joined to their deliveries, in the given order of
+// verifications and then oldest delivery first.
+func withDeliveries(from, where, order string) string {
+	if order != "" {
+		order += ", "
+	}
 	return `SELECT ` + prefixed("v", verificationCols) + `, ` + prefixed("d", deliveryCols) + `
 	FROM ` + from + ` LEFT JOIN deliveries d ON d.verification_id = v.id
 	` + where + `
-	ORDER BY d.created_at, d.seq`
+	ORDER BY ` + order + `v.id, d.created_at, d.seq`
 }
 
-// scanWithDeliveries reads the rows of a withDeliveries query: one
-// verification, repeated once per delivery. found is false when there are
-// no rows.
-func scanWithDeliveries(rows *sql.Rows) (v verify.VerificationRecord, found bool, err error) {
+// scanVerifications reads the rows of a withDeliveries query: each
+// verification once per delivery (or once, with NULL delivery columns).
+func scanVerifications(rows *sql.Rows) ([]verify.VerificationRecord, error) {
 	defer rows.Close()
-	var d deliveryScan
-	first := append(verificationDest(&v), d.dest()...)
-	var later []any // later rows repeat the verification: scan only the delivery
+	var (
+		out  []verify.VerificationRecord
+		cur  verify.VerificationRecord
+		d    deliveryScan
+		dest = append(verificationDest(&cur), d.dest()...)
+	)
 	for rows.Next() {
-		dest := first
-		if found {
-			if later == nil {
-				later = make([]any, 0, len(first))
-				for range len(first) - len(d.dest()) {
-					later = append(later, new(any))
-				}
-				later = append(later, d.dest()...)
-			}
-			dest = later
-		}
+		cur = verify.VerificationRecord{}
 		if err := rows.Scan(dest...); err != nil {
-			return verify.VerificationRecord{}, false, err
+			return nil, err
 		}
-		found = true
+		if n := len(out); n == 0 || out[n-1].ID != cur.ID {
+			out = append(out, cur)
+		}
 		if rec, ok := d.record(); ok {
-			v.Deliveries = append(v.Deliveries, rec)
+			last := &out[len(out)-1]
+			last.Deliveries = append(last.Deliveries, rec)
 		}
 	}
-	if err := rows.Err(); err != nil {
+	return out, rows.Err()
+}
+
+// scanVerification is scanVerifications for a query that matches at most
+// one verification.
+func scanVerification(rows *sql.Rows) (verify.VerificationRecord, bool, error) {
+	vs, err := scanVerifications(rows)
+	if err != nil || len(vs) == 0 {
 		return verify.VerificationRecord{}, false, err
 	}
-	return v, found, nil
+	return vs[0], true, nil
 }
 
 // deliveriesOf returns a verification's deliveries, oldest first.

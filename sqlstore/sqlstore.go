@@ -71,7 +71,8 @@ func (d Dialect) String() string {
 type Store struct {
 	db      *sql.DB
 	dialect Dialect
-	owned   bool // Close closes db
+	owned   bool       // Close closes db
+	stmts   *stmtCache // SQLite only
 }
 
 var _ verify.Store = (*Store)(nil)
@@ -91,7 +92,11 @@ func New(db *sql.DB, dialect Dialect) (*Store, error) {
 	if dialect != SQLite && dialect != Postgres {
 		return nil, fmt.Errorf("sqlstore: New: unknown dialect %v (use sqlstore.SQLite or sqlstore.Postgres)", dialect)
 	}
-	return &Store{db: db, dialect: dialect}, nil
+	s := &Store{db: db, dialect: dialect}
+	if dialect == SQLite {
+		s.stmts = &stmtCache{stmts: make(map[string]*sql.Stmt)}
+	}
+	return s, nil
 }
 
 // DB returns the database the Store uses.
@@ -100,13 +105,15 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Dialect returns the Store's dialect.
 func (s *Store) Dialect() Dialect { return s.dialect }
 
-// Close closes the database if Open opened it; for a Store made by New it
-// does nothing, since the caller owns the *sql.DB.
+// Close releases the Store's prepared statements and, if Open opened the
+// database, closes it; a *sql.DB handed to New stays open, since the
+// caller owns it. The Store must not be used after Close.
 func (s *Store) Close() error {
+	err := s.closeStmts()
 	if !s.owned {
-		return nil
+		return err
 	}
-	return s.db.Close()
+	return errors.Join(err, s.db.Close())
 }
 
 // Option configures Open.

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sort"
 	"time"
@@ -38,7 +37,7 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 				ORDER BY due_at, verification_id, step LIMIT $3)
 			RETURNING verification_id, step, due_at, lease_until`
 	}
-	rows, err := s.db.QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
+	rows, err := s.run().QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
 	if err != nil {
 		return nil, wrap("claim due", err)
 	}
@@ -99,9 +98,9 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 	}
 	var err error
 	if s.pg() || len(steps) < 2 {
-		err = run(s.db)
+		err = run(s.run())
 	} else {
-		err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
+		err = s.inTx(ctx, func(tx querier) error { return run(tx) })
 	}
 	if err != nil {
 		return nil, wrap("reschedule", err)
@@ -111,7 +110,7 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 
 // CompleteStep implements verify.Store.
 func (s *Store) CompleteStep(ctx context.Context, verificationID string, step int) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`,
+	_, err := s.run().ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`,
 		verificationID, step)
 	return wrap("complete step", err)
 }
@@ -119,7 +118,7 @@ func (s *Store) CompleteStep(ctx context.Context, verificationID string, step in
 // NextDue implements verify.Store.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var raw any
-	if err := s.db.QueryRowContext(ctx, `SELECT MIN(ready_at) FROM pending_steps`).Scan(&raw); err != nil {
+	if err := s.run().QueryRowContext(ctx, `SELECT MIN(ready_at) FROM pending_steps`).Scan(&raw); err != nil {
 		return time.Time{}, false, wrap("next due", err)
 	}
 	if raw == nil {

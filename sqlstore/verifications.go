@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/openverify/verify"
 )
@@ -31,20 +34,24 @@ func readyAt(p verify.PendingStep) time.Time {
 // CreateVerification implements verify.Store. The pending steps are stored
 // under v.ID whatever their VerificationID says.
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
-	stepsJSON, err := encodeSteps(v.Steps)
+	stepsJSON, err := encodeJSON(v.Steps)
+	if err != nil {
+		return wrap("create verification", err)
+	}
+	ipsJSON, err := encodeJSON(v.AllowedIPs)
 	if err != nil {
 		return wrap("create verification", err)
 	}
 	args := []any{
-		v.ID, v.FlowID, v.ForeignID, string(v.Status), v.To.Phone, v.To.Email, v.IPAddress, v.Brand,
-		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends, stepsJSON,
-		s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.tn(v.EndedAt),
+		v.ID, v.FlowID, v.ForeignID, string(v.Status), v.To.Phone, v.To.Email, v.IPAddress,
+		text(v.IdempotencyKey), blob(v.RequestHash), v.Brand, v.Language, v.FallbackLanguage,
+		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends,
+		stepsJSON, ipsJSON, s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.tn(v.EndedAt),
 	}
-	insertVerification := `INSERT INTO verifications (` + verificationCols + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`
+	insertVerification := `INSERT INTO verifications (` + verificationCols + `) VALUES (` + placeholders(1, len(args)) + `)`
 	if len(steps) == 0 {
-		_, err := s.db.ExecContext(ctx, insertVerification, args...)
-		return wrap("create verification", err)
+		_, err := s.run().ExecContext(ctx, insertVerification, args...)
+		return s.createErr(v, err)
 	}
 	var insertSteps strings.Builder
 	insertSteps.WriteString(`INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at) VALUES `)
@@ -59,10 +66,10 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	if s.pg() {
 		// One statement, so one round trip: the CTE's insert and the outer
 		// one commit together, and the foreign key is checked at the end.
-		_, err := s.db.ExecContext(ctx, `WITH v AS (`+insertVerification+`) `+insertSteps.String(), args...)
-		return wrap("create verification", err)
+		_, err := s.run().ExecContext(ctx, `WITH v AS (`+insertVerification+`) `+insertSteps.String(), args...)
+		return s.createErr(v, err)
 	}
-	return wrap("create verification", s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.createErr(v, s.inTx(ctx, func(tx querier) error {
 		if _, err := tx.ExecContext(ctx, insertVerification, args...); err != nil {
 			return err
 		}
@@ -71,9 +78,43 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	}))
 }
 
+// placeholders returns "$from, ..., $to".
+func placeholders(from, to int) string {
+	var b strings.Builder
+	for i := from; i <= to; i++ {
+		if i > from {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(i))
+	}
+	return b.String()
+}
+
+// createErr wraps CreateVerification's error; a clash on the idempotency
+// key matches verify.ErrDuplicate.
+func (s *Store) createErr(v verify.VerificationRecord, err error) error {
+	if err == nil {
+		return nil
+	}
+	if v.IdempotencyKey != "" && s.isUniqueViolation(err, "verifications_idempotency_key", "verifications.idempotency_key") {
+		return fmt.Errorf("sqlstore: create verification: idempotency key %q: %w", v.IdempotencyKey, verify.ErrDuplicate)
+	}
+	return wrap("create verification", err)
+}
+
+// isUniqueViolation reports whether err is a unique-constraint violation of
+// the named PostgreSQL constraint, or of the SQLite table.column.
+func (s *Store) isUniqueViolation(err error, pgConstraint, sqliteColumn string) bool {
+	if s.pg() {
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == pgConstraint
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed: "+sqliteColumn)
+}
+
 // GetVerification implements verify.Store.
 func (s *Store) GetVerification(ctx context.Context, id string) (verify.VerificationRecord, error) {
-	v, found, err := s.getVerification(ctx, s.db, id)
+	v, found, err := s.getVerification(ctx, s.run(), id)
 	if err != nil {
 		return verify.VerificationRecord{}, wrap("get verification", err)
 	}
@@ -84,11 +125,43 @@ func (s *Store) GetVerification(ctx context.Context, id string) (verify.Verifica
 }
 
 func (s *Store) getVerification(ctx context.Context, q querier, id string) (verify.VerificationRecord, bool, error) {
-	rows, err := q.QueryContext(ctx, withDeliveries("verifications v", "WHERE v.id = $1"), id)
+	rows, err := q.QueryContext(ctx, withDeliveries("verifications v", "WHERE v.id = $1", ""), id)
 	if err != nil {
 		return verify.VerificationRecord{}, false, err
 	}
-	return scanWithDeliveries(rows)
+	return scanVerification(rows)
+}
+
+// FindByIdempotencyKey implements verify.Store.
+func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (verify.VerificationRecord, error) {
+	if key == "" {
+		return verify.VerificationRecord{}, notFound("find by idempotency key", "idempotency key", key)
+	}
+	rows, err := s.run().QueryContext(ctx, withDeliveries("verifications v", "WHERE v.idempotency_key = $1", ""), key)
+	if err != nil {
+		return verify.VerificationRecord{}, wrap("find by idempotency key", err)
+	}
+	v, found, err := scanVerification(rows)
+	if err != nil {
+		return verify.VerificationRecord{}, wrap("find by idempotency key", err)
+	}
+	if !found {
+		return verify.VerificationRecord{}, notFound("find by idempotency key", "idempotency key", key)
+	}
+	return v, nil
+}
+
+// FindOpen implements verify.Store.
+func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient, now time.Time) ([]verify.VerificationRecord, error) {
+	rows, err := s.run().QueryContext(ctx, withDeliveries("verifications v",
+		`WHERE v.flow_id = $1 AND v.to_phone = $2 AND v.to_email = $3
+		AND v.status IN `+openStatuses+` AND v.expires_at > $4`,
+		"v.created_at DESC"), flowID, to.Phone, to.Email, s.tv(now))
+	if err != nil {
+		return nil, wrap("find open", err)
+	}
+	vs, err := scanVerifications(rows)
+	return vs, wrap("find open", err)
 }
 
 // update is a conditional update of one verification: SET set WHERE id =
@@ -112,8 +185,8 @@ func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps b
 			cte += `, p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))`
 		}
 		var rows *sql.Rows
-		if rows, err = s.db.QueryContext(ctx, cte+" "+withDeliveries("v", ""), args...); err == nil {
-			v, updated, err = scanWithDeliveries(rows)
+		if rows, err = s.run().QueryContext(ctx, cte+" "+withDeliveries("v", "", ""), args...); err == nil {
+			v, updated, err = scanVerification(rows)
 		}
 	} else {
 		run := func(q querier) error {
@@ -136,7 +209,7 @@ func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps b
 		// One transaction, so that a failure after the UPDATE (reading the
 		// deliveries, say) rolls it back: the caller never gets an error
 		// for an attempt that was counted.
-		err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
+		err = s.inTx(ctx, func(tx querier) error { return run(tx) })
 	}
 	if err != nil {
 		return verify.VerificationRecord{}, false, wrap(op, err)
@@ -144,7 +217,7 @@ func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps b
 	if updated {
 		return v, true, nil
 	}
-	v, found, err := s.getVerification(ctx, s.db, id)
+	v, found, err := s.getVerification(ctx, s.run(), id)
 	if err != nil {
 		return verify.VerificationRecord{}, false, wrap(op, err)
 	}
@@ -209,7 +282,7 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 		// One statement: the status update and the upsert commit together;
 		// the upsert's SELECT yields no row when the verification does not
 		// exist.
-		res, err := s.db.ExecContext(ctx, `WITH v AS (
+		res, err := s.run().ExecContext(ctx, `WITH v AS (
 			UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 RETURNING id)
 			INSERT INTO deliveries (`+deliveryCols+`)
 			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v`+
@@ -221,7 +294,7 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 			return wrap("record delivery", err)
 		}
 	} else {
-		err := s.inTx(ctx, func(tx *sql.Tx) error {
+		err := s.inTx(ctx, func(tx querier) error {
 			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+` WHERE id = $1`, args...)
 			if err != nil {
 				return err
@@ -257,7 +330,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 	var ids []string
 	if s.pg() {
 		// Rows another instance is finishing are skipped, not waited for.
-		rows, err := s.db.QueryContext(ctx, `WITH v AS (`+fmt.Sprintf(expire, "FOR UPDATE SKIP LOCKED")+`),
+		rows, err := s.run().QueryContext(ctx, `WITH v AS (`+fmt.Sprintf(expire, "FOR UPDATE SKIP LOCKED")+`),
 			p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))
 			SELECT id FROM v`, s.tv(now), limit)
 		if err == nil {
@@ -265,7 +338,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 		}
 		return ids, wrap("expire due", err)
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx querier) error {
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf(expire, ""), s.tv(now), limit)
 		if err != nil {
 			return err
@@ -283,17 +356,44 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 
 // Purge implements verify.Store. Deliveries and pending steps go with
 // their verification (ON DELETE CASCADE; on SQLite also explicitly, in case
-// the connection has foreign keys off).
+// the connection has foreign keys off). Expired counters are deleted too,
+// all of them, in batches of limit, each its own short transaction. The
+// count returned is of verifications.
 func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
+	n, err := s.purgeVerifications(ctx, before, limit)
+	if err != nil {
+		return n, err
+	}
+	return n, s.purgeCounters(ctx, before, limit)
+}
+
+func (s *Store) purgeCounters(ctx context.Context, before time.Time, limit int) error {
+	for {
+		res, err := s.run().ExecContext(ctx, `DELETE FROM counters WHERE name IN (
+			SELECT name FROM counters WHERE expires_at < $1 LIMIT $2)`, s.tv(before), limit)
+		if err != nil {
+			return wrap("purge counters", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return wrap("purge counters", err)
+		}
+		if n < int64(limit) {
+			return nil
+		}
+	}
+}
+
+func (s *Store) purgeVerifications(ctx context.Context, before time.Time, limit int) (int, error) {
 	const purge = `DELETE FROM verifications WHERE id IN (
 		SELECT id FROM verifications
 		WHERE ended_at < $1 AND status NOT IN ` + openStatuses + `
 		ORDER BY ended_at LIMIT $2 %s)`
 	if s.pg() {
-		res, err := s.db.ExecContext(ctx, fmt.Sprintf(purge, "FOR UPDATE SKIP LOCKED"), s.tv(before), limit)
+		res, err := s.run().ExecContext(ctx, fmt.Sprintf(purge, "FOR UPDATE SKIP LOCKED"), s.tv(before), limit)
 		if err != nil {
 			return 0, wrap("purge", err)
 		}
@@ -301,7 +401,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		return int(n), wrap("purge", err)
 	}
 	var ids []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx querier) error {
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf(purge, "")+` RETURNING id`, s.tv(before), limit)
 		if err != nil {
 			return err
@@ -334,17 +434,9 @@ func scanStrings(rows *sql.Rows) ([]string, error) {
 }
 
 // deleteEach runs a one-parameter statement once per ID.
-func deleteEach(ctx context.Context, tx *sql.Tx, query string, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	stmt, err := tx.PrepareContext(ctx, query)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
+func deleteEach(ctx context.Context, q querier, query string, ids []string) error {
 	for _, id := range ids {
-		if _, err := stmt.ExecContext(ctx, id); err != nil {
+		if _, err := q.ExecContext(ctx, query, id); err != nil {
 			return err
 		}
 	}

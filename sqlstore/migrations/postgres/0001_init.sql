@@ -2,17 +2,11 @@
 -- steps. Times are timestamptz (microseconds); NULL means the zero time.
 
 CREATE TABLE flows (
-	id           TEXT PRIMARY KEY,
-	name         TEXT NOT NULL,
-	description  TEXT NOT NULL,
-	brand        TEXT NOT NULL,
-	code_length  INTEGER NOT NULL,
-	charset      INTEGER NOT NULL,
-	ttl_ns       BIGINT NOT NULL,
-	max_attempts INTEGER NOT NULL,
-	steps        JSONB NOT NULL, -- array of verify.Step
-	is_default   BOOLEAN NOT NULL DEFAULT FALSE,
-	created_at   TIMESTAMPTZ NOT NULL
+	id         TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	is_default BOOLEAN NOT NULL DEFAULT FALSE,
+	created_at TIMESTAMPTZ NOT NULL,
+	definition JSONB NOT NULL -- the whole verify.Flow as JSON; the columns above win
 );
 
 -- At most one default flow; also serves DefaultFlow.
@@ -35,30 +29,41 @@ CREATE TABLE templates (
 CREATE INDEX templates_created ON templates (created_at, id);
 
 CREATE TABLE verifications (
-	id           TEXT PRIMARY KEY,
-	flow_id      TEXT NOT NULL, -- not a foreign key: flows may be deleted
-	foreign_id   TEXT NOT NULL,
-	status       TEXT NOT NULL,
-	to_phone     TEXT NOT NULL,
-	to_email     TEXT NOT NULL,
-	ip_address   TEXT NOT NULL,
-	brand        TEXT NOT NULL,
-	code_hash    BYTEA,          -- HMAC of the code, never the code
-	sealed_code  BYTEA,          -- AES-GCM-sealed code; NULL once ended
-	charset      INTEGER NOT NULL,
-	code_length  INTEGER NOT NULL,
-	attempts     INTEGER NOT NULL,
-	max_attempts INTEGER NOT NULL,
-	sends        INTEGER NOT NULL,
-	steps        JSONB NOT NULL, -- array of verify.Step
-	created_at   TIMESTAMPTZ NOT NULL,
-	expires_at   TIMESTAMPTZ NOT NULL,
-	verified_at  TIMESTAMPTZ,
-	ended_at     TIMESTAMPTZ
+	id                TEXT PRIMARY KEY,
+	flow_id           TEXT NOT NULL, -- not a foreign key: flows may be deleted
+	foreign_id        TEXT NOT NULL,
+	status            TEXT NOT NULL,
+	to_phone          TEXT NOT NULL,
+	to_email          TEXT NOT NULL,
+	ip_address        TEXT NOT NULL,
+	idempotency_key   TEXT, -- NULL when the request had none
+	request_hash      BYTEA,
+	brand             TEXT NOT NULL,
+	language          TEXT NOT NULL,
+	fallback_language TEXT NOT NULL,
+	code_hash         BYTEA, -- HMAC of the code, never the code
+	sealed_code       BYTEA, -- AES-GCM-sealed code; NULL once ended
+	charset           INTEGER NOT NULL,
+	code_length       INTEGER NOT NULL,
+	attempts          INTEGER NOT NULL,
+	max_attempts      INTEGER NOT NULL,
+	sends             INTEGER NOT NULL,
+	steps             JSONB NOT NULL, -- array of verify.Step
+	allowed_ips       JSONB NOT NULL, -- array of strings
+	created_at        TIMESTAMPTZ NOT NULL,
+	expires_at        TIMESTAMPTZ NOT NULL,
+	verified_at       TIMESTAMPTZ,
+	ended_at          TIMESTAMPTZ
 );
 
 -- ExpireDue: open verifications by expiry.
 CREATE INDEX verifications_expiry ON verifications (expires_at)
+	WHERE status IN ('pending', 'sent', 'delivered');
+-- CreateVerification's idempotency (NULLs never collide) and
+-- FindByIdempotencyKey.
+CREATE UNIQUE INDEX verifications_idempotency_key ON verifications (idempotency_key);
+-- FindOpen: a recipient's open verifications on a flow, newest first.
+CREATE INDEX verifications_open_recipient ON verifications (flow_id, to_phone, to_email, created_at)
 	WHERE status IN ('pending', 'sent', 'delivered');
 -- Purge: ended verifications by end time.
 CREATE INDEX verifications_ended ON verifications (ended_at)
@@ -92,3 +97,14 @@ CREATE TABLE pending_steps (
 
 -- ClaimDue (ready_at <= now) and NextDue (MIN(ready_at)).
 CREATE INDEX pending_steps_ready ON pending_steps (ready_at);
+
+-- Counters for rate limits, lockouts and blocks.
+CREATE TABLE counters (
+	name       TEXT PRIMARY KEY,
+	value      BIGINT NOT NULL,
+	updated_at TIMESTAMPTZ NOT NULL,
+	expires_at TIMESTAMPTZ NOT NULL
+);
+
+-- Purge: expired counters.
+CREATE INDEX counters_expiry ON counters (expires_at);

@@ -3,17 +3,11 @@
 -- means the zero time.
 
 CREATE TABLE flows (
-	id           TEXT PRIMARY KEY,
-	name         TEXT NOT NULL,
-	description  TEXT NOT NULL,
-	brand        TEXT NOT NULL,
-	code_length  INTEGER NOT NULL,
-	charset      INTEGER NOT NULL,
-	ttl_ns       INTEGER NOT NULL,
-	max_attempts INTEGER NOT NULL,
-	steps        TEXT NOT NULL, -- JSON array of verify.Step
-	is_default   INTEGER NOT NULL DEFAULT 0,
-	created_at   INTEGER NOT NULL
+	id         TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	is_default INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL,
+	definition TEXT NOT NULL -- the whole verify.Flow as JSON; the columns above win
 ) STRICT;
 
 -- At most one default flow; also serves DefaultFlow.
@@ -36,30 +30,41 @@ CREATE TABLE templates (
 CREATE INDEX templates_created ON templates (created_at, id);
 
 CREATE TABLE verifications (
-	id           TEXT PRIMARY KEY,
-	flow_id      TEXT NOT NULL, -- not a foreign key: flows may be deleted
-	foreign_id   TEXT NOT NULL,
-	status       TEXT NOT NULL,
-	to_phone     TEXT NOT NULL,
-	to_email     TEXT NOT NULL,
-	ip_address   TEXT NOT NULL,
-	brand        TEXT NOT NULL,
-	code_hash    BLOB,          -- HMAC of the code, never the code
-	sealed_code  BLOB,          -- AES-GCM-sealed code; NULL once ended
-	charset      INTEGER NOT NULL,
-	code_length  INTEGER NOT NULL,
-	attempts     INTEGER NOT NULL,
-	max_attempts INTEGER NOT NULL,
-	sends        INTEGER NOT NULL,
-	steps        TEXT NOT NULL, -- JSON array of verify.Step
-	created_at   INTEGER NOT NULL,
-	expires_at   INTEGER NOT NULL,
-	verified_at  INTEGER,
-	ended_at     INTEGER
+	id                TEXT PRIMARY KEY,
+	flow_id           TEXT NOT NULL, -- not a foreign key: flows may be deleted
+	foreign_id        TEXT NOT NULL,
+	status            TEXT NOT NULL,
+	to_phone          TEXT NOT NULL,
+	to_email          TEXT NOT NULL,
+	ip_address        TEXT NOT NULL,
+	idempotency_key   TEXT, -- NULL when the request had none
+	request_hash      BLOB,
+	brand             TEXT NOT NULL,
+	language          TEXT NOT NULL,
+	fallback_language TEXT NOT NULL,
+	code_hash         BLOB, -- HMAC of the code, never the code
+	sealed_code       BLOB, -- AES-GCM-sealed code; NULL once ended
+	charset           INTEGER NOT NULL,
+	code_length       INTEGER NOT NULL,
+	attempts          INTEGER NOT NULL,
+	max_attempts      INTEGER NOT NULL,
+	sends             INTEGER NOT NULL,
+	steps             TEXT NOT NULL, -- JSON array of verify.Step
+	allowed_ips       TEXT NOT NULL, -- JSON array of strings
+	created_at        INTEGER NOT NULL,
+	expires_at        INTEGER NOT NULL,
+	verified_at       INTEGER,
+	ended_at          INTEGER
 ) STRICT;
 
 -- ExpireDue: open verifications by expiry.
 CREATE INDEX verifications_expiry ON verifications (expires_at)
+	WHERE status IN ('pending', 'sent', 'delivered');
+-- CreateVerification's idempotency (NULLs never collide) and
+-- FindByIdempotencyKey.
+CREATE UNIQUE INDEX verifications_idempotency_key ON verifications (idempotency_key);
+-- FindOpen: a recipient's open verifications on a flow, newest first.
+CREATE INDEX verifications_open_recipient ON verifications (flow_id, to_phone, to_email, created_at)
 	WHERE status IN ('pending', 'sent', 'delivered');
 -- Purge: ended verifications by end time.
 CREATE INDEX verifications_ended ON verifications (ended_at)
@@ -93,3 +98,14 @@ CREATE TABLE pending_steps (
 
 -- ClaimDue (ready_at <= now) and NextDue (MIN(ready_at)).
 CREATE INDEX pending_steps_ready ON pending_steps (ready_at);
+
+-- Counters for rate limits, lockouts and blocks.
+CREATE TABLE counters (
+	name       TEXT PRIMARY KEY,
+	value      INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+) STRICT;
+
+-- Purge: expired counters.
+CREATE INDEX counters_expiry ON counters (expires_at);

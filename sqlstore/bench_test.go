@@ -1,0 +1,127 @@
+package sqlstore_test
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/sqlstore"
+)
+
+// nopChannel accepts every message and does nothing with it.
+type nopChannel struct{}
+
+func (nopChannel) Name() string { return "sms" }
+func (nopChannel) Send(context.Context, verify.Message) (verify.Receipt, error) {
+	return verify.Receipt{}, nil
+}
+
+// parallelCallers is how many goroutines the parallel benchmark runs.
+const parallelCallers = 32
+
+// BenchmarkStore measures the engine's Send and Check on each database,
+// next to one raw INSERT round trip measured in the same run, and pairs of
+// Send and Check from 32 concurrent callers. Run it with
+//
+//	VERIFY_POSTGRES_DSN=postgres://... go test -run '^$' -bench . ./sqlstore/
+func BenchmarkStore(b *testing.B) {
+	for _, bk := range backends {
+		b.Run(bk.name, func(b *testing.B) {
+			ctx := context.Background()
+			st := open(b, bk.newDSN(b))
+			eng, err := verify.New(st, verify.WithChannels(nopChannel{}), verify.WithSecret(testSecret),
+				verify.WithClock(newClock()), verify.WithLogger(quietLog))
+			require.NoError(b, err)
+			_, err = eng.CreateFlow(ctx, verify.Flow{Name: "bench", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
+			require.NoError(b, err)
+			req := func() verify.SendRequest { return verify.SendRequest{To: someone(), Code: "123456"} }
+
+			b.Run("raw-insert", func(b *testing.B) {
+				ddl := `CREATE TABLE IF NOT EXISTS bench_raw (id TEXT PRIMARY KEY, body BLOB)`
+				if st.Dialect() == sqlstore.Postgres {
+					ddl = `CREATE TABLE IF NOT EXISTS bench_raw (id TEXT PRIMARY KEY, body BYTEA)`
+				}
+				_, err := st.DB().ExecContext(ctx, ddl)
+				require.NoError(b, err)
+				body := make([]byte, 32)
+				prefix := randomHex(8) + "-"
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					if _, err := st.DB().ExecContext(ctx, `INSERT INTO bench_raw (id, body) VALUES ($1, $2)`,
+						prefix+strconv.Itoa(i), body); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("send", func(b *testing.B) {
+				b.ReportAllocs()
+				for range b.N {
+					if _, err := eng.Send(ctx, req()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("check", func(b *testing.B) {
+				ids := make([]string, b.N)
+				for i := range ids {
+					v, err := eng.Send(ctx, req())
+					require.NoError(b, err)
+					ids[i] = v.ID
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for _, id := range ids {
+					if _, err := eng.Check(ctx, verify.CheckRequest{VerifyID: id, Code: "123456"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("send+check", func(b *testing.B) {
+				b.ReportAllocs()
+				for range b.N {
+					sendAndCheck(b, eng, req())
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+			})
+			b.Run("send+check-parallel32", func(b *testing.B) {
+				procs := runtime.GOMAXPROCS(0)
+				b.SetParallelism((parallelCallers + procs - 1) / procs)
+				var failures atomic.Int64
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if !sendAndCheck(b, eng, req()) {
+							failures.Add(1)
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+				if failures.Load() > 0 {
+					b.Fatalf("%d of %d pairs failed", failures.Load(), b.N)
+				}
+			})
+		})
+	}
+}
+
+// sendAndCheck sends a code and checks it, and reports whether both
+// succeeded.
+func sendAndCheck(b *testing.B, eng *verify.Engine, req verify.SendRequest) bool {
+	ctx := context.Background()
+	v, err := eng.Send(ctx, req)
+	if err != nil {
+		b.Error(err)
+		return false
+	}
+	if _, err := eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: req.Code}); err != nil {
+		b.Error(err)
+		return false
+	}
+	return true
+}
