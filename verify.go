@@ -37,33 +37,21 @@ import (
 // that share a Store and a secret act as one. An Engine is safe for
 // concurrent use.
 type Engine struct {
-	store       Store
-	channels    map[string]Channel
-	clock       clock.Clock
-	keys        *keyring
-	log         *slog.Logger
-	lease       time.Duration
-	sendTimeout time.Duration
-	poll        time.Duration
-	retention   time.Duration
-	maxSends    int
-	batch       int
-	concurrency int
-	protection  Protection
-	limiter     Limiter
-	sendHook    SendHook
-	observers   []Observer
-	phones      PhoneParser
+	config
+	store    Store
+	channels map[string]Channel
+	keys     *keyring
 }
 
 // Option configures an Engine.
 type Option func(*config) error
 
+// config holds what the options set; the Engine embeds it.
 type config struct {
-	channels    []Channel
+	channelList []Channel
 	clock       clock.Clock
 	secrets     [][]byte
-	logger      *slog.Logger
+	log         *slog.Logger
 	lease       time.Duration
 	sendTimeout time.Duration
 	poll        time.Duration
@@ -82,7 +70,7 @@ type config struct {
 // be unique.
 func WithChannels(chs ...Channel) Option {
 	return func(c *config) error {
-		c.channels = append(c.channels, chs...)
+		c.channelList = append(c.channelList, chs...)
 		return nil
 	}
 }
@@ -128,7 +116,7 @@ func WithLogger(l *slog.Logger) Option {
 		if l == nil {
 			return errors.New("verify: WithLogger(nil): pass a *slog.Logger")
 		}
-		c.logger = l
+		c.log = l
 		return nil
 	}
 }
@@ -235,8 +223,8 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	if c.clock == nil {
 		c.clock = clock.New()
 	}
-	if c.logger == nil {
-		c.logger = slog.Default()
+	if c.log == nil {
+		c.log = slog.Default()
 	}
 	if c.limiter == nil {
 		c.limiter = NewLocalLimiter()
@@ -250,32 +238,15 @@ func New(store Store, opts ...Option) (*Engine, error) {
 			return nil, fmt.Errorf("verify: reading crypto/rand: %w", err)
 		}
 		c.secrets = [][]byte{s}
-		c.logger.Warn("verify: no secret configured; using a random one, so codes do not survive a restart or work across instances (use verify.WithSecret)")
+		c.log.Warn("verify: no secret configured; using a random one, so codes do not survive a restart or work across instances (use verify.WithSecret)")
 	}
 	kr, err := newKeyring(c.secrets)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{
-		store:       store,
-		channels:    make(map[string]Channel, len(c.channels)),
-		clock:       c.clock,
-		keys:        kr,
-		log:         c.logger,
-		lease:       c.lease,
-		sendTimeout: c.sendTimeout,
-		poll:        c.poll,
-		retention:   c.retention,
-		maxSends:    c.maxSends,
-		batch:       c.batch,
-		concurrency: c.concurrency,
-		protection:  c.protection,
-		limiter:     c.limiter,
-		sendHook:    c.sendHook,
-		observers:   c.observers,
-		phones:      c.phones,
-	}
-	for _, ch := range c.channels {
+	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList))}
+	e.secrets, e.channelList = nil, nil // held in keys and channels
+	for _, ch := range c.channelList {
 		if ch == nil {
 			return nil, errors.New("verify: WithChannels got a nil Channel")
 		}

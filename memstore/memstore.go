@@ -178,12 +178,7 @@ func (s *Store) ListFlows(ctx context.Context) ([]verify.Flow, error) {
 		out = append(out, f)
 	}
 	s.catalogMu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortOldestFirst(out, func(x *verify.Flow) (time.Time, string) { return x.CreatedAt, x.ID })
 	return out, nil
 }
 
@@ -242,13 +237,20 @@ func (s *Store) ListTemplates(ctx context.Context) ([]verify.Template, error) {
 		out = append(out, t)
 	}
 	s.catalogMu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortOldestFirst(out, func(x *verify.Template) (time.Time, string) { return x.CreatedAt, x.ID })
 	return out, nil
+}
+
+// sortOldestFirst sorts by creation time, ties by ID.
+func sortOldestFirst[T any](xs []T, key func(*T) (time.Time, string)) {
+	sort.Slice(xs, func(i, j int) bool {
+		ti, idi := key(&xs[i])
+		tj, idj := key(&xs[j])
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
+		}
+		return idi < idj
+	})
 }
 
 type existsError struct{ kind, id string }
