@@ -1,0 +1,37 @@
+// Command server is OpenVerify's runnable HTTP server: it speaks the wire
+// formats of Kaleyra Verify, WAYSCloud Verify and ThunderSMS Verify over one
+// engine, with admin endpoints, delivery-report webhooks and a small
+// dashboard.
+//
+// With no flags and no environment it keeps its state in the SQLite file
+// openverify.db in the working directory and writes the codes it "sends" to
+// standard output:
+//
+//	go run ./examples/server
+//
+// See README.md in this directory for the flags, the environment variables
+// that configure real channels, and a curl call for every endpoint.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,459 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+// config is what the HTTP layer needs besides the engine.
+type config struct {
+	// SID is the account SID in the Kaleyra-style paths /v1/{sid}/....
+	SID string
+	// APIKeys are accepted by the three verify APIs; AdminKeys by /admin.
+	APIKeys   []string
+	AdminKeys []string
+	// TrustProxy takes the client IP from the last X-Forwarded-For entry
+	// (the one a reverse proxy in front appended) instead of the
+	// connection's address.
+	TrustProxy bool
+	// MaxBody limits request bodies. Defaults to 16 KiB.
+	MaxBody int64
+	// Channels are the channels registered with the engine.
+	Channels []verify.Channel
+	// ChannelFlows maps a channel name to the one-step flow the
+	// WAYSCloud-style API uses for it (see setupCatalog).
+	ChannelFlows map[string]string
+	// Twilio, if not nil, enables POST /hooks/twilio.
+	Twilio *twilioHook
+	// Logger logs one line per request. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// twilioHook authenticates Twilio's status callbacks.
+type twilioHook struct {
+	// AuthToken is the account's auth token.
+	AuthToken string
+	// PublicURL is the callback URL as configured with Twilio, which
+	// Twilio signs.
+	PublicURL string
+}
+
+const defaultMaxBody = 16 << 10
+
+// server holds the handlers' shared state.
+type server struct {
+	eng        *verify.Engine
+	cfg        config
+	log        *slog.Logger
+	apiKeys    [][sha256.Size]byte
+	adminKeys  [][sha256.Size]byte
+	addressing map[string]verify.Addressing
+	flowChan   map[string]string // flow ID → channel, the reverse of cfg.ChannelFlows
+	inline     inlineFlows
+	dashboard  *template.Template
+}
+
+// newServer returns the HTTP handler for every endpoint: the Kaleyra-,
+// WAYSCloud- and ThunderSMS-style verify APIs, the admin API and
+// dashboard, and the delivery-report webhooks.
+func newServer(eng *verify.Engine, cfg config) http.Handler {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = defaultMaxBody
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &server{
+		eng:        eng,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		apiKeys:    hashKeys(cfg.APIKeys),
+		adminKeys:  hashKeys(cfg.AdminKeys),
+		addressing: map[string]verify.Addressing{},
+		flowChan:   map[string]string{},
+		inline:     inlineFlows{ids: map[string]string{}},
+		dashboard:  dashboardTemplate,
+	}
+	for _, c := range cfg.Channels {
+		a := verify.ByPhone
+		if ad, ok := c.(verify.Addresser); ok {
+			a = ad.Addressing()
+		}
+		s.addressing[c.Name()] = a
+	}
+	for ch, id := range cfg.ChannelFlows {
+		s.flowChan[id] = ch
+	}
+
+	mux := http.NewServeMux()
+	// Kaleyra Verify.
+	mux.HandleFunc("POST /v1/{sid}/verify", s.kaleyraGenerate)
+	mux.HandleFunc("POST /v1/{sid}/verify/validate", s.kaleyraValidate)
+	// WAYSCloud Verify.
+	mux.HandleFunc("POST /v1/verify/send", s.waysSend)
+	mux.HandleFunc("POST /v1/verify/check", s.waysCheck)
+	// ThunderSMS Verify (API v2).
+	mux.HandleFunc("POST /api/v2/verify/send", s.thunderSend)
+	mux.HandleFunc("GET /api/v2/verify/check/{id}/{token}", s.thunderCheckPath)
+	mux.HandleFunc("POST /api/v2/verify/check", s.thunderCheckBody)
+	mux.HandleFunc("GET /api/v2/verify/search/{id}", s.thunderSearch)
+	// Admin.
+	mux.HandleFunc("GET /admin/{$}", s.admin(s.dashboardPage))
+	mux.HandleFunc("GET /admin/flows", s.admin(s.listFlows))
+	mux.HandleFunc("POST /admin/flows", s.admin(s.createFlow))
+	mux.HandleFunc("GET /admin/flows/{id}", s.admin(s.getFlow))
+	mux.HandleFunc("PUT /admin/flows/{id}", s.admin(s.updateFlow))
+	mux.HandleFunc("DELETE /admin/flows/{id}", s.admin(s.deleteFlow))
+	mux.HandleFunc("GET /admin/templates", s.admin(s.listTemplates))
+	mux.HandleFunc("POST /admin/templates", s.admin(s.createTemplate))
+	mux.HandleFunc("GET /admin/templates/{id}", s.admin(s.getTemplate))
+	mux.HandleFunc("POST /admin/templates/{id}/approve", s.admin(s.approveTemplate))
+	mux.HandleFunc("POST /admin/templates/{id}/reject", s.admin(s.rejectTemplate))
+	mux.HandleFunc("GET /admin/verifications", s.admin(s.listVerifications))
+	mux.HandleFunc("GET /admin/verifications/{id}", s.admin(s.getVerification))
+	mux.HandleFunc("POST /admin/verifications/{id}/cancel", s.admin(s.cancelVerification))
+	mux.HandleFunc("POST /admin/verifications/{id}/resend", s.admin(s.resendVerification))
+	mux.HandleFunc("GET /admin/stats", s.admin(s.stats))
+	mux.HandleFunc("GET /admin/report.csv", s.admin(s.reportCSV))
+	// Webhooks and the rest.
+	if cfg.Twilio != nil {
+		mux.HandleFunc("POST /hooks/twilio", s.twilioStatus)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/admin/", http.StatusFound)
+	})
+	return s.logRequests(mux)
+}
+
+// statusWriter remembers the status code for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs one line per request with the route pattern, never the
+// path: a ThunderSMS-style check carries the code in its path.
+func (s *server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = r.Method + " (no route)"
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("route", route),
+			slog.Int("status", sw.status),
+			slog.Int("bytes", sw.bytes),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("ip", s.clientIP(r)))
+	})
+}
+
+// clientIP is the connection's address, or with TrustProxy the last
+// X-Forwarded-For entry when it is an IP address.
+func (s *server) clientIP(r *http.Request) string {
+	if s.cfg.TrustProxy {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			last := xff[len(xff)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if a, err := netip.ParseAddr(strings.TrimSpace(last)); err == nil {
+				return a.Unmap().String()
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
+}
+
+func hashKeys(keys []string) [][sha256.Size]byte {
+	out := make([][sha256.Size]byte, 0, len(keys))
+	for _, k := range keys {
+		if k != "" {
+			out = append(out, sha256.Sum256([]byte(k)))
+		}
+	}
+	return out
+}
+
+// keyMatches compares a presented key with every accepted key in constant
+// time (over their SHA-256 digests, so lengths do not leak either), without
+// stopping at the first match.
+func keyMatches(presented string, keys [][sha256.Size]byte) bool {
+	p := sha256.Sum256([]byte(presented))
+	ok := 0
+	for i := range keys {
+		ok |= subtle.ConstantTimeCompare(p[:], keys[i][:])
+	}
+	return ok == 1 && presented != ""
+}
+
+// authError is the answer to a request without a valid key: E802 when the
+// credential is missing, E809 when it is wrong, both with status 401 and
+// the header or field at fault as the parameter.
+func authError(parameter string, missing bool) *verify.Error {
+	if missing {
+		return &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest, Parameter: parameter,
+			Message: parameter + " is mandatory"}
+	}
+	return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest, Parameter: parameter,
+		Message: parameter + " is invalid"}
+}
+
+// requireKey checks an API key presented in header (or, for ThunderSMS,
+// as "Authorization: Bearer <key>") and answers 401 if it is missing or
+// wrong. It reports whether the request may go on.
+func (s *server) requireKey(w http.ResponseWriter, r *http.Request, header string) bool {
+	v := strings.TrimSpace(r.Header.Get(header))
+	if header == "Authorization" {
+		scheme, token, _ := strings.Cut(v, " ")
+		if !strings.EqualFold(scheme, "Bearer") {
+			token = ""
+		}
+		v = strings.TrimSpace(token)
+	}
+	if v == "" {
+		if header == "Authorization" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="openverify"`)
+		}
+		s.writeErrorStatus(w, r, http.StatusUnauthorized, authError(header, true))
+		return false
+	}
+	if !keyMatches(v, s.apiKeys) {
+		if header == "Authorization" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="openverify", error="invalid_token"`)
+		}
+		s.writeErrorStatus(w, r, http.StatusUnauthorized, authError(header, false))
+		return false
+	}
+	return true
+}
+
+// admin wraps an admin handler with the admin-key check: the key in the
+// X-Admin-Key header, or as the password of HTTP basic auth (any user
+// name), which is what a browser sends for the dashboard.
+func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-Admin-Key")
+		if key == "" {
+			_, key, _ = r.BasicAuth()
+		}
+		if !keyMatches(key, s.adminKeys) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="OpenVerify admin", charset="UTF-8"`)
+			s.writeErrorStatus(w, r, http.StatusUnauthorized, authError("X-Admin-Key", key == ""))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// writeJSON writes v as compact JSON with the status.
+func (s *server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.internalError(w, r, fmt.Errorf("encoding the response: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// errorEnvelope is Kaleyra's error response.
+type errorEnvelope struct {
+	Error *verify.Error `json:"error"`
+}
+
+// writeError answers an engine error: an *verify.Error in Kaleyra's
+// envelope with the status its HTTPStatus suggests (and Retry-After when
+// it has one), anything else as an internal error.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *verify.Error
+	if errors.As(err, &ve) {
+		s.writeErrorStatus(w, r, ve.HTTPStatus(), ve)
+		return
+	}
+	if errors.Is(err, verify.ErrReportsUnsupported) {
+		s.writeErrorStatus(w, r, http.StatusNotImplemented, &verify.Error{Type: "server_error",
+			Message: "the store does not support reports (verify.ReportStore)"})
+		return
+	}
+	s.internalError(w, r, err)
+}
+
+func (s *server) writeErrorStatus(w http.ResponseWriter, r *http.Request, status int, ve *verify.Error) {
+	if ve.RetryAfter > 0 {
+		secs := int((ve.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	s.writeJSON(w, r, status, errorEnvelope{Error: ve})
+}
+
+// internalError logs err with a reference and answers 500 with that
+// reference, so that the log line can be found.
+func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	ref := make([]byte, 8)
+	rand.Read(ref)
+	reference := hex.EncodeToString(ref)
+	s.log.LogAttrs(r.Context(), slog.LevelError, "internal error",
+		slog.String("route", r.Pattern), slog.String("reference", reference), slog.String("error", err.Error()))
+	b, _ := json.Marshal(errorEnvelope{Error: &verify.Error{Type: "server_error",
+		Message: "internal error; the server log has the details under this reference", Reference: reference}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusInternalServerError)
+	w.Write(b)
+}
+
+// decodeJSON reads a JSON object into dst strictly: the body must be at
+// most MaxBody bytes, one JSON value with no trailing data, with no field
+// dst does not have and every field of the right type. A refusal is
+// written as E802 (empty body) or E809 naming the field at fault, with
+// status 400 (413 for a body too large), and decodeJSON returns false.
+func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
+	if ve, status := readJSON(w, r, s.cfg.MaxBody, dst); ve != nil {
+		s.writeErrorStatus(w, r, status, ve)
+		return false
+	}
+	return true
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) (*verify.Error, int) {
+	bad := func(parameter, format string, args ...any) (*verify.Error, int) {
+		return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest,
+			Parameter: parameter, Message: fmt.Sprintf(format, args...)}, http.StatusBadRequest
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			ve, _ := bad("body", "request body must be at most %d bytes", limit)
+			return ve, http.StatusRequestEntityTooLarge
+		}
+		return bad("body", "reading the request body failed")
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest, Parameter: "body",
+			Message: "a JSON request body is mandatory"}, http.StatusBadRequest
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var (
+			syntax *json.SyntaxError
+			typ    *json.UnmarshalTypeError
+		)
+		switch {
+		case errors.As(err, &syntax):
+			return bad("body", "request body is not valid JSON (at byte %d)", syntax.Offset)
+		case errors.As(err, &typ):
+			if typ.Field == "" {
+				return bad("body", "request body must be a JSON object")
+			}
+			return bad(typ.Field, "%s must be %s", typ.Field, jsonKind(typ.Type))
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return bad("body", "request body is truncated JSON")
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+			return bad(name, "unknown field %q", name)
+		}
+		return bad("body", "request body is not valid JSON")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return bad("body", "request body has data after the JSON object")
+	}
+	return nil, 0
+}
+
+// jsonKind names the JSON type a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "another type"
+}
+
+// renameParams returns err with the engine's parameter names replaced by
+// an API's own (for example verify_id → session_id), and err unchanged when
+// no name applies.
+func renameParams(err error, names map[string]string) error {
+	var ve *verify.Error
+	if !errors.As(err, &ve) {
+		return err
+	}
+	n, ok := names[ve.Parameter]
+	if !ok {
+		return err
+	}
+	c := *ve
+	c.Parameter = n
+	if c.Code == verify.ErrMissingVerifyID.Code || c.Code == verify.ErrMissingOTP.Code {
+		c.Message = n + " field is mandatory"
+	}
+	return &c
+}
