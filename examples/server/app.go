@@ -132,12 +132,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer store.Close()
 
-	eng, err := verify.New(store,
+	engOpts := []verify.Option{
 		verify.WithChannels(channelList(chans)...),
 		verify.WithSecret(secrets...),
 		verify.WithLogger(logger),
 		verify.WithPhoneParser(phone.Parser{DefaultRegion: o.region}),
-	)
+	}
+	if _, isSQLite := sqlitePath(o.db); !isSQLite {
+		// Instances sharing PostgreSQL share their rate limits too.
+		engOpts = append(engOpts, verify.WithLimiter(verify.NewStoreLimiter(store)))
+	}
+	eng, err := verify.New(store, engOpts...)
 	if err != nil {
 		return err
 	}
@@ -176,14 +181,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	return serve(ctx, srv, ln, o.shutdown, eng.Run)
+	return serve(ctx, srv, ln, o.shutdown, eng.Run, logger)
 }
 
 // serve serves srv on ln and runs background (the engine's fallback loop)
 // until ctx is done. Then it stops accepting connections, waits up to
 // timeout for the requests in flight to finish, and only then stops
 // background and waits for it, so that no request loses the engine.
-func serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, background func(context.Context) error) error {
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, background func(context.Context) error, log *slog.Logger) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	bgDone := make(chan error, 1)
@@ -195,6 +200,7 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.
 	var err error
 	select {
 	case <-ctx.Done():
+		log.Info("shutting down: finishing the requests in flight", "timeout", timeout)
 	case err = <-srvDone: // the listener failed
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -210,6 +216,9 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.
 	stopBG()
 	if bgErr := <-bgDone; bgErr != nil {
 		err = errors.Join(err, bgErr)
+	}
+	if err == nil {
+		log.Info("stopped")
 	}
 	return err
 }

@@ -131,7 +131,7 @@ func TestServeFinishesInFlight(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, srv, ln, 10*time.Second, background) }()
+	go func() { served <- serve(ctx, srv, ln, 10*time.Second, background, discard) }()
 
 	type result struct {
 		body string
@@ -172,7 +172,7 @@ func TestServeListenerFailure(t *testing.T) {
 		<-ctx.Done()
 		stopped = true
 		return nil
-	})
+	}, discard)
 	assert.Error(t, err)
 	assert.True(t, stopped)
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"errors"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -161,5 +165,43 @@ func TestClientIP(t *testing.T) {
 			assert.Equal(t, http.StatusForbidden, res.status, "without -trust-proxy the header is ignored")
 			assert.Contains(t, res.String(), `"code":"E920"`)
 		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	s := &server{log: discard}
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "/v1/verify/send", nil)
+	s.writeError(rec, r, &verify.Error{Code: verify.ErrRateLimited.Code, Type: verify.TypeState, Message: "Too many requests", RetryAfter: 1500 * time.Millisecond})
+	assert.Equal(t, http.StatusTooManyRequests, rec.Code)
+	assert.Equal(t, "2", rec.Header().Get("Retry-After"))
+
+	rec = httptest.NewRecorder()
+	s.writeError(rec, r, errors.New("database is on fire"))
+	assert.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.NotContains(t, rec.Body.String(), "fire", "internal errors stay in the log")
+	assert.Contains(t, rec.Body.String(), `"type":"server_error"`)
+}
+
+// TestLogsNeverHoldCodes drives every API, the ThunderSMS check with the
+// code in its path included, and looks for the codes in the request log.
+func TestLogsNeverHoldCodes(t *testing.T) {
+	var logs syncBuffer
+	h := newHarness(t, func(c *config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	id := h.generate(`{"to":{"mobile":"+4791234567"},"otp":"918273"}`)
+	h.kaleyra("/verify/validate", `{"verify_id":"`+id+`","otp":"918273"}`)
+	sent, res := h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"4791234568"}}],"payload":{"token":"564738"}}`)
+	require.Equal(t, http.StatusOK, res.status)
+	h.thunderCheck(sent.ID, "564738")
+	res = h.ways("/send", `{"to":"+4791234569","channel":"sms"}`)
+	require.Equal(t, http.StatusOK, res.status)
+	code := h.code("sms")
+	h.ways("/check", `{"session_id":"x","code":"`+code+`"}`)
+
+	out := logs.String()
+	assert.Contains(t, out, `route="GET /api/v2/verify/check/{id}/{token}"`)
+	assert.Equal(t, 6, strings.Count(out, "msg=request"))
+	for _, c := range []string{"918273", "564738", code} {
+		assert.NotContains(t, out, c)
 	}
 }
