@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,4 +301,31 @@ func TestE164ish(t *testing.T) {
 	} {
 		assert.Equal(t, want, e164ish(in), in)
 	}
+}
+
+func TestThunderSMSConcurrentSendsShareOneFlow(t *testing.T) {
+	h := newHarness(t)
+	before, err := h.eng.Flows(h.ctx)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := h.do(http.MethodPost, "/api/v2/verify/send",
+				fmt.Sprintf(`{"channels":[{"name":"sms","recipient":{"to":"47912345%02d"}},{"name":"voice","recipient":{"to":"47912345%02d"}}]}`, i, i), thunderKey)
+			if res.status != http.StatusOK {
+				errs <- res.String()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	after, err := h.eng.Flows(h.ctx)
+	require.NoError(t, err)
+	assert.Len(t, after, len(before)+1)
 }
