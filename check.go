@@ -49,7 +49,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if !ok {
 		return Verification{}, ErrOTPNotAlphanumeric
 	}
-	now := e.clock.Now().UTC()
+	now := e.now()
 	rec, err := e.store.GetVerification(ctx, req.VerifyID)
 	if err != nil {
 		e.keys.matches(dummyHash[:], req.VerifyID, code) // equal work, see above

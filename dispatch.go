@@ -267,7 +267,7 @@ func render(body, code string, minutes int, brand string) string {
 // no longer open are dropped unsent. Tests call ProcessDue after moving a
 // mock clock to drive fallback deterministically; servers call Run.
 func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
-	now := e.clock.Now().UTC()
+	now := e.now()
 	for {
 		ids, err := e.store.ExpireDue(ctx, now, e.batch)
 		if err != nil {
@@ -406,7 +406,7 @@ func (e *Engine) Run(ctx context.Context) error {
 // period (WithRetention), with their deliveries, and returns how many. Run
 // calls it hourly.
 func (e *Engine) Purge(ctx context.Context) (int, error) {
-	before := e.clock.Now().UTC().Add(-e.retention)
+	before := e.now().Add(-e.retention)
 	total := 0
 	for {
 		n, err := e.store.Purge(ctx, before, e.batch)

@@ -121,6 +121,8 @@ func newErr(code, typ, parameter, message string) *Error {
 //	E921  403  validation_error  to.mobile          the number's country or type is not allowed by the flow
 //	E922  403  validation_error  to                 the send was blocked (SMS-pumping guard or SendHook)
 //	E923  409  validation_error  idempotency_key    an idempotency key was reused with another request
+//	E924  401  authentication_error (the header)    an HTTP API key is missing or wrong (for servers built on the engine)
+//	E925  500  server_error                         an internal failure (a store error), for servers to answer with
 var (
 	ErrMissingVerifyID     = newErr("E800", TypeRequest, "verify_id", "verify_id field is mandatory")
 	ErrMissingOTP          = newErr("E801", TypeRequest, "otp", "otp field is mandatory")
@@ -147,6 +149,8 @@ var (
 	ErrGeoNotAllowed       = newErr("E921", TypeState, "to.mobile", "Destination not allowed")
 	ErrBlocked             = newErr("E922", TypeState, "to", "Send blocked")
 	ErrIdempotencyMismatch = newErr("E923", TypeState, "idempotency_key", "Idempotency key reused with a different request")
+	ErrUnauthorized        = newErr("E924", "authentication_error", "", "Invalid or missing API key")
+	ErrInternal            = newErr("E925", "server_error", "", "Internal error")
 )
 
 var httpStatus = map[string]int{
@@ -163,6 +167,8 @@ var httpStatus = map[string]int{
 	"E921": http.StatusForbidden,
 	"E922": http.StatusForbidden,
 	"E923": http.StatusConflict,
+	"E924": http.StatusUnauthorized,
+	"E925": http.StatusInternalServerError,
 }
 
 // invalid returns a request error of the given kind naming a parameter and

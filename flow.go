@@ -181,7 +181,7 @@ func (e *Engine) CreateTemplate(ctx context.Context, t Template) (Template, erro
 	t.ID = uuid.NewString()
 	t.Status = TemplatePending
 	t.Reason = ""
-	t.CreatedAt = e.clock.Now().UTC()
+	t.CreatedAt = e.now()
 	if err := e.store.CreateTemplate(ctx, t); err != nil {
 		return Template{}, storeErr("create template", err)
 	}
@@ -269,7 +269,7 @@ func (e *Engine) CreateFlow(ctx context.Context, f Flow) (Flow, error) {
 		return Flow{}, err
 	}
 	f.ID = uuid.NewString()
-	f.CreatedAt = e.clock.Now().UTC()
+	f.CreatedAt = e.now()
 	if err := e.store.CreateFlow(ctx, f); err != nil {
 		return Flow{}, storeErr("create flow", err)
 	}

@@ -25,7 +25,7 @@ func (e *Engine) Get(ctx context.Context, id string) (Verification, error) {
 	if err != nil {
 		return Verification{}, e.lookupErr("get verification", err)
 	}
-	now := e.clock.Now().UTC()
+	now := e.now()
 	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
 		if rec, _, err = e.finish(ctx, id, StatusExpired, now); err != nil {
 			return Verification{}, err
@@ -42,7 +42,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) (Verification, error) {
 	if id == "" {
 		return Verification{}, ErrMissingVerifyID
 	}
-	now := e.clock.Now().UTC()
+	now := e.now()
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
 		return Verification{}, e.lookupErr("get verification", err)
@@ -72,7 +72,7 @@ func (e *Engine) Resend(ctx context.Context, id string) (Verification, error) {
 	if id == "" {
 		return Verification{}, ErrMissingVerifyID
 	}
-	now := e.clock.Now().UTC()
+	now := e.now()
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
 		return Verification{}, e.lookupErr("get verification", err)

@@ -274,7 +274,7 @@ func (e *Engine) checkSendLimits(ctx context.Context, flow Flow, a SendAttempt, 
 
 // blocked records and answers a blocked Send.
 func (e *Engine) blocked(ctx context.Context, a SendAttempt, reason string) error {
-	now := e.clock.Now().UTC()
+	now := e.now()
 	e.log.LogAttrs(ctx, warnLevel, "verify: send blocked",
 		logStr("flow", a.FlowID), logStr("prefix", a.Prefix), logStr("country", a.Country), logStr("reason", reason))
 	e.emit(ctx, Event{Type: EventBlocked, FlowID: a.FlowID, Time: now, ErrorCode: ErrBlocked.Code, Reason: reason})

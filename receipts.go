@@ -48,7 +48,7 @@ func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status De
 	if d.Status == status || (d.Status == DeliveryDelivered && status == DeliverySent) {
 		return nil // a repeated or out-of-order report
 	}
-	now := e.clock.Now().UTC()
+	now := e.now()
 	upd := *d
 	upd.Status, upd.UpdatedAt = status, now
 	if status == DeliveryFailed {

@@ -58,7 +58,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 			return v, err
 		}
 	}
-	now := e.clock.Now().UTC()
+	now := e.now()
 	switch flow.Duplicates {
 	case DuplicateReuse, DuplicateReplace:
 		open, err := e.store.FindOpen(ctx, flow.ID, to, now)

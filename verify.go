@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -260,4 +261,29 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		e.channels[name] = ch
 	}
 	return e, nil
+}
+
+// now reads the engine's clock in UTC, truncated to the microsecond, the
+// precision SQL stores keep, so that what Send returns equals what a later
+// Get reads.
+func (e *Engine) now() time.Time { return e.clock.Now().UTC().Truncate(time.Microsecond) }
+
+// Channels returns the names of the registered channels, sorted.
+func (e *Engine) Channels() []string {
+	names := make([]string, 0, len(e.channels))
+	for n := range e.channels {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Addressing returns which part of a Recipient the named channel uses, and
+// false if no channel has that name.
+func (e *Engine) Addressing(channel string) (Addressing, bool) {
+	ch, ok := e.channels[channel]
+	if !ok {
+		return ByPhone, false
+	}
+	return addressingOf(ch), true
 }

@@ -10,6 +10,7 @@ package phone
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/nyaruka/phonenumbers"
@@ -46,10 +47,10 @@ func (p Parser) ParsePhone(raw string) (verify.PhoneInfo, error) {
 	}
 	n, err := phonenumbers.Parse(raw, region)
 	if err != nil {
-		return verify.PhoneInfo{}, errors.Join(ErrInvalid, errors.New("mobile must be a phone number in international format, such as +4712345678"))
+		return verify.PhoneInfo{}, fmt.Errorf("%w: mobile must be in international format, such as +4712345678", ErrInvalid)
 	}
 	if !phonenumbers.IsValidNumber(n) {
-		return verify.PhoneInfo{}, errors.Join(ErrInvalid, errors.New("mobile is not a valid number in its country's numbering plan"))
+		return verify.PhoneInfo{}, fmt.Errorf("%w: mobile is not a valid number in its country's numbering plan", ErrInvalid)
 	}
 	return verify.PhoneInfo{
 		E164:    phonenumbers.Format(n, phonenumbers.E164),

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -123,7 +124,7 @@ func (h *harness) seed() (ids []string, codes []string) {
 	a := h.generate(`{"to":{"mobile":"+4791234567"},"foreign_id":"a"}`)
 	ca := h.code("sms")
 	require.Equal(h.t, http.StatusOK, h.kaleyra("/verify/validate", `{"verify_id":"`+a+`","otp":"`+ca+`"}`).status)
-	h.clock.Add(1)
+	h.clock.Add(time.Millisecond)
 	b := h.generate(`{"to":{"mobile":"+4798765432"},"foreign_id":"b"}`)
 	cb := h.code("sms")
 	wrong := "000000"
@@ -131,7 +132,7 @@ func (h *harness) seed() (ids []string, codes []string) {
 		wrong = "111111"
 	}
 	require.Equal(h.t, http.StatusBadRequest, h.kaleyra("/verify/validate", `{"verify_id":"`+b+`","otp":"`+wrong+`"}`).status)
-	h.clock.Add(1)
+	h.clock.Add(time.Millisecond)
 	res := h.ways("/send", `{"to":"ana@example.com","channel":"email"}`)
 	require.Equal(h.t, http.StatusOK, res.status)
 	var sent struct {

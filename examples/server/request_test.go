@@ -19,10 +19,10 @@ func TestAuthFailures(t *testing.T) {
 	h := newHarness(t)
 	body := `{"to":{"mobile":"+4791234567"}}`
 	missing := func(p string) string {
-		return `{"error":{"code":"E802","type":"VALIDATION_ERROR","parameter":"` + p + `","message":"` + p + ` is mandatory","reference":""}}`
+		return `{"error":{"code":"E924","type":"authentication_error","parameter":"` + p + `","message":"` + p + ` is missing","reference":""}}`
 	}
 	invalid := func(p string) string {
-		return `{"error":{"code":"E809","type":"VALIDATION_ERROR","parameter":"` + p + `","message":"` + p + ` is invalid","reference":""}}`
+		return `{"error":{"code":"E924","type":"authentication_error","parameter":"` + p + `","message":"` + p + ` is not a valid key","reference":""}}`
 	}
 	cases := []struct {
 		name, method, path, body string

@@ -241,16 +241,18 @@ func keyMatches(presented string, keys [][sha256.Size]byte) bool {
 	return ok == 1 && presented != ""
 }
 
-// authError is the answer to a request without a valid key: E802 when the
-// credential is missing, E809 when it is wrong, both with status 401 and
-// the header or field at fault as the parameter.
+// authError is the answer to a request without a valid key: E924 with
+// status 401, the header at fault as the parameter, and a message saying
+// whether the key was missing or wrong.
 func authError(parameter string, missing bool) *verify.Error {
+	e := *verify.ErrUnauthorized
+	e.Parameter = parameter
 	if missing {
-		return &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest, Parameter: parameter,
-			Message: parameter + " is mandatory"}
+		e.Message = parameter + " is missing"
+	} else {
+		e.Message = parameter + " is not a valid key"
 	}
-	return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest, Parameter: parameter,
-		Message: parameter + " is invalid"}
+	return &e
 }
 
 // requireKey checks an API key presented in header (or, for ThunderSMS,
@@ -327,8 +329,8 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if errors.Is(err, verify.ErrReportsUnsupported) {
-		s.writeErrorStatus(w, r, http.StatusNotImplemented, &verify.Error{Type: "server_error",
-			Message: "the store does not support reports (verify.ReportStore)"})
+		s.writeErrorStatus(w, r, http.StatusNotImplemented, &verify.Error{Code: verify.ErrInternal.Code,
+			Type: verify.ErrInternal.Type, Message: "the store does not support reports (verify.ReportStore)"})
 		return
 	}
 	s.internalError(w, r, err)
@@ -350,7 +352,7 @@ func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error
 	reference := hex.EncodeToString(ref)
 	s.log.LogAttrs(r.Context(), slog.LevelError, "internal error",
 		slog.String("route", r.Pattern), slog.String("reference", reference), slog.String("error", err.Error()))
-	b, _ := json.Marshal(errorEnvelope{Error: &verify.Error{Type: "server_error",
+	b, _ := json.Marshal(errorEnvelope{Error: &verify.Error{Code: verify.ErrInternal.Code, Type: verify.ErrInternal.Type,
 		Message: "internal error; the server log has the details under this reference", Reference: reference}})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusInternalServerError)
