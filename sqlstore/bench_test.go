@@ -26,7 +26,10 @@ const parallelCallers = 32
 
 // BenchmarkStore measures the engine's Send and Check on each database,
 // next to one raw INSERT round trip measured in the same run, and pairs of
-// Send and Check from 32 concurrent callers. Run it with
+// Send and Check from 32 concurrent callers. The engine runs with
+// verify.NoProtection, so that the figures are the store's; the last
+// benchmark adds the default protections (rate limits, lockout and
+// pumping-guard counters, also kept in the store). Run it with
 //
 //	VERIFY_POSTGRES_DSN=postgres://... go test -run '^$' -bench . ./sqlstore/
 func BenchmarkStore(b *testing.B) {
@@ -34,10 +37,14 @@ func BenchmarkStore(b *testing.B) {
 		b.Run(bk.name, func(b *testing.B) {
 			ctx := context.Background()
 			st := open(b, bk.newDSN(b))
-			eng, err := verify.New(st, verify.WithChannels(nopChannel{}), verify.WithSecret(testSecret),
-				verify.WithClock(newClock()), verify.WithLogger(quietLog))
-			require.NoError(b, err)
-			_, err = eng.CreateFlow(ctx, verify.Flow{Name: "bench", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
+			newEngine := func(p verify.Protection) *verify.Engine {
+				eng, err := verify.New(st, verify.WithChannels(nopChannel{}), verify.WithSecret(testSecret),
+					verify.WithClock(newClock()), verify.WithLogger(quietLog), verify.WithProtection(p))
+				require.NoError(b, err)
+				return eng
+			}
+			eng := newEngine(verify.NoProtection())
+			_, err := eng.CreateFlow(ctx, verify.Flow{Name: "bench", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
 			require.NoError(b, err)
 			req := func() verify.SendRequest { return verify.SendRequest{To: someone(), Code: "123456"} }
 
@@ -89,23 +96,27 @@ func BenchmarkStore(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 			})
-			b.Run("send+check-parallel32", func(b *testing.B) {
-				procs := runtime.GOMAXPROCS(0)
-				b.SetParallelism((parallelCallers + procs - 1) / procs)
-				var failures atomic.Int64
-				b.ReportAllocs()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if !sendAndCheck(b, eng, req()) {
-							failures.Add(1)
+			parallel := func(eng *verify.Engine) func(b *testing.B) {
+				return func(b *testing.B) {
+					procs := runtime.GOMAXPROCS(0)
+					b.SetParallelism((parallelCallers + procs - 1) / procs)
+					var failures atomic.Int64
+					b.ReportAllocs()
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if !sendAndCheck(b, eng, req()) {
+								failures.Add(1)
+							}
 						}
+					})
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+					if failures.Load() > 0 {
+						b.Fatalf("%d of %d pairs failed", failures.Load(), b.N)
 					}
-				})
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
-				if failures.Load() > 0 {
-					b.Fatalf("%d of %d pairs failed", failures.Load(), b.N)
 				}
-			})
+			}
+			b.Run("send+check-parallel32", parallel(eng))
+			b.Run("send+check-parallel32-protected", parallel(newEngine(verify.DefaultProtection())))
 		})
 	}
 }

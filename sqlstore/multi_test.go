@@ -32,10 +32,11 @@ var ana = verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"}
 var recipients atomic.Int64
 
 // someone returns a recipient no other call has returned, since a flow
-// reuses a recipient's open verification (verify.DuplicateReuse).
+// reuses a recipient's open verification (verify.DuplicateReuse), with a
+// number prefix of its own, since the engine limits sends per prefix.
 func someone() verify.Recipient {
 	n := recipients.Add(1)
-	return verify.Recipient{Phone: fmt.Sprintf("+479%07d", n%10_000_000), Email: fmt.Sprintf("user%d@example.com", n)}
+	return verify.Recipient{Phone: fmt.Sprintf("+4%07d1234", n%10_000_000), Email: fmt.Sprintf("user%d@example.com", n)}
 }
 
 // fallbackFlow sends an SMS, then an email 30 seconds later.

@@ -124,8 +124,17 @@ func (s *Store) GetVerification(ctx context.Context, id string) (verify.Verifica
 	return v, nil
 }
 
+var (
+	getVerificationQuery = withDeliveries("verifications v", "WHERE v.id = $1", "")
+	findByKeyQuery       = withDeliveries("verifications v", "WHERE v.idempotency_key = $1", "")
+	findOpenQuery        = withDeliveries("verifications v",
+		`WHERE v.flow_id = $1 AND v.to_phone = $2 AND v.to_email = $3
+		AND v.status IN `+openStatuses+` AND v.expires_at > $4`,
+		"v.created_at DESC")
+)
+
 func (s *Store) getVerification(ctx context.Context, q querier, id string) (verify.VerificationRecord, bool, error) {
-	rows, err := q.QueryContext(ctx, withDeliveries("verifications v", "WHERE v.id = $1", ""), id)
+	rows, err := q.QueryContext(ctx, getVerificationQuery, id)
 	if err != nil {
 		return verify.VerificationRecord{}, false, err
 	}
@@ -137,7 +146,7 @@ func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (verify.Ve
 	if key == "" {
 		return verify.VerificationRecord{}, notFound("find by idempotency key", "idempotency key", key)
 	}
-	rows, err := s.run().QueryContext(ctx, withDeliveries("verifications v", "WHERE v.idempotency_key = $1", ""), key)
+	rows, err := s.run().QueryContext(ctx, findByKeyQuery, key)
 	if err != nil {
 		return verify.VerificationRecord{}, wrap("find by idempotency key", err)
 	}
@@ -153,10 +162,7 @@ func (s *Store) FindByIdempotencyKey(ctx context.Context, key string) (verify.Ve
 
 // FindOpen implements verify.Store.
 func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient, now time.Time) ([]verify.VerificationRecord, error) {
-	rows, err := s.run().QueryContext(ctx, withDeliveries("verifications v",
-		`WHERE v.flow_id = $1 AND v.to_phone = $2 AND v.to_email = $3
-		AND v.status IN `+openStatuses+` AND v.expires_at > $4`,
-		"v.created_at DESC"), flowID, to.Phone, to.Email, s.tv(now))
+	rows, err := s.run().QueryContext(ctx, findOpenQuery, flowID, to.Phone, to.Email, s.tv(now))
 	if err != nil {
 		return nil, wrap("find open", err)
 	}
@@ -164,33 +170,61 @@ func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient
 	return vs, wrap("find open", err)
 }
 
-// update is a conditional update of one verification: SET set WHERE id =
-// $1 AND where. When the row matches, it returns the updated record with
-// its deliveries and true; when it does not, the current record and false.
-// With deleteSteps, the verification's pending steps are deleted in the
-// same transaction as a matching update.
-func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps bool, args ...any) (verify.VerificationRecord, bool, error) {
+// conditional is a conditional update of one verification: SET set WHERE
+// id = $1 AND where, as one statement per dialect. With deleteSteps, the
+// verification's pending steps are deleted together with a matching
+// update.
+type conditional struct {
+	pg, sqlite  string
+	deleteSteps bool
+}
+
+func newConditional(set, where string, deleteSteps bool) conditional {
+	update := `UPDATE verifications SET ` + set + ` WHERE id = $1 AND ` + where
+	// PostgreSQL: one statement, so the update, the step deletion and the
+	// read of the deliveries are one atomic round trip.
+	pg := `WITH v AS (` + update + ` RETURNING *)`
+	if deleteSteps {
+		pg += `, p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))`
+	}
+	return conditional{
+		pg:          pg + " " + withDeliveries("v", "", ""),
+		sqlite:      update + ` RETURNING ` + verificationCols,
+		deleteSteps: deleteSteps,
+	}
+}
+
+var (
+	attemptUpdate = newConditional(`attempts = attempts + 1`,
+		`status IN `+openStatuses+` AND attempts < max_attempts AND expires_at > $2`, false)
+	countSendUpdate = newConditional(`sends = sends + 1`,
+		`status IN `+openStatuses+` AND sends < $3 AND expires_at > $2`, false)
+	finishUpdate = newConditional(`status = $3, ended_at = $2, sealed_code = NULL,
+		verified_at = CASE WHEN $3 = 'verified' THEN $2 ELSE verified_at END`,
+		`status IN `+openStatuses, true)
+)
+
+// update runs a conditional update. When the row matches, it returns the
+// updated record with its deliveries and true; when it does not, the
+// current record and false.
+func (s *Store) update(ctx context.Context, op string, c conditional, args ...any) (verify.VerificationRecord, bool, error) {
 	id := args[0].(string)
-	updateSQL := `UPDATE verifications SET ` + set + ` WHERE id = $1 AND ` + where
 	var (
 		v       verify.VerificationRecord
 		updated bool
 		err     error
 	)
 	if s.pg() {
-		// One statement: the update, the step deletion and the read of the
-		// deliveries are one atomic round trip.
-		cte := `WITH v AS (` + updateSQL + ` RETURNING *)`
-		if deleteSteps {
-			cte += `, p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))`
-		}
 		var rows *sql.Rows
-		if rows, err = s.run().QueryContext(ctx, cte+" "+withDeliveries("v", "", ""), args...); err == nil {
+		if rows, err = s.run().QueryContext(ctx, c.pg, args...); err == nil {
 			v, updated, err = scanVerification(rows)
 		}
 	} else {
-		run := func(q querier) error {
-			err := q.QueryRowContext(ctx, updateSQL+` RETURNING `+verificationCols, args...).Scan(verificationDest(&v)...)
+		// One transaction, so that a failure after the UPDATE (reading the
+		// deliveries, say) rolls it back: the caller never gets an error
+		// for an attempt that was counted.
+		err = s.inTx(ctx, func(q querier) error {
+			err := q.QueryRowContext(ctx, c.sqlite, args...).Scan(verificationDest(&v)...)
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil
 			}
@@ -198,18 +232,14 @@ func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps b
 				return err
 			}
 			updated = true
-			if deleteSteps {
+			if c.deleteSteps {
 				if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
 					return err
 				}
 			}
 			v.Deliveries, err = deliveriesOf(ctx, q, id)
 			return err
-		}
-		// One transaction, so that a failure after the UPDATE (reading the
-		// deliveries, say) rolls it back: the caller never gets an error
-		// for an attempt that was counted.
-		err = s.inTx(ctx, func(tx querier) error { return run(tx) })
+		})
 	}
 	if err != nil {
 		return verify.VerificationRecord{}, false, wrap(op, err)
@@ -231,19 +261,13 @@ func (s *Store) update(ctx context.Context, op, set, where string, deleteSteps b
 // so that racing callers in any number of processes never count more than
 // MaxAttempts.
 func (s *Store) Attempt(ctx context.Context, id string, now time.Time) (verify.VerificationRecord, bool, error) {
-	return s.update(ctx, "attempt",
-		`attempts = attempts + 1`,
-		`status IN `+openStatuses+` AND attempts < max_attempts AND expires_at > $2`,
-		false, id, s.tv(now))
+	return s.update(ctx, "attempt", attemptUpdate, id, s.tv(now))
 }
 
 // CountSend implements verify.Store with one conditional UPDATE ...
 // RETURNING.
 func (s *Store) CountSend(ctx context.Context, id string, max int, now time.Time) (verify.VerificationRecord, bool, error) {
-	return s.update(ctx, "count send",
-		`sends = sends + 1`,
-		`status IN `+openStatuses+` AND sends < $3 AND expires_at > $2`,
-		false, id, s.tv(now), max)
+	return s.update(ctx, "count send", countSendUpdate, id, s.tv(now), max)
 }
 
 // Finish implements verify.Store: the update is conditional on the status
@@ -253,20 +277,19 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	if status.Open() || !status.Valid() {
 		return verify.VerificationRecord{}, false, fmt.Errorf("sqlstore: finish: %q is not an ended status (use verified, expired, canceled, max_attempts or failed)", status)
 	}
-	return s.update(ctx, "finish",
-		`status = $3, ended_at = $2, sealed_code = NULL,
-		verified_at = CASE WHEN $3 = 'verified' THEN $2 ELSE verified_at END`,
-		`status IN `+openStatuses,
-		true, id, s.tv(now), string(status))
+	return s.update(ctx, "finish", finishUpdate, id, s.tv(now), string(status))
 }
 
 // nextStatus moves an open verification's status forward to a delivery's
 // (pending → sent → delivered) and leaves every other status alone. $2 is
-// the delivery's status.
-const nextStatus = `CASE
+// the delivery's status. statusMoves is true when it changes anything.
+const (
+	nextStatus = `CASE
 	WHEN status = 'pending' AND $2 IN ('sent', 'delivered') THEN $2
 	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
 	ELSE status END`
+	statusMoves = `((status = 'pending' AND $2 IN ('sent', 'delivered')) OR (status = 'sent' AND $2 = 'delivered'))`
+)
 
 const upsertDelivery = ` ON CONFLICT (id) DO UPDATE SET verification_id = excluded.verification_id,
 	step = excluded.step, channel = excluded.channel, sender = excluded.sender, status = excluded.status,
@@ -281,9 +304,11 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 	if s.pg() {
 		// One statement: the status update and the upsert commit together;
 		// the upsert's SELECT yields no row when the verification does not
-		// exist.
-		res, err := s.run().ExecContext(ctx, `WITH v AS (
-			UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 RETURNING id)
+		// exist. The row is rewritten only when its status moves; the
+		// UPDATE's condition is checked again under the row lock, so racing
+		// deliveries never move it backwards.
+		res, err := s.run().ExecContext(ctx, `WITH v AS (SELECT id FROM verifications WHERE id = $1),
+			moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 AND `+statusMoves+`)
 			INSERT INTO deliveries (`+deliveryCols+`)
 			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v`+
 			upsertDelivery, args...)
@@ -295,12 +320,25 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 		}
 	} else {
 		err := s.inTx(ctx, func(tx querier) error {
-			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+` WHERE id = $1`, args...)
+			// Write first, so that the transaction takes the write lock at
+			// once; then, if nothing moved, check that the verification
+			// exists.
+			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+`
+				WHERE id = $1 AND `+statusMoves, args...)
 			if err != nil {
 				return err
 			}
-			if n, err = res.RowsAffected(); err != nil || n == 0 {
+			if n, err = res.RowsAffected(); err != nil {
 				return err
+			}
+			if n == 0 {
+				err := tx.QueryRowContext(ctx, `SELECT 1 FROM verifications WHERE id = $1`, args...).Scan(&n)
+				if errors.Is(err, sql.ErrNoRows) {
+					return nil // n == 0: not found
+				}
+				if err != nil {
+					return err
+				}
 			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
 				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...)

@@ -1,6 +1,6 @@
 -- Flows, templates, verifications, their deliveries and pending fallback
--- steps. Times are integer microseconds since the Unix epoch, UTC; NULL
--- means the zero time.
+-- steps, and counters. Times are integer microseconds since the Unix epoch,
+-- UTC; NULL means the zero time. JSON columns are TEXT.
 
 CREATE TABLE flows (
 	id         TEXT PRIMARY KEY,
@@ -60,9 +60,10 @@ CREATE TABLE verifications (
 -- ExpireDue: open verifications by expiry.
 CREATE INDEX verifications_expiry ON verifications (expires_at)
 	WHERE status IN ('pending', 'sent', 'delivered');
--- CreateVerification's idempotency (NULLs never collide) and
--- FindByIdempotencyKey.
-CREATE UNIQUE INDEX verifications_idempotency_key ON verifications (idempotency_key);
+-- CreateVerification's idempotency and FindByIdempotencyKey; most rows
+-- have no key and no entry.
+CREATE UNIQUE INDEX verifications_idempotency_key ON verifications (idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
 -- FindOpen: a recipient's open verifications on a flow, newest first.
 CREATE INDEX verifications_open_recipient ON verifications (flow_id, to_phone, to_email, created_at)
 	WHERE status IN ('pending', 'sent', 'delivered');
