@@ -66,6 +66,8 @@ func TestMultiInstance(t *testing.T) {
 			t.Run("ConcurrentRightCodes", func(t *testing.T) { testConcurrentRightCodes(t, b.newDSN(t)) })
 			t.Run("FallbackSentOnce", func(t *testing.T) { testFallbackSentOnce(t, b.newDSN(t)) })
 			t.Run("Restart", func(t *testing.T) { testRestart(t, b.newDSN(t)) })
+			t.Run("CrashedClaim", func(t *testing.T) { testCrashedClaim(t, b.newDSN(t)) })
+			t.Run("ConcurrentDefaultFlows", func(t *testing.T) { testConcurrentDefaultFlows(t, b.newDSN(t)) })
 		})
 	}
 }
@@ -248,4 +250,70 @@ func testRestart(t *testing.T, dsn string) {
 	require.NoError(t, err, "B verifies the code A generated")
 	assert.Equal(t, verify.StatusVerified, got.Status)
 	assert.Equal(t, 1, got.Attempts)
+}
+
+// testCrashedClaim: instance A claims the due fallback step and dies before
+// sending it. Until A's lease runs out nobody sends it; then instance B
+// claims it again and sends it, once.
+func testCrashedClaim(t *testing.T, dsn string) {
+	ctx := context.Background()
+	c := newCluster(t, dsn, 2, fallbackFlow)
+	v, err := c.engine(0).Send(ctx, verify.SendRequest{To: someone()})
+	require.NoError(t, err)
+
+	c.clk.Add(30 * time.Second)
+	now := c.clk.Now()
+	lease := 2 * time.Minute // the engine's default lease
+	claimed, err := c.inst[0].store.ClaimDue(ctx, now, now.Add(lease), 10)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1, "A claims the email step")
+	require.NoError(t, c.inst[0].store.Close()) // and crashes
+
+	n, err := c.engine(1).ProcessDue(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "B leaves a step under A's lease alone")
+	c.clk.Add(lease - time.Second)
+	n, err = c.engine(1).ProcessDue(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+
+	c.clk.Add(time.Second)
+	n, err = c.engine(1).ProcessDue(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "once the lease runs out, B claims and sends the step")
+	emails := c.email.sent(v.ID)
+	require.Len(t, emails, 1)
+	assert.Equal(t, c.sms.sent(v.ID)[0].Code, emails[0].Code)
+	n, err = c.engine(1).ProcessDue(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "and only once")
+}
+
+// testConcurrentDefaultFlows makes flows default from several instances at
+// once: every call succeeds and exactly one flow ends up the default.
+func testConcurrentDefaultFlows(t *testing.T, dsn string) {
+	ctx := context.Background()
+	c := newCluster(t, dsn, 3, fallbackFlow)
+	var mu sync.Mutex
+	var errs []error
+	runConcurrently(12, func(i int) {
+		f := fallbackFlow
+		f.Name = fmt.Sprintf("flow %d", i)
+		if _, err := c.engine(i).CreateFlow(ctx, f); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	require.Empty(t, errs)
+	flows, err := c.engine(0).Flows(ctx)
+	require.NoError(t, err)
+	require.Len(t, flows, 13)
+	defaults := 0
+	for _, f := range flows {
+		if f.Default {
+			defaults++
+		}
+	}
+	assert.Equal(t, 1, defaults, "exactly one default flow")
 }
