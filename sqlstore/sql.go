@@ -245,7 +245,7 @@ func (d timeDest) Scan(src any) error {
 	case time.Time:
 		*d.t = v.UTC()
 	default:
-		return fmt.Errorf("sqlstore: cannot scan %T into a time", src)
+		return fmt.Errorf("cannot scan %T into a time", src)
 	}
 	return nil
 }
@@ -263,7 +263,7 @@ func (d bytesDest) Scan(src any) error {
 	case string:
 		*d.b = []byte(v)
 	default:
-		return fmt.Errorf("sqlstore: cannot scan %T into bytes", src)
+		return fmt.Errorf("cannot scan %T into bytes", src)
 	}
 	return nil
 }
@@ -280,7 +280,7 @@ func (d strDest) Scan(src any) error {
 	case []byte:
 		*d.s = string(v)
 	default:
-		return fmt.Errorf("sqlstore: cannot scan %T into a string", src)
+		return fmt.Errorf("cannot scan %T into a string", src)
 	}
 	return nil
 }
@@ -304,10 +304,10 @@ func (d jsonDest) Scan(src any) error {
 	case string:
 		b = []byte(v)
 	default:
-		return fmt.Errorf("sqlstore: cannot scan %T as JSON", src)
+		return fmt.Errorf("cannot scan %T as JSON", src)
 	}
 	if err := json.Unmarshal(b, d.v); err != nil {
-		return fmt.Errorf("sqlstore: decode JSON column: %w", err)
+		return fmt.Errorf("decode JSON column: %w", err)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"time"
 
@@ -126,7 +125,7 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	}
 	var t time.Time
 	if err := (timeDest{&t}).Scan(raw); err != nil {
-		return time.Time{}, false, wrap("next due", fmt.Errorf("%w", err))
+		return time.Time{}, false, wrap("next due", err)
 	}
 	return t, true, nil
 }
