@@ -138,15 +138,17 @@ func (e *Engine) emitCheck(ctx context.Context, rec VerificationRecord, err erro
 	e.emit(ctx, Event{Type: typ, VerificationID: rec.ID, FlowID: rec.FlowID, Time: now, ErrorCode: codeOf(err)})
 }
 
-// closed answers for a verification that can take no more attempts, and
-// ends it if it is still marked open.
+// closed answers for a verification that can take no more attempts. An
+// open one past its expiry is ended as expired. An open, unexpired one
+// whose attempts are used up answers E911 but is left for the caller that
+// counted the last attempt to end: that attempt may be the right code,
+// still on its way to Finish(verified).
 func (e *Engine) closed(ctx context.Context, rec VerificationRecord, now time.Time) (Verification, error) {
+	if rec.Status.Open() && now.Before(rec.ExpiresAt) {
+		return rec.public(), ErrMaxAttempts
+	}
 	if rec.Status.Open() {
-		status := StatusExpired
-		if rec.Attempts >= rec.MaxAttempts {
-			status = StatusMaxAttempts
-		}
-		done, _, err := e.finish(ctx, rec.ID, status, now)
+		done, _, err := e.finish(ctx, rec.ID, StatusExpired, now)
 		if err != nil {
 			return Verification{}, err
 		}

@@ -308,3 +308,40 @@ func TestErrorJSONAndStatus(t *testing.T) {
 	wrapped := errors.Join(errors.New("ctx"), &verify.Error{Code: "E912", AttemptsRemaining: 2})
 	assert.True(t, errors.Is(wrapped, verify.ErrInvalidOTP))
 }
+
+// TestConcurrentRightCodesBeyondMaxAttempts races more right codes than the
+// verification has attempts: the callers left without an attempt must not
+// end it before a counted right code verifies it.
+func TestConcurrentRightCodesBeyondMaxAttempts(t *testing.T) {
+	for range 20 {
+		h := newHarness(t)
+		h.flow(verify.Step{Channel: "sms"}) // MaxAttempts 5
+		v, code := h.send()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var results []string
+		for range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := h.check(v.ID, code)
+				r := "ok"
+				if e, ok := verify.AsError(err); ok {
+					r = e.Code
+				} else if err != nil {
+					r = err.Error()
+				}
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		got := countBy(results)
+		require.Equal(t, 1, got["ok"], "exactly one success: %v", got)
+		require.Equal(t, 99, got["E910"]+got["E911"], "the others see it verified or out of attempts: %v", got)
+		final, err := h.eng.Get(h.ctx, v.ID)
+		require.NoError(t, err)
+		require.Equal(t, verify.StatusVerified, final.Status)
+	}
+}

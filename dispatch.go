@@ -51,16 +51,14 @@ func schedule(id string, steps []Step, from int, now, leaseUntil time.Time) []Pe
 }
 
 // deliver sends one flow step that the caller has claimed, records the
-// delivery, completes the step and, if the step's whole group has now
+// delivery (which completes the step) and, if the step's whole group has now
 // failed, moves on to the next group at once. It returns the delivery and
 // how many steps it sent in all; the error is a Store failure.
 func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code string, step int, now time.Time) (DeliveryRecord, int, error) {
+	// Recording the delivery also completes the pending step.
 	d, err := e.send(ctx, rec, code, step, rec.ID+"-"+strconv.Itoa(step), now)
 	if err != nil {
 		return d, 0, err
-	}
-	if err := e.store.CompleteStep(ctx, rec.ID, step); err != nil {
-		return d, 1, storeErr("complete step", err)
 	}
 	if d.Status != DeliveryFailed {
 		return d, 1, nil

@@ -239,7 +239,7 @@ func phonePrefix(phone string) string {
 // checkSendLimits applies the send limits and the pumping guard.
 func (e *Engine) checkSendLimits(ctx context.Context, flow Flow, a SendAttempt, now time.Time) error {
 	p := &e.protection
-	if a.Prefix != "" {
+	if a.Prefix != "" && p.Conversion.MinSends >= 0 { // blocks come from the conversion monitor
 		c, err := e.store.GetCounter(ctx, "block:prefix:"+a.Prefix, now)
 		if err != nil {
 			return storeErr("get counter", err)

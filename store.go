@@ -86,8 +86,10 @@ type Store interface {
 	// RecordDelivery inserts the delivery, or replaces the one with the same
 	// ID. When the delivery's status is sent or delivered and the
 	// verification is still open, the verification's status moves forward
-	// to it (pending → sent → delivered; never backwards). Unknown
-	// verification: ErrNotFound.
+	// to it (pending → sent → delivered; never backwards). When d.Step >= 0
+	// the pending step (VerificationID, Step), if any, is deleted: a step
+	// with a recorded delivery is done. All of this is one atomic step.
+	// Unknown verification: ErrNotFound.
 	RecordDelivery(ctx context.Context, d DeliveryRecord) error
 	// ExpireDue ends, as Finish(expired) does, up to limit open
 	// verifications whose ExpiresAt is at or before now, and returns their

@@ -180,6 +180,11 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 			r.Status = next
 		}
 	}
+	if d.Step >= 0 {
+		s.stepsMu.Lock()
+		s.removeStep(stepKey{d.VerificationID, d.Step})
+		s.stepsMu.Unlock()
+	}
 	return nil
 }
 

@@ -67,10 +67,9 @@
 // reasons above), flow IDs and channel names, so the number of series is
 // bounded by the number of flows and channels; events never carry the code
 // or the recipient, and the free-text Event.Reason is never used. An event
-// without a FlowID is counted with flow="unknown": the expiry sweep of
-// Engine.ProcessDue emits expired events that carry only the verification
-// ID, so most expirations appear under flow="unknown" (expirations noticed
-// by Check or Get carry their flow). A delivery event without a channel,
+// without a FlowID is counted with flow="unknown" (the engine names the
+// flow on every event of a verification, so this is for events built by
+// hand or by other producers). A delivery event without a channel,
 // or a flow or channel that is not valid UTF-8, is likewise counted as
 // "unknown". Events of other types are ignored.
 //

@@ -206,10 +206,10 @@ openverify_verifications_created_total{flow="SIGNUP"} 1
 # HELP openverify_verifications_ended_total Verifications that ended, by status: verified, expired, canceled, max_attempts or failed.
 # TYPE openverify_verifications_ended_total counter
 openverify_verifications_ended_total{flow="LOGIN",status="canceled"} 1
+openverify_verifications_ended_total{flow="LOGIN",status="expired"} 1
 openverify_verifications_ended_total{flow="LOGIN",status="failed"} 1
 openverify_verifications_ended_total{flow="LOGIN",status="verified"} 1
 openverify_verifications_ended_total{flow="SIGNUP",status="max_attempts"} 1
-openverify_verifications_ended_total{flow="unknown",status="expired"} 1
 `
 
 func TestEngineLifecycle(t *testing.T) {
@@ -220,8 +220,8 @@ func TestEngineLifecycle(t *testing.T) {
 	require.NoError(t, testutil.CollectAndCompare(h.m, strings.NewReader(want)))
 
 	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.Checks(h.m).WithLabelValues(s.login.ID, "verified")))
-	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.Ended(h.m).WithLabelValues("unknown", "expired")),
-		"the expiry sweep's events carry no flow")
+	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.Ended(h.m).WithLabelValues(s.login.ID, "expired")),
+		"the expiry sweep's events name their flow")
 	assert.Equal(t, 2.0, testutil.ToFloat64(metrics.Deliveries(h.m).WithLabelValues(s.login.ID, "sms", "failed")))
 }
 

@@ -308,7 +308,8 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 		// UPDATE's condition is checked again under the row lock, so racing
 		// deliveries never move it backwards.
 		res, err := s.run().ExecContext(ctx, `WITH v AS (SELECT id FROM verifications WHERE id = $1),
-			moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 AND `+statusMoves+`)
+			moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 AND `+statusMoves+`),
+			done AS (DELETE FROM pending_steps WHERE verification_id = $1 AND step = $4::integer AND $4::integer >= 0)
 			INSERT INTO deliveries (`+deliveryCols+`)
 			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v`+
 			upsertDelivery, args...)
@@ -340,8 +341,13 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 					return err
 				}
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
-				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...)
+			if _, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
+				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...); err != nil {
+				return err
+			}
+			if d.Step >= 0 { // a step with a recorded delivery is done
+				_, err = tx.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`, d.VerificationID, d.Step)
+			}
 			return err
 		})
 		if err != nil {

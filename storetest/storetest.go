@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 		{"Finish", testFinish},
 		{"FinishConcurrent", testFinishConcurrent},
 		{"RecordDelivery", testRecordDelivery},
+		{"RecordDeliveryCompletesStep", testRecordDeliveryCompletesStep},
 		{"ExpireDue", testExpireDue},
 		{"Purge", testPurge},
 		{"ClaimDue", testClaimDue},

@@ -443,3 +443,19 @@ func testCanceledContext(t *testing.T, s verify.Store) {
 	require.NoError(t, err)
 	assert.Equal(t, 0, got.Attempts, "an attempt under a cancelled context is not counted")
 }
+
+func testRecordDeliveryCompletesStep(t *testing.T, s verify.Store) {
+	v := sampleVerification(5, time.Hour)
+	create(t, s, v, steps(v))
+	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-r2", -1, verify.DeliverySent, base)))
+	claimed := claimAll(t, s, at(time.Minute))
+	assert.Contains(t, claimed, v.ID+"/0", "a resend's delivery completes no step")
+	assert.Contains(t, claimed, v.ID+"/1")
+
+	w := sampleVerification(5, time.Hour)
+	create(t, s, w, steps(w))
+	require.NoError(t, s.RecordDelivery(ctx(), delivery(w, w.ID+"-0", 0, verify.DeliveryFailed, base)))
+	claimed = claimAll(t, s, at(time.Minute))
+	assert.NotContains(t, claimed, w.ID+"/0", "a step with a recorded delivery, failed or not, is done")
+	assert.Contains(t, claimed, w.ID+"/1", "other steps stay pending")
+}
