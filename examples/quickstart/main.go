@@ -5,6 +5,8 @@
 //
 //	go run ./examples/quickstart
 //	go run ./examples/quickstart -after 5s
+//	go run ./examples/quickstart -db sqlite:quickstart.db
+//	go run ./examples/quickstart -db postgres://user:pass@localhost/verify
 package main
 
 import (
@@ -22,12 +24,14 @@ import (
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/channels"
 	"github.com/openverify/verify/memstore"
+	"github.com/openverify/verify/sqlstore"
 )
 
 func main() {
 	after := flag.Duration("after", 2*time.Second, "how long the email fallback waits after the SMS")
+	db := flag.String("db", "", "a sqlstore DSN (sqlite:path, file:path or postgres://...); empty: in memory")
 	flag.Parse()
-	if err := run(context.Background(), *after); err != nil {
+	if err := run(context.Background(), *after, *db); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -53,9 +57,20 @@ func (p *phone) lastCode() string {
 	return p.last.Code
 }
 
-func run(ctx context.Context, after time.Duration) error {
+func run(ctx context.Context, after time.Duration, dsn string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	var store verify.Store = memstore.New()
+	if dsn != "" {
+		s, err := sqlstore.Open(ctx, dsn) // opens, and migrates the schema
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		store = s
+		fmt.Printf("store: %s\n", s.Dialect())
+	}
 
 	sms := &phone{Console: channels.NewConsole("sms", os.Stdout)}
 	email := channels.NewConsole("email", os.Stdout)
@@ -67,7 +82,7 @@ func run(ctx context.Context, after time.Duration) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	eng, err := verify.New(memstore.New(),
+	eng, err := verify.New(store,
 		verify.WithChannels(sms, email),
 		verify.WithSecret(secret),
 		verify.WithLogger(logger),
