@@ -15,29 +15,36 @@ import (
 //  1. E800 empty VerifyID, E801 empty Code, E803 a code that is not
 //     [0-9A-Za-z];
 //  2. E909 unknown (or purged) VerifyID;
-//  3. for a verification that has ended: E910 verified, E914 canceled,
-//     E915 failed, E911 max_attempts, E913 expired; for an open one whose
-//     attempts are used up, E911, and past ExpiresAt, E913;
-//  4. E920 a client IP outside the flow's allow-list; E918 too many checks
+//  3. E920 a client IP outside the flow's allow-list; E918 too many checks
 //     from this IP, or a wait imposed after many wrong codes for this
 //     recipient (RetryAfter says how long); E919 the recipient is locked
 //     out after MaxFailures consecutive wrong codes;
+//  4. for a verification that has ended: E910 verified, E914 canceled,
+//     E915 failed, E911 max_attempts, E913 expired; for an open one whose
+//     attempts are used up, E911, and past ExpiresAt, E913;
 //  5. otherwise the attempt is counted (atomically, before comparing), and a
 //     wrong code answers E912 with AttemptsRemaining; the attempt that uses
 //     the last try answers E912 with 0 remaining and ends the verification
 //     as max_attempts.
 //
-// Only step 5 consumes an attempt. Alphanumeric codes are compared
-// case-insensitively. The right code ends the verification as verified,
-// sets VerifiedAt, cancels its pending steps and resets the recipient's
-// failure count; of many concurrent right answers exactly one succeeds and
-// the others get E910.
+// Only step 5 consumes an attempt. On a refusal the returned Verification
+// may hold only the ID, flow, recipient and expiry. Alphanumeric codes are
+// compared case-insensitively. The right code ends the verification as
+// verified, sets VerifiedAt, cancels its pending steps and resets the
+// recipient's failure count; of many concurrent right answers exactly one
+// succeeds and the others get E910 (or E911 when they found every attempt
+// taken).
 //
 // What each answer reveals: E909 that no verification has this ID (IDs are
 // random UUIDs, so this does not help guess one); E910–E915 the state of a
 // verification whose ID the caller already holds. Every answer after the
 // input checks computes one code HMAC, so the time an answer takes does not
 // tell an unknown ID from a known one beyond noise.
+//
+// The parts of a verification that never change (recipient, flow, IP
+// allow-list) are remembered from Send and earlier Checks on this engine,
+// so a Check usually costs three Store calls: the recipient's failure
+// count, the attempt, and the ending.
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -50,23 +57,45 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		return Verification{}, ErrOTPNotAlphanumeric
 	}
 	now := e.now()
-	rec, err := e.store.GetVerification(ctx, req.VerifyID)
-	if err != nil {
-		e.keys.matches(dummyHash[:], req.VerifyID, code) // equal work, see above
-		return Verification{}, e.lookupErr("get verification", err)
+	parts, known := e.fixed.get(req.VerifyID)
+	var rec VerificationRecord
+	if !known {
+		var err error
+		if rec, err = e.store.GetVerification(ctx, req.VerifyID); err != nil {
+			e.keys.matches(dummyHash[:], req.VerifyID, code) // equal work, see above
+			return Verification{}, e.lookupErr("get verification", err)
+		}
+		parts = partsOf(&rec)
+		if rec.Status.Open() {
+			e.fixed.put(rec.ID, parts, now)
+		}
 	}
-	failures, refused := e.refuseCheck(ctx, rec, req.IPAddress, now)
+	failures, refused := e.refuseCheck(ctx, parts, req.IPAddress, now)
 	if refused != nil {
 		e.keys.matches(dummyHash[:], req.VerifyID, code)
-		e.emitCheck(ctx, rec, refused, now)
-		return rec.public(), refused
+		e.emitCheck(ctx, req.VerifyID, parts.flowID, refused, now)
+		v := Verification{ID: req.VerifyID, FlowID: parts.flowID, To: parts.to, ExpiresAt: parts.expiresAt}
+		if !known {
+			v = rec.public()
+		}
+		return v, refused
+	}
+	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
+		e.keys.matches(dummyHash[:], req.VerifyID, code)
+		v, err := e.closed(ctx, rec, now)
+		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
+		return v, err
 	}
 	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, now)
 	if err != nil {
+		e.fixed.drop(req.VerifyID)
 		return Verification{}, e.lookupErr("count attempt", err)
 	}
-	if !counted { // another caller used the last attempt, or ended it
-		return e.closed(ctx, rec, now)
+	if !counted { // ended, expired, or another caller used the last attempt
+		e.keys.matches(dummyHash[:], req.VerifyID, code)
+		v, err := e.closed(ctx, rec, now)
+		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
+		return v, err
 	}
 	if e.keys.matches(rec.CodeHash, rec.ID, code) {
 		done, ended, err := e.finish(ctx, rec.ID, StatusVerified, now)
@@ -76,6 +105,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		if !ended {
 			return e.closed(ctx, done, now)
 		}
+		e.fixed.drop(rec.ID)
 		if failures > 0 { // a right code resets the consecutive failures
 			if err := e.store.DeleteCounter(ctx, "fail:"+recipientKey(rec.To)); err != nil {
 				return done.public(), storeErr("delete counter", err)
@@ -101,22 +131,18 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	}
 	wrong := *ErrInvalidOTP
 	wrong.AttemptsRemaining = remaining
-	e.emitCheck(ctx, rec, &wrong, now)
+	e.emitCheck(ctx, rec.ID, rec.FlowID, &wrong, now)
 	return rec.public(), &wrong
 }
 
 // dummyHash stands in for a stored HMAC when there is none to compare.
 var dummyHash [sha256.Size]byte
 
-// refuseCheck returns the answer for a check that must not take an attempt,
-// or nil, and the recipient's consecutive failures. It ends a verification
-// still marked open past its expiry or attempts.
-func (e *Engine) refuseCheck(ctx context.Context, rec VerificationRecord, ip string, now time.Time) (int64, error) {
-	if !rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt) {
-		_, err := e.closed(ctx, rec, now)
-		return 0, err
-	}
-	if !ipAllowed(rec.AllowedIPs, ip) {
+// refuseCheck applies the flow's IP allow-list, the per-IP check limit and
+// the recipient's lockout, and returns the recipient's consecutive
+// failures.
+func (e *Engine) refuseCheck(ctx context.Context, p fixedParts, ip string, now time.Time) (int64, error) {
+	if !ipAllowed(p.allowedIPs, ip) {
 		return 0, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", ip)
 	}
 	if ip != "" {
@@ -124,10 +150,10 @@ func (e *Engine) refuseCheck(ctx context.Context, rec VerificationRecord, ip str
 			return 0, err
 		}
 	}
-	return e.checkLockout(ctx, rec.To, now)
+	return e.checkLockout(ctx, p.to, now)
 }
 
-func (e *Engine) emitCheck(ctx context.Context, rec VerificationRecord, err error, now time.Time) {
+func (e *Engine) emitCheck(ctx context.Context, id, flowID string, err error, now time.Time) {
 	if len(e.observers) == 0 {
 		return
 	}
@@ -135,7 +161,7 @@ func (e *Engine) emitCheck(ctx context.Context, rec VerificationRecord, err erro
 	if c := codeOf(err); c == ErrRateLimited.Code || c == ErrLocked.Code {
 		typ = EventRateLimited
 	}
-	e.emit(ctx, Event{Type: typ, VerificationID: rec.ID, FlowID: rec.FlowID, Time: now, ErrorCode: codeOf(err)})
+	e.emit(ctx, Event{Type: typ, VerificationID: id, FlowID: flowID, Time: now, ErrorCode: codeOf(err)})
 }
 
 // closed answers for a verification that can take no more attempts. An

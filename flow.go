@@ -270,6 +270,7 @@ func (e *Engine) CreateFlow(ctx context.Context, f Flow) (Flow, error) {
 	}
 	f.ID = uuid.NewString()
 	f.CreatedAt = e.now()
+	defer e.flows.invalidate() // a new default replaces the cached one
 	if err := e.store.CreateFlow(ctx, f); err != nil {
 		return Flow{}, storeErr("create flow", err)
 	}
@@ -290,6 +291,7 @@ func (e *Engine) UpdateFlow(ctx context.Context, f Flow) (Flow, error) {
 		return Flow{}, err
 	}
 	f.CreatedAt = old.CreatedAt
+	defer e.flows.invalidate()
 	if err := e.store.UpdateFlow(ctx, f); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Flow{}, ErrNotFound.with("flow_id", "")
@@ -305,6 +307,7 @@ func (e *Engine) DeleteFlow(ctx context.Context, id string) error {
 	if id == "" {
 		return invalid(ErrMissingField, "flow_id", "flow_id field is mandatory")
 	}
+	defer e.flows.invalidate()
 	err := e.store.DeleteFlow(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotFound.with("flow_id", "")

@@ -136,6 +136,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		}
 		return Verification{}, storeErr("create verification", err)
 	}
+	e.fixed.put(id, partsOf(&rec), now)
 	if len(e.observers) > 0 {
 		e.emit(ctx, Event{Type: EventCreated, VerificationID: id, FlowID: flow.ID, Time: now})
 	}
@@ -194,23 +195,6 @@ func (e *Engine) deliveryError(rec VerificationRecord) *Error {
 	err := ErrDeliveryFailed.with("channel", "")
 	err.Reference = rec.ID
 	return err
-}
-
-func (e *Engine) resolveFlow(ctx context.Context, id string) (Flow, error) {
-	var f Flow
-	var err error
-	if id == "" {
-		f, err = e.store.DefaultFlow(ctx)
-	} else {
-		f, err = e.store.GetFlow(ctx, id)
-	}
-	if errors.Is(err, ErrNotFound) {
-		if id == "" {
-			return Flow{}, ErrNotFound.with("flow_id", "Record not found: no flow_id given and no default flow")
-		}
-		return Flow{}, ErrNotFound.with("flow_id", "")
-	}
-	return f, storeErr("get flow", err)
 }
 
 // checkRecipient trims the recipient, checks it has what every step's

@@ -42,6 +42,8 @@ type Engine struct {
 	store    Store
 	channels map[string]Channel
 	keys     *keyring
+	flows    flowCache
+	fixed    recipientCache
 }
 
 // Option configures an Engine.
@@ -65,6 +67,7 @@ type config struct {
 	sendHook    SendHook
 	observers   []Observer
 	phones      PhoneParser
+	flowTTL     time.Duration
 }
 
 // WithChannels registers channels; flows refer to them by Name. Names must
@@ -212,6 +215,7 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		concurrency: 8,
 		protection:  DefaultProtection(),
 		phones:      shapeParser{},
+		flowTTL:     5 * time.Second,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -245,7 +249,8 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList))}
+	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList)),
+		flows: flowCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}}
 	e.secrets, e.channelList = nil, nil // held in keys and channels
 	for _, ch := range c.channelList {
 		if ch == nil {
