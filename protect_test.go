@@ -506,3 +506,23 @@ func TestLocalLimiterEvictsIdleKeys(t *testing.T) {
 	}
 	assert.Less(t, l.Len(), 1100, "buckets idle for their whole period are evicted")
 }
+
+// TestFailuresCountAcrossEngines: wrong codes entered through one instance
+// count towards the lockout seen by another.
+func TestFailuresCountAcrossEngines(t *testing.T) {
+	p := only(func(p *verify.Protection) { p.FreeFailures, p.MaxFailures, p.LockFor = 100, 6, time.Hour })
+	h := protected(t, p)
+	b := h.engine(verify.WithProtection(p))
+	h.flow(verify.Step{Channel: "sms"})
+	for i := range 6 {
+		v, code := h.send()
+		e := []*verify.Engine{h.eng, b}[i%2]
+		_, err := e.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: wrong(code)})
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	v, code := h.send()
+	for _, e := range []*verify.Engine{h.eng, b} {
+		_, err := e.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+		requireCode(t, err, verify.ErrLocked)
+	}
+}
