@@ -162,38 +162,47 @@ func TestQueryPlans(t *testing.T) {
 				defer conn.ExecContext(ctx, `RESET enable_seqscan`)
 			}
 			for _, q := range queries {
-				explain := "EXPLAIN QUERY PLAN "
-				if st.Dialect() == sqlstore.Postgres {
-					explain = "EXPLAIN "
-				}
-				args := []any{}
+				var args []any
 				if strings.Contains(q.query, "$1") {
 					args = append(args, now)
 				}
-				rows, err := conn.QueryContext(ctx, explain+q.query, args...)
-				require.NoError(t, err)
-				cols, err := rows.Columns()
-				require.NoError(t, err)
-				var plan strings.Builder
-				for rows.Next() {
-					vals := make([]any, len(cols))
-					ptrs := make([]any, len(cols))
-					for i := range vals {
-						ptrs[i] = &vals[i]
-					}
-					require.NoError(t, rows.Scan(ptrs...))
-					for _, v := range vals {
-						switch x := v.(type) {
-						case string:
-							plan.WriteString(x + "\n")
-						case []byte:
-							plan.WriteString(string(x) + "\n")
-						}
-					}
-				}
-				require.NoError(t, rows.Close())
-				assert.Contains(t, plan.String(), q.index, "plan of %s:\n%s", q.query, plan.String())
+				plan := queryPlan(t, conn, st.Dialect(), q.query, args...)
+				assert.Contains(t, plan, q.index, "plan of %s:\n%s", q.query, plan)
 			}
 		})
 	}
+}
+
+// queryPlan returns the plan of query: EXPLAIN QUERY PLAN on SQLite,
+// EXPLAIN on PostgreSQL.
+func queryPlan(t *testing.T, conn *sql.Conn, d sqlstore.Dialect, query string, args ...any) string {
+	t.Helper()
+	explain := "EXPLAIN QUERY PLAN "
+	if d == sqlstore.Postgres {
+		explain = "EXPLAIN "
+	}
+	rows, err := conn.QueryContext(context.Background(), explain+query, args...)
+	require.NoError(t, err, query)
+	defer rows.Close()
+	cols, err := rows.Columns()
+	require.NoError(t, err)
+	var plan strings.Builder
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		require.NoError(t, rows.Scan(ptrs...))
+		for _, v := range vals {
+			switch x := v.(type) {
+			case string:
+				plan.WriteString(x + "\n")
+			case []byte:
+				plan.WriteString(string(x) + "\n")
+			}
+		}
+	}
+	require.NoError(t, rows.Err())
+	return plan.String()
 }

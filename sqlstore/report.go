@@ -31,12 +31,14 @@ func (f *filter) bind(v any) string {
 // and adds a condition.
 func (f *filter) and(cond string) { f.conds = append(f.conds, cond) }
 
-// where returns "WHERE c1 AND c2 ...", or "" without conditions.
-func (f *filter) where() string {
-	if len(f.conds) == 0 {
+// where returns "WHERE c1 AND c2 ...", with the extra conditions too, or
+// "" without any.
+func (f *filter) where(extra ...string) string {
+	conds := append(slices.Clip(f.conds), extra...)
+	if len(conds) == 0 {
 		return ""
 	}
-	return "WHERE " + strings.Join(f.conds, " AND ")
+	return "WHERE " + strings.Join(conds, " AND ")
 }
 
 // filter returns the conditions of q's filters (not its Limit or Cursor).
@@ -98,13 +100,8 @@ func (s *Store) ListVerifications(ctx context.Context, q verify.Query, after ver
 	if limit <= 0 {
 		return nil, nil
 	}
-	f := s.filter(q)
-	if after.ID != "" {
-		f.and("(v.created_at, v.id) < (" + f.bind(s.tv(after.CreatedAt)) + ", " + f.bind(after.ID) + ")")
-	}
-	page := `(SELECT ` + prefixed("v", verificationCols) + ` FROM verifications v ` + f.where() + `
-		ORDER BY v.created_at DESC, v.id DESC LIMIT ` + f.bind(limit) + `) v`
-	rows, err := s.db.QueryContext(ctx, withDeliveries(page, "", "v.created_at DESC, v.id DESC"), f.args...)
+	query, args := s.listQuery(q, after, limit)
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, wrap("list verifications", err)
 	}
@@ -113,6 +110,17 @@ func (s *Store) ListVerifications(ctx context.Context, q verify.Query, after ver
 		return nil, wrap("list verifications", err)
 	}
 	return vs, nil
+}
+
+// listQuery returns ListVerifications' query and its arguments.
+func (s *Store) listQuery(q verify.Query, after verify.Cursor, limit int) (string, []any) {
+	f := s.filter(q)
+	if after.ID != "" {
+		f.and("(v.created_at, v.id) < (" + f.bind(s.tv(after.CreatedAt)) + ", " + f.bind(after.ID) + ")")
+	}
+	page := `(SELECT ` + prefixed("v", verificationCols) + ` FROM verifications v ` + f.where() + `
+		ORDER BY v.created_at DESC, v.id DESC LIMIT ` + f.bind(limit) + `) v`
+	return withDeliveries(page, "", "v.created_at DESC, v.id DESC"), f.args
 }
 
 // Stats implements verify.ReportStore. The database aggregates; three
@@ -140,6 +148,7 @@ func (s *Store) stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 		Channels: map[string]verify.ChannelStats{},
 		Flows:    map[string]verify.FlowStats{},
 	}
+	sq := s.statsQueries(q)
 	// On PostgreSQL, REPEATABLE READ gives the three queries one snapshot;
 	// on SQLite, any read transaction does (a deferred BEGIN, since it is
 	// read-only, so writers are not locked out).
@@ -152,15 +161,13 @@ func (s *Store) stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 		return st, err
 	}
 	defer tx.Rollback()
-
-	f := s.filter(q)
-	if err := s.statusCounts(ctx, tx, f, &st); err != nil {
+	if err := scanEach(ctx, tx, sq.statuses, sq.args, &st, statusRow); err != nil {
 		return st, err
 	}
-	if err := s.channelCounts(ctx, tx, f, &st); err != nil {
+	if err := scanEach(ctx, tx, sq.channels, sq.args, &st, channelRow); err != nil {
 		return st, err
 	}
-	if err := s.medians(ctx, tx, f, &st); err != nil {
+	if err := scanEach(ctx, tx, sq.medians, sq.args, &st, medianRow); err != nil {
 		return st, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -179,124 +186,164 @@ func (s *Store) stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 	return st, nil
 }
 
-// sentCond holds for a verification with a delivery that did not fail.
-// deliveries_report answers it from the index alone.
-const sentCond = `EXISTS (SELECT 1 FROM deliveries d WHERE d.verification_id = v.id AND d.status <> 'failed')`
-
-// statusCounts fills Total, ByStatus, Sent and Verified, overall and per
-// flow.
-func (s *Store) statusCounts(ctx context.Context, tx *sql.Tx, f *filter, st *verify.Stats) error {
-	rows, err := tx.QueryContext(ctx, `SELECT v.flow_id, v.status, COUNT(*),
-		SUM(CASE WHEN `+sentCond+` THEN 1 ELSE 0 END)
-		FROM verifications v `+f.where()+`
-		GROUP BY v.flow_id, v.status`, f.args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			flow     string
-			status   verify.Status
-			n, nsent int
-		)
-		if err := rows.Scan(&flow, &status, &n, &nsent); err != nil {
-			return err
-		}
-		fl := st.Flows[flow]
-		fl.Total += n
-		fl.Sent += nsent
-		st.Total += n
-		st.Sent += nsent
-		st.ByStatus[status] += n
-		if status == verify.StatusVerified {
-			fl.Verified += n
-			st.Verified += n
-		}
-		st.Flows[flow] = fl
-	}
-	return rows.Err()
+// statsQueries are the queries Stats runs, which share their arguments.
+type statsQueries struct {
+	// statuses counts verifications by flow and status (sent false), and
+	// those of them with a delivery that did not fail (sent true): sent,
+	// flow_id, status, count.
+	statuses string
+	// channels counts deliveries by channel, and the verifications with a
+	// delivery on it that did not fail, and of those the verified: channel,
+	// deliveries, sent, delivered, failed, verifications, verified.
+	channels string
+	// medians is the median of verified_at - created_at in microseconds
+	// over verified verifications, per flow and overall (flow NULL): flow_id,
+	// median.
+	medians string
+	args    []any
 }
 
-// channelCounts fills Channels. A verification counts once per channel on
-// which it has a delivery that did not fail.
-func (s *Store) channelCounts(ctx context.Context, tx *sql.Tx, f *filter, st *verify.Stats) error {
-	rows, err := tx.QueryContext(ctx, `SELECT d.channel, COUNT(*),
+// statsQueries returns the queries Stats runs for q. The dialects get
+// different SQL where their planners differ: SQLite has nested loops and
+// sorts only (no hash joins or hash aggregates), so its queries walk the
+// covering indexes verifications_report and deliveries_report in order;
+// PostgreSQL hash-joins the tables.
+func (s *Store) statsQueries(q verify.Query) statsQueries {
+	f := s.filter(q)
+	where := f.where()
+	sq := statsQueries{args: f.args}
+	// Two counts by flow and status: of every verification, and of those
+	// with a delivery that did not fail, told apart by the first column.
+	// The second is a semi-join: a hash join on PostgreSQL; on SQLite one
+	// lookup in deliveries_report per verification, made in ID order
+	// within each flow and status, since verifications_report yields them
+	// so (and grouped by flow and status, so neither part sorts).
+	sq.statuses = `SELECT 0, v.flow_id, v.status, COUNT(*) FROM verifications v ` + where + `
+		GROUP BY v.flow_id, v.status
+		UNION ALL
+		SELECT 1, v.flow_id, v.status, COUNT(*) FROM verifications v ` + f.where(`EXISTS (SELECT 1 FROM deliveries d
+			WHERE d.verification_id = v.id AND d.status <> 'failed')`) + `
+		GROUP BY v.flow_id, v.status`
+	// The LEFT JOIN makes SQLite read the verifications first (through
+	// verifications_report, when no other index suits the filters), each
+	// followed by its deliveries; verifications without deliveries make a
+	// NULL channel, left out.
+	sq.channels = `SELECT d.channel, COUNT(*),
 		SUM(CASE WHEN d.status = 'sent' THEN 1 ELSE 0 END),
 		SUM(CASE WHEN d.status = 'delivered' THEN 1 ELSE 0 END),
 		SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END),
 		COUNT(DISTINCT CASE WHEN d.status <> 'failed' THEN v.id END),
 		COUNT(DISTINCT CASE WHEN d.status <> 'failed' AND v.status = 'verified' THEN v.id END)
-		FROM verifications v JOIN deliveries d ON d.verification_id = v.id `+f.where()+`
-		GROUP BY d.channel`, f.args...)
+		FROM verifications v LEFT JOIN deliveries d ON d.verification_id = v.id ` + where + `
+		GROUP BY d.channel
+		HAVING d.channel IS NOT NULL`
+	verified := f.where("v.status = 'verified'", "v.verified_at IS NOT NULL")
+	if s.pg() {
+		sq.medians = `SELECT CASE WHEN GROUPING(v.flow_id) = 0 THEN v.flow_id END,
+			percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM v.verified_at - v.created_at) * 1000000)
+			FROM verifications v ` + verified + `
+			GROUP BY GROUPING SETS ((v.flow_id), ())`
+	} else {
+		// SQLite has no percentile. The middle rows of n sorted ones are
+		// numbers (n+1)/2 and n/2+1 (the same row when n is odd). Per flow:
+		// number the rows in order of flow and then time (one sort, one
+		// window), where flow f's rows follow the skip rows of the flows
+		// before it. Overall: one more sort, cut with LIMIT and OFFSET.
+		sq.medians = `WITH t AS MATERIALIZED (
+				SELECT v.flow_id AS flow_id, v.verified_at - v.created_at AS d
+				FROM verifications v ` + verified + `),
+			c AS MATERIALIZED (
+				SELECT flow_id, n, SUM(n) OVER (ORDER BY flow_id) - n AS skip
+				FROM (SELECT flow_id, COUNT(*) AS n FROM t GROUP BY flow_id)),
+			r AS (SELECT flow_id, d, ROW_NUMBER() OVER (ORDER BY flow_id, d) AS i FROM t)
+			SELECT flow_id, AVG(d) FROM r
+			WHERE i IN (SELECT skip + (n + 1) / 2 FROM c UNION ALL SELECT skip + n / 2 + 1 FROM c)
+			GROUP BY flow_id
+			UNION ALL
+			SELECT NULL, AVG(d) FROM (SELECT d FROM t ORDER BY d
+				LIMIT 2 - (SELECT COALESCE(SUM(n), 0) FROM c) % 2 OFFSET ((SELECT COALESCE(SUM(n), 0) FROM c) - 1) / 2)`
+	}
+	return sq
+}
+
+// scanEach runs one of the statsQueries and adds each row to st with fn.
+func scanEach(ctx context.Context, tx *sql.Tx, query string, args []any, st *verify.Stats, fn func(*verify.Stats, *sql.Rows) error) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var (
-			channel string
-			c       verify.ChannelStats
-		)
-		if err := rows.Scan(&channel, &c.Deliveries, &c.Sent, &c.Delivered, &c.Failed, &c.Verifications, &c.Verified); err != nil {
+		if err := fn(st, rows); err != nil {
 			return err
 		}
-		st.Channels[channel] = c
 	}
 	return rows.Err()
 }
 
-// medians fills MedianTimeToVerify, overall and per flow: the median of
-// verified_at - created_at over verified verifications, the mean of the two
-// middle values for an even count. Each row of the query is a flow's
-// median, or the overall one for a NULL flow; the values are in
-// microseconds.
-func (s *Store) medians(ctx context.Context, tx *sql.Tx, f *filter, st *verify.Stats) error {
-	verified := &filter{conds: append(slices.Clip(f.conds), "v.status = 'verified'", "v.verified_at IS NOT NULL"), args: f.args}
-	var query string
-	if s.pg() {
-		query = `SELECT CASE WHEN GROUPING(v.flow_id) = 0 THEN v.flow_id END,
-			percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM v.verified_at - v.created_at) * 1000000)
-			FROM verifications v ` + verified.where() + `
-			GROUP BY GROUPING SETS ((v.flow_id), ())`
-	} else {
-		// The middle rows of n are numbers (n+1)/2 and n/2+1 (one row when
-		// n is odd), counted within the flow and overall.
-		query = `WITH r AS MATERIALIZED (
-				SELECT v.flow_id AS flow_id, v.verified_at - v.created_at AS d,
-					ROW_NUMBER() OVER (PARTITION BY v.flow_id ORDER BY v.verified_at - v.created_at) AS fi,
-					COUNT(*) OVER (PARTITION BY v.flow_id) AS fn,
-					ROW_NUMBER() OVER (ORDER BY v.verified_at - v.created_at) AS ai,
-					COUNT(*) OVER () AS an
-				FROM verifications v ` + verified.where() + `)
-			SELECT flow_id, AVG(d) FROM r WHERE fi IN ((fn + 1) / 2, fn / 2 + 1) GROUP BY flow_id
-			UNION ALL
-			SELECT NULL, AVG(d) FROM r WHERE ai IN ((an + 1) / 2, an / 2 + 1)`
-	}
-	rows, err := tx.QueryContext(ctx, query, verified.args...)
-	if err != nil {
+// statusRow adds a row of statsQueries.statuses: Total and ByStatus,
+// overall and for the flow, or Sent, and Verified.
+func statusRow(st *verify.Stats, rows *sql.Rows) error {
+	var (
+		sent   bool
+		flow   string
+		status verify.Status
+		n      int
+	)
+	if err := rows.Scan(&sent, &flow, &status, &n); err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			flow   sql.NullString
-			median sql.NullFloat64
-		)
-		if err := rows.Scan(&flow, &median); err != nil {
-			return err
-		}
-		d := time.Duration(math.Round(median.Float64 * float64(time.Microsecond)))
-		if !flow.Valid {
-			st.MedianTimeToVerify = d
-			continue
-		}
-		if fl, ok := st.Flows[flow.String]; ok {
-			fl.MedianTimeToVerify = d
-			st.Flows[flow.String] = fl
+	fl := st.Flows[flow]
+	if sent {
+		fl.Sent += n
+		st.Sent += n
+	} else {
+		fl.Total += n
+		st.Total += n
+		st.ByStatus[status] += n
+		if status == verify.StatusVerified {
+			fl.Verified += n
+			st.Verified += n
 		}
 	}
-	return rows.Err()
+	st.Flows[flow] = fl
+	return nil
+}
+
+// channelRow adds a row of statsQueries.channels: one channel's figures.
+func channelRow(st *verify.Stats, rows *sql.Rows) error {
+	var (
+		channel string
+		c       verify.ChannelStats
+	)
+	if err := rows.Scan(&channel, &c.Deliveries, &c.Sent, &c.Delivered, &c.Failed, &c.Verifications, &c.Verified); err != nil {
+		return err
+	}
+	st.Channels[channel] = c
+	return nil
+}
+
+// medianRow adds a row of statsQueries.medians: a flow's median time to
+// verify, or the overall one.
+func medianRow(st *verify.Stats, rows *sql.Rows) error {
+	var (
+		flow   sql.NullString
+		median sql.NullFloat64 // microseconds
+	)
+	if err := rows.Scan(&flow, &median); err != nil {
+		return err
+	}
+	d := time.Duration(math.Round(median.Float64 * float64(time.Microsecond)))
+	if !flow.Valid {
+		st.MedianTimeToVerify = d
+		return nil
+	}
+	// The flow is there: the statuses query saw the same rows.
+	if fl, ok := st.Flows[flow.String]; ok {
+		fl.MedianTimeToVerify = d
+		st.Flows[flow.String] = fl
+	}
+	return nil
 }
 
 // ratio is a / b, or 0 when b is 0.
