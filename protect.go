@@ -248,23 +248,22 @@ func (e *Engine) checkSendLimits(ctx context.Context, flow Flow, a SendAttempt, 
 			return e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)))
 		}
 	}
-	limits := []struct {
-		key, what string
-		r         Rate
+	limits := [...]struct {
+		prefix, value, what string
+		r                   Rate
 	}{
-		{"send:to:" + recipientKey(a.To), "codes sent to this recipient", p.RecipientSends},
-		{"send:ip:" + a.IPAddress, "codes requested from this IP address", p.IPSends},
-		{"send:flow:" + flow.ID, "codes sent on this flow", p.FlowSends},
-		{"send:all", "codes sent", p.GlobalSends},
-		{"send:prefix:" + a.Prefix, "codes sent to this number range", p.PrefixSends},
-		{"send:country:" + a.Country, "codes sent to this country", p.CountrySends},
+		{"send:to:", recipientKey(a.To), "codes sent to this recipient", p.RecipientSends},
+		{"send:ip:", a.IPAddress, "codes requested from this IP address", p.IPSends},
+		{"send:flow:", flow.ID, "codes sent on this flow", p.FlowSends},
+		{"send:", "all", "codes sent", p.GlobalSends},
+		{"send:prefix:", a.Prefix, "codes sent to this number range", p.PrefixSends},
+		{"send:country:", a.Country, "codes sent to this country", p.CountrySends},
 	}
 	for _, l := range limits {
-		if l.r.off() || (l.key == "send:ip:" && a.IPAddress == "") ||
-			(l.key == "send:prefix:" && a.Prefix == "") || (l.key == "send:country:" && a.Country == "") {
+		if l.r.off() || l.value == "" { // off, or nothing to key it by (no IP, no phone, ...)
 			continue
 		}
-		if err := e.allow(ctx, l.key, l.what, l.r, now); err != nil {
+		if err := e.allow(ctx, l.prefix+l.value, l.what, l.r, now); err != nil {
 			e.emit(ctx, Event{Type: EventRateLimited, FlowID: flow.ID, Time: now, ErrorCode: codeOf(err), Reason: l.what})
 			return err
 		}

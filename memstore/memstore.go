@@ -61,7 +61,7 @@ func New() *Store {
 		s.counters[i].m = make(map[string]verify.Counter)
 	}
 	s.idx.byKey = make(map[string]string)
-	s.idx.open = make(map[openKey][]string)
+	s.idx.open = make(map[openKey]map[string]struct{})
 	return s
 }
 

@@ -12,8 +12,8 @@ import (
 // index finds verifications by idempotency key and by (flow, recipient).
 type index struct {
 	mu    sync.Mutex
-	byKey map[string]string    // idempotency key -> verification ID
-	open  map[openKey][]string // flow and recipient -> verification IDs, oldest first
+	byKey map[string]string               // idempotency key -> verification ID
+	open  map[openKey]map[string]struct{} // flow and recipient -> open verification IDs
 }
 
 type openKey struct {
@@ -43,29 +43,37 @@ func (s *Store) claimKey(key, id string) bool {
 func (s *Store) indexOpen(v *verify.VerificationRecord) {
 	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
 	s.idx.mu.Lock()
-	s.idx.open[k] = append(s.idx.open[k], v.ID)
+	ids := s.idx.open[k]
+	if ids == nil {
+		ids = make(map[string]struct{}, 1)
+		s.idx.open[k] = ids
+	}
+	ids[v.ID] = struct{}{}
 	s.idx.mu.Unlock()
 }
 
-// unindex forgets a purged verification.
-func (s *Store) unindex(v *verify.VerificationRecord) {
+// unindexOpen drops an ended verification from the open index, which so
+// holds only open verifications. The caller holds v's shard lock.
+func (s *Store) unindexOpen(v *verify.VerificationRecord) {
+	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	if v.IdempotencyKey != "" && s.idx.byKey[v.IdempotencyKey] == v.ID {
-		delete(s.idx.byKey, v.IdempotencyKey)
-	}
-	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
 	ids := s.idx.open[k]
-	for i, id := range ids {
-		if id == v.ID {
-			ids = append(ids[:i:i], ids[i+1:]...)
-			break
-		}
-	}
+	delete(ids, v.ID)
 	if len(ids) == 0 {
 		delete(s.idx.open, k)
-	} else {
-		s.idx.open[k] = ids
+	}
+}
+
+// unindexKey forgets a purged verification's idempotency key.
+func (s *Store) unindexKey(v *verify.VerificationRecord) {
+	if v.IdempotencyKey == "" {
+		return
+	}
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	if s.idx.byKey[v.IdempotencyKey] == v.ID {
+		delete(s.idx.byKey, v.IdempotencyKey)
 	}
 }
 
@@ -92,13 +100,17 @@ func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient
 		return nil, err
 	}
 	s.idx.mu.Lock()
-	ids := append([]string(nil), s.idx.open[openKey{flowID, to.Phone, to.Email}]...)
+	set := s.idx.open[openKey{flowID, to.Phone, to.Email}]
+	ids := make([]string, 0, len(set))
+	for id := range set {
+		ids = append(ids, id)
+	}
 	s.idx.mu.Unlock()
 	var out []verify.VerificationRecord
-	for i := len(ids) - 1; i >= 0; i-- {
-		sh := s.shard(ids[i])
+	for _, id := range ids {
+		sh := s.shard(id)
 		sh.mu.Lock()
-		r, ok := sh.recs[ids[i]]
+		r, ok := sh.recs[id]
 		if ok && r.Status.Open() && now.Before(r.ExpiresAt) {
 			out = append(out, *r)
 		}

@@ -34,7 +34,9 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		return verify.ErrDuplicate
 	}
 	sh.recs[v.ID] = &v
-	s.indexOpen(&v)
+	if v.Status.Open() {
+		s.indexOpen(&v)
+	}
 	s.stepsMu.Lock()
 	for _, p := range steps {
 		p.VerificationID = v.ID
@@ -138,6 +140,7 @@ func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time
 		r.VerifiedAt = now
 	}
 	r.SealedCode = nil
+	s.unindexOpen(r)
 	s.stepsMu.Lock()
 	for i := range r.Steps {
 		s.removeStep(stepKey{r.ID, i})
@@ -229,7 +232,7 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		sh.mu.Lock()
 		if r, ok := sh.recs[e.id]; ok && !r.Status.Open() && r.EndedAt.Before(before) {
 			delete(sh.recs, e.id)
-			s.unindex(r)
+			s.unindexKey(r)
 			n++
 		}
 		sh.mu.Unlock()
