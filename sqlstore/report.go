@@ -123,17 +123,18 @@ func (s *Store) listQuery(q verify.Query, after verify.Cursor, limit int) (strin
 	return withDeliveries(page, "", "v.created_at DESC, v.id DESC"), f.args
 }
 
-// Stats implements verify.ReportStore. The database aggregates; three
-// queries, whatever the number of flows and channels, run in one read-only
-// transaction so that they see the same data:
+// Stats implements verify.ReportStore. The database aggregates, in three
+// queries whatever the number of flows and channels, run in one read-only
+// transaction so that they see the same rows:
 //
-//   - counts by flow and status, each with how many of them have a
-//     delivery that did not fail (Total, ByStatus, Sent, Verified, and the
-//     same per flow);
-//   - deliveries by channel (ChannelStats);
-//   - the medians of verified_at - created_at of verified verifications,
-//     overall and per flow: percentile_cont on PostgreSQL, the middle rows
-//     by ROW_NUMBER() on SQLite.
+//   - counts by flow and status, of all verifications and of those with a
+//     delivery that did not fail (Total, ByStatus, Sent, Verified, overall
+//     and per flow);
+//   - counts by channel (ChannelStats);
+//   - the medians of verified_at - created_at over verified verifications,
+//     overall and per flow: percentile_cont on PostgreSQL; on SQLite, which
+//     has no percentile, the middle rows found with ROW_NUMBER() and with
+//     LIMIT and OFFSET.
 func (s *Store) Stats(ctx context.Context, q verify.Query) (verify.Stats, error) {
 	st, err := s.stats(ctx, q)
 	if err != nil {
@@ -197,16 +198,16 @@ type statsQueries struct {
 	// deliveries, sent, delivered, failed, verifications, verified.
 	channels string
 	// medians is the median of verified_at - created_at in microseconds
-	// over verified verifications, per flow and overall (flow NULL): flow_id,
-	// median.
+	// over verified verifications, per flow and overall (flow NULL):
+	// flow_id, median.
 	medians string
 	args    []any
 }
 
-// statsQueries returns the queries Stats runs for q. The dialects get
-// different SQL where their planners differ: SQLite has nested loops and
-// sorts only (no hash joins or hash aggregates), so its queries walk the
-// covering indexes verifications_report and deliveries_report in order;
+// statsQueries returns the queries Stats runs for q. SQLite joins with
+// nested loops and groups by sorting (it has no hash joins or hash
+// aggregates), so on SQLite the queries walk the covering indexes
+// verifications_report and deliveries_verification in ID order;
 // PostgreSQL hash-joins the tables.
 func (s *Store) statsQueries(q verify.Query) statsQueries {
 	f := s.filter(q)
@@ -215,7 +216,7 @@ func (s *Store) statsQueries(q verify.Query) statsQueries {
 	// Two counts by flow and status: of every verification, and of those
 	// with a delivery that did not fail, told apart by the first column.
 	// The second is a semi-join: a hash join on PostgreSQL; on SQLite one
-	// lookup in deliveries_report per verification, made in ID order
+	// lookup in deliveries_verification per verification, made in ID order
 	// within each flow and status, since verifications_report yields them
 	// so (and grouped by flow and status, so neither part sorts).
 	sq.statuses = `SELECT 0, v.flow_id, v.status, COUNT(*) FROM verifications v ` + where + `
@@ -281,8 +282,8 @@ func scanEach(ctx context.Context, tx *sql.Tx, query string, args []any, st *ver
 	return rows.Err()
 }
 
-// statusRow adds a row of statsQueries.statuses: Total and ByStatus,
-// overall and for the flow, or Sent, and Verified.
+// statusRow adds a row of statsQueries.statuses to Total, ByStatus and
+// Verified, or to Sent, overall and for the flow.
 func statusRow(st *verify.Stats, rows *sql.Rows) error {
 	var (
 		sent   bool

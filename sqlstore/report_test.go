@@ -412,8 +412,8 @@ func TestReportQueryPlans(t *testing.T) {
 			sqlstore.SQLite: {
 				"list":           {"verifications_created", "deliveries_verification"},
 				"list-next":      {"verifications_created"},
-				"stats-statuses": {"verifications_report", "deliveries_report"},
-				"stats-channels": {"verifications_report", "deliveries_report"},
+				"stats-statuses": {"verifications_report", "deliveries_verification"},
+				"stats-channels": {"verifications_report", "deliveries_verification"},
 				"stats-medians":  {"verifications_report"},
 			},
 			sqlstore.Postgres: {
@@ -425,8 +425,8 @@ func TestReportQueryPlans(t *testing.T) {
 			sqlstore.SQLite: {
 				"list":           {"verifications_flow_created"},
 				"list-next":      {"verifications_flow_created"},
-				"stats-statuses": {"verifications_report", "deliveries_report"},
-				"stats-channels": {"verifications_report", "deliveries_report"},
+				"stats-statuses": {"verifications_report", "deliveries_verification"},
+				"stats-channels": {"verifications_report", "deliveries_verification"},
 				"stats-medians":  {"verifications_report"},
 			},
 			sqlstore.Postgres: {
@@ -440,8 +440,8 @@ func TestReportQueryPlans(t *testing.T) {
 		{verify.Query{ForeignID: "u"}, map[sqlstore.Dialect]map[string][]string{
 			sqlstore.SQLite: {
 				"list":           {"verifications_foreign_created"},
-				"stats-statuses": {"verifications_foreign_created", "deliveries_report"},
-				"stats-channels": {"verifications_foreign_created", "deliveries_report"},
+				"stats-statuses": {"verifications_foreign_created", "deliveries_verification"},
+				"stats-channels": {"verifications_foreign_created", "deliveries_verification"},
 				"stats-medians":  {"verifications_foreign_created"},
 			},
 			sqlstore.Postgres: {
@@ -466,8 +466,8 @@ func TestReportQueryPlans(t *testing.T) {
 		}},
 		{verify.Query{Channel: "sms"}, map[sqlstore.Dialect]map[string][]string{
 			sqlstore.SQLite: {
-				"list":           {"verifications_created", "deliveries_report"},
-				"stats-statuses": {"deliveries_report"},
+				"list":           {"verifications_created", "deliveries_verification"},
+				"stats-statuses": {"deliveries_verification"},
 			},
 			sqlstore.Postgres: {
 				"list": {"deliveries_verification"},
