@@ -223,27 +223,7 @@ func TestConcurrentWrongGuesses(t *testing.T) {
 	h.flow(verify.Step{Channel: "sms"})
 	v, code := h.send()
 	const n = 400
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	codes := make([]string, 0, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := h.check(v.ID, wrong(code))
-			var e *verify.Error
-			c := "ok"
-			if errors.As(err, &e) {
-				c = e.Code
-			} else if err != nil {
-				c = err.Error()
-			}
-			mu.Lock()
-			codes = append(codes, c)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	codes := raceChecks(h, n, v.ID, wrong(code))
 	got := countBy(codes)
 	assert.Equal(t, map[string]int{"E912": 5, "E911": n - 5}, got, "exactly MaxAttempts wrong guesses are answered E912")
 	_, err := h.check(v.ID, code)
@@ -258,27 +238,8 @@ func TestConcurrentRightCodes(t *testing.T) {
 	require.NoError(t, err)
 	m, _ := h.sms.Last()
 	const n = 100
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var results []string
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := h.check(v.ID, m.Code)
-			r := "ok"
-			if e, ok := verify.AsError(err); ok {
-				r = e.Code
-			} else if err != nil {
-				r = err.Error()
-			}
-			mu.Lock()
-			results = append(results, r)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	assert.Equal(t, map[string]int{"ok": 1, "E910": n - 1}, countBy(results), "exactly one right answer verifies")
+	codes := raceChecks(h, n, v.ID, m.Code)
+	assert.Equal(t, map[string]int{"ok": 1, "E910": n - 1}, countBy(codes), "exactly one right answer verifies")
 }
 
 func TestErrorJSONAndStatus(t *testing.T) {
@@ -317,31 +278,37 @@ func TestConcurrentRightCodesBeyondMaxAttempts(t *testing.T) {
 		h := newHarness(t)
 		h.flow(verify.Step{Channel: "sms"}) // MaxAttempts 5
 		v, code := h.send()
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var results []string
-		for range 100 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, err := h.check(v.ID, code)
-				r := "ok"
-				if e, ok := verify.AsError(err); ok {
-					r = e.Code
-				} else if err != nil {
-					r = err.Error()
-				}
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		got := countBy(results)
+		got := countBy(raceChecks(h, 100, v.ID, code))
 		require.Equal(t, 1, got["ok"], "exactly one success: %v", got)
 		require.Equal(t, 99, got["E910"]+got["E911"], "the others see it verified or out of attempts: %v", got)
 		final, err := h.eng.Get(h.ctx, v.ID)
 		require.NoError(t, err)
 		require.Equal(t, verify.StatusVerified, final.Status)
 	}
+}
+
+// raceChecks runs n concurrent Checks of code and returns each answer's
+// E-code ("ok" for success).
+func raceChecks(h *harness, n int, id, code string) []string {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	out := make([]string, 0, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := h.check(id, code)
+			r := "ok"
+			if e, ok := verify.AsError(err); ok {
+				r = e.Code
+			} else if err != nil {
+				r = err.Error()
+			}
+			mu.Lock()
+			out = append(out, r)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }
