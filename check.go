@@ -2,7 +2,6 @@ package verify
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"time"
@@ -22,10 +21,10 @@ import (
 //  4. for a verification that has ended: E910 verified, E914 canceled,
 //     E915 failed, E911 max_attempts, E913 expired; for an open one whose
 //     attempts are used up, E911, and past ExpiresAt, E913;
-//  5. otherwise the attempt is counted (atomically, before comparing), and a
-//     wrong code answers E912 with AttemptsRemaining; the attempt that uses
-//     the last try answers E912 with 0 remaining and ends the verification
-//     as max_attempts.
+//  5. otherwise the Store counts the attempt and compares the code in one
+//     atomic step, and a wrong code answers E912 with AttemptsRemaining;
+//     the attempt that uses the last try answers E912 with 0 remaining and
+//     ends the verification as max_attempts.
 //
 // Only step 5 consumes an attempt. On a refusal the returned Verification
 // may hold only the ID, flow, recipient and expiry. Alphanumeric codes are
@@ -43,8 +42,8 @@ import (
 //
 // The parts of a verification that never change (recipient, flow, IP
 // allow-list) are remembered from Send and earlier Checks on this engine,
-// so a Check usually costs three Store calls: the recipient's failure
-// count, the attempt, and the ending.
+// so a Check usually costs two Store calls: the recipient's failure count,
+// and the attempt, which also ends the verification when it is over.
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -57,12 +56,14 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		return Verification{}, ErrOTPNotAlphanumeric
 	}
 	now := e.now()
+	// Every answer from here on costs these HMACs, so the time an answer
+	// takes does not tell an unknown ID from a known one.
+	hashes := e.keys.hashes(req.VerifyID, code)
 	parts, known := e.fixed.get(req.VerifyID)
 	var rec VerificationRecord
 	if !known {
 		var err error
 		if rec, err = e.store.GetVerification(ctx, req.VerifyID); err != nil {
-			e.keys.matches(dummyHash[:], req.VerifyID, code) // equal work, see above
 			return Verification{}, e.lookupErr("get verification", err)
 		}
 		parts = partsOf(&rec)
@@ -72,7 +73,6 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	}
 	failures, refused := e.refuseCheck(ctx, parts, req.IPAddress, now)
 	if refused != nil {
-		e.keys.matches(dummyHash[:], req.VerifyID, code)
 		e.emitCheck(ctx, req.VerifyID, parts.flowID, refused, now)
 		v := Verification{ID: req.VerifyID, FlowID: parts.flowID, To: parts.to, ExpiresAt: parts.expiresAt}
 		if !known {
@@ -81,62 +81,44 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		return v, refused
 	}
 	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
-		e.keys.matches(dummyHash[:], req.VerifyID, code)
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
-	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, now)
+	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, hashes, now)
 	if err != nil {
 		e.fixed.drop(req.VerifyID)
-		return Verification{}, e.lookupErr("count attempt", err)
+		return Verification{}, e.lookupErr("check code", err)
 	}
 	if !counted { // ended, expired, or another caller used the last attempt
-		e.keys.matches(dummyHash[:], req.VerifyID, code)
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
-	if e.keys.matches(rec.CodeHash, rec.ID, code) {
-		done, ended, err := e.finish(ctx, rec.ID, StatusVerified, now)
-		if err != nil {
-			return Verification{}, err
-		}
-		if !ended {
-			return e.closed(ctx, done, now)
-		}
+	if !rec.Status.Open() {
 		e.fixed.drop(rec.ID)
+		e.emitEnded(ctx, rec, now)
+	}
+	if rec.Status == StatusVerified {
 		if failures > 0 { // a right code resets the consecutive failures
 			if err := e.store.DeleteCounter(ctx, "fail:"+recipientKey(rec.To)); err != nil {
-				return done.public(), storeErr("delete counter", err)
+				return rec.public(), storeErr("delete counter", err)
 			}
 		}
 		e.countVerified(ctx, rec)
 		if e.log.Enabled(ctx, slog.LevelDebug) {
 			e.log.LogAttrs(ctx, slog.LevelDebug, "verify: verified", slog.String("verification", rec.ID))
 		}
-		return done.public(), nil
+		return rec.public(), nil
 	}
 	if err := e.countFailure(ctx, rec.To, now); err != nil {
 		return Verification{}, err
 	}
-	remaining := rec.MaxAttempts - rec.Attempts
-	if remaining <= 0 {
-		remaining = 0
-		done, _, err := e.finish(ctx, rec.ID, StatusMaxAttempts, now)
-		if err != nil {
-			return Verification{}, err
-		}
-		rec = done
-	}
 	wrong := *ErrInvalidOTP
-	wrong.AttemptsRemaining = remaining
+	wrong.AttemptsRemaining = max(rec.MaxAttempts-rec.Attempts, 0)
 	e.emitCheck(ctx, rec.ID, rec.FlowID, &wrong, now)
 	return rec.public(), &wrong
 }
-
-// dummyHash stands in for a stored HMAC when there is none to compare.
-var dummyHash [sha256.Size]byte
 
 // refuseCheck applies the flow's IP allow-list, the per-IP check limit and
 // the recipient's lockout, and returns the recipient's consecutive
@@ -166,9 +148,8 @@ func (e *Engine) emitCheck(ctx context.Context, id, flowID string, err error, no
 
 // closed answers for a verification that can take no more attempts. An
 // open one past its expiry is ended as expired. An open, unexpired one
-// whose attempts are used up answers E911 but is left for the caller that
-// counted the last attempt to end: that attempt may be the right code,
-// still on its way to Finish(verified).
+// whose attempts are used up (the Store ends a verification at its last
+// attempt, so only a record stored that way) answers E911.
 func (e *Engine) closed(ctx context.Context, rec VerificationRecord, now time.Time) (Verification, error) {
 	if rec.Status.Open() && now.Before(rec.ExpiresAt) {
 		return rec.public(), ErrMaxAttempts

@@ -92,17 +92,25 @@ func (e *Engine) finish(ctx context.Context, id string, status Status, now time.
 	if err != nil {
 		return rec, ended, storeErr("finish verification", err)
 	}
-	if ended && len(e.observers) > 0 {
-		ev := Event{Type: endEvents[status], VerificationID: id, FlowID: rec.FlowID, Time: now}
-		if status == StatusVerified {
-			ev.Latency = now.Sub(rec.CreatedAt)
-		}
-		if status == StatusFailed {
-			ev.ErrorCode = ErrDeliveryFailed.Code
-		}
-		e.emit(ctx, ev)
+	if ended {
+		e.emitEnded(ctx, rec, now)
 	}
 	return rec, ended, nil
+}
+
+// emitEnded emits the event for a verification that has just ended.
+func (e *Engine) emitEnded(ctx context.Context, rec VerificationRecord, now time.Time) {
+	if len(e.observers) == 0 {
+		return
+	}
+	ev := Event{Type: endEvents[rec.Status], VerificationID: rec.ID, FlowID: rec.FlowID, Time: now}
+	switch rec.Status {
+	case StatusVerified:
+		ev.Latency = now.Sub(rec.CreatedAt)
+	case StatusFailed:
+		ev.ErrorCode = ErrDeliveryFailed.Code
+	}
+	e.emit(ctx, ev)
 }
 
 // logging helpers, to keep call sites short.

@@ -179,13 +179,24 @@ func (kr *keyring) protect(id, code string) (hash, sealed []byte, err error) {
 	return hash, sealed, nil
 }
 
-// matches reports, in constant time per key, whether code is the one whose
-// HMAC is stored.
-func (kr *keyring) matches(stored []byte, id, code string) bool {
-	var buf [sha256.Size]byte
-	match := 0
+// hashes returns the HMAC of (id, code) under every configured key, the
+// current key's first, for Store.Attempt to compare with the stored one.
+func (kr *keyring) hashes(id, code string) [][]byte {
+	buf := make([]byte, 0, len(kr.keys)*sha256.Size)
+	out := make([][]byte, len(kr.keys))
 	for i := range kr.keys {
-		match |= subtle.ConstantTimeCompare(stored, kr.keys[i].hashWith(buf[:0], id, code))
+		buf = kr.keys[i].hashWith(buf, id, code)
+		out[i] = buf[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
+	}
+	return out
+}
+
+// MatchHash reports whether stored equals one of hashes, comparing each in
+// constant time. Store implementations use it in Attempt.
+func MatchHash(stored []byte, hashes [][]byte) bool {
+	match := 0
+	for _, h := range hashes {
+		match |= subtle.ConstantTimeCompare(stored, h)
 	}
 	return match == 1
 }

@@ -128,10 +128,10 @@ func TestKeyring(t *testing.T) {
 	require.NoError(t, err)
 	h, sealed, err := kr.protect("id-1", "123456")
 	require.NoError(t, err)
-	assert.True(t, kr.matches(h, "id-1", "123456"))
-	assert.False(t, kr.matches(h, "id-1", "123457"))
-	assert.False(t, kr.matches(h, "id-2", "123456"), "the HMAC is bound to the verification ID")
-	assert.False(t, kr.matches(h[:16], "id-1", "123456"))
+	assert.True(t, MatchHash(h, kr.hashes("id-1", "123456")))
+	assert.False(t, MatchHash(h, kr.hashes("id-1", "123457")))
+	assert.False(t, MatchHash(h, kr.hashes("id-2", "123456")), "the HMAC is bound to the verification ID")
+	assert.False(t, MatchHash(h[:16], kr.hashes("id-1", "123456")))
 
 	assert.NotContains(t, string(sealed), "123456")
 	code, err := kr.unseal("id-1", sealed)
@@ -144,7 +144,7 @@ func TestKeyring(t *testing.T) {
 
 	rotated, err := newKeyring([][]byte{b, a})
 	require.NoError(t, err)
-	assert.True(t, rotated.matches(h, "id-1", "123456"), "old keys still check")
+	assert.True(t, MatchHash(h, rotated.hashes("id-1", "123456")), "old keys still check")
 	code, err = rotated.unseal("id-1", sealed)
 	require.NoError(t, err)
 	assert.Equal(t, "123456", code, "old keys still unseal")
@@ -152,9 +152,16 @@ func TestKeyring(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, bytesEqual(h2, h), "the first key hashes new codes")
 
+	hs := rotated.hashes("id-1", "123456")
+	require.Len(t, hs, 2)
+	assert.Equal(t, h2, hs[0], "the current key's hash comes first")
+	assert.Equal(t, h, hs[1])
+	hs[0][0] ^= 1
+	assert.Equal(t, h, hs[1], "the hashes do not share bytes")
+
 	onlyB, err := newKeyring([][]byte{b})
 	require.NoError(t, err)
-	assert.False(t, onlyB.matches(h, "id-1", "123456"))
+	assert.False(t, MatchHash(h, onlyB.hashes("id-1", "123456")))
 	_, err = onlyB.unseal("id-1", sealed)
 	assert.ErrorContains(t, err, "WithSecret")
 }

@@ -61,13 +61,20 @@ type Store interface {
 	// first), or ErrNotFound. Ended verifications are returned until Purge
 	// removes them.
 	GetVerification(ctx context.Context, id string) (VerificationRecord, error)
-	// Attempt counts one check attempt, atomically: if the verification is
-	// open (Status.Open), has Attempts < MaxAttempts and now is before
-	// ExpiresAt, it increments Attempts and returns the updated record with
-	// counted = true. Otherwise it changes nothing and returns the current
-	// record with counted = false. However many callers race, at most
-	// MaxAttempts attempts are ever counted. Unknown ID: ErrNotFound.
-	Attempt(ctx context.Context, id string, now time.Time) (v VerificationRecord, counted bool, err error)
+	// Attempt counts one check attempt and compares the code, in one atomic
+	// step. If the verification is open (Status.Open), has Attempts <
+	// MaxAttempts and now is before ExpiresAt, it increments Attempts and
+	// then ends the verification as Finish does: as verified when CodeHash
+	// equals one of hashes (the code's HMAC under each configured secret),
+	// or else as max_attempts when Attempts has reached MaxAttempts; it
+	// returns the updated record with counted = true. Otherwise it changes
+	// nothing and returns the current record with counted = false. However
+	// many callers race, at most MaxAttempts attempts are ever counted and
+	// at most one of them verifies. Unknown ID: ErrNotFound.
+	//
+	// The hashes are keyed HMACs, so comparing them needs no constant-time
+	// care: how long a comparison takes says nothing about the code.
+	Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (v VerificationRecord, counted bool, err error)
 	// CountSend counts one more send of the code, atomically: if the
 	// verification is open, now is before ExpiresAt and Sends < max, it
 	// increments Sends and returns the updated record with counted = true.

@@ -72,7 +72,7 @@ func (s *Store) GetVerification(ctx context.Context, id string) (verify.Verifica
 }
 
 // Attempt implements verify.Store.
-func (s *Store) Attempt(ctx context.Context, id string, now time.Time) (verify.VerificationRecord, bool, error) {
+func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return verify.VerificationRecord{}, false, err
 	}
@@ -87,6 +87,12 @@ func (s *Store) Attempt(ctx context.Context, id string, now time.Time) (verify.V
 		return *r, false, nil
 	}
 	r.Attempts++
+	switch {
+	case verify.MatchHash(r.CodeHash, hashes):
+		s.end(r, verify.StatusVerified, now)
+	case r.Attempts >= r.MaxAttempts:
+		s.end(r, verify.StatusMaxAttempts, now)
+	}
 	return *r, true, nil
 }
 

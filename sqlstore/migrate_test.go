@@ -56,7 +56,7 @@ func TestMigrateConcurrently(t *testing.T) {
 				require.NoError(t, err)
 			}
 			versions := migrationVersions(t, stores[0].DB())
-			require.Equal(t, []int{1, 2}, versions, "each migration applied once")
+			require.Equal(t, []int{1, 2, 3}, versions, "each migration applied once")
 
 			// A second instance starting later finds nothing to do, and the
 			// schema works.
@@ -138,8 +138,9 @@ func TestOpenErrors(t *testing.T) {
 // indexes made for them.
 func TestQueryPlans(t *testing.T) {
 	queries := []struct{ query, index string }{
-		{`SELECT id FROM verifications WHERE status IN ('pending', 'sent', 'delivered') AND expires_at <= $1 ORDER BY expires_at LIMIT 10`, "verifications_expiry"},
-		{`SELECT id FROM verifications WHERE ended_at < $1 AND status NOT IN ('pending', 'sent', 'delivered') ORDER BY ended_at LIMIT 10`, "verifications_ended"},
+		{`SELECT id FROM verifications WHERE ended_at IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT 10`, "verifications_expiry"},
+		{`SELECT id FROM verifications WHERE flow_id = 'f' AND to_phone = 'p' AND to_email = '' AND ended_at IS NULL ORDER BY created_at DESC`, "verifications_open_recipient"},
+		{`SELECT id FROM verifications WHERE ended_at < $1 ORDER BY ended_at LIMIT 10`, "verifications_ended"},
 		{`SELECT verification_id, step FROM pending_steps WHERE ready_at <= $1 ORDER BY due_at, verification_id, step LIMIT 10`, "pending_steps_ready"},
 		{`SELECT MIN(ready_at) FROM pending_steps`, "pending_steps_ready"},
 		{`SELECT id FROM deliveries WHERE verification_id = 'x' ORDER BY created_at, seq`, "deliveries_verification"},

@@ -16,9 +16,12 @@ import (
 // Queries are written with $1-style parameters, which both PostgreSQL and
 // SQLite (where $NNN binds the NNN-th argument) understand.
 
-// openStatuses is the SQL list of verify.Status values for which Open is
-// true. The partial index verifications_expiry uses the same text.
-const openStatuses = `('pending', 'sent', 'delivered')`
+// isOpen is the SQL condition for an open verification (a verify.Status
+// for which Open is true). The store keeps ended_at NULL exactly while a
+// verification is open: CreateVerification stores it so, and every update
+// that ends one sets it. The partial indexes of open verifications use the
+// same condition, so updates of status alone leave them untouched.
+const isOpen = `ended_at IS NULL`
 
 const verificationCols = `id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
 	idempotency_key, request_hash, brand, language, fallback_language,

@@ -20,12 +20,16 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 	}
 	var query string
 	if s.pg() {
-		query = `UPDATE pending_steps p
-			SET lease_until = $2, ready_at = CASE WHEN p.due_at > $2 THEN p.due_at ELSE $2 END
-			FROM (SELECT verification_id, step FROM pending_steps
+		// The claimed rows are chosen once (MATERIALIZED): a plan that
+		// scanned the locking subquery again would skip the rows this
+		// statement has just updated and claim more than limit.
+		query = `WITH c AS MATERIALIZED (SELECT verification_id, step FROM pending_steps
 				WHERE ready_at <= $1
 				ORDER BY due_at, verification_id, step LIMIT $3
-				FOR UPDATE SKIP LOCKED) c
+				FOR UPDATE SKIP LOCKED)
+			UPDATE pending_steps p
+			SET lease_until = $2, ready_at = CASE WHEN p.due_at > $2 THEN p.due_at ELSE $2 END
+			FROM c
 			WHERE p.verification_id = c.verification_id AND p.step = c.step
 			RETURNING p.verification_id, p.step, p.due_at, p.lease_until`
 	} else {

@@ -46,7 +46,7 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		v.ID, v.FlowID, v.ForeignID, string(v.Status), v.To.Phone, v.To.Email, v.IPAddress,
 		text(v.IdempotencyKey), blob(v.RequestHash), v.Brand, v.Language, v.FallbackLanguage,
 		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends,
-		stepsJSON, ipsJSON, s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.tn(v.EndedAt),
+		stepsJSON, ipsJSON, s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.endedAt(v),
 	}
 	insertVerification := `INSERT INTO verifications (` + verificationCols + `) VALUES (` + placeholders(1, len(args)) + `)`
 	if len(steps) == 0 {
@@ -76,6 +76,15 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		_, err := tx.ExecContext(ctx, insertSteps.String(), args...)
 		return err
 	}))
+}
+
+// endedAt is the ended_at value of a new verification: NULL exactly when
+// it is open (see isOpen), even if the record says otherwise.
+func (s *Store) endedAt(v verify.VerificationRecord) any {
+	if v.Status.Open() {
+		return nil
+	}
+	return s.tv(v.EndedAt)
 }
 
 // placeholders returns "$from, ..., $to".
@@ -129,7 +138,7 @@ var (
 	findByKeyQuery       = withDeliveries("verifications v", "WHERE v.idempotency_key = $1", "")
 	findOpenQuery        = withDeliveries("verifications v",
 		`WHERE v.flow_id = $1 AND v.to_phone = $2 AND v.to_email = $3
-		AND v.status IN `+openStatuses+` AND v.expires_at > $4`,
+		AND v.`+isOpen+` AND v.expires_at > $4`,
 		"v.created_at DESC")
 )
 
@@ -172,8 +181,8 @@ func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient
 
 // conditional is a conditional update of one verification: SET set WHERE
 // id = $1 AND where, as one statement per dialect. With deleteSteps, the
-// verification's pending steps are deleted together with a matching
-// update.
+// pending steps of a verification the update ends are deleted together
+// with it.
 type conditional struct {
 	pg, sqlite  string
 	deleteSteps bool
@@ -185,7 +194,7 @@ func newConditional(set, where string, deleteSteps bool) conditional {
 	// read of the deliveries are one atomic round trip.
 	pg := `WITH v AS (` + update + ` RETURNING *)`
 	if deleteSteps {
-		pg += `, p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))`
+		pg += `, p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v WHERE NOT v.` + isOpen + `))`
 	}
 	return conditional{
 		pg:          pg + " " + withDeliveries("v", "", ""),
@@ -194,15 +203,42 @@ func newConditional(set, where string, deleteSteps bool) conditional {
 	}
 }
 
+// ending is the SET list that ends a verification with status $3 at $2, as
+// Finish does.
+const ending = `status = $3, ended_at = $2, sealed_code = NULL,
+	verified_at = CASE WHEN $3 = 'verified' THEN $2 ELSE verified_at END`
+
 var (
-	attemptUpdate = newConditional(`attempts = attempts + 1`,
-		`status IN `+openStatuses+` AND attempts < max_attempts AND expires_at > $2`, false)
 	countSendUpdate = newConditional(`sends = sends + 1`,
-		`status IN `+openStatuses+` AND sends < $3 AND expires_at > $2`, false)
-	finishUpdate = newConditional(`status = $3, ended_at = $2, sealed_code = NULL,
-		verified_at = CASE WHEN $3 = 'verified' THEN $2 ELSE verified_at END`,
-		`status IN `+openStatuses, true)
+		isOpen+` AND sends < $3 AND expires_at > $2`, false)
+	finishUpdate = newConditional(ending, isOpen, true)
+	// countAttempt is SQLite's first half of Attempt; the comparison and
+	// the ending follow in Go, in the same transaction.
+	countAttempt = newConditional(`attempts = attempts + 1`,
+		isOpen+` AND attempts < max_attempts AND expires_at > $2`, false)
 )
+
+// attemptUpdate returns PostgreSQL's Attempt for n hashes ($3 to $n+2):
+// one statement that counts the attempt, compares the code and ends the
+// verification when it is verified or out of attempts. A wrong attempt
+// that leaves it open changes no indexed column, so it is a heap-only
+// update.
+func attemptUpdate(n int) string {
+	match := "FALSE"
+	if n > 0 {
+		match = `code_hash IN (` + placeholders(3, n+2) + `)`
+	}
+	ends := `(` + match + ` OR attempts + 1 >= max_attempts)`
+	return newConditional(`attempts = attempts + 1,
+		status = CASE WHEN `+match+` THEN 'verified' WHEN attempts + 1 >= max_attempts THEN 'max_attempts' ELSE status END,
+		ended_at = CASE WHEN `+ends+` THEN $2 END,
+		verified_at = CASE WHEN `+match+` THEN $2 ELSE verified_at END,
+		sealed_code = CASE WHEN `+ends+` THEN NULL ELSE sealed_code END`,
+		isOpen+` AND attempts < max_attempts AND expires_at > $2`, true).pg
+}
+
+// attemptUpdates holds attemptUpdate for up to three secrets.
+var attemptUpdates = [...]string{attemptUpdate(0), attemptUpdate(1), attemptUpdate(2), attemptUpdate(3)}
 
 // update runs a conditional update. When the row matches, it returns the
 // updated record with its deliveries and true; when it does not, the
@@ -232,7 +268,7 @@ func (s *Store) update(ctx context.Context, op string, c conditional, args ...an
 				return err
 			}
 			updated = true
-			if c.deleteSteps {
+			if c.deleteSteps && !v.Status.Open() {
 				if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
 					return err
 				}
@@ -247,6 +283,12 @@ func (s *Store) update(ctx context.Context, op string, c conditional, args ...an
 	if updated {
 		return v, true, nil
 	}
+	return s.current(ctx, op, id)
+}
+
+// current returns the verification a conditional update left alone, with
+// false, or ErrNotFound.
+func (s *Store) current(ctx context.Context, op, id string) (verify.VerificationRecord, bool, error) {
 	v, found, err := s.getVerification(ctx, s.run(), id)
 	if err != nil {
 		return verify.VerificationRecord{}, false, wrap(op, err)
@@ -257,11 +299,64 @@ func (s *Store) update(ctx context.Context, op string, c conditional, args ...an
 	return v, false, nil
 }
 
-// Attempt implements verify.Store with one conditional UPDATE ... RETURNING,
-// so that racing callers in any number of processes never count more than
-// MaxAttempts.
-func (s *Store) Attempt(ctx context.Context, id string, now time.Time) (verify.VerificationRecord, bool, error) {
-	return s.update(ctx, "attempt", attemptUpdate, id, s.tv(now))
+// Attempt implements verify.Store. On PostgreSQL it is one conditional
+// UPDATE ... RETURNING that counts, compares and ends, so that racing
+// callers in any number of processes never count more than MaxAttempts.
+// On SQLite, which runs one writer at a time, the count, the comparison
+// (in constant time) and the ending share one transaction.
+func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
+	if s.pg() {
+		query := ""
+		if len(hashes) < len(attemptUpdates) {
+			query = attemptUpdates[len(hashes)]
+		} else {
+			query = attemptUpdate(len(hashes))
+		}
+		args := make([]any, 0, 2+len(hashes))
+		args = append(args, id, s.tv(now))
+		for _, h := range hashes {
+			args = append(args, h)
+		}
+		return s.update(ctx, "attempt", conditional{pg: query}, args...)
+	}
+	var (
+		v       verify.VerificationRecord
+		counted bool
+	)
+	err := s.inTx(ctx, func(q querier) error {
+		err := q.QueryRowContext(ctx, countAttempt.sqlite, id, s.tv(now)).Scan(verificationDest(&v)...)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		counted = true
+		end := verify.Status("")
+		switch {
+		case verify.MatchHash(v.CodeHash, hashes):
+			end = verify.StatusVerified
+		case v.Attempts >= v.MaxAttempts:
+			end = verify.StatusMaxAttempts
+		}
+		if end != "" {
+			if err := q.QueryRowContext(ctx, finishUpdate.sqlite, id, s.tv(now), string(end)).Scan(verificationDest(&v)...); err != nil {
+				return err
+			}
+			if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
+				return err
+			}
+		}
+		v.Deliveries, err = deliveriesOf(ctx, q, id)
+		return err
+	})
+	if err != nil {
+		return verify.VerificationRecord{}, false, wrap("attempt", err)
+	}
+	if counted {
+		return v, true, nil
+	}
+	return s.current(ctx, "attempt", id)
 }
 
 // CountSend implements verify.Store with one conditional UPDATE ...
@@ -365,16 +460,19 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 	if limit <= 0 {
 		return nil, nil
 	}
-	const expire = `UPDATE verifications SET status = 'expired', ended_at = $1, sealed_code = NULL
-		WHERE status IN ` + openStatuses + ` AND id IN (
-			SELECT id FROM verifications
-			WHERE status IN ` + openStatuses + ` AND expires_at <= $1
-			ORDER BY expires_at LIMIT $2 %s)
-		RETURNING id`
+	const (
+		set    = `UPDATE verifications SET status = 'expired', ended_at = $1, sealed_code = NULL WHERE `
+		due    = `SELECT id FROM verifications WHERE ` + isOpen + ` AND expires_at <= $1 ORDER BY expires_at LIMIT $2`
+		sqlite = set + isOpen + ` AND id IN (` + due + `) RETURNING id`
+	)
 	var ids []string
 	if s.pg() {
-		// Rows another instance is finishing are skipped, not waited for.
-		rows, err := s.run().QueryContext(ctx, `WITH v AS (`+fmt.Sprintf(expire, "FOR UPDATE SKIP LOCKED")+`),
+		// The rows are chosen once (MATERIALIZED; a plan that scanned the
+		// locking subquery again would skip the rows just updated and take
+		// more than limit), and rows another instance is finishing are
+		// skipped, not waited for.
+		rows, err := s.run().QueryContext(ctx, `WITH due AS MATERIALIZED (`+due+` FOR UPDATE SKIP LOCKED),
+			v AS (`+set+isOpen+` AND id IN (SELECT id FROM due) RETURNING id),
 			p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))
 			SELECT id FROM v`, s.tv(now), limit)
 		if err == nil {
@@ -383,7 +481,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 		return ids, wrap("expire due", err)
 	}
 	err := s.inTx(ctx, func(tx querier) error {
-		rows, err := tx.QueryContext(ctx, fmt.Sprintf(expire, ""), s.tv(now), limit)
+		rows, err := tx.QueryContext(ctx, sqlite, s.tv(now), limit)
 		if err != nil {
 			return err
 		}
@@ -432,12 +530,11 @@ func (s *Store) purgeCounters(ctx context.Context, before time.Time, limit int) 
 }
 
 func (s *Store) purgeVerifications(ctx context.Context, before time.Time, limit int) (int, error) {
-	const purge = `DELETE FROM verifications WHERE id IN (
-		SELECT id FROM verifications
-		WHERE ended_at < $1 AND status NOT IN ` + openStatuses + `
-		ORDER BY ended_at LIMIT $2 %s)`
+	const ended = `SELECT id FROM verifications WHERE ended_at < $1 ORDER BY ended_at LIMIT $2`
 	if s.pg() {
-		res, err := s.run().ExecContext(ctx, fmt.Sprintf(purge, "FOR UPDATE SKIP LOCKED"), s.tv(before), limit)
+		// Chosen once, as in ExpireDue.
+		res, err := s.run().ExecContext(ctx, `WITH old AS MATERIALIZED (`+ended+` FOR UPDATE SKIP LOCKED)
+			DELETE FROM verifications WHERE id IN (SELECT id FROM old)`, s.tv(before), limit)
 		if err != nil {
 			return 0, wrap("purge", err)
 		}
@@ -446,7 +543,7 @@ func (s *Store) purgeVerifications(ctx context.Context, before time.Time, limit 
 	}
 	var ids []string
 	err := s.inTx(ctx, func(tx querier) error {
-		rows, err := tx.QueryContext(ctx, fmt.Sprintf(purge, "")+` RETURNING id`, s.tv(before), limit)
+		rows, err := tx.QueryContext(ctx, `DELETE FROM verifications WHERE id IN (`+ended+`) RETURNING id`, s.tv(before), limit)
 		if err != nil {
 			return err
 		}

@@ -82,37 +82,95 @@ func testHandedSlicesNotKept(t *testing.T, s verify.Store) {
 	assert.Equal(t, "sms", gf.Steps[0].Channel, "the store kept the caller's Flow.Steps slice")
 }
 
+// wrongCode and rightCode are Attempt's hashes for a code that does not
+// and one that does match sampleVerification's CodeHash (the second of two
+// secrets, as after a rotation).
+var (
+	wrongCode = [][]byte{[]byte("fedcba9876543210fedcba9876543210")}
+	rightCode = [][]byte{[]byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef")}
+)
+
 func testAttempt(t *testing.T, s verify.Store) {
-	_, _, err := s.Attempt(ctx(), newID(), base)
+	_, _, err := s.Attempt(ctx(), newID(), wrongCode, base)
 	requireNotFound(t, err, "Attempt on an unknown ID")
 
-	v := create(t, s, sampleVerification(3, time.Minute), nil)
-	for i := 1; i <= 3; i++ {
-		got, counted, err := s.Attempt(ctx(), v.ID, at(time.Second))
+	// Wrong codes count until the last attempt, which ends it.
+	v := create(t, s, sampleVerification(3, time.Minute), steps(sampleVerification(3, time.Minute)))
+	for i := 1; i <= 2; i++ {
+		got, counted, err := s.Attempt(ctx(), v.ID, wrongCode, at(time.Second))
 		require.NoError(t, err)
 		assert.True(t, counted, "attempt %d of 3 is counted", i)
 		assert.Equal(t, i, got.Attempts, "Attempt returns the updated record")
+		assert.Equal(t, verify.StatusPending, got.Status, "a wrong code before the last attempt leaves it open")
 		assert.Equal(t, v.CodeHash, got.CodeHash)
+		assert.Equal(t, v.SealedCode, got.SealedCode)
+		assert.True(t, got.EndedAt.IsZero())
 	}
-	got, counted, err := s.Attempt(ctx(), v.ID, at(time.Second))
+	got, counted, err := s.Attempt(ctx(), v.ID, wrongCode, at(2*time.Second))
+	require.NoError(t, err)
+	assert.True(t, counted, "the last attempt is counted")
+	assert.Equal(t, 3, got.Attempts)
+	assert.Equal(t, verify.StatusMaxAttempts, got.Status, "a wrong last attempt ends it as max_attempts")
+	sameTime(t, at(2*time.Second), got.EndedAt, "EndedAt")
+	assert.True(t, got.VerifiedAt.IsZero())
+	assert.Empty(t, got.SealedCode, "the sealed code is erased when it ends")
+	assertNoSteps(t, s, v.ID, "the last attempt deletes the pending steps")
+	got, counted, err = s.Attempt(ctx(), v.ID, rightCode, at(3*time.Second))
 	require.NoError(t, err)
 	assert.False(t, counted, "an attempt beyond MaxAttempts is not counted")
 	assert.Equal(t, 3, got.Attempts, "Attempts never exceeds MaxAttempts")
+	assert.Equal(t, verify.StatusMaxAttempts, got.Status, "not even the right code verifies it then")
+
+	// The right code, matched by any of the hashes, verifies it.
+	r := sampleVerification(3, time.Minute)
+	r = create(t, s, r, steps(r))
+	_, _, err = s.Attempt(ctx(), r.ID, wrongCode, at(time.Second))
+	require.NoError(t, err)
+	got, counted, err = s.Attempt(ctx(), r.ID, rightCode, at(2*time.Second))
+	require.NoError(t, err)
+	assert.True(t, counted)
+	assert.Equal(t, 2, got.Attempts, "the right code counts as an attempt")
+	assert.Equal(t, verify.StatusVerified, got.Status)
+	sameTime(t, at(2*time.Second), got.VerifiedAt, "VerifiedAt")
+	sameTime(t, at(2*time.Second), got.EndedAt, "EndedAt")
+	assert.Empty(t, got.SealedCode, "the sealed code is erased when it ends")
+	assert.Equal(t, r.CodeHash, got.CodeHash, "the code's HMAC is kept")
+	assertNoSteps(t, s, r.ID, "verifying deletes the pending steps")
+	stored, err := s.GetVerification(ctx(), r.ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusVerified, stored.Status, "the ending is stored")
+	_, counted, err = s.Attempt(ctx(), r.ID, rightCode, at(3*time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "a verified verification takes no more attempts")
+
+	// The right code on the last attempt verifies.
+	l := create(t, s, sampleVerification(1, time.Minute), nil)
+	got, counted, err = s.Attempt(ctx(), l.ID, rightCode, at(time.Second))
+	require.NoError(t, err)
+	assert.True(t, counted)
+	assert.Equal(t, verify.StatusVerified, got.Status, "the right code on the last attempt verifies")
+
+	// No hashes match nothing.
+	n := create(t, s, sampleVerification(3, time.Minute), nil)
+	got, counted, err = s.Attempt(ctx(), n.ID, nil, at(time.Second))
+	require.NoError(t, err)
+	assert.True(t, counted)
+	assert.Equal(t, verify.StatusPending, got.Status, "no hashes is a wrong code")
 
 	// Expired: at ExpiresAt exactly, nothing is counted.
 	e := create(t, s, sampleVerification(3, time.Minute), nil)
-	got, counted, err = s.Attempt(ctx(), e.ID, e.ExpiresAt)
+	got, counted, err = s.Attempt(ctx(), e.ID, rightCode, e.ExpiresAt)
 	require.NoError(t, err)
 	assert.False(t, counted, "no attempt is counted at or after ExpiresAt")
 	assert.Equal(t, 0, got.Attempts)
-	assert.Equal(t, verify.StatusPending, got.Status, "Attempt does not change the status")
+	assert.Equal(t, verify.StatusPending, got.Status, "Attempt does not expire it")
 
 	// Ended: nothing is counted.
 	f := create(t, s, sampleVerification(3, time.Minute), nil)
 	_, ended, err := s.Finish(ctx(), f.ID, verify.StatusCanceled, at(time.Second))
 	require.NoError(t, err)
 	require.True(t, ended)
-	got, counted, err = s.Attempt(ctx(), f.ID, at(2*time.Second))
+	got, counted, err = s.Attempt(ctx(), f.ID, rightCode, at(2*time.Second))
 	require.NoError(t, err)
 	assert.False(t, counted, "no attempt is counted on an ended verification")
 	assert.Equal(t, verify.StatusCanceled, got.Status)
@@ -123,23 +181,39 @@ func testAttempt(t *testing.T, s verify.Store) {
 		o := sampleVerification(3, time.Minute)
 		o.Status = st
 		create(t, s, o, nil)
-		_, counted, err := s.Attempt(ctx(), o.ID, at(time.Second))
+		got, counted, err := s.Attempt(ctx(), o.ID, wrongCode, at(time.Second))
 		require.NoError(t, err)
 		assert.True(t, counted, "an attempt on a %s verification is counted", st)
+		assert.Equal(t, st, got.Status, "a wrong code leaves the status")
+		got, _, err = s.Attempt(ctx(), o.ID, rightCode, at(time.Second))
+		require.NoError(t, err)
+		assert.Equal(t, verify.StatusVerified, got.Status, "a %s verification can be verified", st)
+	}
+}
+
+// assertNoSteps checks that none of the verification's pending steps can
+// be claimed, however late.
+func assertNoSteps(t *testing.T, s verify.Store, id, msg string) {
+	t.Helper()
+	claimed, err := s.ClaimDue(ctx(), at(time.Hour), at(2*time.Hour), 1000)
+	require.NoError(t, err)
+	for _, p := range claimed {
+		assert.NotEqual(t, id, p.VerificationID, msg)
 	}
 }
 
 func testAttemptConcurrent(t *testing.T, s verify.Store) {
 	const goroutines, max = 200, 5
-	v := create(t, s, sampleVerification(max, time.Minute), nil)
-	var counted atomic.Int32
+	wrong := create(t, s, sampleVerification(max, time.Minute), nil)
+	right := create(t, s, sampleVerification(max, time.Minute), nil)
+	var counted, verified atomic.Int32
 	var wg sync.WaitGroup
-	errs := make(chan error, goroutines)
+	errs := make(chan error, 2*goroutines)
 	for range goroutines {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			_, ok, err := s.Attempt(ctx(), v.ID, at(time.Second))
+			_, ok, err := s.Attempt(ctx(), wrong.ID, wrongCode, at(time.Second))
 			if err != nil {
 				errs <- err
 				return
@@ -148,16 +222,32 @@ func testAttemptConcurrent(t *testing.T, s verify.Store) {
 				counted.Add(1)
 			}
 		}()
+		go func() {
+			defer wg.Done()
+			got, ok, err := s.Attempt(ctx(), right.ID, rightCode, at(time.Second))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if ok && got.Status == verify.StatusVerified {
+				verified.Add(1)
+			}
+		}()
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	assert.Equal(t, int32(max), counted.Load(), "exactly MaxAttempts of %d racing attempts are counted", goroutines)
-	got, err := s.GetVerification(ctx(), v.ID)
+	assert.Equal(t, int32(max), counted.Load(), "exactly MaxAttempts of %d racing wrong attempts are counted", goroutines)
+	got, err := s.GetVerification(ctx(), wrong.ID)
 	require.NoError(t, err)
 	assert.Equal(t, max, got.Attempts)
+	assert.Equal(t, verify.StatusMaxAttempts, got.Status)
+	assert.Equal(t, int32(1), verified.Load(), "exactly one of %d racing right codes verifies", goroutines)
+	got, err = s.GetVerification(ctx(), right.ID)
+	require.NoError(t, err)
+	assert.Equal(t, 1, got.Attempts, "the attempts after the verifying one are not counted")
 }
 
 func testCountSend(t *testing.T, s verify.Store) {
@@ -325,7 +415,7 @@ func testRecordDelivery(t *testing.T, s verify.Store) {
 	assert.Equal(t, verify.StatusDelivered, status(), "the status never moves backwards")
 
 	// Every method that returns a record fills Deliveries.
-	a, _, err := s.Attempt(ctx(), v.ID, at(7*time.Second))
+	a, _, err := s.Attempt(ctx(), v.ID, wrongCode, at(7*time.Second))
 	require.NoError(t, err)
 	assert.Len(t, a.Deliveries, 4, "Attempt fills Deliveries")
 	c, _, err := s.CountSend(ctx(), v.ID, 10, at(7*time.Second))
@@ -437,7 +527,7 @@ func testCanceledContext(t *testing.T, s verify.Store) {
 	_, err := s.GetVerification(c, v.ID)
 	require.Error(t, err, "a cancelled context is an error")
 	assert.NotErrorIs(t, err, verify.ErrNotFound)
-	_, _, err = s.Attempt(c, v.ID, at(time.Second))
+	_, _, err = s.Attempt(c, v.ID, wrongCode, at(time.Second))
 	require.Error(t, err, "a cancelled context is an error")
 	got, err := s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
