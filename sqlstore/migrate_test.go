@@ -56,7 +56,8 @@ func TestMigrateConcurrently(t *testing.T) {
 				require.NoError(t, err)
 			}
 			versions := migrationVersions(t, stores[0].DB())
-			require.Equal(t, []int{1, 2, 3}, versions, "each migration applied once")
+			want := map[sqlstore.Dialect][]int{sqlstore.SQLite: {1, 2, 3, 4}, sqlstore.Postgres: {1, 2, 3}}
+			require.Equal(t, want[stores[0].Dialect()], versions, "each migration applied once")
 
 			// A second instance starting later finds nothing to do, and the
 			// schema works.

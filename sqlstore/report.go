@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -123,18 +124,28 @@ func (s *Store) listQuery(q verify.Query, after verify.Cursor, limit int) (strin
 	return withDeliveries(page, "", "v.created_at DESC, v.id DESC"), f.args
 }
 
-// Stats implements verify.ReportStore. The database aggregates, in three
-// queries whatever the number of flows and channels, run in one read-only
-// transaction so that they see the same rows:
+// Stats implements verify.ReportStore. The database aggregates, and the
+// queries run in one read-only transaction so that they see the same rows.
+//
+// On PostgreSQL, three queries, whatever the number of flows and channels,
+// which hash-join verifications and deliveries:
 //
 //   - counts by flow and status, of all verifications and of those with a
 //     delivery that did not fail (Total, ByStatus, Sent, Verified, overall
 //     and per flow);
 //   - counts by channel (ChannelStats);
 //   - the medians of verified_at - created_at over verified verifications,
-//     overall and per flow: percentile_cont on PostgreSQL; on SQLite, which
-//     has no percentile, the middle rows found with ROW_NUMBER() and with
-//     LIMIT and OFFSET.
+//     overall and per flow, with percentile_cont.
+//
+// On SQLite, which has neither hash joins nor hash aggregates, two:
+//
+//   - counts by flow, status and delivery summary (the per-verification
+//     counts of deliveries by channel and status that RecordDelivery keeps),
+//     read in the order of the verifications_report index without sorting;
+//     the few distinct summaries are added up into every count above;
+//   - the medians, the middle rows of each flow's verified verifications
+//     and of all of them, sorted by time to verify and cut with LIMIT and
+//     OFFSET (SQLite has no percentile).
 func (s *Store) Stats(ctx context.Context, q verify.Query) (verify.Stats, error) {
 	st, err := s.stats(ctx, q)
 	if err != nil {
@@ -149,9 +160,8 @@ func (s *Store) stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 		Channels: map[string]verify.ChannelStats{},
 		Flows:    map[string]verify.FlowStats{},
 	}
-	sq := s.statsQueries(q)
-	// On PostgreSQL, REPEATABLE READ gives the three queries one snapshot;
-	// on SQLite, any read transaction does (a deferred BEGIN, since it is
+	// On PostgreSQL, REPEATABLE READ gives the queries one snapshot; on
+	// SQLite, any read transaction does (a deferred BEGIN, since it is
 	// read-only, so writers are not locked out).
 	opts := &sql.TxOptions{ReadOnly: true}
 	if s.pg() {
@@ -162,14 +172,28 @@ func (s *Store) stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 		return st, err
 	}
 	defer tx.Rollback()
-	if err := scanEach(ctx, tx, sq.statuses, sq.args, &st, statusRow); err != nil {
-		return st, err
-	}
-	if err := scanEach(ctx, tx, sq.channels, sq.args, &st, channelRow); err != nil {
-		return st, err
-	}
-	if err := scanEach(ctx, tx, sq.medians, sq.args, &st, medianRow); err != nil {
-		return st, err
+	if s.pg() {
+		sq := s.pgStatsQueries(q)
+		if err := scanEach(ctx, tx, sq.statuses, sq.args, &st, statusRow); err != nil {
+			return st, err
+		}
+		if err := scanEach(ctx, tx, sq.channels, sq.args, &st, channelRow); err != nil {
+			return st, err
+		}
+		if err := scanEach(ctx, tx, sq.medians, sq.args, &st, medianRow); err != nil {
+			return st, err
+		}
+	} else {
+		f := s.filter(q)
+		if err := scanEach(ctx, tx, sqliteSummaries(f), f.args, &st, summaryRow); err != nil {
+			return st, err
+		}
+		if st.Verified > 0 {
+			medians, args := sqliteMedians(f, &st)
+			if err := scanEach(ctx, tx, medians, args, &st, medianRow); err != nil {
+				return st, err
+			}
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return st, err
@@ -187,8 +211,9 @@ func (s *Store) stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 	return st, nil
 }
 
-// statsQueries are the queries Stats runs, which share their arguments.
-type statsQueries struct {
+// pgStatsQueries are the queries Stats runs on PostgreSQL, which share
+// their arguments.
+type pgStatsQueries struct {
 	// statuses counts verifications by flow and status (sent false), and
 	// those of them with a delivery that did not fail (sent true): sent,
 	// flow_id, status, count.
@@ -204,31 +229,21 @@ type statsQueries struct {
 	args    []any
 }
 
-// statsQueries returns the queries Stats runs for q. SQLite joins with
-// nested loops and groups by sorting (it has no hash joins or hash
-// aggregates), so on SQLite the queries walk the covering indexes
-// verifications_report and deliveries_verification in ID order;
-// PostgreSQL hash-joins the tables.
-func (s *Store) statsQueries(q verify.Query) statsQueries {
+// pgStatsQueries returns the queries Stats runs on PostgreSQL for q.
+func (s *Store) pgStatsQueries(q verify.Query) pgStatsQueries {
 	f := s.filter(q)
 	where := f.where()
-	sq := statsQueries{args: f.args}
+	sq := pgStatsQueries{args: f.args}
 	// Two counts by flow and status: of every verification, and of those
-	// with a delivery that did not fail, told apart by the first column.
-	// The second is a semi-join: a hash join on PostgreSQL; on SQLite one
-	// lookup in deliveries_verification per verification, made in ID order
-	// within each flow and status, since verifications_report yields them
-	// so (and grouped by flow and status, so neither part sorts).
+	// with a delivery that did not fail (a hash semi-join), told apart by
+	// the first column.
 	sq.statuses = `SELECT 0, v.flow_id, v.status, COUNT(*) FROM verifications v ` + where + `
 		GROUP BY v.flow_id, v.status
 		UNION ALL
 		SELECT 1, v.flow_id, v.status, COUNT(*) FROM verifications v ` + f.where(`EXISTS (SELECT 1 FROM deliveries d
 			WHERE d.verification_id = v.id AND d.status <> 'failed')`) + `
 		GROUP BY v.flow_id, v.status`
-	// The LEFT JOIN makes SQLite read the verifications first (through
-	// verifications_report, when no other index suits the filters), each
-	// followed by its deliveries; verifications without deliveries make a
-	// NULL channel, left out.
+	// Verifications without deliveries make a NULL channel, left out.
 	sq.channels = `SELECT d.channel, COUNT(*),
 		SUM(CASE WHEN d.status = 'sent' THEN 1 ELSE 0 END),
 		SUM(CASE WHEN d.status = 'delivered' THEN 1 ELSE 0 END),
@@ -238,36 +253,57 @@ func (s *Store) statsQueries(q verify.Query) statsQueries {
 		FROM verifications v LEFT JOIN deliveries d ON d.verification_id = v.id ` + where + `
 		GROUP BY d.channel
 		HAVING d.channel IS NOT NULL`
-	verified := f.where("v.status = 'verified'", "v.verified_at IS NOT NULL")
-	if s.pg() {
-		sq.medians = `SELECT CASE WHEN GROUPING(v.flow_id) = 0 THEN v.flow_id END,
-			percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM v.verified_at - v.created_at) * 1000000)
-			FROM verifications v ` + verified + `
-			GROUP BY GROUPING SETS ((v.flow_id), ())`
-	} else {
-		// SQLite has no percentile. The middle rows of n sorted ones are
-		// numbers (n+1)/2 and n/2+1 (the same row when n is odd). Per flow:
-		// number the rows in order of flow and then time (one sort, one
-		// window), where flow f's rows follow the skip rows of the flows
-		// before it. Overall: one more sort, cut with LIMIT and OFFSET.
-		sq.medians = `WITH t AS MATERIALIZED (
-				SELECT v.flow_id AS flow_id, v.verified_at - v.created_at AS d
-				FROM verifications v ` + verified + `),
-			c AS MATERIALIZED (
-				SELECT flow_id, n, SUM(n) OVER (ORDER BY flow_id) - n AS skip
-				FROM (SELECT flow_id, COUNT(*) AS n FROM t GROUP BY flow_id)),
-			r AS (SELECT flow_id, d, ROW_NUMBER() OVER (ORDER BY flow_id, d) AS i FROM t)
-			SELECT flow_id, AVG(d) FROM r
-			WHERE i IN (SELECT skip + (n + 1) / 2 FROM c UNION ALL SELECT skip + n / 2 + 1 FROM c)
-			GROUP BY flow_id
-			UNION ALL
-			SELECT NULL, AVG(d) FROM (SELECT d FROM t ORDER BY d
-				LIMIT 2 - (SELECT COALESCE(SUM(n), 0) FROM c) % 2 OFFSET ((SELECT COALESCE(SUM(n), 0) FROM c) - 1) / 2)`
-	}
+	sq.medians = `SELECT CASE WHEN GROUPING(v.flow_id) = 0 THEN v.flow_id END,
+		percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM v.verified_at - v.created_at) * 1000000)
+		FROM verifications v ` + f.where("v.status = 'verified'", "v.verified_at IS NOT NULL") + `
+		GROUP BY GROUPING SETS ((v.flow_id), ())`
 	return sq
 }
 
-// scanEach runs one of the statsQueries and adds each row to st with fn.
+// sqliteSummaries is SQLite's count of the verifications f selects by
+// flow, status and delivery summary: flow_id, status, summary, count.
+// Without filters, or with the flow and status ones, it reads
+// verifications_report in order and sorts nothing.
+func sqliteSummaries(f *filter) string {
+	return `SELECT v.flow_id, v.status, v.delivery_summary, COUNT(*) FROM verifications v ` + f.where() + `
+		GROUP BY v.flow_id, v.status, v.delivery_summary`
+}
+
+// sqliteMedians returns SQLite's query of the median time to verify of
+// each flow in st with verified verifications, and overall (flow NULL),
+// over the verifications f selects, in microseconds: the middle rows of n
+// sorted ones are numbers (n+1)/2 and n/2+1 (the same row when n is odd),
+// found with ORDER BY, LIMIT 2 - n%2 and OFFSET (n-1)/2, which SQLite sorts
+// keeping only the rows up to the limit. The counts c are made in the same
+// query, from the same rows.
+func sqliteMedians(f *filter, st *verify.Stats) (string, []any) {
+	g := &filter{conds: f.conds, args: slices.Clip(f.args)}
+	g.and("v.status = 'verified'")
+	g.and("v.verified_at IS NOT NULL")
+	where := g.where()
+	middle := func(flowCond, n string) string {
+		return `(SELECT AVG(d) FROM (SELECT v.verified_at - v.created_at AS d FROM verifications v ` + where + flowCond + `
+			ORDER BY d LIMIT 2 - ` + n + ` % 2 OFFSET (` + n + ` - 1) / 2))`
+	}
+	var b strings.Builder
+	b.WriteString(`WITH c AS MATERIALIZED (SELECT v.flow_id AS flow_id, COUNT(*) AS n FROM verifications v ` + where + `
+		GROUP BY v.flow_id)
+		SELECT NULL, ` + middle("", "(SELECT SUM(n) FROM c)"))
+	flows := make([]string, 0, len(st.Flows))
+	for id, fl := range st.Flows {
+		if fl.Verified > 0 {
+			flows = append(flows, id)
+		}
+	}
+	slices.Sort(flows)
+	for _, id := range flows {
+		p := g.bind(id)
+		b.WriteString("\n\t\tUNION ALL SELECT " + p + ", " + middle(" AND v.flow_id = "+p, "(SELECT n FROM c WHERE flow_id = "+p+")"))
+	}
+	return b.String(), g.args
+}
+
+// scanEach runs one of Stats' queries and adds each row to st with fn.
 func scanEach(ctx context.Context, tx *sql.Tx, query string, args []any, st *verify.Stats, fn func(*verify.Stats, *sql.Rows) error) error {
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -282,7 +318,7 @@ func scanEach(ctx context.Context, tx *sql.Tx, query string, args []any, st *ver
 	return rows.Err()
 }
 
-// statusRow adds a row of statsQueries.statuses to Total, ByStatus and
+// statusRow adds a row of pgStatsQueries.statuses to Total, ByStatus and
 // Verified, or to Sent, overall and for the flow.
 func statusRow(st *verify.Stats, rows *sql.Rows) error {
 	var (
@@ -311,7 +347,103 @@ func statusRow(st *verify.Stats, rows *sql.Rows) error {
 	return nil
 }
 
-// channelRow adds a row of statsQueries.channels: one channel's figures.
+// summaryRow adds a row of sqliteSummaries: k verifications of one flow
+// and status with the same deliveries.
+func summaryRow(st *verify.Stats, rows *sql.Rows) error {
+	var (
+		flow, summary string
+		status        verify.Status
+		k             int
+	)
+	if err := rows.Scan(&flow, &status, &summary, &k); err != nil {
+		return err
+	}
+	entries, err := parseSummary(summary)
+	if err != nil {
+		return err
+	}
+	fl := st.Flows[flow]
+	fl.Total += k
+	st.Total += k
+	st.ByStatus[status] += k
+	verified := status == verify.StatusVerified
+	if verified {
+		fl.Verified += k
+		st.Verified += k
+	}
+	sent := false
+	for i, e := range entries {
+		c := st.Channels[e.channel]
+		c.Deliveries += e.n * k
+		switch e.status {
+		case verify.DeliverySent:
+			c.Sent += e.n * k
+		case verify.DeliveryDelivered:
+			c.Delivered += e.n * k
+		case verify.DeliveryFailed:
+			c.Failed += e.n * k
+		}
+		// A channel's verifications are counted by the first of its
+		// entries that did not fail.
+		if e.status != verify.DeliveryFailed {
+			sent = true
+			if i == 0 || entries[i-1].channel != e.channel || entries[i-1].status == verify.DeliveryFailed {
+				c.Verifications += k
+				if verified {
+					c.Verified += k
+				}
+			}
+		}
+		st.Channels[e.channel] = c
+	}
+	if sent {
+		fl.Sent += k
+		st.Sent += k
+	}
+	st.Flows[flow] = fl
+	return nil
+}
+
+// summaryEntry is one [channel, status, count] of a delivery summary.
+type summaryEntry struct {
+	channel string
+	status  verify.DeliveryStatus
+	n       int
+}
+
+// parseSummary decodes a delivery summary and sorts it by channel, each
+// channel's failed entries first, so that summaryRow finds the first entry
+// of a channel that did not fail right after another channel's entry or a
+// failed one.
+func parseSummary(summary string) ([]summaryEntry, error) {
+	var raw [][]json.RawMessage
+	if err := json.Unmarshal([]byte(summary), &raw); err != nil {
+		return nil, fmt.Errorf("delivery summary %q: %w", summary, err)
+	}
+	out := make([]summaryEntry, len(raw))
+	for i, r := range raw {
+		e := &out[i]
+		if len(r) != 3 || json.Unmarshal(r[0], &e.channel) != nil || json.Unmarshal(r[1], &e.status) != nil || json.Unmarshal(r[2], &e.n) != nil {
+			return nil, fmt.Errorf("delivery summary %q: entry %d is not [channel, status, count]", summary, i)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b summaryEntry) int {
+		if c := strings.Compare(a.channel, b.channel); c != 0 {
+			return c
+		}
+		return boolOrder(a.status != verify.DeliveryFailed) - boolOrder(b.status != verify.DeliveryFailed)
+	})
+	return out, nil
+}
+
+func boolOrder(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// channelRow adds a row of pgStatsQueries.channels: one channel's figures.
 func channelRow(st *verify.Stats, rows *sql.Rows) error {
 	var (
 		channel string
@@ -324,7 +456,7 @@ func channelRow(st *verify.Stats, rows *sql.Rows) error {
 	return nil
 }
 
-// medianRow adds a row of statsQueries.medians: a flow's median time to
+// medianRow adds a row of the medians query: a flow's median time to
 // verify, or the overall one.
 func medianRow(st *verify.Stats, rows *sql.Rows) error {
 	var (

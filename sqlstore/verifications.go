@@ -386,6 +386,13 @@ const (
 	statusMoves = `((status = 'pending' AND $2 IN ('sent', 'delivered')) OR (status = 'sent' AND $2 = 'delivered'))`
 )
 
+// deliverySummary is SQLite's summary of verification $1's deliveries,
+// which Stats groups by (see migration 0004): a JSON array of [channel,
+// status, count] ordered by channel and status.
+const deliverySummary = `(SELECT json_group_array(json_array(channel, status, n)) FROM (
+	SELECT channel, status, COUNT(*) AS n FROM deliveries WHERE verification_id = $1
+	GROUP BY channel, status ORDER BY channel, status))`
+
 const upsertDelivery = ` ON CONFLICT (id) DO UPDATE SET verification_id = excluded.verification_id,
 	step = excluded.step, channel = excluded.channel, sender = excluded.sender, status = excluded.status,
 	provider_id = excluded.provider_id, error = excluded.error,
@@ -415,29 +422,22 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 			return wrap("record delivery", err)
 		}
 	} else {
+		// BEGIN IMMEDIATE has taken the write lock, so the reads see what
+		// the writes change.
 		err := s.inTx(ctx, func(tx querier) error {
-			// Write first, so that the transaction takes the write lock at
-			// once; then, if nothing moved, check that the verification
-			// exists.
-			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+`
-				WHERE id = $1 AND `+statusMoves, args...)
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM verifications WHERE id = $1`, d.VerificationID).Scan(&n)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil // n == 0: not found
+			}
 			if err != nil {
 				return err
 			}
-			if n, err = res.RowsAffected(); err != nil {
-				return err
-			}
-			if n == 0 {
-				err := tx.QueryRowContext(ctx, `SELECT 1 FROM verifications WHERE id = $1`, args...).Scan(&n)
-				if errors.Is(err, sql.ErrNoRows) {
-					return nil // n == 0: not found
-				}
-				if err != nil {
-					return err
-				}
-			}
 			if _, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
 				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+`,
+				delivery_summary = `+deliverySummary+` WHERE id = $1`, d.VerificationID, string(d.Status)); err != nil {
 				return err
 			}
 			if d.Step >= 0 { // a step with a recorded delivery is done

@@ -44,6 +44,10 @@ func reportFixture(t *testing.T, s verify.Store) []verify.VerificationRecord {
 		d0 := delivery(v, v.ID+"-0", 0, dst, v.CreatedAt)
 		d0.Channel = channel
 		require.NoError(t, s.RecordDelivery(ctx(), d0))
+		if i%5 == 0 { // a receipt: the first delivery failed after all
+			d0.Status, d0.UpdatedAt = verify.DeliveryFailed, v.CreatedAt.Add(2*time.Second)
+			require.NoError(t, s.RecordDelivery(ctx(), d0))
+		}
 		if !st.Open() {
 			done := v.CreatedAt.Add(time.Duration(i+1) * time.Second)
 			_, _, err := s.Finish(ctx(), v.ID, st, done)
