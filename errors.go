@@ -182,6 +182,12 @@ func invalid(kind *Error, parameter, format string, args ...any) *Error {
 // the engine answers the caller with the existing verification or E922.
 var ErrDuplicate = errors.New("verify: idempotency key already used")
 
+// ErrOpenExists is what a Store returns from CreateVerification when the
+// new verification is Exclusive and an exclusive verification of the same
+// flow and recipient is still open. Like ErrDuplicate it is a system-level
+// sentinel: the engine resolves it by the flow's Duplicates policy.
+var ErrOpenExists = errors.New("verify: an exclusive verification of this flow and recipient is open")
+
 // codeOf returns err's E-code, or "" for other errors.
 func codeOf(err error) string {
 	if e, ok := AsError(err); ok {

@@ -72,6 +72,12 @@ func (e *Engine) Resend(ctx context.Context, id string) (Verification, error) {
 	if id == "" {
 		return Verification{}, ErrMissingVerifyID
 	}
+	return e.resend(ctx, id, true)
+}
+
+// resend is Resend; limited says whether the recipient's send limit
+// applies (a Send that reuses a verification has counted it already).
+func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verification, error) {
 	now := e.now()
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
@@ -86,8 +92,10 @@ func (e *Engine) Resend(ctx context.Context, id string) (Verification, error) {
 	if wait := e.cooldownLeft(rec, now); wait > 0 {
 		return rec.public(), rateLimited("resends of this code", wait)
 	}
-	if err := e.allow(ctx, "send:to:"+recipientKey(rec.To), "codes sent to this recipient", e.protection.RecipientSends, now); err != nil {
-		return rec.public(), err
+	if limited {
+		if err := e.allow(ctx, "send:to:"+recipientKey(rec.To), "codes sent to this recipient", e.protection.RecipientSends, now); err != nil {
+			return rec.public(), err
+		}
 	}
 	rec, counted, err := e.store.CountSend(ctx, id, e.maxSends, now)
 	if err != nil {

@@ -473,6 +473,73 @@ func TestDuplicatePolicies(t *testing.T) {
 	requireCode(t, err, verify.ErrInvalidFlow)
 }
 
+// TestConcurrentDuplicates: Sends to one recipient racing under reuse
+// start one verification; under replace they leave one open.
+func TestConcurrentDuplicates(t *testing.T) {
+	for _, policy := range []verify.DuplicatePolicy{verify.DuplicateReuse, verify.DuplicateReplace} {
+		t.Run(string(policy), func(t *testing.T) {
+			h := newHarness(t)
+			f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "p", Duplicates: policy, Steps: []verify.Step{{Channel: "sms"}}})
+			require.NoError(t, err)
+			var mu sync.Mutex
+			ids := map[string]bool{}
+			var wg sync.WaitGroup
+			for range 40 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+					if err != nil {
+						// Reuse: at most MaxSends resends; replace: losing
+						// the race too often.
+						e, ok := verify.AsError(err)
+						if assert.True(t, ok, "%v", err) {
+							assert.Contains(t, []string{verify.ErrMaxSends.Code, verify.ErrRateLimited.Code}, e.Code)
+						}
+						return
+					}
+					mu.Lock()
+					ids[v.ID] = true
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			open := 0
+			for id := range ids {
+				v, err := h.eng.Get(h.ctx, id)
+				require.NoError(t, err)
+				if v.Status.Open() {
+					open++
+				}
+			}
+			assert.Equal(t, 1, open, "one verification is left open")
+			if policy == verify.DuplicateReuse {
+				assert.Len(t, ids, 1, "every Send answers with the one verification")
+			}
+		})
+	}
+}
+
+// TestReuseCountsSendLimitsOnce: a Send that resends an open verification
+// counts once towards the recipient's send limit.
+func TestReuseCountsSendLimitsOnce(t *testing.T) {
+	p := only(func(p *verify.Protection) {
+		p.RecipientSends = verify.Rate{Limit: 2, Per: time.Hour}
+		p.ResendCooldown = -1
+	})
+	h := protected(t, p)
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "reuse", Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	a, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	require.NoError(t, err)
+	b, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	require.NoError(t, err, "the second send is within the limit of 2")
+	assert.Equal(t, a.ID, b.ID)
+	assert.Equal(t, 2, b.Sends)
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	requireCode(t, err, verify.ErrRateLimited)
+}
+
 func TestDefaultProtectionIsOn(t *testing.T) {
 	p := verify.DefaultProtection()
 	assert.Equal(t, verify.Rate{Limit: 5, Per: 10 * time.Minute}, p.RecipientSends)

@@ -20,8 +20,13 @@ import (
 // language, E920 client IP not allowed, E804 bad recipient, E921 country or
 // number type not allowed, E805 bad custom code; then an IdempotencyKey
 // seen before returns that verification (or E923 if the request differs);
-// then the flow's Duplicates policy applies; then the SendHook and the
-// pumping guard (E922) and the rate limits (E918, with RetryAfter).
+// then the SendHook and the pumping guard (E922) and the rate limits
+// (E918, with RetryAfter); then, when the recipient has an open
+// verification on the flow, its Duplicates policy applies: reuse resends
+// it (as Resend does, with its cooldown and MaxSends, but without counting
+// the send limits twice) and returns it, replace cancels it first. Sends to
+// one recipient racing under reuse or replace, on any number of engines,
+// leave one verification open; one that keeps losing the race answers E918.
 //
 // If every channel of a step fails, the next step is tried at once. If every
 // step fails, the verification ends as failed and Send returns it together
@@ -59,22 +64,6 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		}
 	}
 	now := e.now()
-	switch flow.Duplicates {
-	case DuplicateReuse, DuplicateReplace:
-		open, err := e.store.FindOpen(ctx, flow.ID, to, now)
-		if err != nil {
-			return Verification{}, storeErr("find open verifications", err)
-		}
-		if len(open) > 0 && flow.Duplicates == DuplicateReuse {
-			return e.Resend(ctx, open[0].ID)
-		}
-		for _, o := range open {
-			if _, _, err := e.finish(ctx, o.ID, StatusCanceled, now); err != nil {
-				return Verification{}, err
-			}
-		}
-	}
-
 	attempt := SendAttempt{FlowID: flow.ID, To: to, Country: info.Country, IPAddress: req.IPAddress, ForeignID: req.ForeignID}
 	if to.Phone != "" {
 		attempt.Prefix = phonePrefix(to.Phone)
@@ -110,6 +99,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		IPAddress:        req.IPAddress,
 		IdempotencyKey:   req.IdempotencyKey,
 		RequestHash:      reqHash,
+		Exclusive:        flow.Duplicates != DuplicateAllow,
 		Brand:            flow.Brand,
 		Language:         resolveLanguage(req, to, flow),
 		FallbackLanguage: flow.Language,
@@ -128,13 +118,28 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 	// that a crash before it is delivered loses nothing: another engine
 	// claims it when the lease runs out.
 	pending := schedule(id, rec.Steps, 0, now, now.Add(e.lease))
-	if err := e.store.CreateVerification(ctx, rec, pending); err != nil {
-		if errors.Is(err, ErrDuplicate) && req.IdempotencyKey != "" {
-			// A concurrent request with the same key won.
-			v, _, err := e.idempotent(ctx, req.IdempotencyKey, reqHash)
+	for try := 1; ; try++ {
+		err := e.store.CreateVerification(ctx, rec, pending)
+		if err == nil {
+			break
+		}
+		if req.IdempotencyKey != "" && (errors.Is(err, ErrDuplicate) || errors.Is(err, ErrOpenExists)) {
+			// A concurrent request with the same key may have won.
+			if v, done, err := e.idempotent(ctx, req.IdempotencyKey, reqHash); done {
+				return v, err
+			}
+		}
+		if !errors.Is(err, ErrOpenExists) {
+			return Verification{}, storeErr("create verification", err)
+		}
+		if try == maxCreateTries {
+			// Other Sends to this recipient keep starting verifications
+			// (DuplicateReplace cancels them in turn): let them settle.
+			return Verification{}, rateLimited("concurrent sends to this recipient", time.Second)
+		}
+		if v, reused, err := e.duplicate(ctx, flow, to, now); reused || err != nil {
 			return v, err
 		}
-		return Verification{}, storeErr("create verification", err)
 	}
 	e.fixed.put(id, partsOf(&rec), now)
 	if len(e.observers) > 0 {
@@ -171,6 +176,38 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: sent", slog.String("verification", id), slog.String("flow", flow.ID))
 	}
 	return rec.public(), nil
+}
+
+// maxCreateTries bounds how often Send tries to store an exclusive
+// verification while others for the same recipient keep appearing.
+const maxCreateTries = 5
+
+// duplicate applies the flow's Duplicates policy to the recipient's open
+// verifications, which kept an exclusive one from being stored. With
+// DuplicateReuse it resends the newest unexpired one (reused = true);
+// otherwise it ends them all (expired or canceled), so that the caller can
+// store its own. Send limits were counted for this request already, so the
+// resend does not count them again.
+func (e *Engine) duplicate(ctx context.Context, flow Flow, to Recipient, now time.Time) (v Verification, reused bool, err error) {
+	open, err := e.store.FindOpen(ctx, flow.ID, to, time.Time{})
+	if err != nil {
+		return Verification{}, false, storeErr("find open verifications", err)
+	}
+	for _, o := range open {
+		live := now.Before(o.ExpiresAt)
+		if live && flow.Duplicates == DuplicateReuse {
+			v, err := e.resend(ctx, o.ID, false)
+			return v, true, err
+		}
+		status := StatusCanceled
+		if !live {
+			status = StatusExpired
+		}
+		if _, _, err := e.finish(ctx, o.ID, status, now); err != nil {
+			return Verification{}, false, err
+		}
+	}
+	return Verification{}, false, nil
 }
 
 // idempotent looks up a verification by idempotency key. done is true when

@@ -55,7 +55,12 @@ type Store interface {
 	// one atomic step: after a crash either both exist or neither does. If
 	// v.IdempotencyKey is not empty and another verification already has it,
 	// nothing is stored and the error matches ErrDuplicate; of many racing
-	// calls with one key exactly one succeeds.
+	// calls with one key exactly one succeeds. If v.Exclusive is set and an
+	// exclusive verification with the same FlowID and To (both Phone and
+	// Email) is open, whatever its ExpiresAt, nothing is stored and the
+	// error matches ErrOpenExists; of many racing calls for one flow and
+	// recipient at most one succeeds. When both apply, either error may be
+	// returned.
 	CreateVerification(ctx context.Context, v VerificationRecord, steps []PendingStep) error
 	// GetVerification returns the verification with its deliveries (oldest
 	// first), or ErrNotFound. Ended verifications are returned until Purge
@@ -134,7 +139,7 @@ type Store interface {
 	FindByIdempotencyKey(ctx context.Context, key string) (VerificationRecord, error)
 	// FindOpen returns the open verifications of a flow whose recipient
 	// equals to (both Phone and Email) and whose ExpiresAt is after now,
-	// newest first.
+	// newest first. With the zero now it returns every open one.
 	FindOpen(ctx context.Context, flowID string, to Recipient, now time.Time) ([]VerificationRecord, error)
 
 	// AddCounter adds delta to the counter named key and returns it,
@@ -175,6 +180,11 @@ type VerificationRecord struct {
 	// repeat with the same key but another payload can be refused.
 	IdempotencyKey string
 	RequestHash    []byte
+	// Exclusive is set for a verification of a flow whose Duplicates
+	// policy is reuse or replace: of the exclusive verifications with the
+	// same FlowID and To, at most one is open at a time (see
+	// CreateVerification).
+	Exclusive bool
 	// Brand is the flow's Brand, for rendering messages.
 	Brand string
 	// Language is the language messages are rendered in (BCP 47), and

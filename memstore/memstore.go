@@ -62,6 +62,7 @@ func New() *Store {
 	}
 	s.idx.byKey = make(map[string]string)
 	s.idx.open = make(map[openKey]map[string]struct{})
+	s.idx.exclusive = make(map[openKey]string)
 	return s
 }
 

@@ -11,9 +11,10 @@ import (
 
 // index finds verifications by idempotency key and by (flow, recipient).
 type index struct {
-	mu    sync.Mutex
-	byKey map[string]string               // idempotency key -> verification ID
-	open  map[openKey]map[string]struct{} // flow and recipient -> open verification IDs
+	mu        sync.Mutex
+	byKey     map[string]string               // idempotency key -> verification ID
+	open      map[openKey]map[string]struct{} // flow and recipient -> open verification IDs
+	exclusive map[openKey]string              // flow and recipient -> the open exclusive verification
 }
 
 type openKey struct {
@@ -25,31 +26,37 @@ type counterShard struct {
 	m  map[string]verify.Counter
 }
 
-// claimKey reserves an idempotency key for id; it reports false if another
-// verification has it.
-func (s *Store) claimKey(key, id string) bool {
-	if key == "" {
-		return true
-	}
+// claim reserves v's idempotency key and, for an open exclusive v, its
+// flow and recipient, and indexes v as open, all in one step; when the key
+// or the slot is taken it changes nothing and returns ErrDuplicate or
+// ErrOpenExists.
+func (s *Store) claim(v *verify.VerificationRecord) error {
+	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
+	open := v.Status.Open()
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	if _, taken := s.idx.byKey[key]; taken {
-		return false
+	if _, taken := s.idx.byKey[v.IdempotencyKey]; taken && v.IdempotencyKey != "" {
+		return verify.ErrDuplicate
 	}
-	s.idx.byKey[key] = id
-	return true
-}
-
-func (s *Store) indexOpen(v *verify.VerificationRecord) {
-	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
-	s.idx.mu.Lock()
+	if _, taken := s.idx.exclusive[k]; taken && open && v.Exclusive {
+		return verify.ErrOpenExists
+	}
+	if v.IdempotencyKey != "" {
+		s.idx.byKey[v.IdempotencyKey] = v.ID
+	}
+	if !open {
+		return nil
+	}
+	if v.Exclusive {
+		s.idx.exclusive[k] = v.ID
+	}
 	ids := s.idx.open[k]
 	if ids == nil {
 		ids = make(map[string]struct{}, 1)
 		s.idx.open[k] = ids
 	}
 	ids[v.ID] = struct{}{}
-	s.idx.mu.Unlock()
+	return nil
 }
 
 // unindexOpen drops an ended verification from the open index, which so
@@ -62,6 +69,9 @@ func (s *Store) unindexOpen(v *verify.VerificationRecord) {
 	delete(ids, v.ID)
 	if len(ids) == 0 {
 		delete(s.idx.open, k)
+	}
+	if s.idx.exclusive[k] == v.ID {
+		delete(s.idx.exclusive, k)
 	}
 }
 

@@ -29,14 +29,14 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		sh.mu.Unlock()
 		return errExists("verification", v.ID)
 	}
-	if !s.claimKey(v.IdempotencyKey, v.ID) {
+	if err := s.claim(&v); err != nil {
 		sh.mu.Unlock()
-		return verify.ErrDuplicate
+		return err
 	}
+	// Once stored, v is the shard's to change (another caller may end it
+	// at once): what the heaps need is read now.
+	open, id, expiresAt, endedAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt
 	sh.recs[v.ID] = &v
-	if v.Status.Open() {
-		s.indexOpen(&v)
-	}
 	s.stepsMu.Lock()
 	for _, p := range steps {
 		p.VerificationID = v.ID
@@ -44,13 +44,13 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	}
 	s.stepsMu.Unlock()
 	sh.mu.Unlock()
-	if v.Status.Open() {
+	if open {
 		s.expiryMu.Lock()
-		s.expiries.push(timeEntry{v.ExpiresAt, v.ID})
+		s.expiries.push(timeEntry{expiresAt, id})
 		s.expiryMu.Unlock()
 	} else {
 		s.endedMu.Lock()
-		s.ended.push(timeEntry{v.EndedAt, v.ID})
+		s.ended.push(timeEntry{endedAt, id})
 		s.endedMu.Unlock()
 	}
 	return nil

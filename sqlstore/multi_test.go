@@ -68,6 +68,7 @@ func TestMultiInstance(t *testing.T) {
 			t.Run("Restart", func(t *testing.T) { testRestart(t, b.newDSN(t)) })
 			t.Run("CrashedClaim", func(t *testing.T) { testCrashedClaim(t, b.newDSN(t)) })
 			t.Run("ConcurrentDefaultFlows", func(t *testing.T) { testConcurrentDefaultFlows(t, b.newDSN(t)) })
+			t.Run("ConcurrentDuplicates", func(t *testing.T) { testConcurrentDuplicates(t, b.newDSN(t)) })
 		})
 	}
 }
@@ -128,12 +129,10 @@ func testConcurrentWrongGuesses(t *testing.T, dsn string) {
 
 func testConcurrentRightCodes(t *testing.T, dsn string) {
 	ctx := context.Background()
-	// MaxAttempts 100: every racing caller's attempt is counted, so the race
-	// is purely between right answers. (With fewer attempts than callers,
-	// callers whose attempt is not counted end the verification as
-	// max_attempts in Engine.closed while the counted right answers are
-	// still on their way to Finish — an engine race, not a store one.)
-	c := newCluster(t, dsn, 3, verify.Flow{Name: "login", Default: true, MaxAttempts: 100,
+	// Far fewer attempts than callers: the attempt that verifies is counted
+	// and compared in one step, so the callers after it find the
+	// verification verified, not out of attempts.
+	c := newCluster(t, dsn, 3, verify.Flow{Name: "login", Default: true, MaxAttempts: 5,
 		Steps: []verify.Step{{Channel: "sms"}}})
 	v, err := c.engine(0).Send(ctx, verify.SendRequest{To: ana})
 	require.NoError(t, err)
@@ -166,6 +165,51 @@ func testConcurrentRightCodes(t *testing.T, dsn string) {
 	require.NoError(t, err)
 	assert.Equal(t, verify.StatusVerified, got.Status)
 	assert.Equal(t, start, got.VerifiedAt)
+}
+
+// testConcurrentDuplicates: Sends to one recipient racing on three
+// engines start one verification under DuplicateReuse (the others resend
+// it, or are told to wait for its cooldown or that it was sent MaxSends
+// times), and leave one open under DuplicateReplace.
+func testConcurrentDuplicates(t *testing.T, dsn string) {
+	ctx := context.Background()
+	c := newCluster(t, dsn, 3, verify.Flow{Name: "login", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
+	replace, err := c.engine(0).CreateFlow(ctx, verify.Flow{Name: "replace", Duplicates: verify.DuplicateReplace,
+		Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+
+	const senders = 30
+	for _, flow := range []string{"", replace.ID} {
+		to := someone()
+		var mu sync.Mutex
+		ids := map[string]bool{}
+		var others []error
+		runConcurrently(senders, func(i int) {
+			v, err := c.engine(i).Send(ctx, verify.SendRequest{FlowID: flow, To: to})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ids[v.ID] = true
+			case errors.Is(err, verify.ErrRateLimited), errors.Is(err, verify.ErrMaxSends):
+			default:
+				others = append(others, err)
+			}
+		})
+		assert.Empty(t, others, "flow %q: every Send succeeds or is refused E918 or E916", flow)
+		open := 0
+		for id := range ids {
+			v, err := c.engine(0).Get(ctx, id)
+			require.NoError(t, err)
+			if v.Status.Open() {
+				open++
+			}
+		}
+		assert.Equal(t, 1, open, "flow %q: one verification is left open", flow)
+		if flow == "" {
+			assert.Len(t, ids, 1, "under reuse every Send answers with the one verification")
+		}
+	}
 }
 
 func testFallbackSentOnce(t *testing.T, dsn string) {

@@ -26,7 +26,7 @@ const isOpen = `ended_at IS NULL`
 const verificationCols = `id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
 	idempotency_key, request_hash, brand, language, fallback_language,
 	code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, steps, allowed_ips,
-	created_at, expires_at, verified_at, ended_at`
+	created_at, expires_at, verified_at, ended_at, exclusive`
 
 const deliveryCols = `id, verification_id, step, channel, sender, status, provider_id, error, created_at, updated_at`
 
@@ -332,7 +332,34 @@ func verificationDest(v *verify.VerificationRecord) []any {
 		bytesDest{&v.CodeHash}, bytesDest{&v.SealedCode}, &v.Charset, &v.CodeLength,
 		&v.Attempts, &v.MaxAttempts, &v.Sends, jsonDest{&v.Steps}, jsonDest{&v.AllowedIPs},
 		timeDest{&v.CreatedAt}, timeDest{&v.ExpiresAt}, timeDest{&v.VerifiedAt}, timeDest{&v.EndedAt},
+		flagDest{&v.Exclusive},
 	}
+}
+
+// flag encodes a flag column that is TRUE or NULL, never FALSE (see
+// migration exclusive).
+func flag(b bool) any {
+	if b {
+		return true
+	}
+	return nil
+}
+
+// flagDest scans a flag column: NULL is false; SQLite stores TRUE as 1.
+type flagDest struct{ b *bool }
+
+func (d flagDest) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*d.b = false
+	case bool:
+		*d.b = v
+	case int64:
+		*d.b = v != 0
+	default:
+		return fmt.Errorf("sqlstore: cannot scan %T into a flag", src)
+	}
+	return nil
 }
 
 // deliveryScan holds one row of deliveryCols, which may be all NULL on the

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,7 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		v.ID, v.FlowID, v.ForeignID, string(v.Status), v.To.Phone, v.To.Email, v.IPAddress,
 		text(v.IdempotencyKey), blob(v.RequestHash), v.Brand, v.Language, v.FallbackLanguage,
 		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends,
-		stepsJSON, ipsJSON, s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.endedAt(v),
+		stepsJSON, ipsJSON, s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.endedAt(v), flag(v.Exclusive),
 	}
 	insertVerification := `INSERT INTO verifications (` + verificationCols + `) VALUES (` + placeholders(1, len(args)) + `)`
 	if len(steps) == 0 {
@@ -100,25 +101,34 @@ func placeholders(from, to int) string {
 }
 
 // createErr wraps CreateVerification's error; a clash on the idempotency
-// key matches verify.ErrDuplicate.
+// key matches verify.ErrDuplicate, and one on an exclusive verification's
+// flow and recipient verify.ErrOpenExists.
 func (s *Store) createErr(v verify.VerificationRecord, err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if v.IdempotencyKey != "" && s.isUniqueViolation(err, "verifications_idempotency_key", "verifications.idempotency_key") {
+	case v.IdempotencyKey != "" && s.isUniqueViolation(err, "verifications_idempotency_key", "verifications.idempotency_key"):
 		return fmt.Errorf("sqlstore: create verification: idempotency key %q: %w", v.IdempotencyKey, verify.ErrDuplicate)
+	case v.Exclusive && s.isUniqueViolation(err, "verifications_exclusive", "verifications.exclusive"):
+		return fmt.Errorf("sqlstore: create verification: %w", verify.ErrOpenExists)
 	}
 	return wrap("create verification", err)
 }
 
 // isUniqueViolation reports whether err is a unique-constraint violation of
-// the named PostgreSQL constraint, or of the SQLite table.column.
+// the named PostgreSQL constraint, or of a SQLite index on the table.column
+// (among others).
 func (s *Store) isUniqueViolation(err error, pgConstraint, sqliteColumn string) bool {
 	if s.pg() {
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == pgConstraint
 	}
-	return strings.Contains(err.Error(), "UNIQUE constraint failed: "+sqliteColumn)
+	_, cols, ok := strings.Cut(err.Error(), "UNIQUE constraint failed: ")
+	if !ok {
+		return false
+	}
+	cols, _, _ = strings.Cut(cols, " (")
+	return slices.Contains(strings.Split(cols, ", "), sqliteColumn)
 }
 
 // GetVerification implements verify.Store.
@@ -406,14 +416,18 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 	if s.pg() {
 		// One statement: the status update and the upsert commit together;
 		// the upsert's SELECT yields no row when the verification does not
-		// exist. The row is rewritten only when its status moves; the
-		// UPDATE's condition is checked again under the row lock, so racing
+		// exist. The INSERT reads moved, so moved runs first and done (not
+		// read) last: the verification's row is locked before its pending
+		// step, the order Finish takes them in, and the two never deadlock.
+		// The row is rewritten only when its status moves; the UPDATE's
+		// condition is checked again under the row lock, so racing
 		// deliveries never move it backwards.
 		res, err := s.run().ExecContext(ctx, `WITH v AS (SELECT id FROM verifications WHERE id = $1),
-			moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 AND `+statusMoves+`),
+			moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 AND `+statusMoves+` RETURNING id),
 			done AS (DELETE FROM pending_steps WHERE verification_id = $1 AND step = $4::integer AND $4::integer >= 0)
 			INSERT INTO deliveries (`+deliveryCols+`)
-			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v`+
+			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v
+			WHERE (SELECT COUNT(*) FROM moved) >= 0`+
 			upsertDelivery, args...)
 		if err == nil {
 			n, err = res.RowsAffected()

@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 		{"FinishConcurrent", testFinishConcurrent},
 		{"RecordDelivery", testRecordDelivery},
 		{"RecordDeliveryCompletesStep", testRecordDeliveryCompletesStep},
+		{"RecordDeliveryWhileEnding", testRecordDeliveryWhileEnding},
 		{"ExpireDue", testExpireDue},
 		{"Purge", testPurge},
 		{"ClaimDue", testClaimDue},
@@ -52,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"IdempotencyKey", testIdempotencyKey},
 		{"FindOpen", testFindOpen},
+		{"Exclusive", testExclusive},
 		{"Counters", testCounters},
 		{"Reports", testReports},
 	}

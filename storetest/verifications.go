@@ -534,6 +534,53 @@ func testCanceledContext(t *testing.T, s verify.Store) {
 	assert.Equal(t, 0, got.Attempts, "an attempt under a cancelled context is not counted")
 }
 
+// testRecordDeliveryWhileEnding races deliveries of a verification's steps
+// (a provider's receipt, a fallback) against the calls that end it and
+// delete its steps: every call succeeds (no deadlock between them), and
+// the verification ends once.
+func testRecordDeliveryWhileEnding(t *testing.T, s verify.Store) {
+	const verifications = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*verifications)
+	var ended atomic.Int32
+	for i := range verifications {
+		v := sampleVerification(5, time.Hour)
+		create(t, s, v, steps(v))
+		end := func() {
+			var err error
+			var done bool
+			if i%2 == 0 {
+				_, done, err = s.Finish(ctx(), v.ID, verify.StatusCanceled, at(time.Second))
+			} else {
+				var got verify.VerificationRecord
+				got, done, err = s.Attempt(ctx(), v.ID, rightCode, at(time.Second))
+				done = done && got.Status == verify.StatusVerified
+			}
+			if done {
+				ended.Add(1)
+			}
+			errs <- err
+		}
+		for _, fn := range []func(){
+			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-0", 0, verify.DeliverySent, base)) },
+			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-1", 1, verify.DeliveryDelivered, base)) },
+			end, end,
+		} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fn()
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int32(verifications), ended.Load(), "each verification ends once")
+}
+
 func testRecordDeliveryCompletesStep(t *testing.T, s verify.Store) {
 	v := sampleVerification(5, time.Hour)
 	create(t, s, v, steps(v))
