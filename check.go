@@ -37,8 +37,8 @@ import (
 // What each answer reveals: E909 that no verification has this ID (IDs are
 // random UUIDs, so this does not help guess one); E910–E915 the state of a
 // verification whose ID the caller already holds. Every answer after the
-// input checks computes one code HMAC, so the time an answer takes does not
-// tell an unknown ID from a known one beyond noise.
+// input checks computes the code's HMAC (one per secret), so the time an
+// answer takes does not tell an unknown ID from a known one beyond noise.
 //
 // The parts of a verification that never change (recipient, flow, IP
 // allow-list) are remembered from Send and earlier Checks on this engine,

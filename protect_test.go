@@ -520,6 +520,41 @@ func TestConcurrentDuplicates(t *testing.T) {
 	}
 }
 
+// endingStore ends the first verification FindOpen returns right after
+// returning it, as a Check on another instance might.
+type endingStore struct {
+	verify.Store
+	ended bool
+}
+
+func (s *endingStore) FindOpen(ctx context.Context, flowID string, to verify.Recipient, now time.Time) ([]verify.VerificationRecord, error) {
+	open, err := s.Store.FindOpen(ctx, flowID, to, now)
+	if err == nil && len(open) > 0 && !s.ended {
+		s.ended = true
+		if _, _, err := s.Store.Finish(ctx, open[0].ID, verify.StatusVerified, start); err != nil {
+			return nil, err
+		}
+	}
+	return open, err
+}
+
+// TestReuseOfAVerificationThatEnds: when the open verification a Send
+// would reuse ends meanwhile, the Send starts a new one.
+func TestReuseOfAVerificationThatEnds(t *testing.T) {
+	h := newHarness(t)
+	eng, err := verify.New(&endingStore{Store: h.store}, verify.WithClock(h.clock), verify.WithChannels(h.sms),
+		verify.WithSecret(secret), verify.WithProtection(verify.NoProtection()))
+	require.NoError(t, err)
+	f, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "reuse", Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	a, err := eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	require.NoError(t, err)
+	b, err := eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana})
+	require.NoError(t, err, "not E910 for the verification that ended")
+	assert.NotEqual(t, a.ID, b.ID)
+	assert.Equal(t, verify.StatusSent, b.Status)
+}
+
 // TestReuseCountsSendLimitsOnce: a Send that resends an open verification
 // counts once towards the recipient's send limit.
 func TestReuseCountsSendLimitsOnce(t *testing.T) {

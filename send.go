@@ -27,6 +27,9 @@ import (
 // the send limits twice) and returns it, replace cancels it first. Sends to
 // one recipient racing under reuse or replace, on any number of engines,
 // leave one verification open; one that keeps losing the race answers E918.
+// The policy applies to the verifications started under it (marked
+// Exclusive): those started while the flow allowed duplicates, or stored by
+// a Store from before exclusivity, are left alone until they end.
 //
 // If every channel of a step fails, the next step is tried at once. If every
 // step fails, the verification ends as failed and Send returns it together
@@ -197,6 +200,11 @@ func (e *Engine) duplicate(ctx context.Context, flow Flow, to Recipient, now tim
 		live := now.Before(o.ExpiresAt)
 		if live && flow.Duplicates == DuplicateReuse {
 			v, err := e.resend(ctx, o.ID, false)
+			if err != nil && v.Status != "" && !v.Status.Open() {
+				// It ended meanwhile (verified, canceled, ...): make room
+				// for a new one instead.
+				continue
+			}
 			return v, true, err
 		}
 		status := StatusCanceled

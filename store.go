@@ -215,7 +215,8 @@ type VerificationRecord struct {
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 	VerifiedAt time.Time
-	// EndedAt is when the verification left the open states; zero while open.
+	// EndedAt is when the verification left the open states; zero while open
+	// (CreateVerification ignores it for an open verification).
 	EndedAt time.Time
 
 	// Deliveries are filled in by the Store on every record it returns,
@@ -225,7 +226,9 @@ type VerificationRecord struct {
 
 // DeliveryRecord is one attempt to deliver the code on one channel.
 type DeliveryRecord struct {
-	// ID is the message ID, stable per (verification, step) and per resend.
+	// ID is the message ID, stable per (verification, step) and per resend,
+	// and unique among all verifications (the engine derives it from the
+	// verification ID).
 	ID             string
 	VerificationID string
 	// Step is the index of the flow step; -1 for a Resend.

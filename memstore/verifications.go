@@ -23,6 +23,9 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	v.CodeHash, v.SealedCode, v.RequestHash = b[:h:h], b[h:sc:sc], b[sc:]
 	v.Steps = append([]verify.Step(nil), v.Steps...)
 	v.Deliveries = nil
+	if v.Status.Open() {
+		v.EndedAt = time.Time{}
+	}
 	sh := s.shard(v.ID)
 	sh.mu.Lock()
 	if _, ok := sh.recs[v.ID]; ok {

@@ -3,8 +3,10 @@ package sqlstore_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -41,4 +43,44 @@ func TestConformancePostgres(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) verify.Store {
 		return open(t, freshSchema(t))
 	})
+}
+
+// TestSQLiteDeferredTransactions: two Stores made with New over one SQLite
+// file, whose connections begin transactions DEFERRED (the driver's
+// default, not Open's IMMEDIATE), record deliveries at once without "database
+// is locked": every write transaction writes before it reads, so SQLite's
+// busy timeout applies instead of a failed lock upgrade.
+func TestSQLiteDeferredTransactions(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "verify.db")
+	stores := make([]*sqlstore.Store, 2)
+	for i := range stores {
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=deferred")
+		require.NoError(t, err)
+		db.SetMaxOpenConns(1)
+		t.Cleanup(func() { db.Close() })
+		st, err := sqlstore.New(db, sqlstore.SQLite)
+		require.NoError(t, err)
+		require.NoError(t, st.Migrate(ctx))
+		stores[i] = st
+	}
+	const verifications = 100
+	ids := make([]string, verifications)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("v-%03d", i)
+		require.NoError(t, stores[0].CreateVerification(ctx, verify.VerificationRecord{
+			ID: ids[i], FlowID: "f", Status: verify.StatusPending, To: verify.Recipient{Phone: "+4712345678"},
+			MaxAttempts: 5, CreatedAt: start, ExpiresAt: start.Add(time.Hour),
+		}, []verify.PendingStep{{Step: 0, DueAt: start}}))
+	}
+	errs := make(chan error, 2*verifications)
+	runConcurrently(2*verifications, func(i int) {
+		id := ids[i/2]
+		errs <- stores[i%2].RecordDelivery(ctx, verify.DeliveryRecord{ID: fmt.Sprintf("%s-%d", id, i%2), VerificationID: id,
+			Step: i % 2, Channel: "sms", Status: verify.DeliverySent, CreatedAt: start, UpdatedAt: start})
+	})
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 }

@@ -277,7 +277,7 @@ func sqliteSummaries(f *filter) string {
 // keeping only the rows up to the limit. The counts c are made in the same
 // query, from the same rows.
 func sqliteMedians(f *filter, st *verify.Stats) (string, []any) {
-	g := &filter{conds: f.conds, args: slices.Clip(f.args)}
+	g := &filter{conds: slices.Clip(f.conds), args: slices.Clip(f.args)}
 	g.and("v.status = 'verified'")
 	g.and("v.verified_at IS NOT NULL")
 	where := g.where()

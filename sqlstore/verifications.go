@@ -387,14 +387,11 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 
 // nextStatus moves an open verification's status forward to a delivery's
 // (pending → sent → delivered) and leaves every other status alone. $2 is
-// the delivery's status. statusMoves is true when it changes anything.
-const (
-	nextStatus = `CASE
+// the delivery's status.
+const nextStatus = `CASE
 	WHEN status = 'pending' AND $2 IN ('sent', 'delivered') THEN $2
 	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
 	ELSE status END`
-	statusMoves = `((status = 'pending' AND $2 IN ('sent', 'delivered')) OR (status = 'sent' AND $2 = 'delivered'))`
-)
 
 // deliverySummary is SQLite's summary of verification $1's deliveries,
 // which Stats groups by (see migration 0004): a JSON array of [channel,
@@ -414,21 +411,20 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 		d.ProviderID, d.Error, s.tv(d.CreatedAt), s.tv(d.UpdatedAt)}
 	var n int64
 	if s.pg() {
-		// One statement: the status update and the upsert commit together;
-		// the upsert's SELECT yields no row when the verification does not
-		// exist. The INSERT reads moved, so moved runs first and done (not
-		// read) last: the verification's row is locked before its pending
-		// step, the order Finish takes them in, and the two never deadlock.
-		// The row is rewritten only when its status moves; the UPDATE's
-		// condition is checked again under the row lock, so racing
-		// deliveries never move it backwards.
-		res, err := s.run().ExecContext(ctx, `WITH v AS (SELECT id FROM verifications WHERE id = $1),
-			moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 AND `+statusMoves+` RETURNING id),
+		// One statement: the status update and the upsert commit together.
+		// The INSERT reads moved, so moved runs first, and yields no row
+		// when the verification does not exist; done, which nothing reads,
+		// runs last. So the verification's row is locked before anything
+		// else, the order in which every other statement takes its locks
+		// (Finish, Attempt, ExpireDue: the verification, then its steps),
+		// and none of them deadlock with this one. The status CASE is
+		// evaluated again under the row lock, so racing deliveries never
+		// move it backwards.
+		res, err := s.run().ExecContext(ctx, `WITH moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 RETURNING id),
 			done AS (DELETE FROM pending_steps WHERE verification_id = $1 AND step = $4::integer AND $4::integer >= 0)
 			INSERT INTO deliveries (`+deliveryCols+`)
-			SELECT $3, v.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz FROM v
-			WHERE (SELECT COUNT(*) FROM moved) >= 0`+
-			upsertDelivery, args...)
+			SELECT $3, moved.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz
+			FROM moved`+upsertDelivery, args...)
 		if err == nil {
 			n, err = res.RowsAffected()
 		}
@@ -436,22 +432,24 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 			return wrap("record delivery", err)
 		}
 	} else {
-		// BEGIN IMMEDIATE has taken the write lock, so the reads see what
-		// the writes change.
+		// Write first, so that the transaction holds the write lock before
+		// it reads, whatever the connection's _txlock (New takes any
+		// *sql.DB).
 		err := s.inTx(ctx, func(tx querier) error {
-			err := tx.QueryRowContext(ctx, `SELECT 1 FROM verifications WHERE id = $1`, d.VerificationID).Scan(&n)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil // n == 0: not found
-			}
+			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+` WHERE id = $1`,
+				d.VerificationID, string(d.Status))
 			if err != nil {
 				return err
+			}
+			if n, err = res.RowsAffected(); err != nil || n == 0 {
+				return err // n == 0: not found
 			}
 			if _, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
 				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+`,
-				delivery_summary = `+deliverySummary+` WHERE id = $1`, d.VerificationID, string(d.Status)); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE verifications SET delivery_summary = `+deliverySummary+` WHERE id = $1`,
+				d.VerificationID); err != nil {
 				return err
 			}
 			if d.Step >= 0 { // a step with a recorded delivery is done
@@ -484,8 +482,9 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 		// The rows are chosen once (MATERIALIZED; a plan that scanned the
 		// locking subquery again would skip the rows just updated and take
 		// more than limit), and rows another instance is finishing are
-		// skipped, not waited for.
-		rows, err := s.run().QueryContext(ctx, `WITH due AS MATERIALIZED (`+due+` FOR UPDATE SKIP LOCKED),
+		// skipped, not waited for. NO KEY UPDATE, the lock the UPDATE takes
+		// anyway, lets deliveries being recorded check their foreign key.
+		rows, err := s.run().QueryContext(ctx, `WITH due AS MATERIALIZED (`+due+` FOR NO KEY UPDATE SKIP LOCKED),
 			v AS (`+set+isOpen+` AND id IN (SELECT id FROM due) RETURNING id),
 			p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))
 			SELECT id FROM v`, s.tv(now), limit)

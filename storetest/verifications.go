@@ -61,6 +61,14 @@ func testVerificationRoundTrip(t *testing.T, s verify.Store) {
 	got, err = s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
 	assert.Equal(t, "order-42", got.ForeignID)
+
+	// An open verification has no EndedAt, whatever the record said.
+	odd := sampleVerification(5, 5*time.Minute)
+	odd.EndedAt = at(time.Second)
+	create(t, s, odd, nil)
+	got, err = s.GetVerification(ctx(), odd.ID)
+	require.NoError(t, err)
+	assert.True(t, got.EndedAt.IsZero(), "an open verification is stored without EndedAt")
 }
 
 func testHandedSlicesNotKept(t *testing.T, s verify.Store) {
@@ -535,35 +543,52 @@ func testCanceledContext(t *testing.T, s verify.Store) {
 }
 
 // testRecordDeliveryWhileEnding races deliveries of a verification's steps
-// (a provider's receipt, a fallback) against the calls that end it and
-// delete its steps: every call succeeds (no deadlock between them), and
-// the verification ends once.
+// (sent ones, which move its status, and failed ones, which do not) against
+// the calls that end it and delete its steps (Finish, Attempt, ExpireDue):
+// every call succeeds, with no deadlock between them, and each verification
+// ends once.
 func testRecordDeliveryWhileEnding(t *testing.T, s verify.Store) {
 	const verifications = 40
-	var wg sync.WaitGroup
-	errs := make(chan error, 4*verifications)
-	var ended atomic.Int32
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		ends  = map[string]int{}
+		errs  = make(chan error, 6*verifications)
+		ended = func(id string) {
+			mu.Lock()
+			ends[id]++
+			mu.Unlock()
+		}
+	)
 	for i := range verifications {
 		v := sampleVerification(5, time.Hour)
 		create(t, s, v, steps(v))
 		end := func() {
-			var err error
-			var done bool
-			if i%2 == 0 {
-				_, done, err = s.Finish(ctx(), v.ID, verify.StatusCanceled, at(time.Second))
-			} else {
-				var got verify.VerificationRecord
-				got, done, err = s.Attempt(ctx(), v.ID, rightCode, at(time.Second))
-				done = done && got.Status == verify.StatusVerified
+			switch i % 3 {
+			case 0:
+				_, done, err := s.Finish(ctx(), v.ID, verify.StatusCanceled, at(2*time.Hour))
+				if done {
+					ended(v.ID)
+				}
+				errs <- err
+			case 1:
+				got, counted, err := s.Attempt(ctx(), v.ID, rightCode, at(time.Second))
+				if counted && got.Status == verify.StatusVerified {
+					ended(v.ID)
+				}
+				errs <- err
+			default:
+				ids, err := s.ExpireDue(ctx(), at(2*time.Hour), 5)
+				for _, id := range ids {
+					ended(id)
+				}
+				errs <- err
 			}
-			if done {
-				ended.Add(1)
-			}
-			errs <- err
 		}
 		for _, fn := range []func(){
-			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-0", 0, verify.DeliverySent, base)) },
-			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-1", 1, verify.DeliveryDelivered, base)) },
+			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-0", 0, verify.DeliveryFailed, base)) },
+			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-1", 1, verify.DeliverySent, base)) },
+			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-r2", -1, verify.DeliveryFailed, base)) },
 			end, end,
 		} {
 			wg.Add(1)
@@ -578,7 +603,16 @@ func testRecordDeliveryWhileEnding(t *testing.T, s verify.Store) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	assert.Equal(t, int32(verifications), ended.Load(), "each verification ends once")
+	// What ExpireDue left (it takes 5 at a time) ends now.
+	rest, err := s.ExpireDue(ctx(), at(2*time.Hour), 10*verifications)
+	require.NoError(t, err)
+	for _, id := range rest {
+		ended(id)
+	}
+	assert.Len(t, ends, verifications, "every verification ended")
+	for id, n := range ends {
+		assert.Equal(t, 1, n, "verification %s ended once", id)
+	}
 }
 
 func testRecordDeliveryCompletesStep(t *testing.T, s verify.Store) {
