@@ -7,6 +7,16 @@ import (
 	"time"
 )
 
+// bookkeepingFailed logs and emits a failure of the bookkeeping after a
+// done thing (a verified code, a delivered message): the caller's answer
+// stands.
+func (e *Engine) bookkeepingFailed(ctx context.Context, rec VerificationRecord, op string, err error, now time.Time) {
+	e.log.LogAttrs(ctx, slog.LevelWarn, "verify: bookkeeping failed", slog.String("verification", rec.ID),
+		slog.String("op", op), slog.String("error", err.Error()))
+	e.emit(ctx, Event{Type: EventBookkeepingFailed, VerificationID: rec.ID, FlowID: rec.FlowID, Time: now,
+		ErrorCode: ErrInternal.Code, Reason: op})
+}
+
 // Check checks a code. It returns the verification and a nil error only
 // when this call verified it. Otherwise the error is an *Error, answered in
 // this order:
@@ -17,7 +27,8 @@ import (
 //  3. E920 a client IP outside the flow's allow-list; E918 too many checks
 //     from this IP, or a wait imposed after many wrong codes for this
 //     recipient (RetryAfter says how long); E919 the recipient is locked
-//     out after MaxFailures consecutive wrong codes;
+//     out after MaxFailures consecutive wrong codes (RetryAfter says until
+//     when);
 //  4. for a verification that has ended: E910 verified, E914 canceled,
 //     E915 failed, E911 max_attempts, E913 expired; for an open one whose
 //     attempts are used up, E911, and past ExpiresAt, E913;
@@ -26,13 +37,26 @@ import (
 //     the attempt that uses the last try answers E912 with 0 remaining and
 //     ends the verification as max_attempts.
 //
-// Only step 5 consumes an attempt. On a refusal the returned Verification
-// may hold only the ID, flow, recipient and expiry. Alphanumeric codes are
-// compared case-insensitively. The right code ends the verification as
-// verified, sets VerifiedAt, cancels its pending steps and resets the
-// recipient's failure count; of many concurrent right answers exactly one
-// succeeds and the others get E910 (or E911 when they found every attempt
-// taken).
+// Only step 5 consumes an attempt. The protections of step 3 decide and
+// count in one step each: the per-IP limit is counted, then one of the
+// recipient's failure slots is reserved (Counters.Take refuses it while
+// the recipient is locked out or must wait), and only then is the code
+// compared. However many checks race on any number of engines, at most
+// MaxFailures wrong codes are judged for a recipient, and past
+// FreeFailures none before its delay. A check refused by the lockout gives
+// the per-IP check back; a check that compares no code (the verification
+// has ended) gives its failure slot back; a right code resets the
+// recipient's failures.
+//
+// On a refusal the returned Verification may hold only the ID, flow,
+// recipient and expiry. Alphanumeric codes are compared
+// case-insensitively. The right code ends the verification as verified,
+// sets VerifiedAt and cancels its pending steps; of many concurrent right
+// answers exactly one succeeds and the others get E910 (or E911 when they
+// found every attempt taken). Once the Store has verified the code, Check
+// returns the verification and a nil error: bookkeeping that fails
+// afterwards (resetting the failures, the conversion monitor) is logged and
+// emitted as a bookkeeping_failed event, never returned.
 //
 // What each answer reveals: E909 that no verification has this ID (IDs are
 // random UUIDs, so this does not help guess one); E910–E915 the state of a
@@ -42,8 +66,8 @@ import (
 //
 // The parts of a verification that never change (recipient, flow, IP
 // allow-list) are remembered from Send and earlier Checks on this engine,
-// so a Check usually costs two Store calls: the recipient's failure count,
-// and the attempt, which also ends the verification when it is over.
+// so a Check usually costs two Store calls, the failure slot and the
+// attempt, and a third (the reset) for a right code.
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -71,26 +95,44 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 			e.fixed.put(rec.ID, parts, now)
 		}
 	}
-	failures, refused := e.refuseCheck(ctx, parts, req.IPAddress, now)
-	if refused != nil {
-		e.emitCheck(ctx, req.VerifyID, parts.flowID, refused, now)
+	refuse := func(err error) (Verification, error) {
+		e.emitCheck(ctx, req.VerifyID, parts.flowID, err, now)
 		v := Verification{ID: req.VerifyID, FlowID: parts.flowID, To: parts.to, ExpiresAt: parts.expiresAt}
 		if !known {
 			v = rec.public()
 		}
-		return v, refused
+		return v, err
+	}
+	if !ipAllowed(parts.allowedIPs, req.IPAddress) {
+		return refuse(invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress))
 	}
 	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
+	// The per-IP limit, then the recipient's failure slot: each decides
+	// and counts in one step, and a refusal by the second gives back the
+	// first, so a refused check spends nothing.
+	var perIP Allowance
+	if req.IPAddress != "" {
+		var err error
+		if perIP, err = e.allowOne(ctx, "check:ip:"+req.IPAddress, "checks from this IP address", e.protection.IPChecks, now); err != nil {
+			return refuse(err)
+		}
+	}
+	if err := e.reserveFailure(ctx, parts.to, now); err != nil {
+		e.refund(ctx, perIP)
+		return refuse(err)
+	}
 	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, hashes, now)
 	if err != nil {
+		// Whether the attempt was counted is unknown: the slot stays taken.
 		e.fixed.drop(req.VerifyID)
 		return Verification{}, e.lookupErr("check code", err)
 	}
 	if !counted { // ended, expired, or another caller used the last attempt
+		e.refundFailure(ctx, parts.to, now)
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
@@ -100,39 +142,23 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		e.emitEnded(ctx, rec, now)
 	}
 	if rec.Status == StatusVerified {
-		if failures > 0 { // a right code resets the consecutive failures
-			if err := e.store.DeleteCounter(ctx, "fail:"+recipientKey(rec.To)); err != nil {
-				return rec.public(), storeErr("delete counter", err)
-			}
+		// The code is verified: what follows is bookkeeping, whose
+		// failures are logged and emitted, never returned.
+		if err := e.resetFailures(ctx, rec.To); err != nil {
+			e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
 		}
-		e.countVerified(ctx, rec)
+		if err := e.countVerified(ctx, rec); err != nil {
+			e.bookkeepingFailed(ctx, rec, "count verification", err, now)
+		}
 		if e.log.Enabled(ctx, slog.LevelDebug) {
 			e.log.LogAttrs(ctx, slog.LevelDebug, "verify: verified", slog.String("verification", rec.ID))
 		}
 		return rec.public(), nil
 	}
-	if err := e.countFailure(ctx, rec.To, now); err != nil {
-		return Verification{}, err
-	}
 	wrong := *ErrInvalidOTP
 	wrong.AttemptsRemaining = max(rec.MaxAttempts-rec.Attempts, 0)
 	e.emitCheck(ctx, rec.ID, rec.FlowID, &wrong, now)
 	return rec.public(), &wrong
-}
-
-// refuseCheck applies the flow's IP allow-list, the per-IP check limit and
-// the recipient's lockout, and returns the recipient's consecutive
-// failures.
-func (e *Engine) refuseCheck(ctx context.Context, p fixedParts, ip string, now time.Time) (int64, error) {
-	if !ipAllowed(p.allowedIPs, ip) {
-		return 0, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", ip)
-	}
-	if ip != "" {
-		if err := e.allow(ctx, "check:ip:"+ip, "checks from this IP address", e.protection.IPChecks, now); err != nil {
-			return 0, err
-		}
-	}
-	return e.checkLockout(ctx, p.to, now)
 }
 
 func (e *Engine) emitCheck(ctx context.Context, id, flowID string, err error, now time.Time) {

@@ -106,14 +106,17 @@ func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time
 		}
 		return 0, nil
 	}
-	claimed, err := e.store.Reschedule(ctx, now, schedule(id, rec.Steps, end, now, now.Add(e.lease)))
+	// The next group's lease starts now, on the clock: the failed sends
+	// before it may have taken a while.
+	at := e.now()
+	claimed, err := e.store.Reschedule(ctx, at, schedule(id, rec.Steps, end, at, at.Add(e.lease)))
 	if err != nil {
 		return 0, storeErr("reschedule steps", err)
 	}
 	sent := 0
 	for _, p := range claimed {
-		if p.LeaseUntil.After(now) { // the next group, now ours
-			_, n, err := e.deliver(ctx, &rec, code, p.Step, now)
+		if p.LeaseUntil.After(at) { // the next group, now ours
+			_, n, err := e.deliver(ctx, &rec, code, p.Step, at)
 			sent += n
 			if err != nil {
 				return sent, err
@@ -260,10 +263,22 @@ func render(body, code string, minutes int, brand string) string {
 // clock, and ends open verifications that have expired. It returns how many
 // steps it sent (including steps that a failure brought forward).
 //
-// Steps are claimed with a lease, so engines sharing a Store never send the
-// same step twice while the lease holds; steps of verifications that are
-// no longer open are dropped unsent. Tests call ProcessDue after moving a
-// mock clock to drive fallback deterministically; servers call Run.
+// Steps are claimed in batches with a lease (WithLease) stamped from the
+// clock at the time of each claim, and a batch holds no more steps than the
+// engine can send within one lease (WithConcurrency of them at a time, each
+// bounded by WithSendTimeout). Right before a step is handed to its channel
+// the lease is checked again: a step whose lease might run out before the
+// send timeout is left for the next claim instead of being sent. So while
+// every engine lives, engines sharing a Store never send a step twice.
+// Delivery is at least once only across a crash: a process that dies after
+// a provider accepted a message but before the delivery was recorded leaves
+// the step to be claimed and sent again when the lease runs out. Such a
+// re-delivery carries the same Message.ID (stable per verification and
+// step), which providers and webhooks can use to drop the duplicate.
+//
+// Steps of verifications that are no longer open are dropped unsent. Tests
+// call ProcessDue after moving a mock clock to drive fallback
+// deterministically; servers call Run.
 func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 	now := e.now()
 	for {
@@ -286,24 +301,42 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 		}
 	}
 	total := 0
+	limit := e.claimLimit()
 	for {
-		steps, err := e.store.ClaimDue(ctx, now, now.Add(e.lease), e.batch)
+		// Each claim's lease starts at the claim, not at the start of the
+		// call: an earlier batch may have taken most of a lease to send.
+		at := e.now()
+		steps, err := e.store.ClaimDue(ctx, at, at.Add(e.lease), limit)
 		if err != nil {
 			return total, storeErr("claim due steps", err)
 		}
-		n, err := e.processSteps(ctx, steps, now)
+		n, err := e.processSteps(ctx, steps)
 		total += n
 		if err != nil {
 			return total, err
 		}
-		if len(steps) < e.batch {
+		if len(steps) < limit {
 			return total, nil
 		}
 	}
 }
 
+// claimLimit is how many steps one claim takes: no more than the engine
+// can send within a lease, WithConcurrency at a time, each taking up to the
+// send timeout, and no more than the batch size.
+func (e *Engine) claimLimit() int {
+	rounds := max(int(e.lease/e.sendTimeout), 1)
+	return max(min(e.batch, e.concurrency*rounds), 1)
+}
+
+// leaseHolds reports whether a send started now, bounded by the send
+// timeout, ends before the lease does.
+func (e *Engine) leaseHolds(leaseUntil time.Time) bool {
+	return e.now().Add(e.sendTimeout).Before(leaseUntil)
+}
+
 // processSteps delivers claimed steps, up to e.concurrency at once.
-func (e *Engine) processSteps(ctx context.Context, steps []PendingStep, now time.Time) (int, error) {
+func (e *Engine) processSteps(ctx context.Context, steps []PendingStep) (int, error) {
 	var (
 		mu    sync.Mutex
 		total int
@@ -316,7 +349,7 @@ func (e *Engine) processSteps(ctx context.Context, steps []PendingStep, now time
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			n, err := e.processStep(ctx, p, now)
+			n, err := e.processStep(ctx, p)
 			mu.Lock()
 			total += n
 			if err != nil {
@@ -329,7 +362,7 @@ func (e *Engine) processSteps(ctx context.Context, steps []PendingStep, now time
 	return total, errors.Join(errs...)
 }
 
-func (e *Engine) processStep(ctx context.Context, p PendingStep, now time.Time) (int, error) {
+func (e *Engine) processStep(ctx context.Context, p PendingStep) (int, error) {
 	rec, err := e.store.GetVerification(ctx, p.VerificationID)
 	if errors.Is(err, ErrNotFound) {
 		return 0, storeErr("complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
@@ -337,6 +370,7 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep, now time.Time) 
 	if err != nil {
 		return 0, storeErr("get verification", err)
 	}
+	now := e.now()
 	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
 		_, _, err := e.finish(ctx, rec.ID, StatusExpired, now)
 		return 0, err
@@ -346,6 +380,14 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep, now time.Time) 
 		// Ended, malformed, or already sent by an engine that stopped
 		// before completing the step: nothing to send.
 		return 0, storeErr("complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
+	}
+	if !e.leaseHolds(p.LeaseUntil) {
+		// Earlier sends of the batch took most of the lease: another
+		// engine may claim the step before this send could end. Leave it
+		// to the next claim.
+		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: lease too short to send; left for the next claim",
+			slog.String("verification", rec.ID), slog.Int("step", p.Step))
+		return 0, nil
 	}
 	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
 	if err != nil {
@@ -401,10 +443,12 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // Purge deletes verifications that ended longer ago than the retention
-// period (WithRetention), with their deliveries, and returns how many. Run
-// calls it hourly.
+// period (WithRetention), with their deliveries, and returns how many. It
+// also deletes the protection counters that have expired (they count as
+// zero already). Run calls it hourly.
 func (e *Engine) Purge(ctx context.Context) (int, error) {
-	before := e.now().Add(-e.retention)
+	now := e.now()
+	before := now.Add(-e.retention)
 	total := 0
 	for {
 		n, err := e.store.Purge(ctx, before, e.batch)
@@ -413,6 +457,15 @@ func (e *Engine) Purge(ctx context.Context) (int, error) {
 			return total, storeErr("purge", err)
 		}
 		if n < e.batch {
+			break
+		}
+	}
+	for {
+		n, err := e.counters.PurgeCounters(ctx, now, e.batch*10)
+		if err != nil {
+			return total, storeErr("purge counters", err)
+		}
+		if n < e.batch*10 {
 			return total, nil
 		}
 	}

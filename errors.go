@@ -179,7 +179,7 @@ func invalid(kind *Error, parameter, format string, args ...any) *Error {
 
 // ErrDuplicate is what a Store returns from CreateVerification when the
 // idempotency key is taken. It is a system-level sentinel, not an *Error:
-// the engine answers the caller with the existing verification or E922.
+// the engine answers the caller with the existing verification or E923.
 var ErrDuplicate = errors.New("verify: idempotency key already used")
 
 // ErrOpenExists is what a Store returns from CreateVerification when the

@@ -24,6 +24,11 @@ const (
 	EventFailed         EventType = "failed"
 	EventBlocked        EventType = "blocked"
 	EventRateLimited    EventType = "rate_limited"
+	// EventBookkeepingFailed reports that a counter or record kept after a
+	// done thing (a verified code, a delivered message) could not be
+	// written; Reason names the operation. The caller was answered as if
+	// it had been written.
+	EventBookkeepingFailed EventType = "bookkeeping_failed"
 )
 
 // Event is one transition, as an Observer sees it. It never contains the
@@ -50,7 +55,7 @@ type Event struct {
 // Observer receives the engine's events. Observe is called synchronously
 // on the path of Send, Check and ProcessDue, so it must return quickly and
 // must not call back into the engine: forward to a buffered channel, a
-// metrics counter or a queue (see NewAsyncObserver). It must be safe for
+// metrics counter or a queue (see metrics.New for one that only counts). It must be safe for
 // concurrent use.
 type Observer interface {
 	Observe(ctx context.Context, ev Event)

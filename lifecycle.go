@@ -3,7 +3,9 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"time"
 )
 
 // lookupErr maps a Store's not-found to E909 verify_id.
@@ -51,8 +53,11 @@ func (e *Engine) Cancel(ctx context.Context, id string) (Verification, error) {
 		return e.closed(ctx, rec, now)
 	}
 	rec, ended, err := e.finish(ctx, id, StatusCanceled, now)
+	if errors.Is(err, ErrNotFound) { // purged since the read
+		return Verification{}, ErrNotFound.with("verify_id", "")
+	}
 	if err != nil {
-		return Verification{}, e.lookupErr("finish verification", err)
+		return Verification{}, err // finish has named the operation
 	}
 	if !ended && rec.Status != StatusCanceled {
 		return rec.public(), endedError(rec)
@@ -63,11 +68,17 @@ func (e *Engine) Cancel(ctx context.Context, id string) (Verification, error) {
 // Resend delivers the same code again on the first step's channel. It
 // counts as a send (see WithMaxSends; E916 beyond), must wait
 // Protection.ResendCooldown after the previous Send or Resend (E918 with
-// RetryAfter) and is subject to the recipient's send limit. It never resets
-// the attempts and leaves pending fallback steps as they are. An ended
-// verification answers as Check would (E910, E913, ...). If the channel
-// fails, Resend returns the verification with an E915 error; the
-// verification stays open.
+// RetryAfter) and is subject to the recipient's send limit. The cooldown
+// and MaxSends are decided and counted by the Store in one step
+// (Store.CountSend), so of many Resends racing after the cooldown one is
+// sent; the recipient's limit is counted first and given back when the
+// Store refuses. It never resets the attempts and leaves pending fallback
+// steps as they are. An ended verification answers as Check would (E910,
+// E913, ...). If the channel fails, Resend returns the verification with an
+// E915 error; the verification stays open. Once the channel has accepted
+// the message, Resend returns the verification with a nil error, even if
+// recording the delivery fails afterwards (that is logged and emitted as a
+// bookkeeping_failed event).
 func (e *Engine) Resend(ctx context.Context, id string) (Verification, error) {
 	if id == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -86,26 +97,20 @@ func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verificat
 	if !rec.Status.Open() || !now.Before(rec.ExpiresAt) || rec.Attempts >= rec.MaxAttempts {
 		return e.closed(ctx, rec, now)
 	}
-	if rec.Sends >= e.maxSends {
-		return rec.public(), ErrMaxSends
-	}
-	if wait := e.cooldownLeft(rec, now); wait > 0 {
-		return rec.public(), rateLimited("resends of this code", wait)
-	}
+	var allowed Allowance
 	if limited {
-		if err := e.allow(ctx, "send:to:"+recipientKey(rec.To), "codes sent to this recipient", e.protection.RecipientSends, now); err != nil {
+		if allowed, err = e.allowOne(ctx, "send:to:"+recipientKey(rec.To), "codes sent to this recipient", e.protection.RecipientSends, now); err != nil {
 			return rec.public(), err
 		}
 	}
-	rec, counted, err := e.store.CountSend(ctx, id, e.maxSends, now)
+	rec, counted, err := e.store.CountSend(ctx, id, e.maxSends, max(e.protection.ResendCooldown, 0), now)
 	if err != nil {
+		e.refund(ctx, allowed)
 		return Verification{}, e.lookupErr("count send", err)
 	}
 	if !counted {
-		if rec.Status.Open() && now.Before(rec.ExpiresAt) {
-			return rec.public(), ErrMaxSends
-		}
-		return e.closed(ctx, rec, now)
+		e.refund(ctx, allowed)
+		return e.sendRefused(ctx, rec, now)
 	}
 	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
 	if err != nil {
@@ -113,13 +118,39 @@ func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verificat
 	}
 	d, err := e.send(ctx, &rec, code, -1, rec.ID+"-r"+strconv.Itoa(rec.Sends), now)
 	if err != nil {
-		return Verification{}, err
+		if d.Status == DeliveryFailed {
+			return rec.public(), err
+		}
+		e.bookkeepingFailed(ctx, rec, "record delivery", err, now)
+		rec.Deliveries = append(rec.Deliveries, d)
+		return rec.public(), nil
 	}
-	if rec, err = e.store.GetVerification(ctx, id); err != nil {
-		return Verification{}, storeErr("get verification", err)
+	if fresh, err := e.store.GetVerification(ctx, id); err == nil {
+		rec = fresh
+	} else {
+		rec.Deliveries = append(rec.Deliveries, d)
 	}
 	if d.Status == DeliveryFailed {
 		return rec.public(), e.deliveryError(rec)
 	}
 	return rec.public(), nil
+}
+
+// sendRefused answers a CountSend the Store refused, from the record it
+// returned: E916 at MaxSends, E918 in the resend cooldown, or as Check
+// would for a verification that has ended or expired.
+func (e *Engine) sendRefused(ctx context.Context, rec VerificationRecord, now time.Time) (Verification, error) {
+	if !rec.Status.Open() || !now.Before(rec.ExpiresAt) {
+		return e.closed(ctx, rec, now)
+	}
+	if rec.Sends >= e.maxSends {
+		return rec.public(), ErrMaxSends
+	}
+	if cd := e.protection.ResendCooldown; cd > 0 && !rec.LastSentAt.IsZero() {
+		if wait := rec.LastSentAt.Add(cd).Sub(now); wait > 0 {
+			return rec.public(), rateLimited("resends of this code", wait)
+		}
+	}
+	// A conforming Store refuses only for the reasons above.
+	return rec.public(), fmt.Errorf("verify: store refused to count a send of verification %s for no reason it states", rec.ID)
 }

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Rate is a limit of Limit events per Per. In Protection, a zero Rate means
@@ -18,29 +16,68 @@ type Rate struct {
 
 func (r Rate) off() bool { return r.Limit < 0 || r.Per <= 0 }
 
-// Limiter decides whether one more event for a key is allowed at now, and
-// if not, how long until it will be. The engine keys limits by recipient,
-// IP, flow, number prefix and country.
-type Limiter interface {
-	Allow(ctx context.Context, key string, r Rate, now time.Time) (ok bool, retryAfter time.Duration, err error)
+// Limit is one rate limit on one key, for a Limiter.
+type Limit struct {
+	Key  string
+	Rate Rate
 }
 
-// LocalLimiter keeps one token bucket (golang.org/x/time/rate) per key in
-// this process: Limit events at once, refilled evenly over Per. Buckets idle
-// long enough to be full again are evicted, so memory stays proportional to
-// the keys active within the longest Per. It is the default Limiter; it is
-// exact for one process, but each engine counts alone, so with several
-// instances use NewStoreLimiter. Safe for concurrent use.
+// Limiter decides and counts rate limits. The engine keys limits by
+// recipient, IP, flow, number prefix and country, and asks for all the
+// limits of one request in one Allow, so that a request refused by one
+// limit spends nothing from the others.
+type Limiter interface {
+	// Allow counts one event against every limit, all or nothing, in one
+	// atomic step: if each limit allows one more event at now, it counts
+	// them all and returns an Allowance with OK set; otherwise it counts
+	// none and names the first limit that refused, and how long until it
+	// would allow. Limits whose Rate is off are allowed and not counted.
+	Allow(ctx context.Context, now time.Time, limits []Limit) (Allowance, error)
+	// Refund gives back the events an allowed Allow counted, for a request
+	// that a later protection refused. Refunding an Allowance that is not
+	// OK does nothing.
+	Refund(ctx context.Context, a Allowance) error
+}
+
+// Allowance is a Limiter's decision on one request's limits.
+type Allowance struct {
+	OK bool
+	// Refused is the index in Limits of the first limit that refused; -1
+	// when OK.
+	Refused    int
+	RetryAfter time.Duration
+	// Now and Limits are the Allow call's, for Refund.
+	Now    time.Time
+	Limits []Limit
+}
+
+// LocalLimiter keeps one token bucket per key in this process: Limit
+// events at once, refilled evenly over Per. Buckets idle long enough to be
+// full again are evicted, so memory stays proportional to the keys active
+// within the longest Per. It is the default Limiter; it is exact for one
+// process, but each engine counts alone, so with several instances use
+// NewStoreLimiter. Safe for concurrent use.
 type LocalLimiter struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket
 	calls   int
 }
 
+// bucket is a token bucket: tokens at last, refilled at Limit per Per up
+// to Limit.
 type bucket struct {
-	lim  *rate.Limiter
-	r    Rate
-	last time.Time
+	r      Rate
+	tokens float64
+	last   time.Time
+}
+
+// fill refills b up to now and returns its tokens.
+func (b *bucket) fill(now time.Time) float64 {
+	if now.After(b.last) {
+		b.tokens = min(float64(b.r.Limit), b.tokens+float64(now.Sub(b.last))*float64(b.r.Limit)/float64(b.r.Per))
+		b.last = now
+	}
+	return b.tokens
 }
 
 // NewLocalLimiter returns an empty LocalLimiter.
@@ -48,31 +85,63 @@ func NewLocalLimiter() *LocalLimiter {
 	return &LocalLimiter{buckets: make(map[string]*bucket)}
 }
 
-// Allow implements Limiter.
-func (l *LocalLimiter) Allow(_ context.Context, key string, r Rate, now time.Time) (bool, time.Duration, error) {
-	if r.off() {
-		return true, 0, nil
-	}
+// Allow implements Limiter: the buckets are checked and taken from under
+// one lock.
+func (l *LocalLimiter) Allow(_ context.Context, now time.Time, limits []Limit) (Allowance, error) {
+	a := Allowance{Refused: -1, Now: now, Limits: limits}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls++
 	if l.calls%1024 == 0 {
 		l.evict(now)
 	}
-	b, ok := l.buckets[key]
-	if !ok || b.r != r {
-		b = &bucket{lim: rate.NewLimiter(rate.Every(r.Per/time.Duration(r.Limit)), r.Limit), r: r}
-		l.buckets[key] = b
+	for i, lim := range limits {
+		if lim.Rate.off() {
+			continue
+		}
+		b := l.bucket(lim, now)
+		if t := b.fill(now); t < 1 {
+			wait := time.Duration((1 - t) * float64(lim.Rate.Per) / float64(lim.Rate.Limit))
+			// Round up to the millisecond, so a caller that waits that
+			// long finds a whole token.
+			a.Refused, a.RetryAfter = i, (wait + time.Millisecond - 1).Truncate(time.Millisecond)
+			return a, nil
+		}
 	}
-	b.last = now
-	res := b.lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		// Round up to the millisecond: the bucket's float arithmetic leaves
-		// 999.999999ms where 1s is meant.
-		return false, (d + time.Millisecond - 1).Truncate(time.Millisecond), nil
+	for _, lim := range limits {
+		if !lim.Rate.off() {
+			l.buckets[lim.Key].tokens--
+		}
 	}
-	return true, 0, nil
+	a.OK = true
+	return a, nil
+}
+
+// bucket returns lim's bucket, a full new one if it has none (or its rate
+// changed). The caller holds l.mu.
+func (l *LocalLimiter) bucket(lim Limit, now time.Time) *bucket {
+	b, ok := l.buckets[lim.Key]
+	if !ok || b.r != lim.Rate {
+		b = &bucket{r: lim.Rate, tokens: float64(lim.Rate.Limit), last: now}
+		l.buckets[lim.Key] = b
+	}
+	return b
+}
+
+// Refund implements Limiter: each bucket gets its token back (up to full).
+func (l *LocalLimiter) Refund(_ context.Context, a Allowance) error {
+	if !a.OK {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, lim := range a.Limits {
+		if b, ok := l.buckets[lim.Key]; ok && !lim.Rate.off() && b.r == lim.Rate {
+			b.fill(a.Now)
+			b.tokens = min(float64(lim.Rate.Limit), b.tokens+1)
+		}
+	}
+	return nil
 }
 
 // evict drops buckets unused for at least their Per: they have refilled,
@@ -92,29 +161,64 @@ func (l *LocalLimiter) Len() int {
 	return len(l.buckets)
 }
 
-// StoreLimiter counts events in the Store's counters, so every engine on
-// the Store shares the limits. It uses fixed windows of Per: at most Limit
-// events per window, and RetryAfter is the time to the window's end.
+// StoreLimiter counts events in a Counters backend (the Store's, or
+// another such as Redis), so every engine on it shares the limits. It uses
+// fixed windows of Per: at most Limit events per window, and RetryAfter is
+// the time to the window's end. One Allow is one Counters.Take.
 type StoreLimiter struct {
-	store Store
+	counters Counters
 }
 
-// NewStoreLimiter returns a Limiter over s's counters.
-func NewStoreLimiter(s Store) *StoreLimiter { return &StoreLimiter{store: s} }
+// NewStoreLimiter returns a Limiter over c's counters; a Store is a
+// Counters.
+func NewStoreLimiter(c Counters) *StoreLimiter { return &StoreLimiter{counters: c} }
 
-// Allow implements Limiter.
-func (l *StoreLimiter) Allow(ctx context.Context, key string, r Rate, now time.Time) (bool, time.Duration, error) {
-	if r.off() {
-		return true, 0, nil
+// takes turns limits into counter takes of delta in the windows of now.
+func storeTakes(now time.Time, limits []Limit, delta int64) (takes []Take, index []int) {
+	takes = make([]Take, 0, len(limits))
+	index = make([]int, 0, len(limits))
+	for i, lim := range limits {
+		if lim.Rate.off() {
+			continue
+		}
+		window := now.UnixNano() / int64(lim.Rate.Per)
+		end := time.Unix(0, (window+1)*int64(lim.Rate.Per)).UTC()
+		takes = append(takes, Take{Key: "rate:" + lim.Key + ":" + strconv.FormatInt(window, 10),
+			Delta: delta, Max: int64(lim.Rate.Limit), ExpiresAt: end})
+		index = append(index, i)
 	}
-	window := now.UnixNano() / int64(r.Per)
-	end := time.Unix(0, (window+1)*int64(r.Per)).UTC()
-	c, err := l.store.AddCounter(ctx, "rate:"+key+":"+strconv.FormatInt(window, 10), 1, end, now)
+	return takes, index
+}
+
+// Allow implements Limiter with one Counters.Take.
+func (l *StoreLimiter) Allow(ctx context.Context, now time.Time, limits []Limit) (Allowance, error) {
+	a := Allowance{Refused: -1, Now: now, Limits: limits}
+	takes, index := storeTakes(now, limits, 1)
+	if len(takes) == 0 {
+		a.OK = true
+		return a, nil
+	}
+	res, err := l.counters.Take(ctx, now, takes)
 	if err != nil {
-		return false, 0, err
+		return a, err
 	}
-	if c.Value > int64(r.Limit) {
-		return false, end.Sub(now), nil
+	if !res.OK {
+		a.Refused, a.RetryAfter = index[res.Refused], res.RetryAfter
+		return a, nil
 	}
-	return true, 0, nil
+	a.OK = true
+	return a, nil
+}
+
+// Refund implements Limiter: it takes -1 from the same windows.
+func (l *StoreLimiter) Refund(ctx context.Context, a Allowance) error {
+	if !a.OK {
+		return nil
+	}
+	takes, _ := storeTakes(a.Now, a.Limits, -1)
+	if len(takes) == 0 {
+		return nil
+	}
+	_, err := l.counters.Take(ctx, a.Now, takes)
+	return err
 }

@@ -231,8 +231,25 @@ func newID() (string, error) {
 
 // requestHash identifies a Send request's payload for idempotency: an HMAC
 // (so a custom code in it cannot be recovered from the store) over the
-// fields that define the request.
+// fields that define the request, under the current key.
 func (kr *keyring) requestHash(flowID string, to Recipient, code string, req SendRequest) []byte {
-	fields := strings.Join([]string{"send v1", flowID, to.Phone, to.Email, code, req.ForeignID, req.Language}, "\x00")
-	return kr.keys[0].hashWith(nil, req.IdempotencyKey, fields)
+	return kr.keys[0].hashWith(nil, req.IdempotencyKey, requestFields(flowID, to, code, req))
+}
+
+// sameRequest reports whether stored is the request hash of this request
+// under any configured key, so a retry after a secret rotation still
+// matches the original request.
+func (kr *keyring) sameRequest(stored []byte, flowID string, to Recipient, code string, req SendRequest) bool {
+	fields := requestFields(flowID, to, code, req)
+	var buf [sha256.Size]byte
+	for i := range kr.keys {
+		if subtle.ConstantTimeCompare(stored, kr.keys[i].hashWith(buf[:0], req.IdempotencyKey, fields)) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+func requestFields(flowID string, to Recipient, code string, req SendRequest) string {
+	return strings.Join([]string{"send v1", flowID, to.Phone, to.Email, code, req.ForeignID, req.Language}, "\x00")
 }

@@ -165,7 +165,8 @@ func WithProtection(p Protection) Option {
 //
 //	verify.WithLimiter(verify.NewStoreLimiter(store))
 //
-// Failure lockouts and pumping blocks always live in the Store.
+// Failure lockouts and pumping blocks always live in the engine's Counters
+// (the Store's, unless WithCounters names another backend).
 func WithLimiter(l Limiter) Option {
 	return func(c *config) error {
 		if l == nil {
@@ -202,21 +203,15 @@ func WithSendHook(h SendHook) Option {
 
 // rateLimited builds an E918 for a limit.
 func rateLimited(what string, retryAfter time.Duration) *Error {
-	err := invalid(ErrRateLimited, "", "too many %s; retry after %s", what, retryAfter.Round(time.Second))
+	err := invalid(ErrRateLimited, "", "too many %s; retry after %s", what, roundUp(retryAfter))
 	err.RetryAfter = retryAfter
 	return err
 }
 
-// allow asks the limiter about one limit and turns a refusal into E918.
-func (e *Engine) allow(ctx context.Context, key, what string, r Rate, now time.Time) error {
-	ok, retry, err := e.limiter.Allow(ctx, key, r, now)
-	if err != nil {
-		return fmt.Errorf("verify: rate limit %s: %w", key, err)
-	}
-	if !ok {
-		return rateLimited(what, retry)
-	}
-	return nil
+// roundUp rounds a wait up to the second, for messages: a caller told
+// "retry after 1s" who waits 1s finds the limit open.
+func roundUp(d time.Duration) time.Duration {
+	return (d + time.Second - 1).Truncate(time.Second)
 }
 
 // recipientKey names a recipient for limits and lockouts: the phone number
@@ -236,53 +231,116 @@ func phonePrefix(phone string) string {
 	return phone[:len(phone)-4]
 }
 
-// checkSendLimits applies the send limits and the pumping guard.
-func (e *Engine) checkSendLimits(ctx context.Context, flow Flow, a SendAttempt, now time.Time) error {
+// sendLimit is one of the send limits, with what a refusal names.
+type sendLimit struct {
+	prefix, value, what string
+	r                   Rate
+}
+
+// sendLimits lists the send limits that apply to a; limits that are off or
+// have nothing to key by (no IP, no phone, ...) are left out.
+func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, []string) {
 	p := &e.protection
-	if a.Prefix != "" && p.Conversion.MinSends >= 0 { // blocks come from the conversion monitor
-		c, err := e.store.GetCounter(ctx, "block:prefix:"+a.Prefix, now)
-		if err != nil {
-			return storeErr("get counter", err)
-		}
-		if c.Value > 0 {
-			return e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)))
-		}
-	}
-	limits := [...]struct {
-		prefix, value, what string
-		r                   Rate
-	}{
+	all := [...]sendLimit{
 		{"send:to:", recipientKey(a.To), "codes sent to this recipient", p.RecipientSends},
 		{"send:ip:", a.IPAddress, "codes requested from this IP address", p.IPSends},
-		{"send:flow:", flow.ID, "codes sent on this flow", p.FlowSends},
+		{"send:flow:", flowID, "codes sent on this flow", p.FlowSends},
 		{"send:", "all", "codes sent", p.GlobalSends},
 		{"send:prefix:", a.Prefix, "codes sent to this number range", p.PrefixSends},
 		{"send:country:", a.Country, "codes sent to this country", p.CountrySends},
 	}
-	for _, l := range limits {
-		if l.r.off() || l.value == "" { // off, or nothing to key it by (no IP, no phone, ...)
+	limits := make([]Limit, 0, len(all))
+	whats := make([]string, 0, len(all))
+	for _, l := range all {
+		if l.r.off() || l.value == "" {
 			continue
 		}
-		if err := e.allow(ctx, l.prefix+l.value, l.what, l.r, now); err != nil {
-			e.emit(ctx, Event{Type: EventRateLimited, FlowID: flow.ID, Time: now, ErrorCode: codeOf(err), Reason: l.what})
-			return err
-		}
+		limits = append(limits, Limit{Key: l.prefix + l.value, Rate: l.r})
+		whats = append(whats, l.what)
 	}
-	return nil
+	return limits, whats
 }
 
+// admitSend applies the pumping guard's prefix block and then every send
+// limit, in that order: the block check counts nothing, and the limits are
+// counted all or nothing by the Limiter, so a refused Send spends nothing.
+// The caller refunds the returned Allowance if it refuses the Send later
+// (a reused verification in its resend cooldown, say).
+func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, now time.Time) (Allowance, error) {
+	if a.Prefix != "" && e.protection.Conversion.MinSends >= 0 {
+		res, err := e.counters.Take(ctx, now, []Take{{Key: blockKey(a.Prefix), Delta: 0, Max: 0}})
+		if err != nil {
+			return Allowance{}, storeErr("check prefix block", err)
+		}
+		if !res.OK {
+			until := now.Add(res.RetryAfter)
+			return Allowance{}, e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, until.Format(time.RFC3339)), res.RetryAfter)
+		}
+	}
+	limits, whats := e.sendLimits(flowID, a)
+	if len(limits) == 0 {
+		return Allowance{OK: true, Refused: -1, Now: now}, nil
+	}
+	allowed, err := e.limiter.Allow(ctx, now, limits)
+	if err != nil {
+		return Allowance{}, storeErr("rate limit", err)
+	}
+	if !allowed.OK {
+		what := whats[allowed.Refused]
+		err := rateLimited(what, allowed.RetryAfter)
+		e.emit(ctx, Event{Type: EventRateLimited, FlowID: flowID, Time: now, ErrorCode: err.Code, Reason: what})
+		return Allowance{}, err
+	}
+	return allowed, nil
+}
+
+// refund gives back what an Allowance counted, for a request refused
+// after it was admitted. A failure is logged: the request's answer stands.
+func (e *Engine) refund(ctx context.Context, a Allowance) {
+	if !a.OK || len(a.Limits) == 0 {
+		return
+	}
+	if err := e.limiter.Refund(ctx, a); err != nil {
+		e.log.LogAttrs(ctx, warnLevel, "verify: refunding rate limits", logStr("error", err.Error()))
+	}
+}
+
+// allowOne applies a single limit, as an Allowance to refund if the
+// request is refused later.
+func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now time.Time) (Allowance, error) {
+	if r.off() {
+		return Allowance{OK: true, Refused: -1, Now: now}, nil
+	}
+	a, err := e.limiter.Allow(ctx, now, []Limit{{Key: key, Rate: r}})
+	if err != nil {
+		return Allowance{}, storeErr("rate limit", err)
+	}
+	if !a.OK {
+		return Allowance{}, rateLimited(what, a.RetryAfter)
+	}
+	return a, nil
+}
+
+func blockKey(prefix string) string { return "block:prefix:" + prefix }
+
 // blocked records and answers a blocked Send.
-func (e *Engine) blocked(ctx context.Context, a SendAttempt, reason string) error {
+func (e *Engine) blocked(ctx context.Context, a SendAttempt, reason string, retryAfter time.Duration) error {
 	now := e.now()
 	e.log.LogAttrs(ctx, warnLevel, "verify: send blocked",
 		logStr("flow", a.FlowID), logStr("prefix", a.Prefix), logStr("country", a.Country), logStr("reason", reason))
 	e.emit(ctx, Event{Type: EventBlocked, FlowID: a.FlowID, Time: now, ErrorCode: ErrBlocked.Code, Reason: reason})
-	if a.Prefix != "" {
-		if _, err := e.store.AddCounter(ctx, "blocked:prefix:"+a.Prefix, 1, now.Add(e.protection.Conversion.Window), now); err != nil {
-			return storeErr("add counter", err)
-		}
+	err := invalid(ErrBlocked, "to", "send blocked: %s", reason)
+	err.RetryAfter = retryAfter
+	return err
+}
+
+// count adds delta to a counter with no limit and returns its new value.
+func (e *Engine) count(ctx context.Context, key string, delta int64, expiresAt, now time.Time) (int64, error) {
+	res, err := e.counters.Take(ctx, now, []Take{{Key: key, Delta: delta, Max: NoLimit, ExpiresAt: expiresAt}})
+	if err != nil {
+		return 0, err
 	}
-	return invalid(ErrBlocked, "to", "send blocked: %s", reason)
+	return res.Counters[0].Value, nil
 }
 
 // countSent feeds the conversion monitor after a successful Send, and blocks
@@ -293,73 +351,96 @@ func (e *Engine) countSent(ctx context.Context, prefix string, now time.Time) er
 		return nil
 	}
 	end := windowEnd(now, c.Window)
-	sent, err := e.store.AddCounter(ctx, "conv:sent:"+prefix+":"+end.Format(time.RFC3339), 1, end, now)
+	sent, err := e.count(ctx, "conv:sent:"+prefix+":"+end.Format(time.RFC3339), 1, end, now)
 	if err != nil {
-		return storeErr("add counter", err)
+		return storeErr("count send", err)
 	}
-	if sent.Value < int64(c.MinSends) {
+	if sent < int64(c.MinSends) {
 		return nil
 	}
-	ok, err := e.store.GetCounter(ctx, "conv:ok:"+prefix+":"+end.Format(time.RFC3339), now)
+	ok, err := e.counters.GetCounter(ctx, "conv:ok:"+prefix+":"+end.Format(time.RFC3339), now)
 	if err != nil {
 		return storeErr("get counter", err)
 	}
-	if float64(ok.Value) < c.Threshold*float64(sent.Value) {
-		if _, err := e.store.AddCounter(ctx, "block:prefix:"+prefix, 1, now.Add(c.BlockFor), now); err != nil {
-			return storeErr("add counter", err)
+	if float64(ok.Value) < c.Threshold*float64(sent) {
+		if _, err := e.count(ctx, blockKey(prefix), 1, now.Add(c.BlockFor), now); err != nil {
+			return storeErr("block prefix", err)
 		}
 		e.log.LogAttrs(ctx, warnLevel, "verify: number prefix blocked for low conversion",
-			logStr("prefix", prefix), logInt("sent", sent.Value), logInt("verified", ok.Value))
+			logStr("prefix", prefix), logInt("sent", sent), logInt("verified", ok.Value))
 	}
 	return nil
 }
 
 // countVerified feeds the conversion monitor after a verification. It
 // counts towards the window the verification was sent in.
-func (e *Engine) countVerified(ctx context.Context, rec VerificationRecord) {
+func (e *Engine) countVerified(ctx context.Context, rec VerificationRecord) error {
 	c := e.protection.Conversion
 	if rec.To.Phone == "" || c.MinSends < 0 {
-		return
+		return nil
 	}
 	end := windowEnd(rec.CreatedAt, c.Window)
-	if _, err := e.store.AddCounter(ctx, "conv:ok:"+phonePrefix(rec.To.Phone)+":"+end.Format(time.RFC3339), 1, end, rec.CreatedAt); err != nil {
-		e.log.LogAttrs(ctx, warnLevel, "verify: counting a verification", logStr("error", err.Error()))
+	if _, err := e.count(ctx, "conv:ok:"+phonePrefix(rec.To.Phone)+":"+end.Format(time.RFC3339), 1, end, rec.CreatedAt); err != nil {
+		return storeErr("count verification", err)
 	}
+	return nil
 }
 
 func windowEnd(t time.Time, w time.Duration) time.Time {
 	return time.Unix(0, (t.UnixNano()/int64(w)+1)*int64(w)).UTC()
 }
 
-// checkLockout returns the recipient's consecutive failures, and refuses a
-// check while the recipient must wait after too many, or is locked out.
-func (e *Engine) checkLockout(ctx context.Context, to Recipient, now time.Time) (int64, error) {
+func failKey(to Recipient) string { return "fail:" + recipientKey(to) }
+
+// reserveFailure takes one of the recipient's failure slots before a code
+// is compared, deciding and counting in one Counters.Take: it is refused
+// once MaxFailures consecutive wrong codes are counted (E919, until LockFor
+// after the last) or while the growing delay after FreeFailures has not
+// passed (E918). However many checks race, at most MaxFailures wrong codes
+// are judged, and past FreeFailures none before its delay. A right code
+// resets the slots (resetFailures); a check that judged no code gives its
+// slot back (refundFailure).
+func (e *Engine) reserveFailure(ctx context.Context, to Recipient, now time.Time) error {
 	p := &e.protection
-	c, err := e.store.GetCounter(ctx, "fail:"+recipientKey(to), now)
+	res, err := e.counters.Take(ctx, now, []Take{{
+		Key:       failKey(to),
+		Delta:     1,
+		Max:       int64(p.MaxFailures),
+		ExpiresAt: now.Add(p.LockFor),
+		Backoff:   e.failureBackoff(),
+	}})
 	if err != nil {
-		return 0, storeErr("get counter", err)
+		return storeErr("reserve failure slot", err)
 	}
-	if c.Value >= int64(p.MaxFailures) {
+	if res.OK {
+		return nil
+	}
+	if c := res.Counters[0]; c.Value >= int64(p.MaxFailures) {
 		err := invalid(ErrLocked, "", "too many wrong codes for this recipient; locked until %s", c.ExpiresAt.Format(time.RFC3339))
 		err.RetryAfter = c.ExpiresAt.Sub(now)
-		return c.Value, err
+		return err
 	}
-	if over := c.Value - int64(p.FreeFailures); over >= 0 {
-		wait := p.FailureDelay << min(over, 30)
-		if wait > p.MaxFailureDelay || wait <= 0 {
-			wait = p.MaxFailureDelay
-		}
-		if next := c.UpdatedAt.Add(wait); now.Before(next) {
-			return c.Value, rateLimited("wrong codes for this recipient", next.Sub(now))
-		}
-	}
-	return c.Value, nil
+	return rateLimited("wrong codes for this recipient", res.RetryAfter)
 }
 
-// countFailure adds a wrong code to the recipient's consecutive failures.
-func (e *Engine) countFailure(ctx context.Context, to Recipient, now time.Time) error {
-	_, err := e.store.AddCounter(ctx, "fail:"+recipientKey(to), 1, now.Add(e.protection.LockFor), now)
-	return storeErr("add counter", err)
+func (e *Engine) failureBackoff() Backoff {
+	p := &e.protection
+	return Backoff{Free: int64(p.FreeFailures), Base: p.FailureDelay, Max: p.MaxFailureDelay}
+}
+
+// refundFailure gives back a failure slot that judged no code. The delay
+// the slot set stays if the failures left still owe one (past
+// FreeFailures), and is lifted otherwise.
+func (e *Engine) refundFailure(ctx context.Context, to Recipient, now time.Time) {
+	if _, err := e.counters.Take(ctx, now, []Take{{Key: failKey(to), Delta: -1, Max: NoLimit, Backoff: e.failureBackoff()}}); err != nil {
+		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a failure slot", logStr("error", err.Error()))
+	}
+}
+
+// resetFailures clears the recipient's consecutive failures after a right
+// code.
+func (e *Engine) resetFailures(ctx context.Context, to Recipient) error {
+	return storeErr("reset failures", e.counters.DeleteCounter(ctx, failKey(to)))
 }
 
 // Unlock clears a recipient's consecutive wrong codes, lifting a lockout.
@@ -368,5 +449,5 @@ func (e *Engine) Unlock(ctx context.Context, to Recipient) error {
 	if key == "" {
 		return invalid(ErrInvalidRecipient, "to", "a recipient (mobile or email) is mandatory")
 	}
-	return storeErr("delete counter", e.store.DeleteCounter(ctx, "fail:"+key))
+	return storeErr("delete counter", e.counters.DeleteCounter(ctx, "fail:"+key))
 }

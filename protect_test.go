@@ -596,14 +596,14 @@ func TestLocalLimiterEvictsIdleKeys(t *testing.T) {
 	r := verify.Rate{Limit: 1, Per: time.Minute}
 	now := start
 	for i := range 5000 {
-		ok, _, err := l.Allow(context.Background(), fmt.Sprint("k", i), r, now)
+		a, err := l.Allow(context.Background(), now, []verify.Limit{{Key: fmt.Sprint("k", i), Rate: r}})
 		require.NoError(t, err)
-		require.True(t, ok)
+		require.True(t, a.OK)
 	}
 	assert.Greater(t, l.Len(), 4000)
 	now = now.Add(time.Minute)
 	for i := range 1024 {
-		_, _, err := l.Allow(context.Background(), fmt.Sprint("new", i), r, now)
+		_, err := l.Allow(context.Background(), now, []verify.Limit{{Key: fmt.Sprint("new", i), Rate: r}})
 		require.NoError(t, err)
 	}
 	assert.Less(t, l.Len(), 1100, "buckets idle for their whole period are evicted")

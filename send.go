@@ -14,97 +14,170 @@ import (
 // the flow's and the engine's protections, generates the code (or checks the
 // custom one), stores the verification with all its steps, and delivers the
 // first step together with its send-anyway companions before returning, with
-// status sent.
+// status sent. It runs as four stages: resolve (the flow and the request),
+// admit (idempotency, the SendHook and the protections), store (the new
+// verification, or the flow's Duplicates policy) and deliver.
 //
 // Refusals are *Error values, in this order: E909 unknown flow, E809 bad
 // language, E920 client IP not allowed, E804 bad recipient, E921 country or
 // number type not allowed, E805 bad custom code; then an IdempotencyKey
-// seen before returns that verification (or E923 if the request differs);
-// then the SendHook and the pumping guard (E922) and the rate limits
-// (E918, with RetryAfter); then, when the recipient has an open
-// verification on the flow, its Duplicates policy applies: reuse resends
-// it (as Resend does, with its cooldown and MaxSends, but without counting
-// the send limits twice) and returns it, replace cancels it first. Sends to
-// one recipient racing under reuse or replace, on any number of engines,
-// leave one verification open; one that keeps losing the race answers E918.
-// The policy applies to the verifications started under it (marked
+// seen before returns that verification (or E923 if the request differs;
+// a request matches under any secret given to WithSecret, so a retry
+// survives a rotation); then the SendHook and the pumping guard's prefix
+// block (E922, with RetryAfter when the block has an end) and the rate
+// limits (E918, with RetryAfter). The limits are decided and counted all
+// or nothing, and given back when the Send is refused afterwards, so a
+// refused Send spends nothing.
+//
+// When the recipient has an open verification on the flow, its Duplicates
+// policy applies: reuse resends it (as Resend does, with its cooldown and
+// MaxSends, but without counting the send limits twice) and returns it;
+// replace cancels it first. A Send that carries a custom Code other than
+// the open verification's, another ForeignID or another language is a
+// different request, so under reuse it replaces the open verification
+// rather than silently resending the old code. Sends to one recipient
+// racing under reuse or replace, on any number of engines, leave one
+// verification open; one that keeps losing the race answers E918. The
+// policy applies to the verifications started under it (marked
 // Exclusive): those started while the flow allowed duplicates, or stored by
 // a Store from before exclusivity, are left alone until they end.
 //
 // If every channel of a step fails, the next step is tried at once. If every
 // step fails, the verification ends as failed and Send returns it together
 // with an E915 error. Fallback steps with After > 0 are delivered later by
-// Run or ProcessDue, while the verification is still open.
+// Run or ProcessDue, while the verification is still open. Once a channel
+// has accepted the code, Send returns the verification with a nil error:
+// bookkeeping that fails afterwards (recording the delivery, the conversion
+// counters) is logged and emitted as a bookkeeping_failed event.
 func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error) {
-	flow, err := e.resolveFlow(ctx, req.FlowID)
+	p, err := e.resolveSend(ctx, req)
 	if err != nil {
 		return Verification{}, err
 	}
-	if req.Language != "" && !languageRE.MatchString(req.Language) {
-		return Verification{}, invalid(ErrInvalidParameter, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", req.Language)
-	}
-	if !ipAllowed(flow.AllowedIPs, req.IPAddress) {
-		return Verification{}, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress)
-	}
-	to, info, err := e.checkRecipient(flow, req.To)
-	if err != nil {
-		return Verification{}, err
-	}
-	var code string
-	if req.Code != "" {
-		c, ok := normalizeCode(req.Code)
-		if !ok || len(c) != flow.CodeLength || !fitsCharset(c, flow.Charset) {
-			return Verification{}, invalid(ErrInvalidCode, "otp", "a custom OTP must be %d %s characters", flow.CodeLength, flow.Charset)
-		}
-		code = c
-	}
-
-	var reqHash []byte
 	if req.IdempotencyKey != "" {
-		reqHash = e.keys.requestHash(flow.ID, to, code, req)
-		if v, done, err := e.idempotent(ctx, req.IdempotencyKey, reqHash); done {
+		if v, done, err := e.idempotent(ctx, p); done {
 			return v, err
 		}
 	}
 	now := e.now()
-	attempt := SendAttempt{FlowID: flow.ID, To: to, Country: info.Country, IPAddress: req.IPAddress, ForeignID: req.ForeignID}
-	if to.Phone != "" {
-		attempt.Prefix = phonePrefix(to.Phone)
-	}
-	if e.sendHook != nil {
-		if err := e.sendHook(ctx, attempt); err != nil {
-			return Verification{}, e.blocked(ctx, attempt, err.Error())
-		}
-	}
-	if err := e.checkSendLimits(ctx, flow, attempt, now); err != nil {
+	allowed, err := e.admit(ctx, p, now)
+	if err != nil {
 		return Verification{}, err
 	}
-
-	if code == "" {
-		if code, err = generateCode(flow.CodeLength, flow.Charset); err != nil {
+	rec, code, ans, err := e.storeSend(ctx, p, now)
+	if err != nil || ans.done {
+		if !ans.sent { // nothing went out for this request
+			e.refund(ctx, allowed)
+		}
+		if err != nil {
 			return Verification{}, err
+		}
+		return ans.v, ans.err
+	}
+	return e.deliverFirst(ctx, p, &rec, code, now)
+}
+
+// sendPlan is a Send request resolved against its flow.
+type sendPlan struct {
+	req     SendRequest
+	flow    Flow
+	to      Recipient
+	code    string // the custom code, "" to generate one
+	lang    string
+	reqHash []byte
+	attempt SendAttempt
+}
+
+// resolveSend is Send's first stage: the flow, and every check of the
+// request that needs no Store state.
+func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (*sendPlan, error) {
+	flow, err := e.resolveFlow(ctx, req.FlowID)
+	if err != nil {
+		return nil, err
+	}
+	if req.Language != "" && !languageRE.MatchString(req.Language) {
+		return nil, invalid(ErrInvalidParameter, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", req.Language)
+	}
+	if !ipAllowed(flow.AllowedIPs, req.IPAddress) {
+		return nil, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress)
+	}
+	to, info, err := e.checkRecipient(flow, req.To)
+	if err != nil {
+		return nil, err
+	}
+	p := &sendPlan{req: req, flow: flow, to: to}
+	if req.Code != "" {
+		c, ok := normalizeCode(req.Code)
+		if !ok || len(c) != flow.CodeLength || !fitsCharset(c, flow.Charset) {
+			return nil, invalid(ErrInvalidCode, "otp", "a custom OTP must be %d %s characters", flow.CodeLength, flow.Charset)
+		}
+		p.code = c
+	}
+	p.lang = resolveLanguage(req, to, flow)
+	if req.IdempotencyKey != "" {
+		p.reqHash = e.keys.requestHash(flow.ID, to, p.code, req)
+	}
+	p.attempt = SendAttempt{FlowID: flow.ID, To: to, Country: info.Country, IPAddress: req.IPAddress, ForeignID: req.ForeignID}
+	if to.Phone != "" {
+		p.attempt.Prefix = phonePrefix(to.Phone)
+	}
+	return p, nil
+}
+
+// admit is Send's second stage: the SendHook, then the pumping guard and
+// the rate limits (admitSend). The returned Allowance is refunded if the
+// Send is refused later.
+func (e *Engine) admit(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
+	if e.sendHook != nil {
+		if err := e.sendHook(ctx, p.attempt); err != nil {
+			return Allowance{}, e.blocked(ctx, p.attempt, err.Error(), 0)
+		}
+	}
+	return e.admitSend(ctx, p.flow.ID, p.attempt, now)
+}
+
+// answer is how storeSend answered a Send without storing a new
+// verification: done is set when it did, sent when a code went out for
+// this request (a reused verification's resend).
+type answer struct {
+	v          Verification
+	err        error
+	done, sent bool
+}
+
+// storeSend is Send's third stage: it stores a new verification with its
+// steps, the first group leased to this call, or applies the flow's
+// Duplicates policy when an exclusive one is open. When the request is
+// answered otherwise (an idempotent repeat, a reused verification), the
+// answer says so.
+func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec VerificationRecord, code string, ans answer, err error) {
+	code = p.code
+	if code == "" {
+		if code, err = generateCode(p.flow.CodeLength, p.flow.Charset); err != nil {
+			return rec, "", ans, err
 		}
 	}
 	id, err := newID()
 	if err != nil {
-		return Verification{}, err
+		return rec, "", ans, err
 	}
 	hash, sealed, err := e.keys.protect(id, code)
 	if err != nil {
-		return Verification{}, err
+		return rec, "", ans, err
 	}
-	rec := VerificationRecord{
+	flow := p.flow
+	rec = VerificationRecord{
 		ID:               id,
 		FlowID:           flow.ID,
-		ForeignID:        req.ForeignID,
+		ForeignID:        p.req.ForeignID,
 		Status:           StatusPending,
-		To:               to,
-		IPAddress:        req.IPAddress,
-		IdempotencyKey:   req.IdempotencyKey,
-		RequestHash:      reqHash,
+		To:               p.to,
+		IPAddress:        p.req.IPAddress,
+		IdempotencyKey:   p.req.IdempotencyKey,
+		RequestHash:      p.reqHash,
 		Exclusive:        flow.Duplicates != DuplicateAllow,
 		Brand:            flow.Brand,
-		Language:         resolveLanguage(req, to, flow),
+		Language:         p.lang,
 		FallbackLanguage: flow.Language,
 		CodeHash:         hash,
 		SealedCode:       sealed,
@@ -112,6 +185,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		CodeLength:       flow.CodeLength,
 		MaxAttempts:      flow.MaxAttempts,
 		Sends:            1,
+		LastSentAt:       now,
 		Steps:            flow.Steps,
 		AllowedIPs:       flow.AllowedIPs,
 		CreatedAt:        now,
@@ -126,57 +200,71 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		if err == nil {
 			break
 		}
-		if req.IdempotencyKey != "" && (errors.Is(err, ErrDuplicate) || errors.Is(err, ErrOpenExists)) {
+		if p.req.IdempotencyKey != "" && (errors.Is(err, ErrDuplicate) || errors.Is(err, ErrOpenExists)) {
 			// A concurrent request with the same key may have won.
-			if v, done, err := e.idempotent(ctx, req.IdempotencyKey, reqHash); done {
-				return v, err
+			if v, done, err := e.idempotent(ctx, p); done {
+				return rec, "", answer{v: v, err: err, done: true}, nil
 			}
 		}
 		if !errors.Is(err, ErrOpenExists) {
-			return Verification{}, storeErr("create verification", err)
+			return rec, "", ans, storeErr("create verification", err)
 		}
 		if try == maxCreateTries {
 			// Other Sends to this recipient keep starting verifications
 			// (DuplicateReplace cancels them in turn): let them settle.
-			return Verification{}, rateLimited("concurrent sends to this recipient", time.Second)
+			return rec, "", ans, rateLimited("concurrent sends to this recipient", time.Second)
 		}
-		if v, reused, err := e.duplicate(ctx, flow, to, now); reused || err != nil {
-			return v, err
+		if a, err := e.duplicate(ctx, p, now); a.done || err != nil {
+			return rec, "", a, err
 		}
 	}
 	e.fixed.put(id, partsOf(&rec), now)
 	if len(e.observers) > 0 {
 		e.emit(ctx, Event{Type: EventCreated, VerificationID: id, FlowID: flow.ID, Time: now})
 	}
+	return rec, code, ans, nil
+}
+
+// deliverFirst is Send's last stage: it delivers the first group of steps
+// (moving on through later ones if they all fail) and feeds the conversion
+// monitor.
+func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *VerificationRecord, code string, now time.Time) (Verification, error) {
 	first := groupEnd(rec.Steps, 0)
-	failedAll := true
+	handed := false // a channel has accepted the code
 	for step := 0; step < first; step++ {
-		d, _, err := e.deliver(ctx, &rec, code, step, now)
-		if err != nil {
-			return Verification{}, err
+		d, _, err := e.deliver(ctx, rec, code, step, now)
+		if d.ID != "" {
+			rec.Deliveries = append(rec.Deliveries, d)
 		}
-		rec.Deliveries = append(rec.Deliveries, d)
-		if d.Status != DeliveryFailed {
-			failedAll = false
+		if d.ID != "" && d.Status != DeliveryFailed {
+			handed = true
 			if rec.Status == StatusPending {
 				rec.Status = StatusSent
 			}
 		}
+		if err != nil {
+			if !handed {
+				return Verification{}, err
+			}
+			e.bookkeepingFailed(ctx, *rec, "record delivery", err, now)
+		}
 	}
-	if failedAll {
+	if !handed {
 		// deliver moved on through the later steps; read what happened.
-		if rec, err = e.store.GetVerification(ctx, id); err != nil {
+		fresh, err := e.store.GetVerification(ctx, rec.ID)
+		if err != nil {
 			return Verification{}, storeErr("get verification", err)
 		}
+		*rec = fresh
 		if rec.Status == StatusFailed {
-			return rec.public(), e.deliveryError(rec)
+			return rec.public(), e.deliveryError(*rec)
 		}
 	}
-	if err := e.countSent(ctx, attempt.Prefix, now); err != nil {
-		return rec.public(), err
+	if err := e.countSent(ctx, p.attempt.Prefix, now); err != nil {
+		e.bookkeepingFailed(ctx, *rec, "count send", err, now)
 	}
 	if e.log.Enabled(ctx, slog.LevelDebug) {
-		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: sent", slog.String("verification", id), slog.String("flow", flow.ID))
+		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: sent", slog.String("verification", rec.ID), slog.String("flow", rec.FlowID))
 	}
 	return rec.public(), nil
 }
@@ -187,40 +275,55 @@ const maxCreateTries = 5
 
 // duplicate applies the flow's Duplicates policy to the recipient's open
 // verifications, which kept an exclusive one from being stored. With
-// DuplicateReuse it resends the newest unexpired one (reused = true);
-// otherwise it ends them all (expired or canceled), so that the caller can
-// store its own. Send limits were counted for this request already, so the
-// resend does not count them again.
-func (e *Engine) duplicate(ctx context.Context, flow Flow, to Recipient, now time.Time) (v Verification, reused bool, err error) {
-	open, err := e.store.FindOpen(ctx, flow.ID, to, time.Time{})
+// DuplicateReuse it resends the newest unexpired one that this request
+// would have created (same custom code, ForeignID and language; reused =
+// done); otherwise it ends them all (expired or canceled), so that the
+// caller can store its own. Send limits were counted for this request
+// already, so the resend does not count them again.
+func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (answer, error) {
+	open, err := e.store.FindOpen(ctx, p.flow.ID, p.to, time.Time{})
 	if err != nil {
-		return Verification{}, false, storeErr("find open verifications", err)
+		return answer{}, storeErr("find open verifications", err)
 	}
 	for _, o := range open {
 		live := now.Before(o.ExpiresAt)
-		if live && flow.Duplicates == DuplicateReuse {
+		if live && p.flow.Duplicates == DuplicateReuse && e.sameShape(o, p) {
 			v, err := e.resend(ctx, o.ID, false)
 			if err != nil && v.Status != "" && !v.Status.Open() {
 				// It ended meanwhile (verified, canceled, ...): make room
 				// for a new one instead.
 				continue
 			}
-			return v, true, err
+			// Refused by the resend's cooldown or MaxSends, nothing went
+			// out: the caller gives back this request's limits.
+			sent := err == nil || codeOf(err) == ErrDeliveryFailed.Code
+			return answer{v: v, err: err, done: true, sent: sent}, nil
 		}
 		status := StatusCanceled
 		if !live {
 			status = StatusExpired
 		}
 		if _, _, err := e.finish(ctx, o.ID, status, now); err != nil {
-			return Verification{}, false, err
+			return answer{}, err
 		}
 	}
-	return Verification{}, false, nil
+	return answer{}, nil
+}
+
+// sameShape reports whether the open verification o is what the request
+// would have created: its custom code (if any) is o's code, and its
+// ForeignID and language are o's.
+func (e *Engine) sameShape(o VerificationRecord, p *sendPlan) bool {
+	if o.ForeignID != p.req.ForeignID || o.Language != p.lang {
+		return false
+	}
+	return p.code == "" || MatchHash(o.CodeHash, e.keys.hashes(o.ID, p.code))
 }
 
 // idempotent looks up a verification by idempotency key. done is true when
 // one exists: the caller returns v (the same request) or E923.
-func (e *Engine) idempotent(ctx context.Context, key string, reqHash []byte) (v Verification, done bool, err error) {
+func (e *Engine) idempotent(ctx context.Context, p *sendPlan) (v Verification, done bool, err error) {
+	key := p.req.IdempotencyKey
 	prev, err := e.store.FindByIdempotencyKey(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		return Verification{}, false, nil
@@ -228,13 +331,11 @@ func (e *Engine) idempotent(ctx context.Context, key string, reqHash []byte) (v 
 	if err != nil {
 		return Verification{}, true, storeErr("find by idempotency key", err)
 	}
-	if !sameBytes(prev.RequestHash, reqHash) {
+	if !e.keys.sameRequest(prev.RequestHash, p.flow.ID, p.to, p.code, p.req) {
 		return Verification{}, true, invalid(ErrIdempotencyMismatch, "idempotency_key", "idempotency key %q was used for a different request", key)
 	}
 	return prev.public(), true, nil
 }
-
-func sameBytes(a, b []byte) bool { return string(a) == string(b) }
 
 func (e *Engine) deliveryError(rec VerificationRecord) *Error {
 	err := ErrDeliveryFailed.with("channel", "")
@@ -301,22 +402,4 @@ func checkGeo(flow Flow, info PhoneInfo) error {
 		return invalid(ErrGeoNotAllowed, "to.mobile", "%s numbers are not allowed by this flow", info.Type)
 	}
 	return nil
-}
-
-// cooldownLeft is how long until the verification may be delivered again
-// by Resend: ResendCooldown after its latest Send or Resend delivery.
-func (e *Engine) cooldownLeft(rec VerificationRecord, now time.Time) time.Duration {
-	if e.protection.ResendCooldown < 0 {
-		return 0
-	}
-	var last time.Time
-	for _, d := range rec.Deliveries {
-		if (d.Step <= 0) && d.CreatedAt.After(last) {
-			last = d.CreatedAt
-		}
-	}
-	if last.IsZero() {
-		return 0
-	}
-	return last.Add(e.protection.ResendCooldown).Sub(now)
 }

@@ -6,9 +6,18 @@ import (
 )
 
 // Store keeps flows, templates, verifications, their deliveries and their
-// pending fallback steps. The engine holds no state of its own, so several
-// engines (in one process or many) that share a Store and a secret behave as
-// one.
+// pending fallback steps, and the counters behind abuse protection. The
+// engine holds no state of its own, so several engines (in one process or
+// many) that share a Store and a secret behave as one.
+//
+// A Store is the union of four capabilities, each a small interface that
+// can be built and tested on its own (storetest has a part for each):
+// Catalog (flows and templates), Verifications (verifications and their
+// deliveries), StepQueue (the pending fallback steps) and Counters. The
+// steps of a verification live with it: CreateVerification, Finish and
+// RecordDelivery change both in one atomic step, so Verifications and
+// StepQueue are one backend. Counters may come from another backend (see
+// WithCounters).
 //
 // Every method takes the engine's clock reading as now where time matters; a
 // Store never reads the wall clock. A Store must be safe for concurrent use,
@@ -18,12 +27,21 @@ import (
 // Errors: a record that does not exist is reported as an error for which
 // errors.Is(err, ErrNotFound) holds. Every other error is a system error
 // (a lost connection, a cancelled context) and is passed to the caller.
-// A Store must not keep the slices it is handed (CodeHash, Steps, ...); it
-// may share the slices it returns between callers, who must not modify them.
+// A Store must not keep the slices it is handed (CodeHash, Steps,
+// AllowedIPs, a Flow's country lists, ...): it copies what it keeps. It may
+// share the slices it returns between callers, who must not modify them.
 //
 // The conformance suite in package storetest checks every sentence of this
 // contract; run it against any new implementation.
 type Store interface {
+	Catalog
+	Verifications
+	StepQueue
+	Counters
+}
+
+// Catalog keeps flows and templates.
+type Catalog interface {
 	// CreateFlow stores a new flow. If f.Default is set, every other flow
 	// loses its Default flag in the same atomic step, so at most one flow is
 	// the default.
@@ -50,7 +68,12 @@ type Store interface {
 	GetTemplate(ctx context.Context, id string) (Template, error)
 	// ListTemplates returns every template, oldest CreatedAt first (ties by ID).
 	ListTemplates(ctx context.Context) ([]Template, error)
+}
 
+// Verifications keeps verifications and their deliveries. Each decision
+// that protects a verification (an attempt, a send, its end) is one atomic
+// method that decides and counts together.
+type Verifications interface {
 	// CreateVerification stores a new verification and its pending steps in
 	// one atomic step: after a crash either both exist or neither does. If
 	// v.IdempotencyKey is not empty and another verification already has it,
@@ -80,12 +103,18 @@ type Store interface {
 	// The hashes are keyed HMACs, so comparing them needs no constant-time
 	// care: how long a comparison takes says nothing about the code.
 	Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (v VerificationRecord, counted bool, err error)
-	// CountSend counts one more send of the code, atomically: if the
-	// verification is open, now is before ExpiresAt and Sends < max, it
-	// increments Sends and returns the updated record with counted = true.
-	// Otherwise it changes nothing and returns the current record with
-	// counted = false. Unknown ID: ErrNotFound.
-	CountSend(ctx context.Context, id string, max int, now time.Time) (v VerificationRecord, counted bool, err error)
+	// CountSend counts one more send of the code (a Resend, or a Send that
+	// reuses the verification), deciding and counting in one atomic step:
+	// if the verification is open, now is before ExpiresAt, Sends < max
+	// and, when cooldown > 0, LastSentAt is zero or at least cooldown
+	// before now, it increments Sends, sets LastSentAt to now and returns
+	// the updated record with counted = true. Otherwise it changes nothing
+	// and returns the current record with counted = false, from which the
+	// caller tells why (ended, expired, Sends at max, or LastSentAt too
+	// recent). However many callers race, at most one is counted per
+	// cooldown and at most max sends are ever counted. Unknown ID:
+	// ErrNotFound.
+	CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (v VerificationRecord, counted bool, err error)
 	// Finish ends an open verification with the given ended status
 	// (verified, expired, canceled, max_attempts or failed), atomically: it
 	// sets Status, EndedAt = now (and VerifiedAt = now for verified), erases
@@ -93,6 +122,8 @@ type Store interface {
 	// record and ended = true when this call ended it; when the verification
 	// had already ended it changes nothing and returns the current record
 	// with ended = false, so that of many racing callers exactly one ends it.
+	// A status that is not an ended one (pending, sent, delivered, or not a
+	// Status at all) is refused with an error, and nothing changes.
 	// Unknown ID: ErrNotFound.
 	Finish(ctx context.Context, id string, status Status, now time.Time) (v VerificationRecord, ended bool, err error)
 	// RecordDelivery inserts the delivery, or replaces the one with the same
@@ -109,16 +140,28 @@ type Store interface {
 	ExpireDue(ctx context.Context, now time.Time, limit int) ([]string, error)
 	// Purge deletes up to limit ended verifications whose EndedAt is before
 	// before, with their deliveries, and returns how many it deleted. Open
-	// verifications are never purged. It also deletes counters that expired
-	// before before.
+	// verifications are never purged.
 	Purge(ctx context.Context, before time.Time, limit int) (int, error)
 
+	// FindByIdempotencyKey returns the verification created with the given
+	// non-empty IdempotencyKey, or ErrNotFound.
+	FindByIdempotencyKey(ctx context.Context, key string) (VerificationRecord, error)
+	// FindOpen returns the open verifications of a flow whose recipient
+	// equals to (both Phone and Email) and whose ExpiresAt is after now,
+	// newest first. With the zero now it returns every open one.
+	FindOpen(ctx context.Context, flowID string, to Recipient, now time.Time) ([]VerificationRecord, error)
+}
+
+// StepQueue keeps the pending fallback steps that CreateVerification
+// stores, so fallback survives restarts and each step is sent once across
+// instances.
+type StepQueue interface {
 	// ClaimDue claims up to limit pending steps that are due (DueAt <= now)
 	// and not leased (LeaseUntil <= now), earliest first, by setting
-	// their LeaseUntil to leaseUntil, and returns them. Claiming is atomic:
-	// however many callers race, a step is handed to one caller per lease;
-	// once the lease runs out without CompleteStep, the step can be claimed
-	// again.
+	// their LeaseUntil to leaseUntil, and returns them, each at most once.
+	// Claiming is atomic: however many callers race, a step is handed to
+	// one caller per lease; once the lease runs out without CompleteStep,
+	// the step can be claimed again.
 	ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit int) ([]PendingStep, error)
 	// Reschedule sets DueAt and LeaseUntil of each given pending step,
 	// matched by (VerificationID, Step), that still exists and is not leased
@@ -133,36 +176,37 @@ type Store interface {
 	// claimable (the later of its DueAt and LeaseUntil), and ok = false if
 	// there are no pending steps.
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
+}
 
-	// FindByIdempotencyKey returns the verification created with the given
-	// non-empty IdempotencyKey, or ErrNotFound.
-	FindByIdempotencyKey(ctx context.Context, key string) (VerificationRecord, error)
-	// FindOpen returns the open verifications of a flow whose recipient
-	// equals to (both Phone and Email) and whose ExpiresAt is after now,
-	// newest first. With the zero now it returns every open one.
-	FindOpen(ctx context.Context, flowID string, to Recipient, now time.Time) ([]VerificationRecord, error)
-
-	// AddCounter adds delta to the counter named key and returns it,
-	// atomically: however many callers race, every delta is counted once. A
-	// counter that does not exist, or whose ExpiresAt is at or before now,
-	// starts again from zero. The counter's ExpiresAt becomes expiresAt and
-	// its UpdatedAt now. Counters back rate limits, lockouts and blocks
-	// shared by every engine on the Store.
-	AddCounter(ctx context.Context, key string, delta int64, expiresAt, now time.Time) (Counter, error)
+// Counters keeps named counters with an expiry: the rate limits, failure
+// lockouts and delays, and number-prefix blocks that every engine on the
+// backend shares. Every protection decides and counts in one Take, so
+// however many callers race, no limit is exceeded.
+type Counters interface {
+	// Take applies the takes, all or nothing, in one atomic step. Each take
+	// names a distinct counter. A counter that does not exist, or whose
+	// ExpiresAt is at or before now, counts as the zero Counter. A take
+	// with a negative Delta (a refund) is always allowed; any other take is
+	// allowed when the counter's Value + Delta is at most Max and, for a
+	// positive Delta, now is not before the counter's NotBefore. A refused
+	// take's RetryAfter is the time until NotBefore, or until ExpiresAt
+	// when the value is too high, whichever is later. If every take is
+	// allowed, each take with a non-zero Delta changes its counter as
+	// Take.Apply describes, and the result has OK set and the counters
+	// after the change. If any take is refused, no counter changes, and the
+	// result names the first refused take and the counters as they are. Applying the decision is the Store's
+	// job: ApplyTakes computes it from the counters read under the Store's
+	// lock, so a Store written in Go need only lock, read, call it and write.
+	Take(ctx context.Context, now time.Time, takes []Take) (Taken, error)
 	// GetCounter returns the counter named key, or the zero Counter if it
 	// does not exist or has expired at now.
 	GetCounter(ctx context.Context, key string, now time.Time) (Counter, error)
 	// DeleteCounter deletes a counter; deleting a missing one is not an
 	// error.
 	DeleteCounter(ctx context.Context, key string) error
-}
-
-// Counter is a named number with an expiry, kept by a Store for abuse
-// protection.
-type Counter struct {
-	Value     int64
-	UpdatedAt time.Time
-	ExpiresAt time.Time
+	// PurgeCounters deletes up to limit counters whose ExpiresAt is before
+	// before, and returns how many it deleted.
+	PurgeCounters(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
 // VerificationRecord is what a Store keeps for one verification. It never
@@ -203,8 +247,10 @@ type VerificationRecord struct {
 
 	Attempts    int
 	MaxAttempts int
-	// Sends counts Send and Resend deliveries of the code.
-	Sends int
+	// Sends counts Send and Resend deliveries of the code, and LastSentAt
+	// is when the latest of them was counted (CreatedAt for the first).
+	Sends      int
+	LastSentAt time.Time
 	// Steps is the flow's steps as they were when the verification started,
 	// so that editing or deleting the flow does not change its fallback.
 	Steps []Step

@@ -64,6 +64,7 @@ type config struct {
 	concurrency int
 	protection  Protection
 	limiter     Limiter
+	counters    Counters
 	sendHook    SendHook
 	observers   []Observer
 	phones      PhoneParser
@@ -199,6 +200,21 @@ func WithConcurrency(n int) Option {
 	}
 }
 
+// WithCounters takes the protection counters (failure lockouts and delays,
+// number-prefix blocks, and the limits of a StoreLimiter built on them)
+// from c instead of the Store, for deployments that keep them on another
+// backend while verifications stay in the Store. Every engine that shares
+// the Store must share c too.
+func WithCounters(c Counters) Option {
+	return func(cfg *config) error {
+		if c == nil {
+			return errors.New("verify: WithCounters(nil): pass a Counters backend, or leave the option out to use the Store's")
+		}
+		cfg.counters = c
+		return nil
+	}
+}
+
 // New returns an Engine over store. It starts no goroutines: call Run (or
 // ProcessDue) to deliver fallback steps.
 func New(store Store, opts ...Option) (*Engine, error) {
@@ -230,6 +246,9 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	}
 	if c.log == nil {
 		c.log = slog.Default()
+	}
+	if c.counters == nil {
+		c.counters = store
 	}
 	if c.limiter == nil {
 		c.limiter = NewLocalLimiter()

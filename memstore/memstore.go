@@ -9,6 +9,7 @@ package memstore
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -66,14 +67,18 @@ func New() *Store {
 	return s
 }
 
-func (s *Store) shard(id string) *shard {
-	// FNV-1a over the ID.
+func (s *Store) shard(id string) *shard { return &s.shards[shardIndex(id)] }
+
+// shardIndex returns the shard, of shardCount, that holds the verification
+// or counter named key.
+func shardIndex(key string) int {
+	// FNV-1a over the key.
 	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
 		h *= 16777619
 	}
-	return &s.shards[h%shardCount]
+	return int(h % shardCount)
 }
 
 func ctxErr(ctx context.Context) error { return ctx.Err() }
@@ -112,7 +117,11 @@ func (s *Store) UpdateFlow(ctx context.Context, f verify.Flow) error {
 // putFlow stores a copy of f and keeps at most one default. Callers hold
 // catalogMu.
 func (s *Store) putFlow(f verify.Flow) {
-	f.Steps = append([]verify.Step(nil), f.Steps...)
+	f.Steps = slices.Clone(f.Steps)
+	f.AllowedIPs = slices.Clone(f.AllowedIPs)
+	f.AllowedCountries = slices.Clone(f.AllowedCountries)
+	f.DeniedCountries = slices.Clone(f.DeniedCountries)
+	f.DeniedNumberTypes = slices.Clone(f.DeniedNumberTypes)
 	if f.Default {
 		if old, ok := s.flows[s.defaultID]; ok && old.ID != f.ID {
 			old.Default = false

@@ -21,11 +21,6 @@ type openKey struct {
 	flow, phone, email string
 }
 
-type counterShard struct {
-	mu sync.Mutex
-	m  map[string]verify.Counter
-}
-
 // claim reserves v's idempotency key and, for an open exclusive v, its
 // flow and recipient, and indexes v as open, all in one step; when the key
 // or the slot is taken it changes nothing and returns ErrDuplicate or
@@ -128,72 +123,4 @@ func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
 	return out, nil
-}
-
-func (s *Store) counterShard(key string) *counterShard {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return &s.counters[h%shardCount]
-}
-
-// AddCounter implements verify.Store.
-func (s *Store) AddCounter(ctx context.Context, key string, delta int64, expiresAt, now time.Time) (verify.Counter, error) {
-	if err := ctxErr(ctx); err != nil {
-		return verify.Counter{}, err
-	}
-	sh := s.counterShard(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	c := sh.m[key]
-	if !now.Before(c.ExpiresAt) {
-		c = verify.Counter{}
-	}
-	c.Value += delta
-	c.UpdatedAt, c.ExpiresAt = now, expiresAt
-	sh.m[key] = c
-	return c, nil
-}
-
-// GetCounter implements verify.Store.
-func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
-	if err := ctxErr(ctx); err != nil {
-		return verify.Counter{}, err
-	}
-	sh := s.counterShard(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	c, ok := sh.m[key]
-	if !ok || !now.Before(c.ExpiresAt) {
-		return verify.Counter{}, nil
-	}
-	return c, nil
-}
-
-// DeleteCounter implements verify.Store.
-func (s *Store) DeleteCounter(ctx context.Context, key string) error {
-	if err := ctxErr(ctx); err != nil {
-		return err
-	}
-	sh := s.counterShard(key)
-	sh.mu.Lock()
-	delete(sh.m, key)
-	sh.mu.Unlock()
-	return nil
-}
-
-// purgeCounters deletes counters that expired before before.
-func (s *Store) purgeCounters(before time.Time) {
-	for i := range s.counters {
-		sh := &s.counters[i]
-		sh.mu.Lock()
-		for k, c := range sh.m {
-			if c.ExpiresAt.Before(before) {
-				delete(sh.m, k)
-			}
-		}
-		sh.mu.Unlock()
-	}
 }

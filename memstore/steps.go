@@ -84,15 +84,22 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 	}
 	s.stepsMu.Lock()
 	defer s.stepsMu.Unlock()
-	var out []verify.PendingStep
-	for len(out) < limit && s.ready.Len() > 0 {
-		top := s.ready[0]
-		if top.readyAt().After(now) {
-			break
-		}
-		top.LeaseUntil = leaseUntil
-		heap.Fix(&s.ready, 0)
-		out = append(out, top.PendingStep)
+	// Claimed steps are popped aside and pushed back after the loop: with
+	// leaseUntil <= now a claimed step would still be ready and be claimed
+	// again in this same call.
+	var claimed []*pending
+	for len(claimed) < limit && s.ready.Len() > 0 && !s.ready[0].readyAt().After(now) {
+		p := heap.Pop(&s.ready).(*pending)
+		p.LeaseUntil = leaseUntil
+		claimed = append(claimed, p)
+	}
+	if len(claimed) == 0 {
+		return nil, nil
+	}
+	out := make([]verify.PendingStep, len(claimed))
+	for i, p := range claimed {
+		heap.Push(&s.ready, p)
+		out[i] = p.PendingStep
 	}
 	return out, nil
 }

@@ -2,6 +2,8 @@ package memstore
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/openverify/verify"
@@ -21,7 +23,8 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	b = append(append(append(b, v.CodeHash...), v.SealedCode...), v.RequestHash...)
 	h, sc := len(v.CodeHash), len(v.CodeHash)+len(v.SealedCode)
 	v.CodeHash, v.SealedCode, v.RequestHash = b[:h:h], b[h:sc:sc], b[sc:]
-	v.Steps = append([]verify.Step(nil), v.Steps...)
+	v.Steps = slices.Clone(v.Steps)
+	v.AllowedIPs = slices.Clone(v.AllowedIPs)
 	v.Deliveries = nil
 	if v.Status.Open() {
 		v.EndedAt = time.Time{}
@@ -100,7 +103,7 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 }
 
 // CountSend implements verify.Store.
-func (s *Store) CountSend(ctx context.Context, id string, max int, now time.Time) (verify.VerificationRecord, bool, error) {
+func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (verify.VerificationRecord, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return verify.VerificationRecord{}, false, err
 	}
@@ -111,17 +114,27 @@ func (s *Store) CountSend(ctx context.Context, id string, max int, now time.Time
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) {
+	if !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) || coolingDown(r.LastSentAt, cooldown, now) {
 		return *r, false, nil
 	}
 	r.Sends++
+	r.LastSentAt = now
 	return *r, true, nil
+}
+
+// coolingDown reports whether a send counted at last is less than cooldown
+// before now.
+func coolingDown(last time.Time, cooldown time.Duration, now time.Time) bool {
+	return cooldown > 0 && !last.IsZero() && now.Before(last.Add(cooldown))
 }
 
 // Finish implements verify.Store.
 func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now time.Time) (verify.VerificationRecord, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return verify.VerificationRecord{}, false, err
+	}
+	if status.Open() || !status.Valid() {
+		return verify.VerificationRecord{}, false, fmt.Errorf("memstore: Finish with %q, which is not an ended status", status)
 	}
 	sh := s.shard(id)
 	sh.mu.Lock()
@@ -246,6 +259,5 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		}
 		sh.mu.Unlock()
 	}
-	s.purgeCounters(before)
 	return n, nil
 }

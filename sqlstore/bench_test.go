@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -135,4 +136,45 @@ func sendAndCheck(b *testing.B, eng *verify.Engine, req verify.SendRequest) bool
 		return false
 	}
 	return true
+}
+
+// BenchmarkTake measures one Counters.Take of one counter, as the engine's
+// failure slot takes it before every Check: a count (a transaction that
+// locks, decides and writes back), a refused count (locks, decides and
+// rolls back) and a check (Delta 0: one read), next to one raw INSERT in
+// the same run.
+func BenchmarkTake(b *testing.B) {
+	for _, bk := range backends {
+		b.Run(bk.name, func(b *testing.B) {
+			ctx := context.Background()
+			st := open(b, bk.newDSN(b))
+			b.Run("raw-insert", func(b *testing.B) {
+				_, err := st.DB().ExecContext(ctx, `CREATE TABLE IF NOT EXISTS bench_raw (id TEXT PRIMARY KEY, n INTEGER)`)
+				require.NoError(b, err)
+				prefix := randomHex(8) + "-"
+				for i := 0; b.Loop(); i++ {
+					_, err := st.DB().ExecContext(ctx, `INSERT INTO bench_raw (id, n) VALUES ($1, $2)`, prefix+strconv.Itoa(i), i)
+					require.NoError(b, err)
+				}
+			})
+			run := func(take verify.Take, wantOK bool) func(b *testing.B) {
+				return func(b *testing.B) {
+					b.ReportAllocs()
+					for i := 0; b.Loop(); i++ {
+						t := take
+						t.Key = "bench:" + strconv.Itoa(i%1000)
+						res, err := st.Take(ctx, start, []verify.Take{t})
+						require.NoError(b, err)
+						if res.OK != wantOK {
+							b.Fatalf("take %+v: OK = %v", t, res.OK)
+						}
+					}
+				}
+			}
+			expires := start.Add(time.Hour)
+			b.Run("count", run(verify.Take{Delta: 1, Max: verify.NoLimit, ExpiresAt: expires}, true))
+			b.Run("refused", run(verify.Take{Delta: 1, Max: 0, ExpiresAt: expires}, false))
+			b.Run("check", run(verify.Take{Delta: 0, Max: verify.NoLimit}, true))
+		})
+	}
 }

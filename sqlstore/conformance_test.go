@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,9 +48,10 @@ func TestConformancePostgres(t *testing.T) {
 
 // TestSQLiteDeferredTransactions: two Stores made with New over one SQLite
 // file, whose connections begin transactions DEFERRED (the driver's
-// default, not Open's IMMEDIATE), record deliveries at once without "database
-// is locked": every write transaction writes before it reads, so SQLite's
-// busy timeout applies instead of a failed lock upgrade.
+// default, not Open's IMMEDIATE), record deliveries and take counters at
+// once without "database is locked": every write transaction writes before
+// it reads, so SQLite's busy timeout applies instead of a failed lock
+// upgrade.
 func TestSQLiteDeferredTransactions(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "verify.db")
@@ -83,4 +85,22 @@ func TestSQLiteDeferredTransactions(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+
+	var allowed atomic.Int32
+	errs = make(chan error, 2*verifications)
+	runConcurrently(2*verifications, func(i int) {
+		res, err := stores[i%2].Take(ctx, start, []verify.Take{
+			{Key: "rate", Delta: 1, Max: verifications, ExpiresAt: start.Add(time.Hour)},
+			{Key: fmt.Sprintf("fail-%d", i%10), Delta: 1, Max: verify.NoLimit, ExpiresAt: start.Add(time.Hour)},
+		})
+		if res.OK {
+			allowed.Add(1)
+		}
+		errs <- err
+	})
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, int32(verifications), allowed.Load())
 }

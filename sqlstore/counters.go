@@ -4,33 +4,382 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/openverify/verify"
 )
 
-// AddCounter implements verify.Store with one upsert: the row lock (or, on
-// SQLite, the write lock) makes every racing delta count once.
-func (s *Store) AddCounter(ctx context.Context, key string, delta int64, expiresAt, now time.Time) (verify.Counter, error) {
-	var c verify.Counter
-	err := s.run().QueryRowContext(ctx, `INSERT INTO counters (name, value, updated_at, expires_at)
-		VALUES ($1, $2, $3, $4)
-		ON CONFLICT (name) DO UPDATE SET
-			value = CASE WHEN counters.expires_at <= $3 THEN excluded.value ELSE counters.value + excluded.value END,
-			updated_at = excluded.updated_at, expires_at = excluded.expires_at
-		RETURNING value, updated_at, expires_at`,
-		key, delta, s.tv(now), s.tv(expiresAt)).Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt})
-	if err != nil {
-		return verify.Counter{}, wrap("add counter", err)
+const counterCols = `name, value, updated_at, expires_at, not_before`
+
+// Take implements verify.Counters, all or nothing, in one transaction that
+// locks every named counter before it reads them:
+//
+//  1. one statement locks the counters, creating the missing ones, and
+//     returns them: an upsert whose conflict branch changes nothing. A
+//     created row has expires_at = now, so it counts as the zero Counter.
+//     On PostgreSQL it locks the rows in the order of the keys, sorted,
+//     so that Takes sharing counters wait for each other rather than
+//     deadlock (PurgeCounters skips locked rows and DeleteCounter locks
+//     one). On SQLite it is the transaction's first statement, a write, so
+//     the transaction holds the database's write lock before it reads,
+//     whatever the connection's _txlock;
+//  2. verify.ApplyTakes decides, in Go;
+//  3. if every take is allowed, one statement writes back the counters of
+//     the takes with a non-zero Delta, and the transaction commits.
+//     Otherwise (or if there is nothing to write) it rolls back, and the
+//     rows created only to be locked are gone again.
+//
+// On PostgreSQL the statements are pipelined on one connection (see
+// pgTake), so the transaction costs two round trips rather than four. A
+// Take whose takes all have Delta 0 only checks: it reads the counters in
+// one statement, which sees one snapshot, and writes and locks nothing.
+func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	if len(takes) == 0 {
+		return verify.ApplyTakes(nil, nil, now), nil
 	}
-	return c, nil
+	keys := make([]string, len(takes))
+	checksOnly := true
+	for i, t := range takes {
+		keys[i] = t.Key
+		checksOnly = checksOnly && t.Delta == 0
+	}
+	// Sorted, the order in which the counters are locked.
+	slices.Sort(keys)
+	for i := 1; i < len(keys); i++ {
+		if keys[i] == keys[i-1] {
+			return verify.Taken{}, wrap("take counters", fmt.Errorf("counter %q is named by more than one take", keys[i]))
+		}
+	}
+	q := s.takeQueries(len(keys))
+	if checksOnly {
+		var args []any
+		if s.pg() {
+			args = []any{keys}
+		} else {
+			args = stringArgs(keys)
+		}
+		cur, err := readCounters(ctx, s.run(), q.read, args...)
+		if err != nil {
+			return verify.Taken{}, wrap("take counters", err)
+		}
+		return decide(cur, takes, now), nil
+	}
+	var (
+		res verify.Taken
+		err error
+	)
+	if s.pg() {
+		res, err = s.pgTake(ctx, keys, takes, now)
+	} else {
+		err = s.inTx(ctx, func(tx querier) error {
+			cur, err := readCounters(ctx, tx, q.lock, append([]any{s.tv(now)}, stringArgs(keys)...)...)
+			if err != nil {
+				return err
+			}
+			if res = decide(cur, takes, now); !res.OK {
+				return errRollback
+			}
+			query, args := s.writeCounters(takes, res.Counters)
+			if query == "" {
+				return errRollback
+			}
+			_, err = tx.ExecContext(ctx, query, args...)
+			return err
+		})
+	}
+	if err != nil {
+		return verify.Taken{}, wrap("take counters", err)
+	}
+	return res, nil
+}
+
+// decide is verify.ApplyTakes over the counters read under the lock, with
+// the changed counters' times as the Store keeps them.
+func decide(cur map[string]verify.Counter, takes []verify.Take, now time.Time) verify.Taken {
+	res := verify.ApplyTakes(ordered(cur, takes), takes, now)
+	if res.OK {
+		for i := range res.Counters {
+			res.Counters[i] = storedCounter(res.Counters[i])
+		}
+	}
+	return res
+}
+
+// pgTake is Take's transaction on PostgreSQL. database/sql would spend a
+// round trip on each of BEGIN, the lock statement, the write-back and
+// COMMIT; pgx pipelines them on one connection instead, two at a time:
+// BEGIN with the lock statement, then the write-back with COMMIT (or
+// ROLLBACK alone). The statements and the locking are those of Take.
+func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, now time.Time) (verify.Taken, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return verify.Taken{}, err
+	}
+	defer conn.Close()
+	var res verify.Taken
+	err = conn.Raw(func(driverConn any) error {
+		dc, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("the PostgreSQL connection is a %T, not pgx's *stdlib.Conn", driverConn)
+		}
+		c := dc.Conn()
+		var begin pgx.Batch
+		begin.Queue(`BEGIN`)
+		begin.Queue(pgTakeQueries.lock, keys, s.tv(now))
+		br := c.SendBatch(ctx, &begin)
+		_, err := br.Exec()
+		var cur map[string]verify.Counter
+		if err == nil {
+			cur, err = pgxCounters(br.Query())
+		}
+		if err := errors.Join(err, br.Close()); err != nil {
+			return pgRollback(ctx, c, err)
+		}
+		res = decide(cur, takes, now)
+		query, args := "", []any(nil)
+		if res.OK {
+			query, args = s.writeCounters(takes, res.Counters)
+		}
+		if query == "" { // refused, or nothing to write
+			return pgRollback(ctx, c, nil)
+		}
+		var commit pgx.Batch
+		commit.Queue(query, args...)
+		commit.Queue(`COMMIT`)
+		if err := c.SendBatch(ctx, &commit).Close(); err != nil {
+			// A failed write-back skips the COMMIT queued after it and
+			// leaves the transaction open, aborted.
+			return pgRollback(ctx, c, err)
+		}
+		return nil
+	})
+	return res, err
+}
+
+// pgRollback rolls back the transaction open on c and returns err. If the
+// ROLLBACK fails too, the connection still has a transaction open:
+// database/sql discards it before reuse (pgx's ResetSession refuses a
+// connection that is not idle).
+func pgRollback(ctx context.Context, c *pgx.Conn, err error) error {
+	if _, rerr := c.Exec(ctx, `ROLLBACK`); rerr != nil && err == nil {
+		return rerr
+	}
+	return err
+}
+
+// pgxCounters is readCounters for pgx's rows.
+func pgxCounters(rows pgx.Rows, err error) (map[string]verify.Counter, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[string]verify.Counter)
+	for rows.Next() {
+		var (
+			name string
+			c    verify.Counter
+		)
+		if err := rows.Scan(&name, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+			return nil, err
+		}
+		out[name] = c
+	}
+	return out, rows.Err()
+}
+
+// errRollback, returned by an inTx function, rolls the transaction back
+// without an error.
+var errRollback = errors.New("sqlstore: roll back")
+
+// takeQueries are Take's statements for n keys.
+type takeQueries struct {
+	// lock upserts and returns the counters: PostgreSQL's takes the keys
+	// as $1 (text[]) and now as $2; SQLite's now as $1 and the keys as $2
+	// to $n+1.
+	lock string
+	// read returns the counters: PostgreSQL's takes the keys as $1,
+	// SQLite's as $1 to $n.
+	read string
+	// write is SQLite's write-back of n counters, five parameters each
+	// (counterCols). PostgreSQL's is pgWriteCounters, for any number.
+	write string
+}
+
+// lockConflict is the lock statement's conflict branch: an update that
+// changes nothing, but locks the row (PostgreSQL) and returns it as it is.
+const lockConflict = ` ON CONFLICT (name) DO UPDATE SET value = counters.value RETURNING ` + counterCols
+
+var (
+	// unnest returns the keys in the order of the array, and the INSERT
+	// locks the rows in that order.
+	pgTakeQueries = takeQueries{
+		lock: `INSERT INTO counters (name, value, updated_at, expires_at)
+			SELECT k.name, 0, $2::timestamptz, $2::timestamptz FROM unnest($1::text[]) AS k (name)` + lockConflict,
+		read: `SELECT ` + counterCols + ` FROM counters WHERE name = ANY ($1::text[])`,
+	}
+	// pgWriteCounters writes back counters whose rows the transaction has
+	// locked, from one array per column ($5, not_before, may hold NULLs).
+	pgWriteCounters = `UPDATE counters SET value = u.value, updated_at = u.updated_at,
+		expires_at = u.expires_at, not_before = u.not_before
+		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
+			AS u (name, value, updated_at, expires_at, not_before)
+		WHERE counters.name = u.name`
+	// sqliteTakes holds SQLite's statements for up to 8 keys, the most the
+	// engine names in one Take; more are built when needed.
+	sqliteTakes = func() (qs [9]takeQueries) {
+		for n := 1; n < len(qs); n++ {
+			qs[n] = sqliteTake(n)
+		}
+		return qs
+	}()
+)
+
+// sqliteTake returns SQLite's Take statements for n keys.
+func sqliteTake(n int) takeQueries {
+	var lock, write strings.Builder
+	lock.WriteString(`INSERT INTO counters (name, value, updated_at, expires_at) VALUES `)
+	write.WriteString(`INSERT INTO counters (` + counterCols + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			lock.WriteString(", ")
+			write.WriteString(", ")
+		}
+		fmt.Fprintf(&lock, "($%d, 0, $1, $1)", i+2)
+		write.WriteString("(" + placeholders(5*i+1, 5*i+5) + ")")
+	}
+	lock.WriteString(lockConflict)
+	// The rows exist (the lock statement made them), so this updates them.
+	write.WriteString(` ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+		expires_at = excluded.expires_at, not_before = excluded.not_before`)
+	return takeQueries{
+		lock:  lock.String(),
+		read:  `SELECT ` + counterCols + ` FROM counters WHERE name IN (` + placeholders(1, n) + `)`,
+		write: write.String(),
+	}
+}
+
+func (s *Store) takeQueries(n int) takeQueries {
+	switch {
+	case s.pg():
+		return pgTakeQueries
+	case n < len(sqliteTakes):
+		return sqliteTakes[n]
+	}
+	return sqliteTake(n)
+}
+
+func stringArgs(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// readCounters runs a query that returns counterCols, and returns the
+// counters by name.
+func readCounters(ctx context.Context, q querier, query string, args ...any) (map[string]verify.Counter, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[string]verify.Counter)
+	for rows.Next() {
+		var (
+			name string
+			c    verify.Counter
+		)
+		if err := rows.Scan(&name, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+			return nil, err
+		}
+		out[name] = c
+	}
+	return out, rows.Err()
+}
+
+// ordered returns the counters of the takes, in their order; a missing
+// one is the zero Counter.
+func ordered(byName map[string]verify.Counter, takes []verify.Take) []verify.Counter {
+	out := make([]verify.Counter, len(takes))
+	for i, t := range takes {
+		out[i] = byName[t.Key]
+	}
+	return out
+}
+
+// storedCounter returns c with its times as the Store keeps them: UTC,
+// microseconds.
+func storedCounter(c verify.Counter) verify.Counter {
+	for _, t := range []*time.Time{&c.UpdatedAt, &c.ExpiresAt, &c.NotBefore} {
+		if !t.IsZero() {
+			*t = t.UTC().Truncate(time.Microsecond)
+		}
+	}
+	return c
+}
+
+// writeCounters returns the statement that writes back, in one go, the
+// counters of the takes with a non-zero Delta (a take with Delta 0
+// changes nothing), and its arguments; "" if there are none.
+func (s *Store) writeCounters(takes []verify.Take, counters []verify.Counter) (string, []any) {
+	n := 0
+	for _, t := range takes {
+		if t.Delta != 0 {
+			n++
+		}
+	}
+	if n == 0 {
+		return "", nil
+	}
+	if s.pg() {
+		var (
+			names      = make([]string, 0, n)
+			values     = make([]int64, 0, n)
+			updated    = make([]time.Time, 0, n)
+			expires    = make([]time.Time, 0, n)
+			notBefores = make([]*time.Time, 0, n) // nil is NULL
+		)
+		for i, t := range takes {
+			if t.Delta == 0 {
+				continue
+			}
+			c := counters[i]
+			var nb *time.Time
+			if !c.NotBefore.IsZero() {
+				nb = &c.NotBefore
+			}
+			names = append(names, t.Key)
+			values = append(values, c.Value)
+			updated = append(updated, c.UpdatedAt.UTC())
+			expires = append(expires, c.ExpiresAt.UTC())
+			notBefores = append(notBefores, nb)
+		}
+		return pgWriteCounters, []any{names, values, updated, expires, notBefores}
+	}
+	args := make([]any, 0, 5*n)
+	for i, t := range takes {
+		if t.Delta == 0 {
+			continue
+		}
+		c := counters[i]
+		args = append(args, t.Key, c.Value, s.tv(c.UpdatedAt), s.tv(c.ExpiresAt), s.tn(c.NotBefore))
+	}
+	return s.takeQueries(n).write, args
 }
 
 // GetCounter implements verify.Store.
 func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
 	var c verify.Counter
-	err := s.run().QueryRowContext(ctx, `SELECT value, updated_at, expires_at FROM counters
-		WHERE name = $1 AND expires_at > $2`, key, s.tv(now)).Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt})
+	err := s.run().QueryRowContext(ctx, `SELECT value, updated_at, expires_at, not_before FROM counters
+		WHERE name = $1 AND expires_at > $2`, key, s.tv(now)).
+		Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Counter{}, nil
 	}
@@ -44,4 +393,29 @@ func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (veri
 func (s *Store) DeleteCounter(ctx context.Context, key string) error {
 	_, err := s.run().ExecContext(ctx, `DELETE FROM counters WHERE name = $1`, key)
 	return wrap("delete counter", err)
+}
+
+// PurgeCounters implements verify.Store: one bounded batch. On PostgreSQL
+// the rows are chosen once (MATERIALIZED, as in ExpireDue), and rows a
+// Take holds are skipped rather than waited for, so purging never waits
+// on, or deadlocks with, a Take.
+func (s *Store) PurgeCounters(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	const expired = `SELECT name FROM counters WHERE expires_at < $1 LIMIT $2`
+	query := `DELETE FROM counters WHERE name IN (` + expired + `)`
+	if s.pg() {
+		query = `WITH old AS MATERIALIZED (` + expired + ` FOR UPDATE SKIP LOCKED)
+			DELETE FROM counters WHERE name IN (SELECT name FROM old)`
+	}
+	res, err := s.run().ExecContext(ctx, query, s.tv(before), limit)
+	if err != nil {
+		return 0, wrap("purge counters", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, wrap("purge counters", err)
+	}
+	return int(n), nil
 }

@@ -47,3 +47,22 @@ func (s *Store) SummarizeDeliveries(ctx context.Context) error {
 		strings.ReplaceAll(deliverySummary, "$1", "verifications.id"))
 	return err
 }
+
+// MigrateTo applies the migrations up to version only, as a release that
+// knew no later ones would, for the tests of a later migration.
+func (s *Store) MigrateTo(ctx context.Context, version int) error {
+	ms, err := loadMigrations(s.dialect)
+	if err != nil {
+		return err
+	}
+	var upTo []migration
+	for _, m := range ms {
+		if m.version <= version {
+			upTo = append(upTo, m)
+		}
+	}
+	if s.pg() {
+		return s.migratePostgres(ctx, upTo)
+	}
+	return s.migrateSQLite(ctx, upTo)
+}

@@ -98,7 +98,7 @@ func testConcurrentWrongGuesses(t *testing.T, dsn string) {
 	require.NoError(t, err)
 
 	const guesses = 400
-	var invalid, maxed atomic.Int32
+	var invalid, maxed, waited atomic.Int32
 	var mu sync.Mutex
 	var others []error
 	runConcurrently(guesses, func(i int) {
@@ -108,15 +108,19 @@ func testConcurrentWrongGuesses(t *testing.T, dsn string) {
 			invalid.Add(1)
 		case errors.Is(err, verify.ErrMaxAttempts):
 			maxed.Add(1)
+		case errors.Is(err, verify.ErrRateLimited), errors.Is(err, verify.ErrLocked):
+			// The recipient's failure slots are all held by checks in
+			// flight, or the growing delay has begun (FreeFailures).
+			waited.Add(1)
 		default:
 			mu.Lock()
 			others = append(others, err)
 			mu.Unlock()
 		}
 	})
-	assert.Empty(t, others, "every guess is answered E912 or E911")
+	assert.Empty(t, others, "every guess is answered E912, E911, or refused by the recipient's failure protection")
 	assert.Equal(t, int32(5), invalid.Load(), "exactly MaxAttempts guesses are answered E912")
-	assert.Equal(t, int32(guesses-5), maxed.Load(), "the rest are answered E911")
+	assert.Equal(t, int32(guesses-5), maxed.Load()+waited.Load(), "the rest are refused")
 
 	got, err := c.engine(1).Get(ctx, v.ID)
 	require.NoError(t, err)
@@ -141,7 +145,7 @@ func testConcurrentRightCodes(t *testing.T, dsn string) {
 	code := msgs[0].Code
 
 	const callers = 100
-	var ok, already atomic.Int32
+	var ok, already, waited atomic.Int32
 	var mu sync.Mutex
 	var others []error
 	runConcurrently(callers, func(i int) {
@@ -151,15 +155,24 @@ func testConcurrentRightCodes(t *testing.T, dsn string) {
 			ok.Add(1)
 		case errors.Is(err, verify.ErrAlreadyVerified):
 			already.Add(1)
+		case errors.Is(err, verify.ErrRateLimited):
+			// Each check holds one of the recipient's failure slots until
+			// its code is compared: past FreeFailures in flight at once,
+			// the others are asked to wait.
+			waited.Add(1)
 		default:
 			mu.Lock()
 			others = append(others, err)
 			mu.Unlock()
 		}
 	})
-	assert.Empty(t, others, "every other caller is answered E910")
+	assert.Empty(t, others, "every other caller is answered E910, or asked to wait")
 	assert.Equal(t, int32(1), ok.Load(), "exactly one of %d right answers verifies", callers)
-	assert.Equal(t, int32(callers-1), already.Load())
+	assert.Equal(t, int32(callers-1), already.Load()+waited.Load())
+	// Once the right code is in, the recipient's slots are reset: a late
+	// caller is answered E910, not asked to wait.
+	_, err = c.engine(2).Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+	assert.ErrorIs(t, err, verify.ErrAlreadyVerified)
 
 	got, err := c.engine(1).Get(ctx, v.ID)
 	require.NoError(t, err)

@@ -25,7 +25,7 @@ const isOpen = `ended_at IS NULL`
 
 const verificationCols = `id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
 	idempotency_key, request_hash, brand, language, fallback_language,
-	code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, steps, allowed_ips,
+	code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, last_sent_at, steps, allowed_ips,
 	created_at, expires_at, verified_at, ended_at, exclusive`
 
 const deliveryCols = `id, verification_id, step, channel, sender, status, provider_id, error, created_at, updated_at`
@@ -180,7 +180,8 @@ func (s *Store) closeStmts() error {
 	return errors.Join(errs...)
 }
 
-// inTx runs fn in a transaction and commits it if fn returns nil. On
+// inTx runs fn in a transaction and commits it if fn returns nil; if fn
+// returns errRollback, it rolls the transaction back and returns nil. On
 // SQLite every transaction starts with a write, so it takes the write lock
 // at once (waiting out other processes' writers with the busy timeout).
 func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
@@ -189,11 +190,15 @@ func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 		return err
 	}
 	var missed []string
-	if err := fn(runner{s: s, tx: tx, missed: &missed}); err != nil {
+	switch err = fn(runner{s: s, tx: tx, missed: &missed}); {
+	case errors.Is(err, errRollback):
+		err = tx.Rollback()
+	case err != nil:
 		_ = tx.Rollback()
 		return err
+	default:
+		err = tx.Commit()
 	}
-	err = tx.Commit()
 	// The connection is free again: prepare what the transaction ran
 	// unprepared, for next time. A failure here only costs speed.
 	for _, q := range missed {
@@ -330,7 +335,7 @@ func verificationDest(v *verify.VerificationRecord) []any {
 		&v.ID, &v.FlowID, &v.ForeignID, &v.Status, &v.To.Phone, &v.To.Email, &v.IPAddress,
 		strDest{&v.IdempotencyKey}, bytesDest{&v.RequestHash}, &v.Brand, &v.Language, &v.FallbackLanguage,
 		bytesDest{&v.CodeHash}, bytesDest{&v.SealedCode}, &v.Charset, &v.CodeLength,
-		&v.Attempts, &v.MaxAttempts, &v.Sends, jsonDest{&v.Steps}, jsonDest{&v.AllowedIPs},
+		&v.Attempts, &v.MaxAttempts, &v.Sends, timeDest{&v.LastSentAt}, jsonDest{&v.Steps}, jsonDest{&v.AllowedIPs},
 		timeDest{&v.CreatedAt}, timeDest{&v.ExpiresAt}, timeDest{&v.VerifiedAt}, timeDest{&v.EndedAt},
 		flagDest{&v.Exclusive},
 	}

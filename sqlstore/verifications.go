@@ -46,7 +46,7 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	args := []any{
 		v.ID, v.FlowID, v.ForeignID, string(v.Status), v.To.Phone, v.To.Email, v.IPAddress,
 		text(v.IdempotencyKey), blob(v.RequestHash), v.Brand, v.Language, v.FallbackLanguage,
-		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends,
+		blob(v.CodeHash), blob(v.SealedCode), int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends, s.tn(v.LastSentAt),
 		stepsJSON, ipsJSON, s.tv(v.CreatedAt), s.tv(v.ExpiresAt), s.tn(v.VerifiedAt), s.endedAt(v), flag(v.Exclusive),
 	}
 	insertVerification := `INSERT INTO verifications (` + verificationCols + `) VALUES (` + placeholders(1, len(args)) + `)`
@@ -219,8 +219,13 @@ const ending = `status = $3, ended_at = $2, sealed_code = NULL,
 	verified_at = CASE WHEN $3 = 'verified' THEN $2 ELSE verified_at END`
 
 var (
-	countSendUpdate = newConditional(`sends = sends + 1`,
-		isOpen+` AND sends < $3 AND expires_at > $2`, false)
+	// countSendUpdate's $4 is true when there is no cooldown, and $5 is
+	// now - cooldown: the latest send may have been counted at $5 or
+	// before. A verification stored by an engine from before the cooldown
+	// (or before migration delays) has last_sent_at NULL, which no cooldown
+	// holds back.
+	countSendUpdate = newConditional(`sends = sends + 1, last_sent_at = $2`,
+		isOpen+` AND sends < $3 AND expires_at > $2 AND ($4 OR last_sent_at IS NULL OR last_sent_at <= $5)`, false)
 	finishUpdate = newConditional(ending, isOpen, true)
 	// countAttempt is SQLite's first half of Attempt; the comparison and
 	// the ending follow in Go, in the same transaction.
@@ -370,9 +375,11 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 }
 
 // CountSend implements verify.Store with one conditional UPDATE ...
-// RETURNING.
-func (s *Store) CountSend(ctx context.Context, id string, max int, now time.Time) (verify.VerificationRecord, bool, error) {
-	return s.update(ctx, "count send", countSendUpdate, id, s.tv(now), max)
+// RETURNING, which checks the cooldown and sets last_sent_at under the
+// row lock (SQLite: the write lock), so of racing callers at most one is
+// counted per cooldown.
+func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (verify.VerificationRecord, bool, error) {
+	return s.update(ctx, "count send", countSendUpdate, id, s.tv(now), max, cooldown <= 0, s.tv(now.Add(-cooldown)))
 }
 
 // Finish implements verify.Store: the update is conditional on the status
@@ -511,35 +518,13 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 
 // Purge implements verify.Store. Deliveries and pending steps go with
 // their verification (ON DELETE CASCADE; on SQLite also explicitly, in case
-// the connection has foreign keys off). Expired counters are deleted too,
-// all of them, in batches of limit, each its own short transaction. The
-// count returned is of verifications.
+// the connection has foreign keys off). Counters are left alone: they have
+// PurgeCounters.
 func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
-	n, err := s.purgeVerifications(ctx, before, limit)
-	if err != nil {
-		return n, err
-	}
-	return n, s.purgeCounters(ctx, before, limit)
-}
-
-func (s *Store) purgeCounters(ctx context.Context, before time.Time, limit int) error {
-	for {
-		res, err := s.run().ExecContext(ctx, `DELETE FROM counters WHERE name IN (
-			SELECT name FROM counters WHERE expires_at < $1 LIMIT $2)`, s.tv(before), limit)
-		if err != nil {
-			return wrap("purge counters", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return wrap("purge counters", err)
-		}
-		if n < int64(limit) {
-			return nil
-		}
-	}
+	return s.purgeVerifications(ctx, before, limit)
 }
 
 func (s *Store) purgeVerifications(ctx context.Context, before time.Time, limit int) (int, error) {

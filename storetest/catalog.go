@@ -1,9 +1,8 @@
 package storetest
 
 import (
-	"time"
-
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,7 +17,7 @@ func assertFlow(t *testing.T, want, got verify.Flow) {
 	assert.Equal(t, want, got)
 }
 
-func testFlowCRUD(t *testing.T, s verify.Store) {
+func testFlowCRUD(t *testing.T, s verify.Catalog) {
 	_, err := s.GetFlow(ctx(), newID())
 	requireNotFound(t, err, "GetFlow of an unknown ID")
 
@@ -56,7 +55,7 @@ func testFlowCRUD(t *testing.T, s verify.Store) {
 	assert.Equal(t, b.ID, list[0].ID)
 }
 
-func testDefaultFlow(t *testing.T, s verify.Store) {
+func testDefaultFlow(t *testing.T, s verify.Catalog) {
 	_, err := s.DefaultFlow(ctx())
 	requireNotFound(t, err, "DefaultFlow with no flows")
 
@@ -108,7 +107,7 @@ func testDefaultFlow(t *testing.T, s verify.Store) {
 	requireNotFound(t, err, "DefaultFlow after the default was deleted")
 }
 
-func testTemplates(t *testing.T, s verify.Store) {
+func testTemplates(t *testing.T, s verify.Catalog) {
 	_, err := s.GetTemplate(ctx(), newID())
 	requireNotFound(t, err, "GetTemplate of an unknown ID")
 	requireNotFound(t, s.SetTemplateStatus(ctx(), newID(), verify.TemplateApproved, ""), "SetTemplateStatus of an unknown ID")
@@ -143,4 +142,60 @@ func testTemplates(t *testing.T, s verify.Store) {
 	require.Len(t, list, 2)
 	assert.Equal(t, t2.ID, list[0].ID, "oldest CreatedAt first")
 	assert.Equal(t, t1.ID, list[1].ID)
+}
+
+// cloneFlow returns a copy of f that shares no slice with it.
+func cloneFlow(f verify.Flow) verify.Flow {
+	f.Steps = append([]verify.Step(nil), f.Steps...)
+	f.AllowedIPs = append([]string(nil), f.AllowedIPs...)
+	f.AllowedCountries = append([]string(nil), f.AllowedCountries...)
+	f.DeniedCountries = append([]string(nil), f.DeniedCountries...)
+	f.DeniedNumberTypes = append([]verify.NumberType(nil), f.DeniedNumberTypes...)
+	return f
+}
+
+// scribbleFlow overwrites, in place, every element of every slice f holds.
+func scribbleFlow(f verify.Flow) {
+	for i := range f.Steps {
+		f.Steps[i] = verify.Step{Channel: "changed", From: "changed", Template: "changed", After: time.Hour}
+	}
+	for _, l := range [][]string{f.AllowedIPs, f.AllowedCountries, f.DeniedCountries} {
+		for i := range l {
+			l[i] = "changed"
+		}
+	}
+	for i := range f.DeniedNumberTypes {
+		f.DeniedNumberTypes[i] = verify.NumberMobile
+	}
+}
+
+// testFlowSlicesNotKept: a store copies the slices of the flows it is
+// handed, by CreateFlow and by UpdateFlow, so a caller that reuses them
+// afterwards does not change the stored flow.
+func testFlowSlicesNotKept(t *testing.T, s verify.Catalog) {
+	f := sampleFlow("f")
+	want := cloneFlow(f)
+	require.NoError(t, s.CreateFlow(ctx(), f))
+	scribbleFlow(f)
+	got, err := s.GetFlow(ctx(), want.ID)
+	require.NoError(t, err)
+	assertFlow(t, want, got)
+
+	u := cloneFlow(want)
+	u.Name = "f2"
+	u.Steps = []verify.Step{{Channel: "voice", From: "+4711111111"}, {Channel: "sms", After: time.Minute}}
+	u.AllowedIPs = []string{"192.0.2.0/24"}
+	u.AllowedCountries = []string{"DK", "FI"}
+	u.DeniedCountries = []string{"IR", "SY"}
+	u.DeniedNumberTypes = []verify.NumberType{verify.NumberVoIP}
+	want = cloneFlow(u)
+	require.NoError(t, s.UpdateFlow(ctx(), u))
+	scribbleFlow(u)
+	got, err = s.GetFlow(ctx(), want.ID)
+	require.NoError(t, err)
+	assertFlow(t, want, got)
+	list, err := s.ListFlows(ctx())
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assertFlow(t, want, list[0])
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/openverify/verify"
 )
 
-func testIdempotencyKey(t *testing.T, s verify.Store) {
+func testIdempotencyKey(t *testing.T, s verificationStore) {
 	_, err := s.FindByIdempotencyKey(ctx(), "none")
 	requireNotFound(t, err, "FindByIdempotencyKey of an unknown key")
 
@@ -61,7 +61,7 @@ func testIdempotencyKey(t *testing.T, s verify.Store) {
 	assert.Equal(t, int32(1), wins.Load(), "of 50 racing creates with one key exactly one succeeds")
 }
 
-func testFindOpen(t *testing.T, s verify.Store) {
+func testFindOpen(t *testing.T, s verificationStore) {
 	mk := func(flow string, to verify.Recipient, created time.Duration, ttl time.Duration) verify.VerificationRecord {
 		v := sampleVerification(5, ttl)
 		v.FlowID, v.To = flow, to
@@ -102,7 +102,7 @@ func testFindOpen(t *testing.T, s verify.Store) {
 	assert.Empty(t, none)
 }
 
-func testExclusive(t *testing.T, s verify.Store) {
+func testExclusive(t *testing.T, s verificationStore) {
 	ana := verify.Recipient{Phone: "+4712345678", Email: "ana@example.com"}
 	mk := func(flow string, to verify.Recipient, exclusive bool) verify.VerificationRecord {
 		v := sampleVerification(5, time.Minute)
@@ -182,65 +182,4 @@ func testExclusive(t *testing.T, s verify.Store) {
 	open, err := s.FindOpen(ctx(), "race", ana, base)
 	require.NoError(t, err)
 	assert.Len(t, open, 1)
-}
-
-func testCounters(t *testing.T, s verify.Store) {
-	c, err := s.GetCounter(ctx(), "missing", base)
-	require.NoError(t, err)
-	assert.Equal(t, verify.Counter{}, c, "a missing counter is the zero Counter")
-	require.NoError(t, s.DeleteCounter(ctx(), "missing"), "deleting a missing counter is not an error")
-
-	c, err = s.AddCounter(ctx(), "k", 2, at(time.Minute), base)
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), c.Value)
-	sameTime(t, base, c.UpdatedAt, "UpdatedAt")
-	sameTime(t, at(time.Minute), c.ExpiresAt, "ExpiresAt")
-	c, err = s.AddCounter(ctx(), "k", 3, at(2*time.Minute), at(time.Second))
-	require.NoError(t, err)
-	assert.Equal(t, int64(5), c.Value)
-	sameTime(t, at(2*time.Minute), c.ExpiresAt, "ExpiresAt is replaced")
-	got, err := s.GetCounter(ctx(), "k", at(time.Second))
-	require.NoError(t, err)
-	assert.Equal(t, int64(5), got.Value)
-	sameTime(t, at(time.Second), got.UpdatedAt, "UpdatedAt")
-
-	got, err = s.GetCounter(ctx(), "k", at(2*time.Minute))
-	require.NoError(t, err)
-	assert.Equal(t, verify.Counter{}, got, "an expired counter reads as zero")
-	c, err = s.AddCounter(ctx(), "k", 1, at(3*time.Minute), at(2*time.Minute))
-	require.NoError(t, err)
-	assert.Equal(t, int64(1), c.Value, "an expired counter starts again from zero")
-
-	require.NoError(t, s.DeleteCounter(ctx(), "k"))
-	got, err = s.GetCounter(ctx(), "k", at(2*time.Minute))
-	require.NoError(t, err)
-	assert.Equal(t, int64(0), got.Value)
-
-	// Racing adds are all counted.
-	var wg sync.WaitGroup
-	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := s.AddCounter(ctx(), "race", 1, at(time.Hour), base)
-			assert.NoError(t, err)
-		}()
-	}
-	wg.Wait()
-	got, err = s.GetCounter(ctx(), "race", base)
-	require.NoError(t, err)
-	assert.Equal(t, int64(100), got.Value, "every racing AddCounter is counted once")
-
-	// Purge deletes counters that expired before its cut-off.
-	_, err = s.AddCounter(ctx(), "short", 1, at(time.Minute), base)
-	require.NoError(t, err)
-	_, err = s.Purge(ctx(), at(2*time.Minute), 100)
-	require.NoError(t, err)
-	// Read as of before its expiry: a purged counter is gone, a kept one is not.
-	got, err = s.GetCounter(ctx(), "short", base)
-	require.NoError(t, err)
-	assert.Equal(t, int64(0), got.Value, "Purge deletes expired counters")
-	got, err = s.GetCounter(ctx(), "race", base)
-	require.NoError(t, err)
-	assert.Equal(t, int64(100), got.Value, "Purge keeps live counters")
 }

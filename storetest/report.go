@@ -13,7 +13,7 @@ import (
 
 // reportFixture stores 24 verifications across two flows, three channels
 // and every status, one second apart, and returns them oldest first.
-func reportFixture(t *testing.T, s verify.Store) []verify.VerificationRecord {
+func reportFixture(t *testing.T, s verificationStore) []verify.VerificationRecord {
 	t.Helper()
 	statuses := []verify.Status{verify.StatusVerified, verify.StatusSent, verify.StatusExpired, verify.StatusVerified,
 		verify.StatusFailed, verify.StatusCanceled, verify.StatusMaxAttempts, verify.StatusVerified}
@@ -60,7 +60,7 @@ func reportFixture(t *testing.T, s verify.Store) []verify.VerificationRecord {
 	return out
 }
 
-func testReports(t *testing.T, s verify.Store) {
+func testReports(t *testing.T, s verificationStore) {
 	rs, ok := s.(verify.ReportStore)
 	if !ok {
 		t.Logf("%T does not implement verify.ReportStore; List, Stats and WriteCSV are unavailable with it", s)

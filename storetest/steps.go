@@ -14,7 +14,7 @@ import (
 
 // withSteps creates a verification with n pending steps, step i due at
 // base + i seconds.
-func withSteps(t *testing.T, s verify.Store, n int) verify.VerificationRecord {
+func withSteps(t *testing.T, s verificationStore, n int) verify.VerificationRecord {
 	t.Helper()
 	v := sampleVerification(5, time.Hour)
 	v.Steps = make([]verify.Step, n)
@@ -26,7 +26,7 @@ func withSteps(t *testing.T, s verify.Store, n int) verify.VerificationRecord {
 	return create(t, s, v, ps)
 }
 
-func testClaimDue(t *testing.T, s verify.Store) {
+func testClaimDue(t *testing.T, s verificationStore) {
 	none, err := s.ClaimDue(ctx(), base, at(time.Minute), 10)
 	require.NoError(t, err)
 	assert.Empty(t, none, "nothing to claim in an empty store")
@@ -61,6 +61,41 @@ func testClaimDue(t *testing.T, s verify.Store) {
 	assert.ElementsMatch(t, []int{0, 1, 2}, stepsOf(got), "a step whose lease ran out (LeaseUntil <= now) is claimed again")
 }
 
+// testClaimDueOncePerCall: ClaimDue hands out each step at most once per
+// call, also when leaseUntil is not after now, so that the steps it claims
+// stay claimable (a store that claims one step at a time, re-reading what is
+// claimable, would hand out the same step again).
+func testClaimDueOncePerCall(t *testing.T, s verificationStore) {
+	v := withSteps(t, s, 3) // steps due at +0s..+2s
+	now := at(10 * time.Second)
+	got, err := s.ClaimDue(ctx(), now, now, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []int{0, 1, 2}, stepsOf(got), "each due step once, earliest first, with leaseUntil = now")
+	for _, p := range got {
+		assert.Equal(t, v.ID, p.VerificationID)
+	}
+
+	// Leased until now or earlier, the steps are still free: every call
+	// hands them out again, once each.
+	for _, lease := range []time.Time{now, at(5 * time.Second), {}} {
+		got, err := s.ClaimDue(ctx(), now, lease, 10)
+		require.NoError(t, err)
+		assert.ElementsMatch(t, []int{0, 1, 2}, stepsOf(got), "each due step once, with leaseUntil %v", lease)
+	}
+	got, err = s.ClaimDue(ctx(), now, now, 2)
+	require.NoError(t, err)
+	require.Len(t, got, 2, "ClaimDue respects limit")
+	assert.NotEqual(t, got[0].Step, got[1].Step, "each step at most once per call")
+
+	// A lease after now holds.
+	got, err = s.ClaimDue(ctx(), now, at(time.Minute), 10)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []int{0, 1, 2}, stepsOf(got))
+	got, err = s.ClaimDue(ctx(), now, at(time.Minute), 10)
+	require.NoError(t, err)
+	assert.Empty(t, got, "steps leased after now are not claimed again before the lease runs out")
+}
+
 func stepsOf(ps []verify.PendingStep) []int {
 	out := make([]int, len(ps))
 	for i, p := range ps {
@@ -69,7 +104,7 @@ func stepsOf(ps []verify.PendingStep) []int {
 	return out
 }
 
-func testClaimDueConcurrent(t *testing.T, s verify.Store) {
+func testClaimDueConcurrent(t *testing.T, s verificationStore) {
 	const verifications, perVerification, workers = 40, 5, 8
 	for range verifications {
 		withSteps(t, s, perVerification)
@@ -112,7 +147,7 @@ func testClaimDueConcurrent(t *testing.T, s verify.Store) {
 	}
 }
 
-func testReschedule(t *testing.T, s verify.Store) {
+func testReschedule(t *testing.T, s verificationStore) {
 	v := withSteps(t, s, 4)
 	// Lease step 0 (due at +0s).
 	got, err := s.ClaimDue(ctx(), base, at(time.Minute), 1)
@@ -157,7 +192,7 @@ func keys(m map[string]verify.PendingStep) []string {
 	return out
 }
 
-func testCompleteStepAndNextDue(t *testing.T, s verify.Store) {
+func testCompleteStepAndNextDue(t *testing.T, s verificationStore) {
 	_, ok, err := s.NextDue(ctx())
 	require.NoError(t, err)
 	assert.False(t, ok, "NextDue with no pending steps")

@@ -6,14 +6,28 @@
 //		storetest.Run(t, func(t *testing.T) verify.Store { return mystore.New(...) })
 //	}
 //
-// newStore is called once per subtest and must return an empty store (a
-// fresh schema or database for SQL stores). Subtests run in parallel.
+// The suite has a part for each capability of a Store, and its subtests are
+// named after them: Catalog (flows and templates), Verifications
+// (verifications and their deliveries), StepQueue (the pending fallback
+// steps) and Counters. Run runs every part, and the Engine part, which runs
+// engines on the store the way they race in production. A Counters backend
+// built on its own (on Redis, say, for verify.WithCounters) runs only its
+// part:
+//
+//	func TestCounters(t *testing.T) {
+//		storetest.RunCounters(t, func(t *testing.T) verify.Counters { return mycounters.New(...) })
+//	}
+//
+// newStore (newCounters) is called once per subtest and must return an
+// empty store (a fresh schema or database for SQL stores). Subtests run in
+// parallel.
 package storetest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,45 +38,105 @@ import (
 	"github.com/openverify/verify"
 )
 
-// Run runs the conformance suite against the stores newStore returns.
+// Run runs the conformance suite, every part of it, against the stores
+// newStore returns.
 func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 	t.Helper()
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s verify.Store)
-	}{
-		{"FlowCRUD", testFlowCRUD},
-		{"DefaultFlow", testDefaultFlow},
-		{"Templates", testTemplates},
-		{"VerificationRoundTrip", testVerificationRoundTrip},
-		{"HandedSlicesNotKept", testHandedSlicesNotKept},
-		{"Attempt", testAttempt},
-		{"AttemptConcurrent", testAttemptConcurrent},
-		{"CountSend", testCountSend},
-		{"Finish", testFinish},
-		{"FinishConcurrent", testFinishConcurrent},
-		{"RecordDelivery", testRecordDelivery},
-		{"RecordDeliveryCompletesStep", testRecordDeliveryCompletesStep},
-		{"RecordDeliveryWhileEnding", testRecordDeliveryWhileEnding},
-		{"ExpireDue", testExpireDue},
-		{"Purge", testPurge},
-		{"ClaimDue", testClaimDue},
-		{"ClaimDueConcurrent", testClaimDueConcurrent},
-		{"Reschedule", testReschedule},
-		{"CompleteStepAndNextDue", testCompleteStepAndNextDue},
-		{"CanceledContext", testCanceledContext},
-		{"IdempotencyKey", testIdempotencyKey},
-		{"FindOpen", testFindOpen},
-		{"Exclusive", testExclusive},
-		{"Counters", testCounters},
-		{"Reports", testReports},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.fn(t, newStore(t))
-		})
-	}
+	runPart(t, "Catalog", catalogTests, func(t *testing.T) verify.Catalog { return newStore(t) })
+	runPart(t, "Verifications", verificationTests, func(t *testing.T) verificationStore { return newStore(t) })
+	runPart(t, "StepQueue", stepQueueTests, func(t *testing.T) verificationStore { return newStore(t) })
+	runPart(t, "Counters", counterTests, func(t *testing.T) verify.Counters { return newStore(t) })
+	runEngine(t, newStore)
+}
+
+// RunCounters runs the Counters part of the suite against the backends
+// newCounters returns: for a Counters backend built on its own, apart from
+// a Store.
+func RunCounters(t *testing.T, newCounters func(t *testing.T) verify.Counters) {
+	t.Helper()
+	runPart(t, "Counters", counterTests, newCounters)
+}
+
+// verificationStore is what the Verifications and StepQueue parts test: the
+// steps of a verification live with it, so the two are one backend.
+type verificationStore interface {
+	verify.Verifications
+	verify.StepQueue
+}
+
+// test is one subtest of a part, run on a fresh S.
+type test[S any] struct {
+	name string
+	fn   func(t *testing.T, s S)
+}
+
+var catalogTests = []test[verify.Catalog]{
+	{"FlowCRUD", testFlowCRUD},
+	{"DefaultFlow", testDefaultFlow},
+	{"Templates", testTemplates},
+	{"HandedSlicesNotKept", testFlowSlicesNotKept},
+}
+
+var verificationTests = []test[verificationStore]{
+	{"VerificationRoundTrip", testVerificationRoundTrip},
+	{"HandedSlicesNotKept", testHandedSlicesNotKept},
+	{"Attempt", testAttempt},
+	{"AttemptConcurrent", testAttemptConcurrent},
+	{"CountSend", testCountSend},
+	{"CountSendCooldown", testCountSendCooldown},
+	{"CountSendConcurrent", testCountSendConcurrent},
+	{"Finish", testFinish},
+	{"FinishRefusesOpenStatus", testFinishRefusesOpenStatus},
+	{"FinishConcurrent", testFinishConcurrent},
+	{"RecordDelivery", testRecordDelivery},
+	{"RecordDeliveryCompletesStep", testRecordDeliveryCompletesStep},
+	{"RecordDeliveryWhileEnding", testRecordDeliveryWhileEnding},
+	{"ExpireDue", testExpireDue},
+	{"Purge", testPurge},
+	{"CanceledContext", testCanceledContext},
+	{"IdempotencyKey", testIdempotencyKey},
+	{"FindOpen", testFindOpen},
+	{"Exclusive", testExclusive},
+	{"Reports", testReports},
+}
+
+var stepQueueTests = []test[verificationStore]{
+	{"ClaimDue", testClaimDue},
+	{"ClaimDueOncePerCall", testClaimDueOncePerCall},
+	{"ClaimDueConcurrent", testClaimDueConcurrent},
+	{"Reschedule", testReschedule},
+	{"CompleteStepAndNextDue", testCompleteStepAndNextDue},
+}
+
+var counterTests = []test[verify.Counters]{
+	{"Take", testTake},
+	{"TakeAllOrNothing", testTakeAllOrNothing},
+	{"TakeCheck", testTakeCheck},
+	{"TakeRefund", testTakeRefund},
+	{"TakeBackoff", testTakeBackoff},
+	{"Expiry", testCounterExpiry},
+	{"GetAndDelete", testGetAndDeleteCounter},
+	{"PurgeCounters", testPurgeCounters},
+	{"CanceledContext", testCountersCanceledContext},
+	{"TakeConcurrentMax", testTakeConcurrentMax},
+	{"TakeConcurrentBackoff", testTakeConcurrentBackoff},
+	{"TakeConcurrentKeys", testTakeConcurrentKeys},
+	{"TakeConcurrentRefunds", testTakeConcurrentRefunds},
+}
+
+// runPart runs tests as parallel subtests of a parallel subtest named part,
+// each on a fresh S from newS.
+func runPart[S any](t *testing.T, part string, tests []test[S], newS func(t *testing.T) S) {
+	t.Helper()
+	t.Run(part, func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.fn(t, newS(t))
+			})
+		}
+	})
 }
 
 // base is the suite's reference time: UTC, with microseconds, as SQL stores
@@ -107,7 +181,11 @@ func sampleFlow(name string) verify.Flow {
 			{Channel: "voice", After: 0},
 			{Channel: "email", From: "otp@acme.test", After: 90 * time.Second},
 		},
-		CreatedAt: base,
+		AllowedIPs:        []string{"203.0.113.0/24", "2001:db8::/32"},
+		AllowedCountries:  []string{"NO", "SE"},
+		DeniedCountries:   []string{"KP"},
+		DeniedNumberTypes: []verify.NumberType{verify.NumberPremiumRate, verify.NumberSharedCost},
+		CreatedAt:         base,
 	}
 }
 
@@ -129,12 +207,14 @@ func sampleVerification(maxAttempts int, ttl time.Duration) verify.VerificationR
 		CodeLength:       6,
 		MaxAttempts:      maxAttempts,
 		Sends:            1,
+		LastSentAt:       base,
 		Steps: []verify.Step{
 			{Channel: "sms", From: "ACME"},
 			{Channel: "email", After: 30 * time.Second},
 		},
-		CreatedAt: base,
-		ExpiresAt: base.Add(ttl),
+		AllowedIPs: []string{"2001:db8::/32", "198.51.100.7"},
+		CreatedAt:  base,
+		ExpiresAt:  base.Add(ttl),
 	}
 }
 
@@ -146,7 +226,7 @@ func steps(v verify.VerificationRecord) []verify.PendingStep {
 	}
 }
 
-func create(t *testing.T, s verify.Store, v verify.VerificationRecord, ps []verify.PendingStep) verify.VerificationRecord {
+func create(t *testing.T, s verificationStore, v verify.VerificationRecord, ps []verify.PendingStep) verify.VerificationRecord {
 	t.Helper()
 	require.NoError(t, s.CreateVerification(ctx(), v, ps))
 	return v
@@ -154,7 +234,7 @@ func create(t *testing.T, s verify.Store, v verify.VerificationRecord, ps []veri
 
 // claimAll claims every step claimable at now and returns them keyed by
 // "id/step".
-func claimAll(t *testing.T, s verify.Store, now time.Time) map[string]verify.PendingStep {
+func claimAll(t *testing.T, s verificationStore, now time.Time) map[string]verify.PendingStep {
 	t.Helper()
 	got, err := s.ClaimDue(ctx(), now, now.Add(time.Minute), 1000)
 	require.NoError(t, err)
@@ -163,4 +243,24 @@ func claimAll(t *testing.T, s verify.Store, now time.Time) map[string]verify.Pen
 		out[fmt.Sprintf("%s/%d", p.VerificationID, p.Step)] = p
 	}
 	return out
+}
+
+// released starts n goroutines that each run fn(i) as soon as all have
+// started, so that their calls race, and waits for them.
+func released(n int, fn func(i int)) {
+	gate := make(chan struct{})
+	var ready, done sync.WaitGroup
+	ready.Add(n)
+	done.Add(n)
+	for i := range n {
+		go func() {
+			defer done.Done()
+			ready.Done()
+			<-gate
+			fn(i)
+		}()
+	}
+	ready.Wait()
+	close(gate)
+	done.Wait()
 }

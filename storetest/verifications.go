@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,8 +22,10 @@ func assertRecord(t *testing.T, want, got verify.VerificationRecord) {
 	sameTime(t, want.ExpiresAt, got.ExpiresAt, "ExpiresAt")
 	sameTime(t, want.VerifiedAt, got.VerifiedAt, "VerifiedAt")
 	sameTime(t, want.EndedAt, got.EndedAt, "EndedAt")
+	sameTime(t, want.LastSentAt, got.LastSentAt, "LastSentAt")
 	for _, r := range []*verify.VerificationRecord{&want, &got} {
 		r.CreatedAt, r.ExpiresAt, r.VerifiedAt, r.EndedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		r.LastSentAt = time.Time{}
 		r.Deliveries = nil
 		if len(r.SealedCode) == 0 {
 			r.SealedCode = nil
@@ -37,7 +40,7 @@ func assertRecord(t *testing.T, want, got verify.VerificationRecord) {
 	assert.Equal(t, want, got)
 }
 
-func testVerificationRoundTrip(t *testing.T, s verify.Store) {
+func testVerificationRoundTrip(t *testing.T, s verificationStore) {
 	_, err := s.GetVerification(ctx(), newID())
 	requireNotFound(t, err, "GetVerification of an unknown ID")
 
@@ -71,23 +74,75 @@ func testVerificationRoundTrip(t *testing.T, s verify.Store) {
 	assert.True(t, got.EndedAt.IsZero(), "an open verification is stored without EndedAt")
 }
 
-func testHandedSlicesNotKept(t *testing.T, s verify.Store) {
+// cloneVerification returns a copy of v that shares no slice with it.
+func cloneVerification(v verify.VerificationRecord) verify.VerificationRecord {
+	v.CodeHash = append([]byte(nil), v.CodeHash...)
+	v.SealedCode = append([]byte(nil), v.SealedCode...)
+	v.RequestHash = append([]byte(nil), v.RequestHash...)
+	v.Steps = append([]verify.Step(nil), v.Steps...)
+	v.AllowedIPs = append([]string(nil), v.AllowedIPs...)
+	v.Deliveries = append([]verify.DeliveryRecord(nil), v.Deliveries...)
+	return v
+}
+
+// testHandedSlicesNotKept: a store copies what it keeps of the slices it is
+// handed (a record's byte slices, Steps and AllowedIPs, the pending steps
+// of CreateVerification and Reschedule), so a caller that reuses them
+// afterwards changes nothing stored.
+func testHandedSlicesNotKept(t *testing.T, s verificationStore) {
 	v := sampleVerification(5, 5*time.Minute)
 	v.CodeHash = []byte("hash-hash-hash-hash-hash-hash-32")
-	create(t, s, v, nil)
-	v.CodeHash[0] = 'X'
-	v.Steps[0].Channel = "changed"
-	got, err := s.GetVerification(ctx(), v.ID)
-	require.NoError(t, err)
-	assert.Equal(t, byte('h'), got.CodeHash[0], "the store kept the caller's CodeHash slice")
-	assert.Equal(t, "sms", got.Steps[0].Channel, "the store kept the caller's Steps slice")
+	v.IdempotencyKey, v.RequestHash = "key-"+v.ID, []byte("request-hash")
+	ps := steps(v)
+	want, wantSteps := cloneVerification(v), append([]verify.PendingStep(nil), ps...)
+	create(t, s, v, ps)
 
-	f := sampleFlow("f")
-	require.NoError(t, s.CreateFlow(ctx(), f))
-	f.Steps[0].Channel = "changed"
-	gf, err := s.GetFlow(ctx(), f.ID)
+	for _, b := range [][]byte{v.CodeHash, v.SealedCode, v.RequestHash} {
+		for i := range b {
+			b[i] = 'X'
+		}
+	}
+	for i := range v.Steps {
+		v.Steps[i] = verify.Step{Channel: "changed", From: "changed", After: time.Hour}
+	}
+	for i := range v.AllowedIPs {
+		v.AllowedIPs[i] = "changed"
+	}
+	for i := range ps {
+		ps[i] = verify.PendingStep{VerificationID: "changed", Step: 7 + i, DueAt: at(100 * time.Hour)}
+	}
+
+	got, err := s.GetVerification(ctx(), want.ID)
 	require.NoError(t, err)
-	assert.Equal(t, "sms", gf.Steps[0].Channel, "the store kept the caller's Flow.Steps slice")
+	assertRecord(t, want, got)
+	byID, err := s.FindByIdempotencyKey(ctx(), want.IdempotencyKey)
+	require.NoError(t, err)
+	assertRecord(t, want, byID)
+	next, ok, err := s.NextDue(ctx())
+	require.NoError(t, err)
+	require.True(t, ok, "the pending steps are stored")
+	sameTime(t, wantSteps[0].DueAt, next, "NextDue after the caller reused the pending steps it handed in")
+	claimed := claimAll(t, s, at(time.Minute))
+	require.ElementsMatch(t, []string{want.ID + "/0", want.ID + "/1"}, keys(claimed),
+		"the stored pending steps are the ones handed in, whatever the caller did to its slice afterwards")
+	for _, p := range wantSteps {
+		sameTime(t, p.DueAt, claimed[fmt.Sprintf("%s/%d", p.VerificationID, p.Step)].DueAt, "DueAt")
+	}
+
+	// Reschedule's steps: step 0 is moved later (and its lease, from the
+	// claim above, is replaced because it ran out at now).
+	now := at(2 * time.Minute)
+	re := []verify.PendingStep{{VerificationID: want.ID, Step: 0, DueAt: at(10 * time.Minute)}}
+	updated, err := s.Reschedule(ctx(), now, re)
+	require.NoError(t, err)
+	require.Len(t, updated, 1)
+	re[0] = verify.PendingStep{VerificationID: want.ID, Step: 0, DueAt: now}
+	claimed = claimAll(t, s, at(5*time.Minute))
+	assert.Equal(t, []string{want.ID + "/1"}, keys(claimed),
+		"a step stays as Reschedule set it, whatever the caller did to its slice afterwards")
+	next, _, err = s.NextDue(ctx())
+	require.NoError(t, err)
+	sameTime(t, at(6*time.Minute), next, "NextDue: step 1 under its new lease, step 0 due later")
 }
 
 // wrongCode and rightCode are Attempt's hashes for a code that does not
@@ -98,7 +153,7 @@ var (
 	rightCode = [][]byte{[]byte("fedcba9876543210fedcba9876543210"), []byte("0123456789abcdef0123456789abcdef")}
 )
 
-func testAttempt(t *testing.T, s verify.Store) {
+func testAttempt(t *testing.T, s verificationStore) {
 	_, _, err := s.Attempt(ctx(), newID(), wrongCode, base)
 	requireNotFound(t, err, "Attempt on an unknown ID")
 
@@ -203,7 +258,7 @@ func testAttempt(t *testing.T, s verify.Store) {
 	}
 }
 
-func testAttemptConcurrent(t *testing.T, s verify.Store) {
+func testAttemptConcurrent(t *testing.T, s verificationStore) {
 	const goroutines, max = 200, 5
 	wrong := create(t, s, sampleVerification(max, time.Minute), nil)
 	right := create(t, s, sampleVerification(max, time.Minute), nil)
@@ -251,52 +306,194 @@ func testAttemptConcurrent(t *testing.T, s verify.Store) {
 	assert.Equal(t, 1, got.Attempts, "the attempts after the verifying one are not counted")
 }
 
-func testCountSend(t *testing.T, s verify.Store) {
-	_, _, err := s.CountSend(ctx(), newID(), 5, base)
-	requireNotFound(t, err, "CountSend on an unknown ID")
-
-	v := create(t, s, sampleVerification(5, time.Minute), nil) // Sends = 1
-	for i := 2; i <= 3; i++ {
-		got, counted, err := s.CountSend(ctx(), v.ID, 3, at(time.Second))
-		require.NoError(t, err)
-		assert.True(t, counted)
-		assert.Equal(t, i, got.Sends, "CountSend returns the updated record")
-		assert.NotEmpty(t, got.SealedCode, "an open verification keeps its sealed code")
-	}
-	got, counted, err := s.CountSend(ctx(), v.ID, 3, at(time.Second))
+// getVerification returns the stored record of id.
+func getVerification(t *testing.T, s verificationStore, id string) verify.VerificationRecord {
+	t.Helper()
+	got, err := s.GetVerification(ctx(), id)
 	require.NoError(t, err)
-	assert.False(t, counted, "no send is counted at max")
-	assert.Equal(t, 3, got.Sends)
-
-	// A larger max allows more; concurrency never exceeds it.
-	var n atomic.Int32
-	var wg sync.WaitGroup
-	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, ok, err := s.CountSend(ctx(), v.ID, 10, at(time.Second)); err == nil && ok {
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	assert.Equal(t, int32(7), n.Load(), "racing CountSend calls stop exactly at max")
-
-	e := create(t, s, sampleVerification(5, time.Minute), nil)
-	_, counted, err = s.CountSend(ctx(), e.ID, 5, e.ExpiresAt)
-	require.NoError(t, err)
-	assert.False(t, counted, "no send is counted at or after ExpiresAt")
-
-	f := create(t, s, sampleVerification(5, time.Minute), nil)
-	_, _, err = s.Finish(ctx(), f.ID, verify.StatusVerified, at(time.Second))
-	require.NoError(t, err)
-	_, counted, err = s.CountSend(ctx(), f.ID, 5, at(time.Second))
-	require.NoError(t, err)
-	assert.False(t, counted, "no send is counted on an ended verification")
+	return got
 }
 
-func testFinish(t *testing.T, s verify.Store) {
+func testCountSend(t *testing.T, s verificationStore) {
+	_, _, err := s.CountSend(ctx(), newID(), 5, 0, base)
+	requireNotFound(t, err, "CountSend on an unknown ID")
+
+	// No cooldown: counted until Sends reaches max.
+	v := create(t, s, sampleVerification(5, time.Minute), nil) // Sends = 1, LastSentAt = base
+	for i := 2; i <= 3; i++ {
+		now := at(time.Duration(i) * time.Second)
+		got, counted, err := s.CountSend(ctx(), v.ID, 3, 0, now)
+		require.NoError(t, err)
+		assert.True(t, counted, "send %d of 3 is counted", i)
+		assert.Equal(t, i, got.Sends, "CountSend returns the updated record")
+		sameTime(t, now, got.LastSentAt, "CountSend sets LastSentAt to now")
+		assert.NotEmpty(t, got.SealedCode, "an open verification keeps its sealed code")
+		stored := getVerification(t, s, v.ID)
+		assert.Equal(t, i, stored.Sends, "the count is stored")
+		sameTime(t, now, stored.LastSentAt, "stored LastSentAt")
+	}
+	got, counted, err := s.CountSend(ctx(), v.ID, 3, 0, at(10*time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted at max")
+	assert.Equal(t, 3, got.Sends, "a refused CountSend returns the current record")
+	sameTime(t, at(3*time.Second), got.LastSentAt, "a refused CountSend returns the current record")
+	stored := getVerification(t, s, v.ID)
+	assert.Equal(t, 3, stored.Sends, "a refused CountSend changes nothing")
+	sameTime(t, at(3*time.Second), stored.LastSentAt, "a refused CountSend changes nothing")
+
+	// A larger max allows more.
+	got, counted, err = s.CountSend(ctx(), v.ID, 4, 0, at(10*time.Second))
+	require.NoError(t, err)
+	assert.True(t, counted, "a larger max allows another send")
+	assert.Equal(t, 4, got.Sends)
+
+	// A cooldown <= 0 is none, even when now is before LastSentAt (the
+	// clock of another engine may lag).
+	n := create(t, s, sampleVerification(5, time.Minute), nil) // LastSentAt = base
+	for i, c := range []struct {
+		cooldown time.Duration
+		now      time.Time
+	}{{0, at(-5 * time.Second)}, {-time.Second, at(-10 * time.Second)}, {0, at(-10 * time.Second)}} {
+		got, counted, err := s.CountSend(ctx(), n.ID, 5, c.cooldown, c.now)
+		require.NoError(t, err)
+		assert.True(t, counted, "a cooldown of %v is none: a send at %v, before LastSentAt, is counted", c.cooldown, c.now)
+		assert.Equal(t, i+2, got.Sends)
+		sameTime(t, c.now, got.LastSentAt, "LastSentAt")
+	}
+
+	// Expired: at ExpiresAt exactly, nothing is counted.
+	e := create(t, s, sampleVerification(5, time.Minute), nil)
+	got, counted, err = s.CountSend(ctx(), e.ID, 5, 0, e.ExpiresAt)
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted at or after ExpiresAt")
+	assertRecord(t, e, got)
+	assertRecord(t, e, getVerification(t, s, e.ID))
+
+	// Ended: nothing is counted.
+	f := create(t, s, sampleVerification(5, time.Minute), nil)
+	ended, _, err := s.Finish(ctx(), f.ID, verify.StatusVerified, at(time.Second))
+	require.NoError(t, err)
+	got, counted, err = s.CountSend(ctx(), f.ID, 5, 0, at(2*time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted on an ended verification")
+	assertRecord(t, ended, got)
+	assertRecord(t, ended, getVerification(t, s, f.ID))
+
+	// Every open status takes sends.
+	for _, st := range []verify.Status{verify.StatusSent, verify.StatusDelivered} {
+		o := sampleVerification(5, time.Minute)
+		o.Status = st
+		create(t, s, o, nil)
+		got, counted, err := s.CountSend(ctx(), o.ID, 5, time.Second, at(time.Second))
+		require.NoError(t, err)
+		assert.True(t, counted, "a send on a %s verification is counted", st)
+		assert.Equal(t, 2, got.Sends)
+		assert.Equal(t, st, got.Status, "CountSend leaves the status")
+	}
+}
+
+// testCountSendCooldown: with cooldown > 0 a send is counted only when
+// LastSentAt is zero or at least cooldown before now.
+func testCountSendCooldown(t *testing.T, s verificationStore) {
+	const cooldown = 30 * time.Second
+	v := create(t, s, sampleVerification(5, time.Hour), nil) // Sends = 1, LastSentAt = base
+	for _, now := range []time.Time{base, at(time.Second), at(cooldown - time.Microsecond)} {
+		got, counted, err := s.CountSend(ctx(), v.ID, 5, cooldown, now)
+		require.NoError(t, err)
+		assert.False(t, counted, "no send is counted %v after LastSentAt, within the cooldown of %v", now.Sub(base), cooldown)
+		assertRecord(t, v, got)
+		assertRecord(t, v, getVerification(t, s, v.ID))
+	}
+
+	got, counted, err := s.CountSend(ctx(), v.ID, 5, cooldown, at(cooldown))
+	require.NoError(t, err)
+	assert.True(t, counted, "a send exactly cooldown after LastSentAt is counted")
+	assert.Equal(t, 2, got.Sends)
+	sameTime(t, at(cooldown), got.LastSentAt, "LastSentAt is the counted send's now")
+
+	// The cooldown counts from the new LastSentAt.
+	got, counted, err = s.CountSend(ctx(), v.ID, 5, cooldown, at(2*cooldown-time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "the cooldown counts from the last counted send")
+	assert.Equal(t, 2, got.Sends)
+	sameTime(t, at(cooldown), got.LastSentAt, "a refused send leaves LastSentAt")
+	got, counted, err = s.CountSend(ctx(), v.ID, 5, cooldown, at(3*cooldown))
+	require.NoError(t, err)
+	assert.True(t, counted)
+	assert.Equal(t, 3, got.Sends)
+	sameTime(t, at(3*cooldown), got.LastSentAt, "LastSentAt")
+
+	// A shorter cooldown (or none) is judged by itself.
+	got, counted, err = s.CountSend(ctx(), v.ID, 5, time.Second, at(3*cooldown+time.Second))
+	require.NoError(t, err)
+	assert.True(t, counted, "a send one shorter cooldown later is counted")
+	assert.Equal(t, 4, got.Sends)
+
+	// Sends at max: refused even after the cooldown.
+	got, counted, err = s.CountSend(ctx(), v.ID, 4, cooldown, at(time.Hour-time.Second))
+	require.NoError(t, err)
+	assert.False(t, counted, "no send is counted at max, however long after the last")
+	assert.Equal(t, 4, got.Sends)
+	sameTime(t, at(3*cooldown+time.Second), got.LastSentAt, "a refused send leaves LastSentAt")
+
+	// A zero LastSentAt (a record stored without one) has no cooldown to
+	// wait for.
+	z := sampleVerification(5, time.Hour)
+	z.LastSentAt = time.Time{}
+	create(t, s, z, nil)
+	stored := getVerification(t, s, z.ID)
+	assert.True(t, stored.LastSentAt.IsZero(), "a zero LastSentAt is stored as zero")
+	got, counted, err = s.CountSend(ctx(), z.ID, 5, time.Hour, base)
+	require.NoError(t, err)
+	assert.True(t, counted, "with a zero LastSentAt a send is counted, whatever the cooldown")
+	assert.Equal(t, 2, got.Sends)
+	sameTime(t, base, got.LastSentAt, "LastSentAt")
+}
+
+// countRacingSends races n CountSend calls on id and returns how many were
+// counted.
+func countRacingSends(t *testing.T, s verificationStore, n int, id string, max int, cooldown time.Duration, now time.Time) int {
+	t.Helper()
+	var counted atomic.Int32
+	errs := make(chan error, n)
+	released(n, func(int) {
+		_, ok, err := s.CountSend(ctx(), id, max, cooldown, now)
+		if err != nil {
+			errs <- err
+			return
+		}
+		if ok {
+			counted.Add(1)
+		}
+	})
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	return int(counted.Load())
+}
+
+func testCountSendConcurrent(t *testing.T, s verificationStore) {
+	const goroutines, cooldown = 200, 30 * time.Second
+
+	// After the cooldown, of many racing sends exactly one is counted.
+	v := create(t, s, sampleVerification(5, time.Hour), nil) // Sends = 1
+	now := at(time.Minute)
+	assert.Equal(t, 1, countRacingSends(t, s, goroutines, v.ID, 100, cooldown, now),
+		"exactly one of %d racing CountSend calls after the cooldown is counted", goroutines)
+	got := getVerification(t, s, v.ID)
+	assert.Equal(t, 2, got.Sends)
+	sameTime(t, now, got.LastSentAt, "LastSentAt")
+
+	// Without a cooldown, racing sends stop exactly at max.
+	const max = 7
+	w := create(t, s, sampleVerification(5, time.Hour), nil) // Sends = 1
+	assert.Equal(t, max-1, countRacingSends(t, s, goroutines, w.ID, max, 0, at(time.Second)),
+		"of %d racing CountSend calls without a cooldown exactly max - Sends are counted", goroutines)
+	assert.Equal(t, max, getVerification(t, s, w.ID).Sends)
+}
+
+func testFinish(t *testing.T, s verificationStore) {
 	_, _, err := s.Finish(ctx(), newID(), verify.StatusCanceled, base)
 	requireNotFound(t, err, "Finish on an unknown ID")
 
@@ -340,7 +537,46 @@ func testFinish(t *testing.T, s verify.Store) {
 	}
 }
 
-func testFinishConcurrent(t *testing.T, s verify.Store) {
+// testFinishRefusesOpenStatus: Finish with a status that is not an ended
+// one is an error and changes nothing, on an open verification (of each
+// open status) and on an ended one.
+func testFinishRefusesOpenStatus(t *testing.T, s verificationStore) {
+	bad := []verify.Status{verify.StatusPending, verify.StatusSent, verify.StatusDelivered, verify.Status("bogus"), ""}
+	for _, open := range []verify.Status{verify.StatusPending, verify.StatusSent, verify.StatusDelivered} {
+		v := sampleVerification(5, time.Minute)
+		v.Status = open
+		create(t, s, v, steps(v))
+		for _, st := range bad {
+			_, ended, err := s.Finish(ctx(), v.ID, st, at(time.Second))
+			require.Error(t, err, "Finish(%q) of a %s verification", st, open)
+			assert.NotErrorIs(t, err, verify.ErrNotFound, "Finish(%q): the verification exists", st)
+			assert.False(t, ended, "Finish(%q) does not end it", st)
+			got := getVerification(t, s, v.ID)
+			assertRecord(t, v, got)
+			assert.Empty(t, got.Deliveries)
+		}
+		claimed := claimAll(t, s, at(time.Hour))
+		assert.Contains(t, claimed, v.ID+"/0", "a refused Finish keeps the pending steps")
+		assert.Contains(t, claimed, v.ID+"/1", "a refused Finish keeps the pending steps")
+		_, ended, err := s.Finish(ctx(), v.ID, verify.StatusCanceled, at(2*time.Second))
+		require.NoError(t, err)
+		assert.True(t, ended, "after refused calls, a valid Finish still ends it")
+	}
+
+	// On an ended verification, too.
+	e := create(t, s, sampleVerification(5, time.Minute), nil)
+	want, ended, err := s.Finish(ctx(), e.ID, verify.StatusFailed, at(time.Second))
+	require.NoError(t, err)
+	require.True(t, ended)
+	for _, st := range bad {
+		_, ended, err := s.Finish(ctx(), e.ID, st, at(2*time.Second))
+		require.Error(t, err, "Finish(%q) of an ended verification", st)
+		assert.False(t, ended)
+		assertRecord(t, want, getVerification(t, s, e.ID))
+	}
+}
+
+func testFinishConcurrent(t *testing.T, s verificationStore) {
 	v := create(t, s, sampleVerification(100, time.Minute), nil)
 	var ended atomic.Int32
 	var wg sync.WaitGroup
@@ -364,7 +600,7 @@ func delivery(v verify.VerificationRecord, id string, step int, st verify.Delive
 	}
 }
 
-func testRecordDelivery(t *testing.T, s verify.Store) {
+func testRecordDelivery(t *testing.T, s verificationStore) {
 	ghost := sampleVerification(5, time.Minute)
 	requireNotFound(t, s.RecordDelivery(ctx(), delivery(ghost, ghost.ID+"-0", 0, verify.DeliverySent, base)),
 		"RecordDelivery for an unknown verification")
@@ -419,7 +655,7 @@ func testRecordDelivery(t *testing.T, s verify.Store) {
 	a, _, err := s.Attempt(ctx(), v.ID, wrongCode, at(7*time.Second))
 	require.NoError(t, err)
 	assert.Len(t, a.Deliveries, 4, "Attempt fills Deliveries")
-	c, _, err := s.CountSend(ctx(), v.ID, 10, at(7*time.Second))
+	c, _, err := s.CountSend(ctx(), v.ID, 10, 0, at(7*time.Second))
 	require.NoError(t, err)
 	assert.Len(t, c.Deliveries, 4, "CountSend fills Deliveries")
 	f, _, err := s.Finish(ctx(), v.ID, verify.StatusVerified, at(8*time.Second))
@@ -434,7 +670,7 @@ func testRecordDelivery(t *testing.T, s verify.Store) {
 	assert.Len(t, got.Deliveries, 5)
 }
 
-func testExpireDue(t *testing.T, s verify.Store) {
+func testExpireDue(t *testing.T, s verificationStore) {
 	var vs []verify.VerificationRecord
 	for i := 1; i <= 4; i++ {
 		v := sampleVerification(5, time.Duration(i)*time.Minute)
@@ -477,7 +713,7 @@ func testExpireDue(t *testing.T, s verify.Store) {
 	assert.Contains(t, claimed, vs[3].ID+"/1")
 }
 
-func testPurge(t *testing.T, s verify.Store) {
+func testPurge(t *testing.T, s verificationStore) {
 	old := create(t, s, sampleVerification(5, time.Minute), nil)
 	edge := create(t, s, sampleVerification(5, time.Minute), nil)
 	recent := create(t, s, sampleVerification(5, time.Minute), nil)
@@ -521,7 +757,7 @@ func testPurge(t *testing.T, s verify.Store) {
 	require.NoError(t, err, "open verifications are never purged")
 }
 
-func testCanceledContext(t *testing.T, s verify.Store) {
+func testCanceledContext(t *testing.T, s verificationStore) {
 	v := create(t, s, sampleVerification(5, time.Minute), nil)
 	c, cancel := context.WithCancel(ctx())
 	cancel()
@@ -540,7 +776,7 @@ func testCanceledContext(t *testing.T, s verify.Store) {
 // the calls that end it and delete its steps (Finish, Attempt, ExpireDue):
 // every call succeeds, with no deadlock between them, and each verification
 // ends once.
-func testRecordDeliveryWhileEnding(t *testing.T, s verify.Store) {
+func testRecordDeliveryWhileEnding(t *testing.T, s verificationStore) {
 	const verifications = 40
 	var (
 		wg    sync.WaitGroup
@@ -608,7 +844,7 @@ func testRecordDeliveryWhileEnding(t *testing.T, s verify.Store) {
 	}
 }
 
-func testRecordDeliveryCompletesStep(t *testing.T, s verify.Store) {
+func testRecordDeliveryCompletesStep(t *testing.T, s verificationStore) {
 	v := sampleVerification(5, time.Hour)
 	create(t, s, v, steps(v))
 	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-r2", -1, verify.DeliverySent, base)))

@@ -1,0 +1,157 @@
+package verify
+
+import (
+	"math"
+	"time"
+)
+
+// Counter is a named number with an expiry, kept by a Counters backend for
+// abuse protection.
+type Counter struct {
+	Value int64
+	// UpdatedAt is when a take last changed the value.
+	UpdatedAt time.Time
+	// ExpiresAt is when the counter starts again from zero.
+	ExpiresAt time.Time
+	// NotBefore is the earliest time the next take is allowed (the growing
+	// delay after repeated wrong codes); zero means at once.
+	NotBefore time.Time
+}
+
+// NoLimit is the Take.Max of a take that only counts.
+const NoLimit int64 = math.MaxInt64
+
+// Take is one counter's part in a Counters.Take call: add Delta to the
+// counter named Key if that keeps its value at most Max and the counter's
+// NotBefore has passed.
+type Take struct {
+	Key string
+	// Delta is what to add. A positive Delta counts an event; zero only
+	// checks (a block: Max 0 refuses while the counter is above zero); a
+	// negative Delta gives back what an earlier take counted.
+	Delta int64
+	// Max is the highest value the counter may reach by this take; NoLimit
+	// for none.
+	Max int64
+	// ExpiresAt becomes the counter's ExpiresAt when a positive Delta is
+	// counted.
+	ExpiresAt time.Time
+	// Backoff sets the counter's NotBefore when a positive Delta is
+	// counted: the next take must wait Backoff.Delay(new value). A refund
+	// clears NotBefore when Backoff.Delay(new value) is zero: the value it
+	// gives back to no longer owes a wait.
+	Backoff Backoff
+}
+
+// Apply returns c after this take is counted at now: Value + Delta (never
+// below zero) and UpdatedAt now; for a positive Delta also ExpiresAt from
+// the take and NotBefore = now + Backoff.Delay(Value). A zero Delta leaves
+// c as it is. A negative one leaves ExpiresAt, and leaves NotBefore unless
+// Backoff.Delay(Value) is zero, when it clears it. c must already be the
+// zero Counter if it had expired at now.
+func (t Take) Apply(c Counter, now time.Time) Counter {
+	if t.Delta == 0 {
+		return c
+	}
+	c.Value = max(c.Value+t.Delta, 0)
+	c.UpdatedAt = now
+	d := t.Backoff.Delay(c.Value)
+	switch {
+	case t.Delta > 0:
+		c.ExpiresAt = t.ExpiresAt
+		c.NotBefore = time.Time{}
+		if d > 0 {
+			c.NotBefore = now.Add(d)
+		}
+	case d == 0:
+		c.NotBefore = time.Time{}
+	}
+	return c
+}
+
+// allows reports whether the take may be counted on c at now, and if not,
+// how long until it may: until NotBefore for a wait, until ExpiresAt (when
+// the counter starts again) for a full one.
+func (t Take) allows(c Counter, now time.Time) (bool, time.Duration) {
+	if t.Delta < 0 {
+		return true, 0
+	}
+	var wait time.Duration
+	if c.Value > t.Max-t.Delta {
+		wait = max(c.ExpiresAt.Sub(now), time.Microsecond)
+	}
+	if t.Delta > 0 && now.Before(c.NotBefore) {
+		wait = max(wait, c.NotBefore.Sub(now))
+	}
+	return wait <= 0, wait
+}
+
+// Backoff is a delay that grows with a counter's value: none below Free,
+// then Base, doubling with every further count, up to Max. The zero
+// Backoff never delays.
+type Backoff struct {
+	Free      int64
+	Base, Max time.Duration
+}
+
+// Delay is the wait after a take left a counter at value n: zero when n <
+// Free or Base <= 0, else min(Base × 2^(n−Free), Max) (Base when Max <=
+// 0).
+func (b Backoff) Delay(n int64) time.Duration {
+	if b.Base <= 0 || n < b.Free {
+		return 0
+	}
+	limit := b.Max
+	if limit < b.Base {
+		limit = b.Base
+	}
+	d := b.Base
+	for i := n - b.Free; i > 0 && d < limit; i-- {
+		d <<= 1
+		if d <= 0 { // overflowed
+			return limit
+		}
+	}
+	return min(d, limit)
+}
+
+// Taken is what a Counters.Take decided.
+type Taken struct {
+	// OK is true when every take was counted.
+	OK bool
+	// Refused is the index of the first refused take; -1 when OK.
+	Refused int
+	// RetryAfter is how long until the refused take could be allowed.
+	RetryAfter time.Duration
+	// Counters holds, for each take in order, its counter after the call:
+	// changed when OK, as it was otherwise (the zero Counter for one that
+	// does not exist or has expired).
+	Counters []Counter
+}
+
+// ApplyTakes decides a Counters.Take call for a Store written in Go:
+// current holds each take's counter as read under the Store's lock (the
+// zero Counter for a missing one; expired ones may be passed as read). It
+// returns the decision, whose Counters are what the Store must write back
+// when OK is true. Keys must be distinct.
+func ApplyTakes(current []Counter, takes []Take, now time.Time) Taken {
+	out := Taken{Refused: -1, Counters: make([]Counter, len(takes))}
+	for i, t := range takes {
+		c := current[i]
+		if !now.Before(c.ExpiresAt) {
+			c = Counter{}
+		}
+		out.Counters[i] = c
+		if ok, wait := t.allows(c, now); !ok && out.Refused < 0 {
+			out.Refused, out.RetryAfter = i, wait
+		}
+	}
+	if out.Refused >= 0 {
+		return out
+	}
+	out.OK = true
+	for i, t := range takes {
+		out.Counters[i] = t.Apply(out.Counters[i], now)
+	}
+	return out
+}

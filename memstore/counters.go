@@ -1,0 +1,112 @@
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+// Counters are sharded by key like verifications. A Take locks every shard
+// its keys fall in, always in ascending shard order, so racing Takes over
+// overlapping keys cannot deadlock.
+
+type counterShard struct {
+	mu sync.Mutex
+	m  map[string]verify.Counter
+}
+
+// Take implements verify.Store. The takes must name distinct counters; a
+// call that names one twice is refused with an error and changes nothing.
+func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Taken{}, err
+	}
+	idx := make([]int, len(takes))
+	for i, t := range takes {
+		// A Take carries a handful of takes, so a quadratic check is cheaper
+		// than a map.
+		for _, u := range takes[:i] {
+			if u.Key == t.Key {
+				return verify.Taken{}, fmt.Errorf("memstore: Take names counter %q twice", t.Key)
+			}
+		}
+		idx[i] = shardIndex(t.Key)
+	}
+	order := slices.Compact(slices.Sorted(slices.Values(idx)))
+	for _, i := range order {
+		s.counters[i].mu.Lock()
+	}
+	defer func() {
+		for _, i := range order {
+			s.counters[i].mu.Unlock()
+		}
+	}()
+	current := make([]verify.Counter, len(takes))
+	for i, t := range takes {
+		current[i] = s.counters[idx[i]].m[t.Key]
+	}
+	res := verify.ApplyTakes(current, takes, now)
+	if res.OK {
+		for i, t := range takes {
+			if t.Delta != 0 {
+				s.counters[idx[i]].m[t.Key] = res.Counters[i]
+			}
+		}
+	}
+	return res, nil
+}
+
+// GetCounter implements verify.Store.
+func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Counter{}, err
+	}
+	sh := &s.counters[shardIndex(key)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c, ok := sh.m[key]
+	if !ok || !now.Before(c.ExpiresAt) {
+		return verify.Counter{}, nil
+	}
+	return c, nil
+}
+
+// DeleteCounter implements verify.Store.
+func (s *Store) DeleteCounter(ctx context.Context, key string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	sh := &s.counters[shardIndex(key)]
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
+	return nil
+}
+
+// PurgeCounters implements verify.Store. It scans the counters, one shard
+// at a time, until it has deleted limit of them.
+func (s *Store) PurgeCounters(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctxErr(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := 0; i < len(s.counters) && n < limit; i++ {
+		sh := &s.counters[i]
+		sh.mu.Lock()
+		for k, c := range sh.m {
+			if n >= limit {
+				break
+			}
+			if c.ExpiresAt.Before(before) {
+				delete(sh.m, k)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n, nil
+}
