@@ -121,7 +121,8 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 			return refuse(err)
 		}
 	}
-	if err := e.reserveFailure(ctx, parts.to, now); err != nil {
+	fkey := failKey(parts.to)
+	if err := e.reserveFailure(ctx, fkey, now); err != nil {
 		e.refund(ctx, perIP)
 		return refuse(err)
 	}
@@ -132,7 +133,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		return Verification{}, e.lookupErr("check code", err)
 	}
 	if !counted { // ended, expired, or another caller used the last attempt
-		e.refundFailure(ctx, parts.to, now)
+		e.refundFailure(ctx, fkey, now)
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
@@ -144,7 +145,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if rec.Status == StatusVerified {
 		// The code is verified: what follows is bookkeeping, whose
 		// failures are logged and emitted, never returned.
-		if err := e.resetFailures(ctx, rec.To); err != nil {
+		if err := e.resetFailures(ctx, fkey); err != nil {
 			e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
 		}
 		if err := e.countVerified(ctx, rec); err != nil {

@@ -133,16 +133,17 @@ type Taken struct {
 // current holds each take's counter as read under the Store's lock (the
 // zero Counter for a missing one; expired ones may be passed as read). It
 // returns the decision, whose Counters are what the Store must write back
-// when OK is true. Keys must be distinct.
+// when OK is true. The decision's Counters is current itself, updated in
+// place, so a Store that needs current afterwards passes a copy. Keys must
+// be distinct.
 func ApplyTakes(current []Counter, takes []Take, now time.Time) Taken {
-	out := Taken{Refused: -1, Counters: make([]Counter, len(takes))}
+	out := Taken{Refused: -1, Counters: current}
 	for i, t := range takes {
-		c := current[i]
+		c := &current[i]
 		if !now.Before(c.ExpiresAt) {
-			c = Counter{}
+			*c = Counter{}
 		}
-		out.Counters[i] = c
-		if ok, wait := t.allows(c, now); !ok && out.Refused < 0 {
+		if ok, wait := t.allows(*c, now); !ok && out.Refused < 0 {
 			out.Refused, out.RetryAfter = i, wait
 		}
 	}
@@ -151,7 +152,7 @@ func ApplyTakes(current []Counter, takes []Take, now time.Time) Taken {
 	}
 	out.OK = true
 	for i, t := range takes {
-		out.Counters[i] = t.Apply(out.Counters[i], now)
+		current[i] = t.Apply(current[i], now)
 	}
 	return out
 }

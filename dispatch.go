@@ -270,11 +270,12 @@ func render(body, code string, minutes int, brand string) string {
 // the lease is checked again: a step whose lease might run out before the
 // send timeout is left for the next claim instead of being sent. So while
 // every engine lives, engines sharing a Store never send a step twice.
-// Delivery is at least once only across a crash: a process that dies after
-// a provider accepted a message but before the delivery was recorded leaves
-// the step to be claimed and sent again when the lease runs out. Such a
-// re-delivery carries the same Message.ID (stable per verification and
-// step), which providers and webhooks can use to drop the duplicate.
+// Delivery is at least once only in two cases: a process that dies after a
+// provider accepted a message but before the delivery was recorded, and a
+// delivery the Store failed to record; either leaves the step to be claimed
+// and sent again when the lease runs out. Such a re-delivery carries the
+// same Message.ID (stable per verification and step), which providers and
+// webhooks can use to drop the duplicate.
 //
 // Steps of verifications that are no longer open are dropped unsent. Tests
 // call ProcessDue after moving a mock clock to drive fallback

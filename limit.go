@@ -52,7 +52,10 @@ type Allowance struct {
 }
 
 // LocalLimiter keeps one token bucket per key in this process: Limit
-// events at once, refilled evenly over Per. Buckets idle long enough to be
+// events at once, refilled evenly over Per. (Its buckets are its own rather
+// than golang.org/x/time/rate's, whose reservations cannot be given back
+// once time has moved on: a Refund must return the token whenever the
+// request is refused.) Buckets idle long enough to be
 // full again are evicted, so memory stays proportional to the keys active
 // within the longest Per. It is the default Limiter; it is exact for one
 // process, but each engine counts alone, so with several instances use

@@ -233,51 +233,61 @@ func phonePrefix(phone string) string {
 
 // sendLimit is one of the send limits, with what a refusal names.
 type sendLimit struct {
-	prefix, value, what string
-	r                   Rate
+	prefix, what string
+	r            Rate
 }
 
-// sendLimits lists the send limits that apply to a; limits that are off or
-// have nothing to key by (no IP, no phone, ...) are left out.
-func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, []string) {
-	p := &e.protection
-	all := [...]sendLimit{
-		{"send:to:", recipientKey(a.To), "codes sent to this recipient", p.RecipientSends},
-		{"send:ip:", a.IPAddress, "codes requested from this IP address", p.IPSends},
-		{"send:flow:", flowID, "codes sent on this flow", p.FlowSends},
-		{"send:", "all", "codes sent", p.GlobalSends},
-		{"send:prefix:", a.Prefix, "codes sent to this number range", p.PrefixSends},
-		{"send:country:", a.Country, "codes sent to this country", p.CountrySends},
+// The send limits, in the order Send applies them; sendLimits keys them.
+func (p *Protection) sendLimitTable() [6]sendLimit {
+	return [6]sendLimit{
+		{"send:to:", "codes sent to this recipient", p.RecipientSends},
+		{"send:ip:", "codes requested from this IP address", p.IPSends},
+		{"send:flow:", "codes sent on this flow", p.FlowSends},
+		{"send:", "codes sent", p.GlobalSends},
+		{"send:prefix:", "codes sent to this number range", p.PrefixSends},
+		{"send:country:", "codes sent to this country", p.CountrySends},
 	}
-	limits := make([]Limit, 0, len(all))
-	whats := make([]string, 0, len(all))
-	for _, l := range all {
-		if l.r.off() || l.value == "" {
+}
+
+// sendLimits lists the send limits that apply to a, and for each the index
+// of its row in sendLimitTable; limits that are off or have nothing to key
+// by (no IP, no phone, ...) are left out.
+func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, [6]uint8) {
+	table := e.protection.sendLimitTable()
+	values := [6]string{recipientKey(a.To), a.IPAddress, flowID, "all", a.Prefix, a.Country}
+	var rows [6]uint8
+	var limits []Limit
+	for i, l := range table {
+		if l.r.off() || values[i] == "" {
 			continue
 		}
-		limits = append(limits, Limit{Key: l.prefix + l.value, Rate: l.r})
-		whats = append(whats, l.what)
+		if limits == nil {
+			limits = make([]Limit, 0, len(table)-i)
+		}
+		rows[len(limits)] = uint8(i)
+		limits = append(limits, Limit{Key: l.prefix + values[i], Rate: l.r})
 	}
-	return limits, whats
+	return limits, rows
 }
 
 // admitSend applies the pumping guard's prefix block and then every send
-// limit, in that order: the block check counts nothing, and the limits are
-// counted all or nothing by the Limiter, so a refused Send spends nothing.
+// limit, in that order: the block counts nothing (it is one read), and the
+// limits are counted all or nothing by the Limiter, so a refused Send
+// spends nothing.
 // The caller refunds the returned Allowance if it refuses the Send later
 // (a reused verification in its resend cooldown, say).
 func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, now time.Time) (Allowance, error) {
 	if a.Prefix != "" && e.protection.Conversion.MinSends >= 0 {
-		res, err := e.counters.Take(ctx, now, []Take{{Key: blockKey(a.Prefix), Delta: 0, Max: 0}})
+		// A block counts nothing, so reading it is the whole decision.
+		c, err := e.counters.GetCounter(ctx, blockKey(a.Prefix), now)
 		if err != nil {
 			return Allowance{}, storeErr("check prefix block", err)
 		}
-		if !res.OK {
-			until := now.Add(res.RetryAfter)
-			return Allowance{}, e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, until.Format(time.RFC3339)), res.RetryAfter)
+		if c.Value > 0 {
+			return Allowance{}, e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(now))
 		}
 	}
-	limits, whats := e.sendLimits(flowID, a)
+	limits, rows := e.sendLimits(flowID, a)
 	if len(limits) == 0 {
 		return Allowance{OK: true, Refused: -1, Now: now}, nil
 	}
@@ -286,7 +296,7 @@ func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, no
 		return Allowance{}, storeErr("rate limit", err)
 	}
 	if !allowed.OK {
-		what := whats[allowed.Refused]
+		what := e.protection.sendLimitTable()[rows[allowed.Refused]].what
 		err := rateLimited(what, allowed.RetryAfter)
 		e.emit(ctx, Event{Type: EventRateLimited, FlowID: flowID, Time: now, ErrorCode: err.Code, Reason: what})
 		return Allowance{}, err
@@ -390,6 +400,7 @@ func windowEnd(t time.Time, w time.Duration) time.Time {
 	return time.Unix(0, (t.UnixNano()/int64(w)+1)*int64(w)).UTC()
 }
 
+// failKey names the counter of a recipient's consecutive wrong codes.
 func failKey(to Recipient) string { return "fail:" + recipientKey(to) }
 
 // reserveFailure takes one of the recipient's failure slots before a code
@@ -400,10 +411,10 @@ func failKey(to Recipient) string { return "fail:" + recipientKey(to) }
 // are judged, and past FreeFailures none before its delay. A right code
 // resets the slots (resetFailures); a check that judged no code gives its
 // slot back (refundFailure).
-func (e *Engine) reserveFailure(ctx context.Context, to Recipient, now time.Time) error {
+func (e *Engine) reserveFailure(ctx context.Context, key string, now time.Time) error {
 	p := &e.protection
 	res, err := e.counters.Take(ctx, now, []Take{{
-		Key:       failKey(to),
+		Key:       key,
 		Delta:     1,
 		Max:       int64(p.MaxFailures),
 		ExpiresAt: now.Add(p.LockFor),
@@ -431,16 +442,16 @@ func (e *Engine) failureBackoff() Backoff {
 // refundFailure gives back a failure slot that judged no code. The delay
 // the slot set stays if the failures left still owe one (past
 // FreeFailures), and is lifted otherwise.
-func (e *Engine) refundFailure(ctx context.Context, to Recipient, now time.Time) {
-	if _, err := e.counters.Take(ctx, now, []Take{{Key: failKey(to), Delta: -1, Max: NoLimit, Backoff: e.failureBackoff()}}); err != nil {
+func (e *Engine) refundFailure(ctx context.Context, key string, now time.Time) {
+	if _, err := e.counters.Take(ctx, now, []Take{{Key: key, Delta: -1, Max: NoLimit, Backoff: e.failureBackoff()}}); err != nil {
 		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a failure slot", logStr("error", err.Error()))
 	}
 }
 
 // resetFailures clears the recipient's consecutive failures after a right
 // code.
-func (e *Engine) resetFailures(ctx context.Context, to Recipient) error {
-	return storeErr("reset failures", e.counters.DeleteCounter(ctx, failKey(to)))
+func (e *Engine) resetFailures(ctx context.Context, key string) error {
+	return storeErr("reset failures", e.counters.DeleteCounter(ctx, key))
 }
 
 // Unlock clears a recipient's consecutive wrong codes, lifting a lockout.

@@ -50,10 +50,11 @@ import (
 // bookkeeping that fails afterwards (recording the delivery, the conversion
 // counters) is logged and emitted as a bookkeeping_failed event.
 func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error) {
-	p, err := e.resolveSend(ctx, req)
+	plan, err := e.resolveSend(ctx, req)
 	if err != nil {
 		return Verification{}, err
 	}
+	p := &plan
 	if req.IdempotencyKey != "" {
 		if v, done, err := e.idempotent(ctx, p); done {
 			return v, err
@@ -90,26 +91,26 @@ type sendPlan struct {
 
 // resolveSend is Send's first stage: the flow, and every check of the
 // request that needs no Store state.
-func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (*sendPlan, error) {
+func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (sendPlan, error) {
 	flow, err := e.resolveFlow(ctx, req.FlowID)
 	if err != nil {
-		return nil, err
+		return sendPlan{}, err
 	}
 	if req.Language != "" && !languageRE.MatchString(req.Language) {
-		return nil, invalid(ErrInvalidParameter, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", req.Language)
+		return sendPlan{}, invalid(ErrInvalidParameter, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", req.Language)
 	}
 	if !ipAllowed(flow.AllowedIPs, req.IPAddress) {
-		return nil, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress)
+		return sendPlan{}, invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress)
 	}
 	to, info, err := e.checkRecipient(flow, req.To)
 	if err != nil {
-		return nil, err
+		return sendPlan{}, err
 	}
-	p := &sendPlan{req: req, flow: flow, to: to}
+	p := sendPlan{req: req, flow: flow, to: to}
 	if req.Code != "" {
 		c, ok := normalizeCode(req.Code)
 		if !ok || len(c) != flow.CodeLength || !fitsCharset(c, flow.Charset) {
-			return nil, invalid(ErrInvalidCode, "otp", "a custom OTP must be %d %s characters", flow.CodeLength, flow.Charset)
+			return sendPlan{}, invalid(ErrInvalidCode, "otp", "a custom OTP must be %d %s characters", flow.CodeLength, flow.Charset)
 		}
 		p.code = c
 	}

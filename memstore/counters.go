@@ -25,7 +25,8 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 	if err := ctxErr(ctx); err != nil {
 		return verify.Taken{}, err
 	}
-	idx := make([]int, len(takes))
+	var buf [8]int // the engine names a handful of counters at a time
+	idx := buf[:0]
 	for i, t := range takes {
 		// A Take carries a handful of takes, so a quadratic check is cheaper
 		// than a map.
@@ -34,9 +35,12 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 				return verify.Taken{}, fmt.Errorf("memstore: Take names counter %q twice", t.Key)
 			}
 		}
-		idx[i] = shardIndex(t.Key)
+		idx = append(idx, shardIndex(t.Key))
 	}
-	order := slices.Compact(slices.Sorted(slices.Values(idx)))
+	var obuf [8]int
+	order := append(obuf[:0], idx...)
+	slices.Sort(order)
+	order = slices.Compact(order)
 	for _, i := range order {
 		s.counters[i].mu.Lock()
 	}

@@ -61,6 +61,12 @@
 //		"rate_limited" (rate_limited events without a VerificationID: a
 //		send limit was hit). Both series exist from the start, at zero.
 //
+//	openverify_bookkeeping_failures_total{op}
+//		Writes that failed after the caller had been answered
+//		(bookkeeping_failed events): op is the operation, such as "reset
+//		failures" or "record delivery". The caller's success stood; a
+//		rising count means the store or counters backend is failing.
+//
 // # Labels
 //
 // Label values come only from fixed words (the outcomes, statuses and

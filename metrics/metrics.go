@@ -32,6 +32,7 @@ type Collector struct {
 	timeToVerify                         *prometheus.HistogramVec
 	sendsRefused                         *prometheus.CounterVec // {reason}
 	refusedBlocked, refusedRateLimited   prometheus.Counter
+	bookkeeping                          *prometheus.CounterVec // {op}
 }
 
 var (
@@ -86,6 +87,8 @@ func New(opts ...Option) *Collector {
 			"Time from the creation of a verification to its verification.", c.verifyBounds, "flow"),
 		sendsRefused: counter("sends_refused_total",
 			"Sends refused before a verification was created, by reason: blocked or rate_limited.", "reason"),
+		bookkeeping: counter("bookkeeping_failures_total",
+			"Counters or records that could not be written after a done thing (a verified code, a delivered message), by operation; the caller's answer stood.", "op"),
 	}
 	outcome := func(v *prometheus.CounterVec, label, value string) *prometheus.CounterVec {
 		return v.MustCurryWith(prometheus.Labels{label: value})
@@ -167,6 +170,8 @@ func (m *Collector) Observe(_ context.Context, ev verify.Event) {
 		} else { // raised by Send
 			m.refusedRateLimited.Inc()
 		}
+	case verify.EventBookkeepingFailed:
+		inc(m.bookkeeping, ev.Reason)
 	}
 }
 
@@ -179,6 +184,7 @@ func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	m.ended.Describe(ch)
 	m.timeToVerify.Describe(ch)
 	m.sendsRefused.Describe(ch)
+	m.bookkeeping.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -190,6 +196,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	m.ended.Collect(ch)
 	m.timeToVerify.Collect(ch)
 	m.sendsRefused.Collect(ch)
+	m.bookkeeping.Collect(ch)
 }
 
 // inc adds one to the series of v for the label value a ("unknown" if it

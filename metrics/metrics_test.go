@@ -307,6 +307,8 @@ func TestObserve(t *testing.T) {
 			`openverify_verifications_ended_total{flow="F",status="max_attempts"} 1`},
 		{"failed", verify.Event{Type: verify.EventFailed, FlowID: flow, ErrorCode: "E915"},
 			`openverify_verifications_ended_total{flow="F",status="failed"} 1`},
+		{"bookkeeping failed", verify.Event{Type: verify.EventBookkeepingFailed, VerificationID: "v", FlowID: flow, ErrorCode: "E925", Reason: "reset failures"},
+			`openverify_bookkeeping_failures_total{op="reset failures"} 1`},
 		{"flow not UTF-8", verify.Event{Type: verify.EventCreated, FlowID: "\xff"},
 			`openverify_verifications_created_total{flow="unknown"} 1`},
 		{"channel not UTF-8", verify.Event{Type: verify.EventSent, FlowID: flow, Channel: "\xfe"},

@@ -74,6 +74,16 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 		res verify.Taken
 		err error
 	)
+	if len(takes) == 1 && takes[0].Delta > 0 {
+		// The engine's hot path (a failure slot, a conversion count): one
+		// statement when it is allowed.
+		var counted bool
+		if res, counted, err = s.countOne(ctx, takes[0], now); err != nil {
+			return verify.Taken{}, wrap("take counters", err)
+		} else if counted {
+			return res, nil
+		}
+	}
 	if s.pg() {
 		res, err = s.pgTake(ctx, keys, takes, now)
 	} else {
@@ -110,6 +120,78 @@ func decide(cur map[string]verify.Counter, takes []verify.Take, now time.Time) v
 	}
 	return res
 }
+
+// countOne is one positive take of one counter, in one statement: an upsert whose conflict branch counts only where the take is
+// allowed (the value stays within Max and NotBefore has passed, or the
+// counter has expired) and computes the new NotBefore from the Backoff in
+// SQL, exactly as Backoff.Delay does. The row lock of the upsert makes it
+// atomic. counted is false when it did not count; the caller then decides
+// again in Take's transaction, which reads the counter under its lock to
+// say why.
+func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
+	if t.Delta > t.Max {
+		return verify.Taken{}, false, nil
+	}
+	b := t.Backoff
+	limit := max(b.Max, b.Base)
+	shift := 0 // the least k with Base << k >= limit: from there on, Delay is limit
+	for d := b.Base; d > 0 && d < limit && shift < 62; d <<= 1 {
+		shift++
+	}
+	query := sqliteCountOneQuery
+	if s.pg() {
+		query = pgCountOneQuery
+	}
+	var c verify.Counter
+	err := s.run().QueryRowContext(ctx, query, t.Key, t.Delta, s.tv(now), s.tv(t.ExpiresAt), t.Max,
+		b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
+		Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
+	if errors.Is(err, sql.ErrNoRows) {
+		return verify.Taken{}, false, nil
+	}
+	if err != nil {
+		return verify.Taken{}, false, err
+	}
+	return verify.Taken{OK: true, Refused: -1, Counters: []verify.Counter{storedCounter(c)}}, true, nil
+}
+
+// pgNotBefore is now ($3) + Backoff.Delay(n) for the Backoff in $6 (Free),
+// $7 (Base, µs), $8 (the shift from which Delay is the limit) and $9 (the
+// limit, µs); NULL for no wait.
+func pgNotBefore(n string) string {
+	return `CASE WHEN $7::bigint <= 0 OR ` + n + ` < $6::bigint THEN NULL
+		WHEN ` + n + ` - $6::bigint >= $8::bigint THEN $3::timestamptz + $9::bigint * interval '1 microsecond'
+		ELSE $3::timestamptz + ($7::bigint << (` + n + ` - $6::bigint)::int) * interval '1 microsecond' END`
+}
+
+// pgCountOneQuery counts $2 on counter $1 at $3 if allowed, setting
+// expires_at $4, within Max $5; see pgCountOne.
+var pgCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
+	VALUES ($1::text, $2::bigint, $3::timestamptz, $4::timestamptz, ` + pgNotBefore("$2::bigint") + `)
+	ON CONFLICT (name) DO UPDATE SET
+		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
+		updated_at = $3, expires_at = $4,
+		not_before = ` + pgNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
+	WHERE c.expires_at <= $3 OR (c.value <= $5::bigint - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
+	RETURNING value, updated_at, expires_at, not_before`
+
+// sqliteNotBefore is pgNotBefore for SQLite, whose times are integer
+// microseconds.
+func sqliteNotBefore(n string) string {
+	return `CASE WHEN $7 <= 0 OR ` + n + ` < $6 THEN NULL
+		WHEN ` + n + ` - $6 >= $8 THEN $3 + $9
+		ELSE $3 + ($7 << (` + n + ` - $6)) END`
+}
+
+// sqliteCountOneQuery is pgCountOneQuery for SQLite.
+var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
+	VALUES ($1, $2, $3, $4, ` + sqliteNotBefore("$2") + `)
+	ON CONFLICT (name) DO UPDATE SET
+		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
+		updated_at = $3, expires_at = $4,
+		not_before = ` + sqliteNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
+	WHERE c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
+	RETURNING value, updated_at, expires_at, not_before`
 
 // pgTake is Take's transaction on PostgreSQL. database/sql would spend a
 // round trip on each of BEGIN, the lock statement, the write-back and
@@ -179,6 +261,18 @@ func pgxCounters(rows pgx.Rows, err error) (map[string]verify.Counter, error) {
 		return nil, err
 	}
 	defer rows.Close()
+	return scanCounters(rows)
+}
+
+// counterRows is what scanCounters needs of *sql.Rows and pgx.Rows.
+type counterRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// scanCounters reads rows of counterCols into counters by name.
+func scanCounters(rows counterRows) (map[string]verify.Counter, error) {
 	out := make(map[string]verify.Counter)
 	for rows.Next() {
 		var (
@@ -290,18 +384,7 @@ func readCounters(ctx context.Context, q querier, query string, args ...any) (ma
 		return nil, err
 	}
 	defer rows.Close()
-	out := make(map[string]verify.Counter)
-	for rows.Next() {
-		var (
-			name string
-			c    verify.Counter
-		)
-		if err := rows.Scan(&name, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
-			return nil, err
-		}
-		out[name] = c
-	}
-	return out, rows.Err()
+	return scanCounters(rows)
 }
 
 // ordered returns the counters of the takes, in their order; a missing

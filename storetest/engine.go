@@ -186,22 +186,6 @@ func (r *rig) flow(f verify.Flow) verify.Flow {
 // at returns the engine for request i, round robin.
 func (r *rig) at(i int) *verify.Engine { return r.engines[i%len(r.engines)] }
 
-// race calls fn(i) for i in [0, n) from n goroutines released at once.
-func race(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gate
-			fn(i)
-		}()
-	}
-	close(gate)
-	wg.Wait()
-}
-
 // answers counts errors by E-code ("ok" for nil); other errors fail t.
 type answers struct {
 	mu    sync.Mutex
@@ -254,7 +238,7 @@ func testLockoutUnderParallelWrongCodes(t *testing.T, s verify.Store) {
 	require.NoError(t, err)
 	code := r.sms.codeFor(t, v.ID)
 	var a answers
-	race(64, func(i int) {
+	released(64, func(i int) {
 		_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(code)})
 		a.add(err)
 	})
@@ -280,7 +264,7 @@ func testFailureDelayUnderParallelWrongCodes(t *testing.T, s verify.Store) {
 	require.NoError(t, err)
 	code := r.sms.codeFor(t, v.ID)
 	var a answers
-	race(64, func(i int) {
+	released(64, func(i int) {
 		_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(code)})
 		a.add(err)
 	})
@@ -307,7 +291,7 @@ func testParallelResends(t *testing.T, s verify.Store) {
 	require.NoError(t, err)
 	r.clk.Add(31 * time.Second)
 	var a answers
-	race(8, func(i int) {
+	released(8, func(i int) {
 		_, err := r.at(i).Resend(r.ctx, v.ID)
 		a.add(err)
 	})
