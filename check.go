@@ -106,11 +106,6 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if !ipAllowed(parts.allowedIPs, req.IPAddress) {
 		return refuse(invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress))
 	}
-	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
-		v, err := e.closed(ctx, rec, now)
-		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
-		return v, err
-	}
 	// The per-IP limit, then the recipient's failure slot: each decides
 	// and counts in one step, and a refusal by the second gives back the
 	// first, so a refused check spends nothing.
@@ -125,6 +120,12 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if err := e.reserveFailure(ctx, fkey, now); err != nil {
 		e.refund(ctx, perIP)
 		return refuse(err)
+	}
+	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
+		e.refundFailure(ctx, fkey, now)
+		v, err := e.closed(ctx, rec, now)
+		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
+		return v, err
 	}
 	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, hashes, now)
 	if err != nil {

@@ -208,3 +208,32 @@ func TestPurgeDeletesExpiredCounters(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing expired is left")
 }
+
+// TestCheckOrderLockoutBeforeEnded: the recipient's lockout is answered
+// before the state of an ended verification, on an engine that has the
+// verification in memory and on one that reads it.
+func TestCheckOrderLockoutBeforeEnded(t *testing.T) {
+	p := only(func(p *verify.Protection) { p.MaxFailures, p.FreeFailures = 2, 100 })
+	h := protected(t, p)
+	h.flow(verify.Step{Channel: "sms"})
+	done, code := h.send()
+	_, err := h.check(done.ID, code)
+	require.NoError(t, err)
+	v, other := h.send()
+	for range 2 {
+		_, err := h.check(v.ID, wrong(other))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	fresh := h.engine(verify.WithProtection(p))
+	for _, e := range []*verify.Engine{h.eng, fresh} {
+		_, err := e.Check(h.ctx, verify.CheckRequest{VerifyID: done.ID, Code: code})
+		requireCode(t, err, verify.ErrLocked)
+	}
+	require.NoError(t, h.eng.Unlock(h.ctx, ana))
+	for range 3 {
+		_, err = fresh.Check(h.ctx, verify.CheckRequest{VerifyID: done.ID, Code: code})
+		requireCode(t, err, verify.ErrAlreadyVerified)
+	}
+	_, err = fresh.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: other})
+	require.NoError(t, err, "the checks of the ended verification gave their failure slots back")
+}
