@@ -341,6 +341,7 @@ func TestPumpingSimulation(t *testing.T) {
 		if err != nil {
 			e := requireCode(t, err, verify.ErrBlocked)
 			assert.Contains(t, e.Message, "+2250700")
+			assert.Equal(t, time.Hour, e.RetryAfter, "the block's end is known: BlockFor after it was set")
 			blocked++
 		}
 		// Legitimate users elsewhere verify their codes.
