@@ -7,16 +7,6 @@ import (
 	"time"
 )
 
-// bookkeepingFailed logs and emits a failure of the bookkeeping after a
-// done thing (a verified code, a delivered message): the caller's answer
-// stands.
-func (e *Engine) bookkeepingFailed(ctx context.Context, rec VerificationRecord, op string, err error, now time.Time) {
-	e.log.LogAttrs(ctx, slog.LevelWarn, "verify: bookkeeping failed", slog.String("verification", rec.ID),
-		slog.String("op", op), slog.String("error", err.Error()))
-	e.emit(ctx, Event{Type: EventBookkeepingFailed, VerificationID: rec.ID, FlowID: rec.FlowID, Time: now,
-		ErrorCode: ErrInternal.Code, Reason: op})
-}
-
 // Check checks a code. It returns the verification and a nil error only
 // when this call verified it. Otherwise the error is an *Error, answered in
 // this order:

@@ -116,10 +116,10 @@ func newErr(code, typ, parameter, message string) *Error {
 //	E916  429  validation_error                     Resend beyond the flow's maximum number of sends
 //	E917  400  validation_error  template           a step's template is not approved
 //	E918  429  validation_error                     a rate limit was hit; RetryAfter says when to retry
-//	E919  429  validation_error                     the recipient is locked out after too many wrong codes
+//	E919  429  validation_error                     the recipient is locked out after too many wrong codes; RetryAfter says until when
 //	E920  403  validation_error  ip_address         the client IP is not on the flow's allow-list
 //	E921  403  validation_error  to.mobile          the number's country or type is not allowed by the flow
-//	E922  403  validation_error  to                 the send was blocked (SMS-pumping guard or SendHook)
+//	E922  403  validation_error  to                 the send was blocked (SMS-pumping guard: RetryAfter to the block's end; or SendHook)
 //	E923  409  validation_error  idempotency_key    an idempotency key was reused with another request
 //	E924  401  authentication_error (the header)    an HTTP API key is missing or wrong (for servers built on the engine)
 //	E925  500  server_error                         an internal failure (a store error), for servers to answer with

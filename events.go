@@ -103,6 +103,16 @@ func (e *Engine) finish(ctx context.Context, id string, status Status, now time.
 	return rec, ended, nil
 }
 
+// bookkeepingFailed logs and emits a failure of the bookkeeping after a
+// done thing (a verified code, a delivered message): the caller's answer
+// stands.
+func (e *Engine) bookkeepingFailed(ctx context.Context, rec VerificationRecord, op string, err error, now time.Time) {
+	e.log.LogAttrs(ctx, slog.LevelWarn, "verify: bookkeeping failed", slog.String("verification", rec.ID),
+		slog.String("op", op), slog.String("error", err.Error()))
+	e.emit(ctx, Event{Type: EventBookkeepingFailed, VerificationID: rec.ID, FlowID: rec.FlowID, Time: now,
+		ErrorCode: ErrInternal.Code, Reason: op})
+}
+
 // emitEnded emits the event for a verification that has just ended.
 func (e *Engine) emitEnded(ctx context.Context, rec VerificationRecord, now time.Time) {
 	if len(e.observers) == 0 {
