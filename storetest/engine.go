@@ -348,7 +348,7 @@ func testBacklogSentOnce(t *testing.T, s verify.Store) {
 	mk := func() *verify.Engine {
 		e, err := verify.New(st, verify.WithSecret(engineSecret), verify.WithChannels(sms, voice),
 			verify.WithProtection(verify.NoProtection()), verify.WithLogger(quietLog()),
-			verify.WithLease(250*time.Millisecond), verify.WithSendTimeout(100*time.Millisecond),
+			verify.WithLease(400*time.Millisecond), verify.WithSendTimeout(200*time.Millisecond),
 			verify.WithConcurrency(8))
 		require.NoError(t, err)
 		return e
