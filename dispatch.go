@@ -461,12 +461,14 @@ func (e *Engine) Purge(ctx context.Context) (int, error) {
 			break
 		}
 	}
+	// Counters are small rows, many per verification: larger batches.
+	counterBatch := 10 * e.batch
 	for {
-		n, err := e.counters.PurgeCounters(ctx, now, e.batch*10)
+		n, err := e.counters.PurgeCounters(ctx, now, counterBatch)
 		if err != nil {
 			return total, storeErr("purge counters", err)
 		}
-		if n < e.batch*10 {
+		if n < counterBatch {
 			return total, nil
 		}
 	}

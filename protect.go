@@ -456,9 +456,9 @@ func (e *Engine) resetFailures(ctx context.Context, key string) error {
 
 // Unlock clears a recipient's consecutive wrong codes, lifting a lockout.
 func (e *Engine) Unlock(ctx context.Context, to Recipient) error {
-	key := recipientKey(Recipient{Phone: trimSpace(to.Phone), Email: trimSpace(to.Email)})
-	if key == "" {
+	to = Recipient{Phone: trimSpace(to.Phone), Email: trimSpace(to.Email)}
+	if recipientKey(to) == "" {
 		return invalid(ErrInvalidRecipient, "to", "a recipient (mobile or email) is mandatory")
 	}
-	return storeErr("delete counter", e.counters.DeleteCounter(ctx, "fail:"+key))
+	return e.resetFailures(ctx, failKey(to))
 }

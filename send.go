@@ -234,10 +234,8 @@ func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *Verificatio
 	handed := false // a channel has accepted the code
 	for step := 0; step < first; step++ {
 		d, _, err := e.deliver(ctx, rec, code, step, now)
-		if d.ID != "" {
-			rec.Deliveries = append(rec.Deliveries, d)
-		}
-		if d.ID != "" && d.Status != DeliveryFailed {
+		rec.Deliveries = append(rec.Deliveries, d)
+		if d.Status != DeliveryFailed {
 			handed = true
 			if rec.Status == StatusPending {
 				rec.Status = StatusSent

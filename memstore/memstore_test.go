@@ -197,22 +197,17 @@ func TestClaimDueOncePerCall(t *testing.T) {
 func TestHandedSlicesCopied(t *testing.T) {
 	ctx := context.Background()
 	s := memstore.New()
-	f := verify.Flow{
-		ID:                "f",
-		Steps:             []verify.Step{{Channel: "sms"}},
-		AllowedIPs:        []string{"203.0.113.0/24"},
-		AllowedCountries:  []string{"NO"},
-		DeniedCountries:   []string{"SE"},
-		DeniedNumberTypes: []verify.NumberType{verify.NumberPremiumRate},
+	flow := func() verify.Flow {
+		return verify.Flow{
+			ID:                "f",
+			Steps:             []verify.Step{{Channel: "sms"}},
+			AllowedIPs:        []string{"203.0.113.0/24"},
+			AllowedCountries:  []string{"NO"},
+			DeniedCountries:   []string{"SE"},
+			DeniedNumberTypes: []verify.NumberType{verify.NumberPremiumRate},
+		}
 	}
-	want := verify.Flow{
-		ID:                "f",
-		Steps:             []verify.Step{{Channel: "sms"}},
-		AllowedIPs:        []string{"203.0.113.0/24"},
-		AllowedCountries:  []string{"NO"},
-		DeniedCountries:   []string{"SE"},
-		DeniedNumberTypes: []verify.NumberType{verify.NumberPremiumRate},
-	}
+	f, want := flow(), flow()
 	scribble := func() {
 		f.Steps[0].Channel = "x"
 		f.AllowedIPs[0] = "x"

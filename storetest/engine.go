@@ -229,24 +229,34 @@ func failureProtection(maxFailures, free int, delay time.Duration) verify.Protec
 	return p
 }
 
-// testLockoutUnderParallelWrongCodes: 64 wrong codes at once on three
-// engines judge at most MaxFailures; the rest are refused as locked.
-func testLockoutUnderParallelWrongCodes(t *testing.T, s verify.Store) {
-	r := newRig(t, s, failureProtection(3, 100, 0))
-	r.flow(verify.Flow{MaxAttempts: 100})
-	v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791000001"}})
-	require.NoError(t, err)
-	code := r.sms.codeFor(t, v.ID)
-	var a answers
+// wrongCodesAtOnce sends a code to phone on a flow with 100 attempts and
+// checks 64 wrong codes at once, round robin on the rig's engines. It
+// returns the verification, its code and the answers.
+func (r *rig) wrongCodesAtOnce(phone string, ttl time.Duration) (verify.Verification, string, *answers) {
+	r.t.Helper()
+	r.flow(verify.Flow{MaxAttempts: 100, TTL: ttl})
+	v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: verify.Recipient{Phone: phone}})
+	require.NoError(r.t, err)
+	code := r.sms.codeFor(r.t, v.ID)
+	a := &answers{}
 	released(64, func(i int) {
 		_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(code)})
 		a.add(err)
 	})
-	a.noOther(t)
+	a.noOther(r.t)
+	return v, code, a
+}
+
+// testLockoutUnderParallelWrongCodes: 64 wrong codes at once on three
+// engines judge at most MaxFailures; the rest are refused as locked.
+func testLockoutUnderParallelWrongCodes(t *testing.T, s verify.Store) {
+	r := newRig(t, s, failureProtection(3, 100, 0))
+	v, code, a := r.wrongCodesAtOnce("+4791000001", 0)
 	assert.Equal(t, 3, a.codes[verify.ErrInvalidOTP.Code], "wrong codes judged (E912): %v", a.codes)
 	assert.Equal(t, 61, a.codes[verify.ErrLocked.Code], "refused as locked (E919): %v", a.codes)
+	require.Len(t, a.waits, 61, "every refusal carries RetryAfter")
 	for _, w := range a.waits {
-		assert.Greater(t, w, time.Duration(0))
+		assert.InDelta(t, float64(24*time.Hour), float64(w), float64(time.Second), "locked for LockFor")
 	}
 	got, err := s.GetVerification(r.ctx, v.ID)
 	require.NoError(t, err)
@@ -259,16 +269,7 @@ func testLockoutUnderParallelWrongCodes(t *testing.T, s verify.Store) {
 // code is judged before its delay, however many arrive at once.
 func testFailureDelayUnderParallelWrongCodes(t *testing.T, s verify.Store) {
 	r := newRig(t, s, failureProtection(100, 1, time.Hour))
-	r.flow(verify.Flow{MaxAttempts: 100, TTL: 2 * time.Hour})
-	v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791000002"}})
-	require.NoError(t, err)
-	code := r.sms.codeFor(t, v.ID)
-	var a answers
-	released(64, func(i int) {
-		_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(code)})
-		a.add(err)
-	})
-	a.noOther(t)
+	v, code, a := r.wrongCodesAtOnce("+4791000002", 2*time.Hour)
 	assert.Equal(t, 1, a.codes[verify.ErrInvalidOTP.Code], "wrong codes judged (E912): %v", a.codes)
 	assert.Equal(t, 63, a.codes[verify.ErrRateLimited.Code], "refused to wait (E918): %v", a.codes)
 	require.Len(t, a.waits, 63, "every refusal carries RetryAfter")
@@ -276,7 +277,7 @@ func testFailureDelayUnderParallelWrongCodes(t *testing.T, s verify.Store) {
 		assert.InDelta(t, float64(time.Hour), float64(w), float64(time.Second))
 	}
 	r.clk.Add(time.Hour)
-	_, err = r.engines[2].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+	_, err := r.engines[2].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
 	assert.NoError(t, err, "once the delay has passed the right code verifies")
 }
 
