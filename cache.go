@@ -111,7 +111,7 @@ func (e *Engine) resolveFlow(ctx context.Context, id string) (Flow, error) {
 		return Flow{}, ErrNotFound.with("flow_id", "")
 	}
 	if err != nil {
-		return Flow{}, storeErr("get flow", err)
+		return Flow{}, storeErr(ctx, "get flow", err)
 	}
 	e.flows.put(id, f, now, v)
 	return f, nil

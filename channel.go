@@ -98,6 +98,20 @@ const (
 	DeliveryFailed    DeliveryStatus = "failed"
 )
 
+// MovesTo reports whether a delivery in status s may move to next: sent
+// moves to delivered or failed, failed moves to delivered (the recipient
+// has the code after all), and nothing else moves. Stores decide
+// RecordDelivery by it.
+func (s DeliveryStatus) MovesTo(next DeliveryStatus) bool {
+	switch s {
+	case DeliverySent:
+		return next == DeliveryDelivered || next == DeliveryFailed
+	case DeliveryFailed:
+		return next == DeliveryDelivered
+	}
+	return false
+}
+
 // Delivery is one attempt to deliver a verification's code, as reported by
 // Verification.Deliveries.
 type Delivery struct {

@@ -78,7 +78,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if !known {
 		var err error
 		if rec, err = e.store.GetVerification(ctx, req.VerifyID); err != nil {
-			return Verification{}, e.lookupErr("get verification", err)
+			return Verification{}, e.lookupErr(ctx, "get verification", err)
 		}
 		parts = partsOf(&rec)
 		if rec.Status.Open() {
@@ -121,7 +121,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if err != nil {
 		// Whether the attempt was counted is unknown: the slot stays taken.
 		e.fixed.drop(req.VerifyID)
-		return Verification{}, e.lookupErr("check code", err)
+		return Verification{}, e.lookupErr(ctx, "check code", err)
 	}
 	if !counted { // ended, expired, or another caller used the last attempt
 		e.refundFailure(ctx, fkey, now)

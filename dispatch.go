@@ -43,28 +43,100 @@ func schedule(id string, steps []Step, from int, now, leaseUntil time.Time) []Pe
 		}
 		p.DueAt = due
 		if due.Equal(now) {
-			p.LeaseUntil = leaseUntil
+			p.LeaseUntil, p.Tries = leaseUntil, 1
 		}
 		out = append(out, p)
 	}
 	return out
 }
 
-// deliver sends one flow step that the caller has claimed, records the
-// delivery (which completes the step) and, if the step's whole group has now
-// failed, moves on to the next group at once. It returns the delivery and
-// how many steps it sent in all; the error is a Store failure.
-func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code string, step int, now time.Time) (DeliveryRecord, int, error) {
+// deliver sends one flow step that the caller has claimed (p, with its
+// lease and tries), records the delivery (which completes the step) and, if
+// the step's whole group has now failed, moves on to the next group at
+// once. It returns the delivery and how many steps it sent in all; the
+// error is a Store failure. A delivery the Store could not record leaves
+// the step pending: it is put off by the re-delivery backoff (retryLater).
+func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code string, p PendingStep, now time.Time) (DeliveryRecord, int, error) {
 	// Recording the delivery also completes the pending step.
-	d, err := e.send(ctx, rec, code, step, rec.ID+"-"+strconv.Itoa(step), now)
+	d, err := e.send(ctx, rec, code, p.Step, rec.ID+"-"+strconv.Itoa(p.Step), now)
 	if err != nil {
+		e.retryLater(ctx, p)
 		return d, 0, err
 	}
 	if d.Status != DeliveryFailed {
 		return d, 1, nil
 	}
-	n, err := e.moveOn(ctx, rec.ID, code, step, now)
+	n, err := e.moveOn(ctx, rec.ID, code, p.Step, now)
 	return d, 1 + n, err
+}
+
+// maxRedeliveryWait caps the re-delivery backoff.
+const maxRedeliveryWait = time.Hour
+
+// redeliveryWait is how long a step waits for its next try after its
+// tries-th delivery could not be recorded: the lease, doubled for each
+// earlier try, at most maxRedeliveryWait.
+func (e *Engine) redeliveryWait(tries int) time.Duration {
+	w := e.lease
+	for i := 1; i < tries && w < maxRedeliveryWait; i++ {
+		w *= 2
+	}
+	return min(w, maxRedeliveryWait)
+}
+
+// retryLater puts off a claimed step whose delivery could not be recorded,
+// so that its next try (which sends it again, with the same Message.ID)
+// waits for the backoff rather than one lease. It releases this call's
+// claim by rescheduling the step as of the lease's end, which only this
+// claim's holder can do. That is a best effort, for the store may be
+// refusing writes: if it fails, the step is claimed again when the lease
+// runs out. Either way the next claim counts a try, and WithDeliveryTries
+// bounds them.
+func (e *Engine) retryLater(ctx context.Context, p PendingStep) {
+	due := e.now().Add(e.redeliveryWait(p.Tries))
+	if due.Before(p.LeaseUntil) {
+		due = p.LeaseUntil
+	}
+	_, err := e.store.Reschedule(ctx, p.LeaseUntil, []PendingStep{{VerificationID: p.VerificationID, Step: p.Step, DueAt: due}})
+	level, msg := slog.LevelWarn, "verify: delivery not recorded; the step is tried again later"
+	if err != nil {
+		level, msg = slog.LevelError, "verify: delivery not recorded; the step is tried again when its lease runs out"
+	}
+	attrs := []slog.Attr{slog.String("verification", p.VerificationID), slog.Int("step", p.Step),
+		slog.Int("tries", p.Tries), slog.Int("max_tries", e.tries), slog.Time("next_try", due)}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	e.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// giveUp ends a step that was claimed more times than WithDeliveryTries
+// allows without its delivery being recorded: it is not sent again. It is
+// recorded as a failed delivery and the flow moves on as for any failed
+// step; where the store refuses even that, the step is dropped (a later
+// claim would give up again), and later groups follow at their own time.
+func (e *Engine) giveUp(ctx context.Context, rec *VerificationRecord, p PendingStep, now time.Time) (int, error) {
+	s := rec.Steps[p.Step]
+	reason := fmt.Sprintf("not sent again: the delivery could not be recorded in %d tries", e.tries)
+	e.log.LogAttrs(ctx, slog.LevelError, "verify: giving up on a step",
+		slog.String("verification", rec.ID), slog.Int("step", p.Step), slog.String("channel", s.Channel),
+		slog.Int("tries", p.Tries-1), slog.String("reason", reason))
+	e.emit(ctx, Event{Type: EventDeliveryFailed, VerificationID: rec.ID, FlowID: rec.FlowID, Channel: s.Channel,
+		Step: p.Step, Time: now, Reason: reason})
+	d := DeliveryRecord{ID: rec.ID + "-" + strconv.Itoa(p.Step), VerificationID: rec.ID, Step: p.Step,
+		Channel: s.Channel, From: s.From, Status: DeliveryFailed, Error: reason, CreatedAt: now, UpdatedAt: now}
+	if _, err := e.store.RecordDelivery(ctx, d); err != nil {
+		if cerr := e.store.CompleteStep(ctx, rec.ID, p.Step); cerr != nil {
+			return 0, storeErr(ctx, "give up on a step", errors.Join(err, cerr))
+		}
+		e.bookkeepingFailed(ctx, *rec, "record delivery", storeErr(ctx, "record delivery", err), now)
+		return 0, nil
+	}
+	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
+	if err != nil {
+		return 0, err
+	}
+	return e.moveOn(ctx, rec.ID, code, p.Step, now)
 }
 
 // moveOn is called after step failed. If every step of its group has
@@ -74,7 +146,7 @@ func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code stri
 func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time.Time) (int, error) {
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
-		return 0, storeErr("get verification", err)
+		return 0, storeErr(ctx, "get verification", err)
 	}
 	if !rec.Status.Open() {
 		return 0, nil
@@ -111,12 +183,12 @@ func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time
 	at := e.now()
 	claimed, err := e.store.Reschedule(ctx, at, schedule(id, rec.Steps, end, at, at.Add(e.lease)))
 	if err != nil {
-		return 0, storeErr("reschedule steps", err)
+		return 0, storeErr(ctx, "reschedule steps", err)
 	}
 	sent := 0
 	for _, p := range claimed {
 		if p.LeaseUntil.After(at) { // the next group, now ours
-			_, n, err := e.deliver(ctx, &rec, code, p.Step, at)
+			_, n, err := e.deliver(ctx, &rec, code, p, at)
 			sent += n
 			if err != nil {
 				return sent, err
@@ -142,18 +214,11 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 	}
 	began := e.clock.Now()
 	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
-	if len(e.observers) > 0 {
-		ev := Event{Type: EventSent, VerificationID: rec.ID, FlowID: rec.FlowID, Channel: s.Channel, Step: step,
-			Time: now, Latency: e.clock.Since(began)}
-		if err != nil {
-			ev.Type, ev.Reason = EventDeliveryFailed, strings.ReplaceAll(err.Error(), code, "[code]")
-		}
-		e.emit(ctx, ev)
-	}
 	if err != nil {
 		d.Status = DeliveryFailed
-		// A channel's error text must not carry the code into the store.
-		d.Error = strings.ReplaceAll(err.Error(), code, "[code]")
+		// A channel's error text may echo the message: the code must not
+		// reach the store, the event or the log in any form.
+		d.Error = scrubCode(err.Error(), rec.CodeLength, rec.Charset, func(c string) bool { return c == code })
 		e.log.LogAttrs(ctx, slog.LevelWarn, "verify: delivery failed",
 			slog.String("verification", rec.ID), slog.Int("step", step),
 			slog.String("channel", s.Channel), slog.String("error", d.Error))
@@ -163,8 +228,16 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 			d.Status = DeliveryDelivered
 		}
 	}
-	if err := e.store.RecordDelivery(ctx, d); err != nil {
-		return d, storeErr("record delivery", err)
+	if len(e.observers) > 0 {
+		ev := Event{Type: EventSent, VerificationID: rec.ID, FlowID: rec.FlowID, Channel: s.Channel, Step: step,
+			Time: now, Latency: e.clock.Since(began)}
+		if err != nil {
+			ev.Type, ev.Reason = EventDeliveryFailed, d.Error
+		}
+		e.emit(ctx, ev)
+	}
+	if _, err := e.store.RecordDelivery(ctx, d); err != nil {
+		return d, storeErr(ctx, "record delivery", err)
 	}
 	return d, nil
 }
@@ -268,8 +341,9 @@ func render(body, code string, minutes int, brand string) string {
 // engine can send within one lease (WithConcurrency of them at a time, each
 // bounded by WithSendTimeout). Right before a step is handed to its channel
 // the lease is checked again: a step whose lease might run out before the
-// send timeout is left for the next claim instead of being sent. So while
-// every engine lives, engines sharing a Store never send a step twice.
+// send timeout and the recording after it is left for the next claim
+// instead of being sent. So while every engine lives, engines sharing a
+// Store never send a step twice.
 // Delivery is at least once only in two cases: a process that dies after a
 // provider accepted a message but before the delivery was recorded, and a
 // delivery the Store failed to record; either leaves the step to be claimed
@@ -285,7 +359,7 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 	for {
 		ids, err := e.store.ExpireDue(ctx, now, e.batch)
 		if err != nil {
-			return 0, storeErr("expire verifications", err)
+			return 0, storeErr(ctx, "expire verifications", err)
 		}
 		for _, id := range ids {
 			if len(e.observers) == 0 {
@@ -309,7 +383,7 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 		at := e.now()
 		steps, err := e.store.ClaimDue(ctx, at, at.Add(e.lease), limit)
 		if err != nil {
-			return total, storeErr("claim due steps", err)
+			return total, storeErr(ctx, "claim due steps", err)
 		}
 		n, err := e.processSteps(ctx, steps)
 		total += n
@@ -324,16 +398,26 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 
 // claimLimit is how many steps one claim takes: no more than the engine
 // can send within a lease, WithConcurrency at a time, each taking up to the
-// send timeout, and no more than the batch size.
+// send timeout and leaving the record margin, and no more than the batch
+// size.
 func (e *Engine) claimLimit() int {
-	rounds := max(int(e.lease/e.sendTimeout), 1)
+	rounds := max(int((e.lease-e.recordMargin())/e.sendTimeout), 1)
 	return max(min(e.batch, e.concurrency*rounds), 1)
 }
 
+// recordMargin is the time a send leaves before its lease ends for the
+// delivery to be recorded: a provider that answers at the very end of the
+// send timeout must not let the lease run out before the step is done,
+// or another engine could claim it and send it again. It is half of what
+// the lease leaves after the send timeout, at most five seconds.
+func (e *Engine) recordMargin() time.Duration {
+	return min((e.lease-e.sendTimeout)/2, 5*time.Second)
+}
+
 // leaseHolds reports whether a send started now, bounded by the send
-// timeout, ends before the lease does.
+// timeout, and the recording after it end before the lease does.
 func (e *Engine) leaseHolds(leaseUntil time.Time) bool {
-	return e.now().Add(e.sendTimeout).Before(leaseUntil)
+	return e.now().Add(e.sendTimeout + e.recordMargin()).Before(leaseUntil)
 }
 
 // processSteps delivers claimed steps, up to e.concurrency at once.
@@ -366,10 +450,10 @@ func (e *Engine) processSteps(ctx context.Context, steps []PendingStep) (int, er
 func (e *Engine) processStep(ctx context.Context, p PendingStep) (int, error) {
 	rec, err := e.store.GetVerification(ctx, p.VerificationID)
 	if errors.Is(err, ErrNotFound) {
-		return 0, storeErr("complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
+		return 0, storeErr(ctx, "complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
 	}
 	if err != nil {
-		return 0, storeErr("get verification", err)
+		return 0, storeErr(ctx, "get verification", err)
 	}
 	now := e.now()
 	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
@@ -380,7 +464,10 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep) (int, error) {
 	if !rec.Status.Open() || p.Step < 0 || p.Step >= len(rec.Steps) || hasDelivery(rec, msgID) {
 		// Ended, malformed, or already sent by an engine that stopped
 		// before completing the step: nothing to send.
-		return 0, storeErr("complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
+		return 0, storeErr(ctx, "complete step", e.store.CompleteStep(ctx, p.VerificationID, p.Step))
+	}
+	if p.Tries > e.tries {
+		return e.giveUp(ctx, &rec, p, now)
 	}
 	if !e.leaseHolds(p.LeaseUntil) {
 		// Earlier sends of the batch took most of the lease: another
@@ -394,7 +481,7 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	_, n, err := e.deliver(ctx, &rec, code, p.Step, now)
+	_, n, err := e.deliver(ctx, &rec, code, p, now)
 	return n, err
 }
 
@@ -455,7 +542,7 @@ func (e *Engine) Purge(ctx context.Context) (int, error) {
 		n, err := e.store.Purge(ctx, before, e.batch)
 		total += n
 		if err != nil {
-			return total, storeErr("purge", err)
+			return total, storeErr(ctx, "purge", err)
 		}
 		if n < e.batch {
 			break
@@ -466,7 +553,7 @@ func (e *Engine) Purge(ctx context.Context) (int, error) {
 	for {
 		n, err := e.counters.PurgeCounters(ctx, now, counterBatch)
 		if err != nil {
-			return total, storeErr("purge counters", err)
+			return total, storeErr(ctx, "purge counters", err)
 		}
 		if n < counterBatch {
 			return total, nil

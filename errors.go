@@ -37,18 +37,31 @@ type Error struct {
 	// accepts; set on E912.
 	AttemptsRemaining int `json:"-"`
 	// RetryAfter tells a rate-limited caller when to try again; zero when
-	// not applicable.
+	// not applicable. E926 always carries one.
 	RetryAfter time.Duration `json:"-"`
+
+	// cause is the failure behind an E925 or E926 (a store error), kept
+	// for errors.Is and errors.As and for logs, never sent to clients.
+	cause error
 }
 
 // Error implements the error interface. The text carries the code, the
 // parameter and the message, never a one-time code.
 func (e *Error) Error() string {
+	s := "verify: " + e.Code + " " + e.Message
 	if e.Parameter != "" {
-		return fmt.Sprintf("verify: %s %s (%s)", e.Code, e.Message, e.Parameter)
+		s += " (" + e.Parameter + ")"
 	}
-	return fmt.Sprintf("verify: %s %s", e.Code, e.Message)
+	if e.cause != nil {
+		s += ": " + e.cause.Error()
+	}
+	return s
 }
+
+// Unwrap returns the failure behind an E925 or E926: the store's or the
+// driver's error, or context.DeadlineExceeded for a store's own timeout. It
+// is nil for refusals.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Is reports whether target is an *Error with the same Code, so that
 // errors.Is(err, verify.ErrInvalidOTP) holds for every E912 whatever its
@@ -61,7 +74,8 @@ func (e *Error) Is(target error) bool {
 // HTTPStatus suggests the HTTP status code a handler should answer with:
 // 400 for malformed requests, 404 for unknown records, 409 for a code already
 // verified, 410 for ended verifications, 429 for exhausted attempts and rate
-// limits, 502 when no channel could deliver.
+// limits, 502 when no channel could deliver, 500 for an internal failure
+// (E925) and 503 for a failure a retry can fix (E926).
 func (e *Error) HTTPStatus() int {
 	if s, ok := httpStatus[e.Code]; ok {
 		return s
@@ -122,7 +136,11 @@ func newErr(code, typ, parameter, message string) *Error {
 //	E922  403  validation_error  to                 the send was blocked (SMS-pumping guard: RetryAfter to the block's end; or SendHook)
 //	E923  409  validation_error  idempotency_key    an idempotency key was reused with another request
 //	E924  401  authentication_error (the header)    an HTTP API key is missing or wrong (for servers built on the engine)
-//	E925  500  server_error                         an internal failure (a store error), for servers to answer with
+//	E925  500  server_error                         an internal failure a retry cannot fix (a store error such as a missing
+//	                                                table or permission, a bug); Unwrap gives the cause
+//	E926  503  server_error                         unavailable for a moment (the database is restarting, unreachable, read-only
+//	                                                during a failover or out of space; the store's own timeout); RetryAfter says
+//	                                                when to retry and Unwrap gives the cause (see Transient)
 var (
 	ErrMissingVerifyID     = newErr("E800", TypeRequest, "verify_id", "verify_id field is mandatory")
 	ErrMissingOTP          = newErr("E801", TypeRequest, "otp", "otp field is mandatory")
@@ -151,6 +169,7 @@ var (
 	ErrIdempotencyMismatch = newErr("E923", TypeState, "idempotency_key", "Idempotency key reused with a different request")
 	ErrUnauthorized        = newErr("E924", "authentication_error", "", "Invalid or missing API key")
 	ErrInternal            = newErr("E925", "server_error", "", "Internal error")
+	ErrUnavailable         = newErr("E926", "server_error", "", "Temporarily unavailable; retry later")
 )
 
 var httpStatus = map[string]int{
@@ -169,6 +188,7 @@ var httpStatus = map[string]int{
 	"E923": http.StatusConflict,
 	"E924": http.StatusUnauthorized,
 	"E925": http.StatusInternalServerError,
+	"E926": http.StatusServiceUnavailable,
 }
 
 // invalid returns a request error of the given kind naming a parameter and

@@ -95,7 +95,7 @@ var endEvents = map[Status]EventType{
 func (e *Engine) finish(ctx context.Context, id string, status Status, now time.Time) (VerificationRecord, bool, error) {
 	rec, ended, err := e.store.Finish(ctx, id, status, now)
 	if err != nil {
-		return rec, ended, storeErr("finish verification", err)
+		return rec, ended, storeErr(ctx, "finish verification", err)
 	}
 	if ended {
 		e.emitEnded(ctx, rec, now)

@@ -183,7 +183,7 @@ func (e *Engine) CreateTemplate(ctx context.Context, t Template) (Template, erro
 	t.Reason = ""
 	t.CreatedAt = e.now()
 	if err := e.store.CreateTemplate(ctx, t); err != nil {
-		return Template{}, storeErr("create template", err)
+		return Template{}, storeErr(ctx, "create template", err)
 	}
 	return t, nil
 }
@@ -241,7 +241,7 @@ func (e *Engine) setTemplateStatus(ctx context.Context, id string, s TemplateSta
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotFound.with("template_id", "")
 	}
-	return storeErr("set template status", err)
+	return storeErr(ctx, "set template status", err)
 }
 
 // Template returns a template by ID (E909 if unknown).
@@ -253,13 +253,13 @@ func (e *Engine) Template(ctx context.Context, id string) (Template, error) {
 	if errors.Is(err, ErrNotFound) {
 		return Template{}, ErrNotFound.with("template_id", "")
 	}
-	return t, storeErr("get template", err)
+	return t, storeErr(ctx, "get template", err)
 }
 
 // Templates returns every template, oldest first.
 func (e *Engine) Templates(ctx context.Context) ([]Template, error) {
 	ts, err := e.store.ListTemplates(ctx)
-	return ts, storeErr("list templates", err)
+	return ts, storeErr(ctx, "list templates", err)
 }
 
 // CreateFlow validates a flow, fills in its defaults, assigns its ID and
@@ -272,7 +272,7 @@ func (e *Engine) CreateFlow(ctx context.Context, f Flow) (Flow, error) {
 	f.CreatedAt = e.now()
 	defer e.flows.invalidate() // a new default replaces the cached one
 	if err := e.store.CreateFlow(ctx, f); err != nil {
-		return Flow{}, storeErr("create flow", err)
+		return Flow{}, storeErr(ctx, "create flow", err)
 	}
 	return f, nil
 }
@@ -296,7 +296,7 @@ func (e *Engine) UpdateFlow(ctx context.Context, f Flow) (Flow, error) {
 		if errors.Is(err, ErrNotFound) {
 			return Flow{}, ErrNotFound.with("flow_id", "")
 		}
-		return Flow{}, storeErr("update flow", err)
+		return Flow{}, storeErr(ctx, "update flow", err)
 	}
 	return f, nil
 }
@@ -312,7 +312,7 @@ func (e *Engine) DeleteFlow(ctx context.Context, id string) error {
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotFound.with("flow_id", "")
 	}
-	return storeErr("delete flow", err)
+	return storeErr(ctx, "delete flow", err)
 }
 
 // Flow returns a flow by ID (E909 if unknown).
@@ -324,13 +324,13 @@ func (e *Engine) Flow(ctx context.Context, id string) (Flow, error) {
 	if errors.Is(err, ErrNotFound) {
 		return Flow{}, ErrNotFound.with("flow_id", "")
 	}
-	return f, storeErr("get flow", err)
+	return f, storeErr(ctx, "get flow", err)
 }
 
 // Flows returns every flow, oldest first.
 func (e *Engine) Flows(ctx context.Context) ([]Flow, error) {
 	fs, err := e.store.ListFlows(ctx)
-	return fs, storeErr("list flows", err)
+	return fs, storeErr(ctx, "list flows", err)
 }
 
 // validateFlow checks f and fills in its defaults.
@@ -410,7 +410,7 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 				return ErrNotFound.with(p+".template", "")
 			}
 			if err != nil {
-				return storeErr("get template", err)
+				return storeErr(ctx, "get template", err)
 			}
 			if t.Status != TemplateApproved {
 				return invalid(ErrTemplateNotApproved, p+".template", "template %s is %s, not approved", t.ID, t.Status)
@@ -421,18 +421,6 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 		}
 	}
 	return nil
-}
-
-// storeErr wraps a Store's system error with what the engine was doing. It
-// returns nil for nil.
-func storeErr(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := AsError(err); ok {
-		return err
-	}
-	return fmt.Errorf("verify: %s: %w", op, err)
 }
 
 var (

@@ -172,7 +172,7 @@ func TestCancelErrorSaysItOnce(t *testing.T) {
 	require.NoError(t, err)
 	_, err = eng.Cancel(h.ctx, v.ID)
 	require.Error(t, err)
-	assert.Equal(t, "verify: finish verification: connection reset", err.Error())
+	assert.Equal(t, "verify: E925 Internal error: finish verification: connection reset", err.Error())
 }
 
 // purgeSpy records the PurgeCounters calls of a Counters backend.

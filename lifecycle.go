@@ -9,11 +9,11 @@ import (
 )
 
 // lookupErr maps a Store's not-found to E909 verify_id.
-func (e *Engine) lookupErr(op string, err error) error {
+func (e *Engine) lookupErr(ctx context.Context, op string, err error) error {
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotFound.with("verify_id", "")
 	}
-	return storeErr(op, err)
+	return storeErr(ctx, op, err)
 }
 
 // Get returns a verification by ID, ended ones included, with its
@@ -25,7 +25,7 @@ func (e *Engine) Get(ctx context.Context, id string) (Verification, error) {
 	}
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
-		return Verification{}, e.lookupErr("get verification", err)
+		return Verification{}, e.lookupErr(ctx, "get verification", err)
 	}
 	now := e.now()
 	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
@@ -47,7 +47,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) (Verification, error) {
 	now := e.now()
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
-		return Verification{}, e.lookupErr("get verification", err)
+		return Verification{}, e.lookupErr(ctx, "get verification", err)
 	}
 	if rec.Status.Open() && !now.Before(rec.ExpiresAt) {
 		return e.closed(ctx, rec, now)
@@ -92,7 +92,7 @@ func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verificat
 	now := e.now()
 	rec, err := e.store.GetVerification(ctx, id)
 	if err != nil {
-		return Verification{}, e.lookupErr("get verification", err)
+		return Verification{}, e.lookupErr(ctx, "get verification", err)
 	}
 	if !rec.Status.Open() || !now.Before(rec.ExpiresAt) || rec.Attempts >= rec.MaxAttempts {
 		return e.closed(ctx, rec, now)
@@ -106,7 +106,7 @@ func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verificat
 	rec, counted, err := e.store.CountSend(ctx, id, e.maxSends, max(e.protection.ResendCooldown, 0), now)
 	if err != nil {
 		e.refund(ctx, allowed)
-		return Verification{}, e.lookupErr("count send", err)
+		return Verification{}, e.lookupErr(ctx, "count send", err)
 	}
 	if !counted {
 		e.refund(ctx, allowed)

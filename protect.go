@@ -281,7 +281,7 @@ func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, no
 		// A block counts nothing, so reading it is the whole decision.
 		c, err := e.counters.GetCounter(ctx, blockKey(a.Prefix), now)
 		if err != nil {
-			return Allowance{}, storeErr("check prefix block", err)
+			return Allowance{}, storeErr(ctx, "check prefix block", err)
 		}
 		if c.Value > 0 {
 			return Allowance{}, e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(now))
@@ -293,7 +293,7 @@ func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, no
 	}
 	allowed, err := e.limiter.Allow(ctx, now, limits)
 	if err != nil {
-		return Allowance{}, storeErr("rate limit", err)
+		return Allowance{}, storeErr(ctx, "rate limit", err)
 	}
 	if !allowed.OK {
 		what := e.protection.sendLimitTable()[rows[allowed.Refused]].what
@@ -323,7 +323,7 @@ func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now tim
 	}
 	a, err := e.limiter.Allow(ctx, now, []Limit{{Key: key, Rate: r}})
 	if err != nil {
-		return Allowance{}, storeErr("rate limit", err)
+		return Allowance{}, storeErr(ctx, "rate limit", err)
 	}
 	if !a.OK {
 		return Allowance{}, rateLimited(what, a.RetryAfter)
@@ -363,18 +363,18 @@ func (e *Engine) countSent(ctx context.Context, prefix string, now time.Time) er
 	end := windowEnd(now, c.Window)
 	sent, err := e.count(ctx, "conv:sent:"+prefix+":"+end.Format(time.RFC3339), 1, end, now)
 	if err != nil {
-		return storeErr("count send", err)
+		return storeErr(ctx, "count send", err)
 	}
 	if sent < int64(c.MinSends) {
 		return nil
 	}
 	ok, err := e.counters.GetCounter(ctx, "conv:ok:"+prefix+":"+end.Format(time.RFC3339), now)
 	if err != nil {
-		return storeErr("get counter", err)
+		return storeErr(ctx, "get counter", err)
 	}
 	if float64(ok.Value) < c.Threshold*float64(sent) {
 		if _, err := e.count(ctx, blockKey(prefix), 1, now.Add(c.BlockFor), now); err != nil {
-			return storeErr("block prefix", err)
+			return storeErr(ctx, "block prefix", err)
 		}
 		e.log.LogAttrs(ctx, warnLevel, "verify: number prefix blocked for low conversion",
 			logStr("prefix", prefix), logInt("sent", sent), logInt("verified", ok.Value))
@@ -391,7 +391,7 @@ func (e *Engine) countVerified(ctx context.Context, rec VerificationRecord) erro
 	}
 	end := windowEnd(rec.CreatedAt, c.Window)
 	if _, err := e.count(ctx, "conv:ok:"+phonePrefix(rec.To.Phone)+":"+end.Format(time.RFC3339), 1, end, rec.CreatedAt); err != nil {
-		return storeErr("count verification", err)
+		return storeErr(ctx, "count verification", err)
 	}
 	return nil
 }
@@ -421,7 +421,7 @@ func (e *Engine) reserveFailure(ctx context.Context, key string, now time.Time) 
 		Backoff:   e.failureBackoff(),
 	}})
 	if err != nil {
-		return storeErr("reserve failure slot", err)
+		return storeErr(ctx, "reserve failure slot", err)
 	}
 	if res.OK {
 		return nil
@@ -451,7 +451,7 @@ func (e *Engine) refundFailure(ctx context.Context, key string, now time.Time) {
 // resetFailures clears the recipient's consecutive failures after a right
 // code.
 func (e *Engine) resetFailures(ctx context.Context, key string) error {
-	return storeErr("reset failures", e.counters.DeleteCounter(ctx, key))
+	return storeErr(ctx, "reset failures", e.counters.DeleteCounter(ctx, key))
 }
 
 // Unlock clears a recipient's consecutive wrong codes, lifting a lockout.

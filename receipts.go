@@ -15,9 +15,18 @@ import (
 // step delivered it). messageID is Message.ID; detail is the provider's
 // explanation, kept with the delivery.
 //
-// Reports are idempotent, and a report for a verification that has ended
-// is recorded without reopening it. An unknown message ID is E909; a status
-// other than sent, delivered or failed is E809.
+// A delivery's status only moves forward, decided by the Store in one
+// atomic step (see Verifications.RecordDelivery): a late sent after failed
+// or delivered, or failed after delivered, changes nothing; delivered after
+// failed is recorded (the recipient has the code) without undoing the
+// fallback already sent. A report that changes nothing emits no event and
+// moves no fallback, so reports are idempotent, and one for a verification
+// that has ended is recorded without reopening it.
+//
+// The detail is kept and emitted without the code in any form a channel
+// may echo it (see scrubCode), even after the verification has ended and
+// only the code's HMAC is left to recognise it by. An unknown message ID
+// is E909; a status other than sent, delivered or failed is E809.
 func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status DeliveryStatus, detail string) error {
 	switch status {
 	case DeliverySent, DeliveryDelivered, DeliveryFailed:
@@ -34,7 +43,7 @@ func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status De
 		return notFound
 	}
 	if err != nil {
-		return storeErr("get verification", err)
+		return storeErr(ctx, "get verification", err)
 	}
 	var d *DeliveryRecord
 	for i := range rec.Deliveries {
@@ -45,17 +54,26 @@ func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status De
 	if d == nil {
 		return notFound
 	}
-	if d.Status == status || (d.Status == DeliveryDelivered && status == DeliverySent) {
-		return nil // a repeated or out-of-order report
+	if !d.Status.MovesTo(status) {
+		return nil // a repeated or out-of-order report; the Store decides again below
 	}
 	now := e.now()
 	upd := *d
-	upd.Status, upd.UpdatedAt = status, now
+	upd.Status, upd.UpdatedAt, upd.Error = status, now, ""
+	if detail != "" {
+		detail = scrubCode(detail, rec.CodeLength, rec.Charset, func(c string) bool {
+			return MatchHash(rec.CodeHash, e.keys.hashes(rec.ID, c))
+		})
+	}
 	if status == DeliveryFailed {
 		upd.Error = detail
 	}
-	if err := e.store.RecordDelivery(ctx, upd); err != nil {
-		return storeErr("record delivery", err)
+	changed, err := e.store.RecordDelivery(ctx, upd)
+	if err != nil {
+		return storeErr(ctx, "record delivery", err)
+	}
+	if !changed {
+		return nil // another report moved it first
 	}
 	if status != DeliverySent && len(e.observers) > 0 {
 		typ := EventDelivered

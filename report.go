@@ -155,7 +155,7 @@ func (e *Engine) List(ctx context.Context, q Query) (Page, error) {
 	}
 	recs, err := rs.ListVerifications(ctx, q, after, q.Limit+1)
 	if err != nil {
-		return Page{}, storeErr("list verifications", err)
+		return Page{}, storeErr(ctx, "list verifications", err)
 	}
 	page := Page{Verifications: make([]Verification, 0, min(len(recs), q.Limit))}
 	for i := range recs {
@@ -182,7 +182,7 @@ func (e *Engine) Stats(ctx context.Context, q Query) (Stats, error) {
 		return Stats{}, err
 	}
 	st, err := rs.Stats(ctx, q)
-	return st, storeErr("stats", err)
+	return st, storeErr(ctx, "stats", err)
 }
 
 // CSVOptions tune WriteCSV.

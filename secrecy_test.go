@@ -98,7 +98,8 @@ func TestChannelErrorTextIsScrubbed(t *testing.T) {
 	require.Len(t, v.Deliveries, 2)
 	assert.Equal(t, verify.DeliveryFailed, v.Deliveries[0].Status)
 	assert.NotContains(t, v.Deliveries[0].Error, m.Code)
-	assert.Contains(t, v.Deliveries[0].Error, "[code]")
+	assert.NotContains(t, v.Deliveries[0].Error, "[code]", "no marker where the code was")
+	assert.Contains(t, v.Deliveries[0].Error, "rejected body: Your verification code is", "the rest of the text is kept")
 	assert.NotContains(t, h.logs.String(), m.Code)
 }
 

@@ -75,7 +75,8 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		}
 		return ans.v, ans.err
 	}
-	return e.deliverFirst(ctx, p, &rec, code, now)
+	claimed := schedule(rec.ID, rec.Steps[:groupEnd(rec.Steps, 0)], 0, now, now.Add(e.lease)) // as storeSend stored them
+	return e.deliverFirst(ctx, p, &rec, code, claimed, now)
 }
 
 // sendPlan is a Send request resolved against its flow.
@@ -208,7 +209,8 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 			}
 		}
 		if !errors.Is(err, ErrOpenExists) {
-			return rec, "", ans, storeErr("create verification", err)
+			e.release(ctx, pending)
+			return rec, "", ans, storeErr(ctx, "create verification", err)
 		}
 		if try == maxCreateTries {
 			// Other Sends to this recipient keep starting verifications
@@ -226,13 +228,35 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 	return rec, code, ans, nil
 }
 
-// deliverFirst is Send's last stage: it delivers the first group of steps
-// (moving on through later ones if they all fail) and feeds the conversion
-// monitor.
-func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *VerificationRecord, code string, now time.Time) (Verification, error) {
-	first := groupEnd(rec.Steps, 0)
+// release gives up this call's claim on the first group of steps of a
+// verification whose CreateVerification failed. The failure may have come
+// after the store committed (a connection lost during the commit): if so,
+// the verification exists, and its first group becomes due now instead of
+// when the lease runs out, so Run on any engine, or a retry with the same
+// IdempotencyKey, delivers it. If nothing was stored, or the store is still
+// failing, this changes nothing.
+func (e *Engine) release(ctx context.Context, pending []PendingStep) {
+	var held []PendingStep
+	for _, p := range pending {
+		if !p.LeaseUntil.IsZero() {
+			held = append(held, PendingStep{VerificationID: p.VerificationID, Step: p.Step, DueAt: p.DueAt})
+		}
+	}
+	if len(held) == 0 {
+		return
+	}
+	if _, err := e.store.Reschedule(ctx, pending[0].LeaseUntil, held); err != nil {
+		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: releasing the first steps of a verification that may not exist",
+			slog.String("verification", pending[0].VerificationID), slog.String("error", err.Error()))
+	}
+}
+
+// deliverFirst is Send's last stage: it delivers the first group of steps,
+// which the caller has claimed (moving on through later ones if they all
+// fail), and feeds the conversion monitor.
+func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *VerificationRecord, code string, claimed []PendingStep, now time.Time) (Verification, error) {
 	handed := false // a channel has accepted the code
-	for step := 0; step < first; step++ {
+	for _, step := range claimed {
 		d, _, err := e.deliver(ctx, rec, code, step, now)
 		rec.Deliveries = append(rec.Deliveries, d)
 		if d.Status != DeliveryFailed {
@@ -252,7 +276,7 @@ func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *Verificatio
 		// deliver moved on through the later steps; read what happened.
 		fresh, err := e.store.GetVerification(ctx, rec.ID)
 		if err != nil {
-			return Verification{}, storeErr("get verification", err)
+			return Verification{}, storeErr(ctx, "get verification", err)
 		}
 		*rec = fresh
 		if rec.Status == StatusFailed {
@@ -282,7 +306,7 @@ const maxCreateTries = 5
 func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (answer, error) {
 	open, err := e.store.FindOpen(ctx, p.flow.ID, p.to, time.Time{})
 	if err != nil {
-		return answer{}, storeErr("find open verifications", err)
+		return answer{}, storeErr(ctx, "find open verifications", err)
 	}
 	for _, o := range open {
 		live := now.Before(o.ExpiresAt)
@@ -328,12 +352,39 @@ func (e *Engine) idempotent(ctx context.Context, p *sendPlan) (v Verification, d
 		return Verification{}, false, nil
 	}
 	if err != nil {
-		return Verification{}, true, storeErr("find by idempotency key", err)
+		return Verification{}, true, storeErr(ctx, "find by idempotency key", err)
 	}
 	if !e.keys.sameRequest(prev.RequestHash, p.flow.ID, p.to, p.code, p.req) {
 		return Verification{}, true, invalid(ErrIdempotencyMismatch, "idempotency_key", "idempotency key %q was used for a different request", key)
 	}
-	return prev.public(), true, nil
+	v, err = e.resume(ctx, p, prev)
+	return v, true, err
+}
+
+// resume answers a repeated Send with the verification the first one
+// stored. When that Send failed after storing it, before anything was
+// delivered (see release), resume delivers the first group of steps as
+// Send would have, claiming them first: a step another call still holds
+// (a Send still delivering, or one whose claim has not run out) is left to
+// it, so a retry never sends a second code.
+func (e *Engine) resume(ctx context.Context, p *sendPlan, prev VerificationRecord) (Verification, error) {
+	at := e.now()
+	if !prev.Status.Open() || len(prev.Deliveries) > 0 || !at.Before(prev.ExpiresAt) || len(prev.SealedCode) == 0 {
+		return prev.public(), nil
+	}
+	first := groupEnd(prev.Steps, 0)
+	claimed, err := e.store.Reschedule(ctx, at, schedule(prev.ID, prev.Steps[:first], 0, at, at.Add(e.lease)))
+	if err != nil {
+		return Verification{}, storeErr(ctx, "reschedule steps", err)
+	}
+	if len(claimed) == 0 {
+		return prev.public(), nil
+	}
+	code, err := e.keys.unseal(prev.ID, prev.SealedCode)
+	if err != nil {
+		return Verification{}, err
+	}
+	return e.deliverFirst(ctx, p, &prev, code, claimed, at)
 }
 
 func (e *Engine) deliveryError(rec VerificationRecord) *Error {

@@ -126,14 +126,21 @@ type Verifications interface {
 	// Status at all) is refused with an error, and nothing changes.
 	// Unknown ID: ErrNotFound.
 	Finish(ctx context.Context, id string, status Status, now time.Time) (v VerificationRecord, ended bool, err error)
-	// RecordDelivery inserts the delivery, or replaces the one with the same
-	// ID. When the delivery's status is sent or delivered and the
-	// verification is still open, the verification's status moves forward
-	// to it (pending → sent → delivered; never backwards). When d.Step >= 0
-	// the pending step (VerificationID, Step), if any, is deleted: a step
-	// with a recorded delivery is done. All of this is one atomic step.
-	// Unknown verification: ErrNotFound.
-	RecordDelivery(ctx context.Context, d DeliveryRecord) error
+	// RecordDelivery inserts the delivery or, when one with d.ID exists,
+	// moves it forward, deciding in one atomic step: a delivery's Status
+	// moves only from sent to delivered or failed, and from failed to
+	// delivered (the recipient has the code after all). Anything else (the
+	// same status again, a late sent after failed or delivered, failed
+	// after delivered) changes nothing. A move takes Status, Error,
+	// UpdatedAt and, when not empty, ProviderID from d; the other fields
+	// stay. It reports whether it inserted or moved the delivery. When it
+	// did, the status is sent or delivered and the verification is still
+	// open, the verification's status moves forward to it (pending → sent →
+	// delivered; never backwards). When d.Step >= 0 the pending step
+	// (VerificationID, Step), if any, is deleted either way: a step with a
+	// recorded delivery is done. All of this is one atomic step. Unknown
+	// verification: ErrNotFound.
+	RecordDelivery(ctx context.Context, d DeliveryRecord) (changed bool, err error)
 	// ExpireDue ends, as Finish(expired) does, up to limit open
 	// verifications whose ExpiresAt is at or before now, and returns their
 	// IDs.
@@ -158,7 +165,8 @@ type Verifications interface {
 type StepQueue interface {
 	// ClaimDue claims up to limit pending steps that are due (DueAt <= now)
 	// and not leased (LeaseUntil <= now), earliest first, by setting
-	// their LeaseUntil to leaseUntil, and returns them, each at most once.
+	// their LeaseUntil to leaseUntil and adding one to their Tries, and
+	// returns them as updated, each at most once.
 	// Claiming is atomic: however many callers race, a step is handed to
 	// one caller per lease; once the lease runs out without CompleteStep,
 	// the step can be claimed again.
@@ -167,7 +175,10 @@ type StepQueue interface {
 	// matched by (VerificationID, Step), that still exists and is not leased
 	// at now (its LeaseUntil is at or before now), and returns the steps it
 	// updated. Each step is updated atomically, so a step that another caller
-	// has claimed is left alone; giving a LeaseUntil after now claims it.
+	// has claimed is left alone; giving a LeaseUntil after now claims it,
+	// and a claim adds one to the step's Tries (the given Tries is ignored;
+	// the returned steps carry the stored count). A caller that holds a
+	// claim releases it by passing its own LeaseUntil as now.
 	Reschedule(ctx context.Context, now time.Time, steps []PendingStep) ([]PendingStep, error)
 	// CompleteStep deletes a pending step. A step that no longer exists is
 	// not an error.
@@ -298,4 +309,9 @@ type PendingStep struct {
 	DueAt time.Time
 	// LeaseUntil is the end of the current claim; zero or past means free.
 	LeaseUntil time.Time
+	// Tries counts the claims of the step, the first included: each may
+	// have handed it to a channel without the delivery being recorded.
+	// CreateVerification stores it as given; ClaimDue, and Reschedule when
+	// it claims, add one. It bounds re-delivery (see WithDeliveryTries).
+	Tries int
 }

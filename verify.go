@@ -62,6 +62,7 @@ type config struct {
 	maxSends    int
 	batch       int
 	concurrency int
+	tries       int
 	protection  Protection
 	limiter     Limiter
 	counters    Counters
@@ -200,6 +201,26 @@ func WithConcurrency(n int) Option {
 	}
 }
 
+// WithDeliveryTries caps how many times a step is tried when its delivery
+// cannot be recorded (the store refused the write after the channel was
+// called, or an engine died mid-send). Each claim of a step is a try, the
+// first delivery included; the count lives with the pending step, so it
+// holds across engines and restarts. A step whose delivery could not be
+// recorded is tried again after the lease (WithLease), then after twice
+// that, four times, ... (at most an hour). A step claimed once more after
+// its last try is not sent again: it is recorded as a failed delivery
+// (where the store accepts that), an EventDeliveryFailed is emitted, and
+// the flow moves on as for any failed step. Defaults to 5.
+func WithDeliveryTries(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("verify: WithDeliveryTries(%d): must be at least 1", n)
+		}
+		c.tries = n
+		return nil
+	}
+}
+
 // WithCounters takes the protection counters (failure lockouts and delays,
 // number-prefix blocks, and the limits of a StoreLimiter built on them)
 // from c instead of the Store, for deployments that keep them on another
@@ -229,6 +250,7 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		maxSends:    5,
 		batch:       100,
 		concurrency: 8,
+		tries:       5,
 		protection:  DefaultProtection(),
 		phones:      shapeParser{},
 		flowTTL:     5 * time.Second,

@@ -94,16 +94,16 @@ func sendError(err error) error {
 // maxMessageLen bounds the provider messages kept in a ProviderError.
 const maxMessageLen = 300
 
-// redact removes the message's code and body from a provider's text, so
+// redact removes the message's body and code from a provider's text, so
 // that an error can never carry them even if a provider echoes its input,
-// and bounds its length.
+// and bounds its length. An echoed body becomes "[body]", which says the
+// provider quoted the message and nothing about the code; the code itself,
+// in any form (verify.ScrubCode), goes without a trace.
 func redact(s string, m verify.Message) string {
 	if m.Body != "" {
 		s = strings.ReplaceAll(s, m.Body, "[body]")
 	}
-	if m.Code != "" {
-		s = strings.ReplaceAll(s, m.Code, "[code]")
-	}
+	s = verify.ScrubCode(s, m)
 	s = strings.TrimSpace(s)
 	if len(s) > maxMessageLen {
 		cut := maxMessageLen

@@ -91,6 +91,7 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 	for len(claimed) < limit && s.ready.Len() > 0 && !s.ready[0].readyAt().After(now) {
 		p := heap.Pop(&s.ready).(*pending)
 		p.LeaseUntil = leaseUntil
+		p.Tries++
 		claimed = append(claimed, p)
 	}
 	if len(claimed) == 0 {
@@ -118,6 +119,9 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 			continue
 		}
 		old.DueAt, old.LeaseUntil = p.DueAt, p.LeaseUntil
+		if p.LeaseUntil.After(now) { // a claim
+			old.Tries++
+		}
 		heap.Fix(&s.ready, old.index)
 		out = append(out, old.PendingStep)
 	}

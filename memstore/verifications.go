@@ -176,27 +176,36 @@ func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time
 var statusRank = map[verify.Status]int{verify.StatusPending: 0, verify.StatusSent: 1, verify.StatusDelivered: 2}
 
 // RecordDelivery implements verify.Store.
-func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) error {
+func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bool, error) {
 	if err := ctxErr(ctx); err != nil {
-		return err
+		return false, err
 	}
 	sh := s.shard(d.VerificationID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	r, ok := sh.recs[d.VerificationID]
 	if !ok {
-		return verify.ErrNotFound
+		return false, verify.ErrNotFound
 	}
-	ds := make([]verify.DeliveryRecord, 0, len(r.Deliveries)+1)
-	replaced := false
-	for _, old := range r.Deliveries {
-		if old.ID == d.ID {
-			old, replaced = d, true
-		}
-		ds = append(ds, old)
+	if d.Step >= 0 { // a step with a recorded delivery is done, moved or not
+		s.stepsMu.Lock()
+		s.removeStep(stepKey{d.VerificationID, d.Step})
+		s.stepsMu.Unlock()
 	}
-	if !replaced {
+	i := slices.IndexFunc(r.Deliveries, func(old verify.DeliveryRecord) bool { return old.ID == d.ID })
+	// Records handed out share the slice: write a new one.
+	ds := slices.Clone(r.Deliveries)
+	if i < 0 {
 		ds = append(ds, d)
+	} else {
+		old := &ds[i]
+		if !old.Status.MovesTo(d.Status) {
+			return false, nil
+		}
+		old.Status, old.Error, old.UpdatedAt = d.Status, d.Error, d.UpdatedAt
+		if d.ProviderID != "" {
+			old.ProviderID = d.ProviderID
+		}
 	}
 	r.Deliveries = ds
 	if r.Status.Open() && (d.Status == verify.DeliverySent || d.Status == verify.DeliveryDelivered) {
@@ -205,12 +214,7 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 			r.Status = next
 		}
 	}
-	if d.Step >= 0 {
-		s.stepsMu.Lock()
-		s.removeStep(stepKey{d.VerificationID, d.Step})
-		s.stepsMu.Unlock()
-	}
-	return nil
+	return true, nil
 }
 
 // ExpireDue implements verify.Store.

@@ -78,8 +78,9 @@ func TestSQLiteDeferredTransactions(t *testing.T) {
 	errs := make(chan error, 2*verifications)
 	runConcurrently(2*verifications, func(i int) {
 		id := ids[i/2]
-		errs <- stores[i%2].RecordDelivery(ctx, verify.DeliveryRecord{ID: fmt.Sprintf("%s-%d", id, i%2), VerificationID: id,
+		_, err := stores[i%2].RecordDelivery(ctx, verify.DeliveryRecord{ID: fmt.Sprintf("%s-%d", id, i%2), VerificationID: id,
 			Step: i % 2, Channel: "sms", Status: verify.DeliverySent, CreatedAt: start, UpdatedAt: start})
+		errs <- err
 	})
 	close(errs)
 	for err := range errs {

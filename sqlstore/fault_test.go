@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -80,7 +81,7 @@ func testDatabaseGoesAway(t *testing.T, dsn string, takeAway func(instance), bri
 				case 3:
 					_, err = a.eng.Resend(ctx, v1.ID)
 				}
-				if _, coded := verify.AsError(err); err == nil || coded {
+				if err == nil || !storeFailure(err) {
 					// Answered (a refusal such as a resend limit is an answer).
 					ok.Add(1)
 					continue
@@ -106,12 +107,16 @@ func testDatabaseGoesAway(t *testing.T, dsn string, takeAway func(instance), bri
 	wg.Wait()
 	t.Logf("before and around the outage: %d calls succeeded, %d failed", ok.Load(), fail.Load())
 
-	// While the database is away every call fails with a system error.
+	// While the database is away every call fails with a typed store
+	// failure: E926 where a retry can fix it (a refused connection), E925
+	// where it cannot (a closed pool).
 	isSystemErr := func(err error, what string) {
 		t.Helper()
 		require.Error(t, err, "%s while the database is away", what)
-		_, coded := verify.AsError(err)
-		assert.False(t, coded, "%s: want a system error, not %v", what, err)
+		assert.True(t, storeFailure(err), "%s: want E925 or E926, not %v", what, err)
+		if oldPoolRecovers {
+			assert.ErrorIs(t, err, verify.ErrUnavailable, "%s: a refused connection is worth a retry", what)
+		}
 	}
 	_, err = a.eng.Check(ctx, verify.CheckRequest{VerifyID: v1.ID, Code: code})
 	isSystemErr(err, "Check")
@@ -240,4 +245,10 @@ func (p *proxy) restore(t *testing.T) {
 	p.ln = ln
 	p.mu.Unlock()
 	go p.serve(ln)
+}
+
+// storeFailure reports whether err is the engine's answer to a store that
+// failed: E925 or E926, never a refusal.
+func storeFailure(err error) bool {
+	return errors.Is(err, verify.ErrUnavailable) || errors.Is(err, verify.ErrInternal)
 }

@@ -207,20 +207,6 @@ func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 	return err
 }
 
-// wrap adds the operation to a driver error.
-func wrap(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("sqlstore: %s: %w", op, err)
-}
-
-// notFound is the error for a record that does not exist; errors.Is(err,
-// verify.ErrNotFound) holds for it.
-func notFound(op, kind, id string) error {
-	return fmt.Errorf("sqlstore: %s: %s %q: %w", op, kind, id, verify.ErrNotFound)
-}
-
 // tv encodes a time for a NOT NULL column: integer microseconds since the
 // Unix epoch on SQLite, a UTC time.Time (timestamptz) on PostgreSQL. The
 // zero time is stored as itself (0001-01-01 UTC).

@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"sort"
 	"time"
 
@@ -28,17 +30,17 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 				ORDER BY due_at, verification_id, step LIMIT $3
 				FOR UPDATE SKIP LOCKED)
 			UPDATE pending_steps p
-			SET lease_until = $2, ready_at = CASE WHEN p.due_at > $2 THEN p.due_at ELSE $2 END
+			SET lease_until = $2, ready_at = CASE WHEN p.due_at > $2 THEN p.due_at ELSE $2 END, tries = p.tries + 1
 			FROM c
 			WHERE p.verification_id = c.verification_id AND p.step = c.step
-			RETURNING p.verification_id, p.step, p.due_at, p.lease_until`
+			RETURNING p.verification_id, p.step, p.due_at, p.lease_until, p.tries`
 	} else {
 		query = `UPDATE pending_steps
-			SET lease_until = $2, ready_at = CASE WHEN due_at > $2 THEN due_at ELSE $2 END
+			SET lease_until = $2, ready_at = CASE WHEN due_at > $2 THEN due_at ELSE $2 END, tries = tries + 1
 			WHERE rowid IN (SELECT rowid FROM pending_steps
 				WHERE ready_at <= $1
 				ORDER BY due_at, verification_id, step LIMIT $3)
-			RETURNING verification_id, step, due_at, lease_until`
+			RETURNING verification_id, step, due_at, lease_until, tries`
 	}
 	rows, err := s.run().QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
 	if err != nil {
@@ -48,7 +50,7 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 	var out []verify.PendingStep
 	for rows.Next() {
 		var p verify.PendingStep
-		if err := rows.Scan(&p.VerificationID, &p.Step, timeDest{&p.DueAt}, timeDest{&p.LeaseUntil}); err != nil {
+		if err := rows.Scan(&p.VerificationID, &p.Step, timeDest{&p.DueAt}, timeDest{&p.LeaseUntil}, &p.Tries); err != nil {
 			return nil, wrap("claim due", err)
 		}
 		out = append(out, p)
@@ -72,30 +74,31 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 
 // Reschedule implements verify.Store. Each step is one conditional UPDATE
 // (not leased at now), so a step another instance has claimed is left
-// alone. On SQLite the updates share one transaction, for speed only.
+// alone; a claim (a lease after now) counts a try in the same statement. On
+// SQLite the updates share one transaction, for speed only.
 func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.PendingStep) ([]verify.PendingStep, error) {
-	const query = `UPDATE pending_steps SET due_at = $3, lease_until = $4, ready_at = $5
-		WHERE verification_id = $1 AND step = $2 AND (lease_until IS NULL OR lease_until <= $6)`
+	const query = `UPDATE pending_steps SET due_at = $3, lease_until = $4, ready_at = $5,
+			tries = CASE WHEN $7 THEN tries + 1 ELSE tries END
+		WHERE verification_id = $1 AND step = $2 AND (lease_until IS NULL OR lease_until <= $6)
+		RETURNING tries`
 	var out []verify.PendingStep
 	run := func(q querier) error {
 		out = out[:0]
 		for _, p := range steps {
-			res, err := q.ExecContext(ctx, query, p.VerificationID, p.Step,
-				s.tv(p.DueAt), s.tn(p.LeaseUntil), s.tv(readyAt(p)), s.tv(now))
+			claim := p.LeaseUntil.After(now)
+			err := q.QueryRowContext(ctx, query, p.VerificationID, p.Step,
+				s.tv(p.DueAt), s.tn(p.LeaseUntil), s.tv(readyAt(p)), s.tv(now), claim).Scan(&p.Tries)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // gone, or claimed by another caller
+			}
 			if err != nil {
 				return err
 			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
+			p.DueAt = p.DueAt.UTC().Truncate(time.Microsecond)
+			if !p.LeaseUntil.IsZero() {
+				p.LeaseUntil = p.LeaseUntil.UTC().Truncate(time.Microsecond)
 			}
-			if n > 0 {
-				p.DueAt = p.DueAt.UTC().Truncate(time.Microsecond)
-				if !p.LeaseUntil.IsZero() {
-					p.LeaseUntil = p.LeaseUntil.UTC().Truncate(time.Microsecond)
-				}
-				out = append(out, p)
-			}
+			out = append(out, p)
 		}
 		return nil
 	}

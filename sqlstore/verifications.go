@@ -55,14 +55,14 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		return s.createErr(v, err)
 	}
 	var insertSteps strings.Builder
-	insertSteps.WriteString(`INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at) VALUES `)
+	insertSteps.WriteString(`INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at, tries) VALUES `)
 	for i, p := range steps {
 		n := len(args)
 		if i > 0 {
 			insertSteps.WriteString(", ")
 		}
-		fmt.Fprintf(&insertSteps, "($1, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4)
-		args = append(args, p.Step, s.tv(p.DueAt), s.tn(p.LeaseUntil), s.tv(readyAt(p)))
+		fmt.Fprintf(&insertSteps, "($1, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5)
+		args = append(args, p.Step, s.tv(p.DueAt), s.tn(p.LeaseUntil), s.tv(readyAt(p)), p.Tries)
 	}
 	if s.pg() {
 		// One statement, so one round trip: the CTE's insert and the outer
@@ -393,10 +393,16 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 }
 
 // nextStatus moves an open verification's status forward to a delivery's
-// (pending → sent → delivered) and leaves every other status alone. $2 is
-// the delivery's status.
+// status $2, when the delivery $3 is recorded: pending → sent → delivered,
+// never backwards. A sent report for a delivery already recorded as
+// something else (a late report after failed) moves nothing: only that
+// case can reach a pending verification without the delivery moving, for
+// a delivery that is delivered, or sent, has moved the verification on
+// already.
 const nextStatus = `CASE
-	WHEN status = 'pending' AND $2 IN ('sent', 'delivered') THEN $2
+	WHEN status = 'pending' AND $2 = 'delivered' THEN $2
+	WHEN status = 'pending' AND $2 = 'sent'
+		AND NOT EXISTS (SELECT 1 FROM deliveries WHERE id = $3 AND status <> 'sent') THEN $2
 	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
 	ELSE status END`
 
@@ -407,36 +413,39 @@ const deliverySummary = `(SELECT json_group_array(json_array(channel, status, n)
 	SELECT channel, status, COUNT(*) AS n FROM deliveries WHERE verification_id = $1
 	GROUP BY channel, status ORDER BY channel, status))`
 
-const upsertDelivery = ` ON CONFLICT (id) DO UPDATE SET verification_id = excluded.verification_id,
-	step = excluded.step, channel = excluded.channel, sender = excluded.sender, status = excluded.status,
-	provider_id = excluded.provider_id, error = excluded.error,
-	created_at = excluded.created_at, updated_at = excluded.updated_at`
+// moveDelivery inserts a delivery or moves an existing one forward, as
+// verify.DeliveryStatus.MovesTo allows: sent → delivered or failed,
+// failed → delivered. The conflict's WHERE is evaluated on the row as
+// locked, so racing reports cannot move a delivery backwards.
+const moveDelivery = ` ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error,
+	updated_at = excluded.updated_at,
+	provider_id = CASE WHEN excluded.provider_id <> '' THEN excluded.provider_id ELSE deliveries.provider_id END
+	WHERE (deliveries.status = 'sent' AND excluded.status IN ('delivered', 'failed'))
+		OR (deliveries.status = 'failed' AND excluded.status = 'delivered')`
 
 // RecordDelivery implements verify.Store.
-func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) error {
+func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bool, error) {
 	args := []any{d.VerificationID, string(d.Status), d.ID, d.Step, d.Channel, d.From,
 		d.ProviderID, d.Error, s.tv(d.CreatedAt), s.tv(d.UpdatedAt)}
-	var n int64
+	var found, changed bool
 	if s.pg() {
-		// One statement: the status update and the upsert commit together.
-		// The INSERT reads moved, so moved runs first, and yields no row
-		// when the verification does not exist; done, which nothing reads,
-		// runs last. So the verification's row is locked before anything
-		// else, the order in which every other statement takes its locks
-		// (Finish, Attempt, ExpireDue: the verification, then its steps),
-		// and none of them deadlock with this one. The status CASE is
-		// evaluated again under the row lock, so racing deliveries never
-		// move it backwards.
-		res, err := s.run().ExecContext(ctx, `WITH moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 RETURNING id),
-			done AS (DELETE FROM pending_steps WHERE verification_id = $1 AND step = $4::integer AND $4::integer >= 0)
-			INSERT INTO deliveries (`+deliveryCols+`)
-			SELECT $3, moved.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz
-			FROM moved`+upsertDelivery, args...)
-		if err == nil {
-			n, err = res.RowsAffected()
-		}
+		// One statement: the status update, the delivery and the step's
+		// completion commit together. The INSERT reads moved, so moved
+		// runs first, and yields no row when the verification does not
+		// exist; done, which nothing reads, runs last. So the
+		// verification's row is locked before anything else, the order in
+		// which every other statement takes its locks (Finish, Attempt,
+		// ExpireDue: the verification, then its steps), and none of them
+		// deadlock with this one. The status CASE is evaluated again under
+		// the row lock, so racing deliveries never move it backwards.
+		err := s.run().QueryRowContext(ctx, `WITH moved AS (UPDATE verifications SET status = `+nextStatus+` WHERE id = $1 RETURNING id),
+			done AS (DELETE FROM pending_steps WHERE verification_id = $1 AND step = $4::integer AND $4::integer >= 0),
+			ins AS (INSERT INTO deliveries (`+deliveryCols+`)
+				SELECT $3, moved.id, $4::integer, $5::text, $6::text, $2, $7::text, $8::text, $9::timestamptz, $10::timestamptz
+				FROM moved`+moveDelivery+` RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM ins)`, args...).Scan(&found, &changed)
 		if err != nil {
-			return wrap("record delivery", err)
+			return false, wrap("record delivery", err)
 		}
 	} else {
 		// Write first, so that the transaction holds the write lock before
@@ -444,34 +453,40 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) err
 		// *sql.DB).
 		err := s.inTx(ctx, func(tx querier) error {
 			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+` WHERE id = $1`,
-				d.VerificationID, string(d.Status))
+				d.VerificationID, string(d.Status), d.ID)
 			if err != nil {
 				return err
 			}
-			if n, err = res.RowsAffected(); err != nil || n == 0 {
+			n, err := res.RowsAffected()
+			if err != nil || n == 0 {
 				return err // n == 0: not found
 			}
-			if _, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
-				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+upsertDelivery, args...); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE verifications SET delivery_summary = `+deliverySummary+` WHERE id = $1`,
-				d.VerificationID); err != nil {
-				return err
-			}
+			found = true
 			if d.Step >= 0 { // a step with a recorded delivery is done
-				_, err = tx.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`, d.VerificationID, d.Step)
+				if _, err := tx.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`, d.VerificationID, d.Step); err != nil {
+					return err
+				}
 			}
+			if res, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
+				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+moveDelivery, args...); err != nil {
+				return err
+			}
+			if n, err = res.RowsAffected(); err != nil || n == 0 {
+				return err // n == 0: the delivery did not move
+			}
+			changed = true
+			_, err = tx.ExecContext(ctx, `UPDATE verifications SET delivery_summary = `+deliverySummary+` WHERE id = $1`,
+				d.VerificationID)
 			return err
 		})
 		if err != nil {
-			return wrap("record delivery", err)
+			return false, wrap("record delivery", err)
 		}
 	}
-	if n == 0 {
-		return notFound("record delivery", "verification", d.VerificationID)
+	if !found {
+		return false, notFound("record delivery", "verification", d.VerificationID)
 	}
-	return nil
+	return changed, nil
 }
 
 // ExpireDue implements verify.Store.

@@ -460,9 +460,9 @@ func (f failing) Take(ctx context.Context, now time.Time, takes []verify.Take) (
 	return f.Store.Take(ctx, now, takes)
 }
 
-func (f failing) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) error {
+func (f failing) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bool, error) {
 	if f.recordDelivery {
-		return errInjected
+		return false, errInjected
 	}
 	return f.Store.RecordDelivery(ctx, d)
 }

@@ -164,6 +164,21 @@ func requireNotFound(t *testing.T, err error, what string) {
 	require.True(t, errors.Is(err, verify.ErrNotFound), "%s: want an error matching verify.ErrNotFound, got %v", what, err)
 }
 
+// record records a delivery that must succeed and reports whether it
+// changed anything.
+func record(t *testing.T, s verify.Verifications, d verify.DeliveryRecord) bool {
+	t.Helper()
+	changed, err := s.RecordDelivery(ctx(), d)
+	require.NoError(t, err, "RecordDelivery %s %s", d.ID, d.Status)
+	return changed
+}
+
+// recordErr records a delivery and returns only the error.
+func recordErr(s verify.Verifications, d verify.DeliveryRecord) error {
+	_, err := s.RecordDelivery(ctx(), d)
+	return err
+}
+
 func newID() string { return uuid.NewString() }
 
 func sampleFlow(name string) verify.Flow {

@@ -602,7 +602,7 @@ func delivery(v verify.VerificationRecord, id string, step int, st verify.Delive
 
 func testRecordDelivery(t *testing.T, s verificationStore) {
 	ghost := sampleVerification(5, time.Minute)
-	requireNotFound(t, s.RecordDelivery(ctx(), delivery(ghost, ghost.ID+"-0", 0, verify.DeliverySent, base)),
+	requireNotFound(t, recordErr(s, delivery(ghost, ghost.ID+"-0", 0, verify.DeliverySent, base)),
 		"RecordDelivery for an unknown verification")
 
 	v := create(t, s, sampleVerification(5, time.Minute), nil)
@@ -614,15 +614,15 @@ func testRecordDelivery(t *testing.T, s verificationStore) {
 
 	failed := delivery(v, v.ID+"-0", 0, verify.DeliveryFailed, at(time.Second))
 	failed.Error = "provider said no"
-	require.NoError(t, s.RecordDelivery(ctx(), failed))
+	record(t, s, failed)
 	assert.Equal(t, verify.StatusPending, status(), "a failed delivery does not move the status")
 
 	sent := delivery(v, v.ID+"-1", 1, verify.DeliverySent, at(2*time.Second))
-	require.NoError(t, s.RecordDelivery(ctx(), sent))
+	record(t, s, sent)
 	assert.Equal(t, verify.StatusSent, status(), "a sent delivery moves pending to sent")
 
 	resend := delivery(v, v.ID+"-r2", -1, verify.DeliverySent, at(3*time.Second))
-	require.NoError(t, s.RecordDelivery(ctx(), resend))
+	record(t, s, resend)
 
 	got, err := s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
@@ -640,7 +640,7 @@ func testRecordDelivery(t *testing.T, s verificationStore) {
 	delivered := sent
 	delivered.Status = verify.DeliveryDelivered
 	delivered.UpdatedAt = at(5 * time.Second)
-	require.NoError(t, s.RecordDelivery(ctx(), delivered))
+	record(t, s, delivered)
 	got, err = s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
 	require.Len(t, got.Deliveries, 3, "a delivery with an existing ID replaces it")
@@ -648,7 +648,7 @@ func testRecordDelivery(t *testing.T, s verificationStore) {
 	sameTime(t, delivered.UpdatedAt, got.Deliveries[1].UpdatedAt, "replaced UpdatedAt")
 	assert.Equal(t, verify.StatusDelivered, got.Status, "a delivered delivery moves sent to delivered")
 
-	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-2", 2, verify.DeliverySent, at(6*time.Second))))
+	record(t, s, delivery(v, v.ID+"-2", 2, verify.DeliverySent, at(6*time.Second)))
 	assert.Equal(t, verify.StatusDelivered, status(), "the status never moves backwards")
 
 	// Every method that returns a record fills Deliveries.
@@ -663,7 +663,7 @@ func testRecordDelivery(t *testing.T, s verificationStore) {
 	assert.Len(t, f.Deliveries, 4, "Finish fills Deliveries")
 
 	// Once ended, deliveries are still recorded but the status stays.
-	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-3", 3, verify.DeliveryDelivered, at(9*time.Second))))
+	record(t, s, delivery(v, v.ID+"-3", 3, verify.DeliveryDelivered, at(9*time.Second)))
 	got, err = s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
 	assert.Equal(t, verify.StatusVerified, got.Status, "a delivery does not reopen an ended verification")
@@ -723,7 +723,7 @@ func testPurge(t *testing.T, s verificationStore) {
 		v  verify.VerificationRecord
 		at time.Time
 	}{{old, at(time.Second)}, {extra, at(2 * time.Second)}, {edge, at(time.Hour)}, {recent, at(2 * time.Hour)}} {
-		require.NoError(t, s.RecordDelivery(ctx(), delivery(x.v, x.v.ID+"-0", 0, verify.DeliverySent, base)))
+		record(t, s, delivery(x.v, x.v.ID+"-0", 0, verify.DeliverySent, base))
 		_, ended, err := s.Finish(ctx(), x.v.ID, verify.StatusVerified, x.at)
 		require.NoError(t, err)
 		require.True(t, ended)
@@ -742,7 +742,7 @@ func testPurge(t *testing.T, s verificationStore) {
 	for _, v := range []verify.VerificationRecord{old, extra} {
 		_, err := s.GetVerification(ctx(), v.ID)
 		requireNotFound(t, err, "GetVerification after Purge")
-		requireNotFound(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-9", 0, verify.DeliverySent, base)),
+		requireNotFound(t, recordErr(s, delivery(v, v.ID+"-9", 0, verify.DeliverySent, base)),
 			"RecordDelivery after Purge")
 	}
 	for _, v := range []verify.VerificationRecord{edge, recent, open} {
@@ -815,9 +815,9 @@ func testRecordDeliveryWhileEnding(t *testing.T, s verificationStore) {
 			}
 		}
 		for _, fn := range []func(){
-			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-0", 0, verify.DeliveryFailed, base)) },
-			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-1", 1, verify.DeliverySent, base)) },
-			func() { errs <- s.RecordDelivery(ctx(), delivery(v, v.ID+"-r2", -1, verify.DeliveryFailed, base)) },
+			func() { errs <- recordErr(s, delivery(v, v.ID+"-0", 0, verify.DeliveryFailed, base)) },
+			func() { errs <- recordErr(s, delivery(v, v.ID+"-1", 1, verify.DeliverySent, base)) },
+			func() { errs <- recordErr(s, delivery(v, v.ID+"-r2", -1, verify.DeliveryFailed, base)) },
 			end, end,
 		} {
 			wg.Add(1)
@@ -847,14 +847,14 @@ func testRecordDeliveryWhileEnding(t *testing.T, s verificationStore) {
 func testRecordDeliveryCompletesStep(t *testing.T, s verificationStore) {
 	v := sampleVerification(5, time.Hour)
 	create(t, s, v, steps(v))
-	require.NoError(t, s.RecordDelivery(ctx(), delivery(v, v.ID+"-r2", -1, verify.DeliverySent, base)))
+	record(t, s, delivery(v, v.ID+"-r2", -1, verify.DeliverySent, base))
 	claimed := claimAll(t, s, at(time.Minute))
 	assert.Contains(t, claimed, v.ID+"/0", "a resend's delivery completes no step")
 	assert.Contains(t, claimed, v.ID+"/1")
 
 	w := sampleVerification(5, time.Hour)
 	create(t, s, w, steps(w))
-	require.NoError(t, s.RecordDelivery(ctx(), delivery(w, w.ID+"-0", 0, verify.DeliveryFailed, base)))
+	record(t, s, delivery(w, w.ID+"-0", 0, verify.DeliveryFailed, base))
 	claimed = claimAll(t, s, at(time.Minute))
 	assert.NotContains(t, claimed, w.ID+"/0", "a step with a recorded delivery, failed or not, is done")
 	assert.Contains(t, claimed, w.ID+"/1", "other steps stay pending")

@@ -321,10 +321,12 @@ type errorEnvelope struct {
 
 // writeError answers an engine error: an *verify.Error in Kaleyra's
 // envelope with the status its HTTPStatus suggests (and Retry-After when
-// it has one), anything else as an internal error.
+// it has one: E926, a store that is unavailable for a moment, is 503 with
+// Retry-After), anything else, E925 included, as an internal error that is
+// logged with a reference.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *verify.Error
-	if errors.As(err, &ve) {
+	if errors.As(err, &ve) && ve.Code != verify.ErrInternal.Code {
 		s.writeErrorStatus(w, r, ve.HTTPStatus(), ve)
 		return
 	}
