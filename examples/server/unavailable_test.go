@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+)
+
+// downStore fails the calls a Send or a Check starts with.
+type downStore struct {
+	verify.Store
+	err error
+}
+
+func (s downStore) GetFlow(context.Context, string) (verify.Flow, error) { return verify.Flow{}, s.err }
+func (s downStore) DefaultFlow(context.Context) (verify.Flow, error)     { return verify.Flow{}, s.err }
+func (s downStore) GetVerification(context.Context, string) (verify.VerificationRecord, error) {
+	return verify.VerificationRecord{}, s.err
+}
+func (s downStore) Take(context.Context, time.Time, []verify.Take) (verify.Taken, error) {
+	return verify.Taken{}, s.err
+}
+func (s downStore) CreateVerification(context.Context, verify.VerificationRecord, []verify.PendingStep) error {
+	return s.err
+}
+
+// TestStoreFailuresAnswer503Or500: a store failure a retry can fix is 503
+// with Retry-After and E926; one it cannot fix is 500 with E925 and a
+// reference to the log line, never the driver's text.
+func TestStoreFailuresAnswer503Or500(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"unavailable", verify.Transient(errors.New("the database system is shutting down"), 3*time.Second), http.StatusServiceUnavailable, "E926"},
+		{"internal", errors.New(`relation "verifications" does not exist`), http.StatusInternalServerError, "E925"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			eng, err := verify.New(downStore{h.store, c.err}, verify.WithClock(h.clock), verify.WithSecret(testSecret),
+				verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(verify.NoProtection()))
+			require.NoError(t, err)
+			srv := httptest.NewServer(newServer(eng, h.cfg))
+			t.Cleanup(srv.Close)
+			h.srv = srv
+
+			for _, res := range []response{
+				h.kaleyra("/verify", `{"flow_id":"`+h.cfg.ChannelFlows["sms"]+`","to":{"mobile":"+4712345678"}}`),
+				h.kaleyra("/verify/validate", `{"verify_id":"4d3d0959-805e-43fa-bece-5815ce0795a2","otp":"123456"}`),
+			} {
+				require.Equal(t, c.status, res.status, res.String())
+				var env struct {
+					Error verify.Error `json:"error"`
+				}
+				require.NoError(t, json.Unmarshal(res.body, &env), res.String())
+				assert.Equal(t, c.code, env.Error.Code)
+				assert.NotContains(t, res.String(), "database system", "the driver's text stays in the log")
+				assert.NotContains(t, res.String(), "relation", "the driver's text stays in the log")
+				if c.status == http.StatusServiceUnavailable {
+					assert.Equal(t, "3", res.header.Get("Retry-After"))
+				} else {
+					assert.Empty(t, res.header.Get("Retry-After"))
+					assert.NotEmpty(t, env.Error.Reference, "a reference to the log line")
+				}
+			}
+		})
+	}
+}
