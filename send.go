@@ -49,6 +49,15 @@ import (
 // has accepted the code, Send returns the verification with a nil error:
 // bookkeeping that fails afterwards (recording the delivery, the conversion
 // counters) is logged and emitted as a bookkeeping_failed event.
+//
+// A refusal (an *Error other than E925 and E926) means nothing was stored
+// and nothing sent. A store failure (E925, E926) or the caller's context
+// error is ambiguous: the store may have committed the verification before
+// the failure reached the engine, and then its code is delivered by Run
+// once this call's claim on the first step is released or runs out. Retry
+// such a Send with the same IdempotencyKey: the retry returns the stored
+// verification, delivering its first step if no one holds it, and never
+// sends a second code. Without a key, a retry starts another verification.
 func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error) {
 	plan, err := e.resolveSend(ctx, req)
 	if err != nil {
