@@ -179,7 +179,7 @@ func (e *Engine) closed(ctx context.Context, rec VerificationRecord, now time.Ti
 		}
 		rec = done
 		if rec.Status.Open() { // cannot happen with a conforming Store
-			return rec.public(), fmt.Errorf("verify: store left verification %s open after Finish", rec.ID)
+			return rec.public(), internalErr("finish", fmt.Errorf("the store left verification %s open after Finish", rec.ID))
 		}
 	}
 	return rec.public(), endedError(rec)
@@ -201,5 +201,5 @@ func endedError(rec VerificationRecord) error {
 	case StatusExpired:
 		return ErrExpired
 	}
-	return fmt.Errorf("verify: verification %s has unknown status %q", rec.ID, rec.Status)
+	return internalErr("read verification", fmt.Errorf("verification %s has unknown status %q", rec.ID, rec.Status))
 }

@@ -214,6 +214,13 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 	}
 	began := e.clock.Now()
 	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
+	var sf *storeFailure
+	if errors.As(err, &sf) {
+		// The store failed before anything was sent: not a channel's
+		// failure, so nothing is recorded and the step is tried again.
+		d.Status = DeliveryFailed
+		return d, storeErr(ctx, sf.op, sf.err)
+	}
 	if err != nil {
 		d.Status = DeliveryFailed
 		// A channel's error text may echo the message: the code must not
@@ -242,6 +249,18 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 	return d, nil
 }
 
+// storeFailure is a Store error met while preparing a message: unlike a
+// channel's error, it does not fail the delivery.
+type storeFailure struct {
+	op  string
+	err error
+}
+
+func (f *storeFailure) Error() string { return f.op + ": " + f.err.Error() }
+func (f *storeFailure) Unwrap() error { return f.err }
+
+// sendMessage renders the step's message and hands it to its channel. A
+// Store failure while rendering is a *storeFailure.
 func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code string, s Step, step int, msgID string, now time.Time) (Receipt, error) {
 	ch, ok := e.channels[s.Channel]
 	if !ok {
@@ -256,14 +275,17 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 		body, lang = builtinText(lang, rec.Brand)
 	} else {
 		t, err := e.store.GetTemplate(ctx, s.Template)
-		if err != nil {
+		if errors.Is(err, ErrNotFound) {
 			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)
+		}
+		if err != nil {
+			return Receipt{}, &storeFailure{"get template", err}
 		}
 		if t.Status != TemplateApproved {
 			return Receipt{}, fmt.Errorf("template %s is %s, not approved", t.ID, t.Status)
 		}
 		if t, err = e.pickTemplate(ctx, t, lang, rec.FallbackLanguage); err != nil {
-			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)
+			return Receipt{}, &storeFailure{"list templates", err}
 		}
 		body, lang, tplID = t.Body, t.Language, t.ID
 	}

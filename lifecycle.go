@@ -152,5 +152,5 @@ func (e *Engine) sendRefused(ctx context.Context, rec VerificationRecord, now ti
 		}
 	}
 	// A conforming Store refuses only for the reasons above.
-	return rec.public(), fmt.Errorf("verify: store refused to count a send of verification %s for no reason it states", rec.ID)
+	return rec.public(), internalErr("count send", fmt.Errorf("the store refused to count a send of verification %s for no reason it states", rec.ID))
 }

@@ -36,7 +36,7 @@ func generateCode(n int, cs Charset) (string, error) {
 	filled := 0
 	for filled < n {
 		if _, err := rand.Read(buf[:]); err != nil {
-			return "", fmt.Errorf("verify: reading crypto/rand: %w", err)
+			return "", internalErr("reading crypto/rand", err)
 		}
 		for _, b := range buf {
 			if filled == n {
@@ -173,7 +173,7 @@ func (kr *keyring) protect(id, code string) (hash, sealed []byte, err error) {
 	hash = k.hashWith(buf[:0:sha256.Size], id, code)
 	nonce := buf[sha256.Size : sha256.Size+ns]
 	if _, err := rand.Read(nonce); err != nil {
-		return nil, nil, fmt.Errorf("verify: reading crypto/rand: %w", err)
+		return nil, nil, internalErr("reading crypto/rand", err)
 	}
 	sealed = k.aead.Seal(nonce, nonce, []byte(code), []byte(id))
 	return hash, sealed, nil
@@ -215,14 +215,14 @@ func (kr *keyring) unseal(id string, sealed []byte) (string, error) {
 			return string(code), nil
 		}
 	}
-	return "", errUnseal
+	return "", internalErr("open the sealed code", errUnseal)
 }
 
 // newID returns a random (version 4) UUID string.
 func newID() (string, error) {
 	var u uuid.UUID
 	if _, err := rand.Read(u[:]); err != nil {
-		return "", fmt.Errorf("verify: reading crypto/rand: %w", err)
+		return "", internalErr("reading crypto/rand", err)
 	}
 	u[6] = (u[6] & 0x0f) | 0x40 // version 4
 	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant

@@ -159,13 +159,18 @@ func storeErr(ctx context.Context, op string, err error) error {
 		}
 		return fmt.Errorf("verify: %s: %w (%w)", op, cerr, err)
 	}
-	cause := fmt.Errorf("%s: %w", op, err)
 	if retry, ok := transient(err); ok {
 		e := *ErrUnavailable
-		e.RetryAfter, e.cause = retry, cause
+		e.RetryAfter, e.cause = retry, fmt.Errorf("%s: %w", op, err)
 		return &e
 	}
+	return internalErr(op, err)
+}
+
+// internalErr is E925 for a failure a retry cannot fix, with err (and
+// what the engine was doing) as its cause.
+func internalErr(op string, err error) *Error {
 	e := *ErrInternal
-	e.cause = cause
+	e.cause = fmt.Errorf("%s: %w", op, err)
 	return &e
 }
