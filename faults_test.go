@@ -305,3 +305,36 @@ func TestRedeliveryIsBounded(t *testing.T) {
 		assert.Len(t, reasons, 1)
 	})
 }
+
+// TestTemplateReadFailureIsNotADeliveryFailure: when the store fails while
+// the engine renders a step's template, no channel is called, nothing is
+// recorded as a failed delivery and the flow does not move on to its
+// fallback; Send answers E926, and a retry with the same IdempotencyKey
+// delivers the step once the store is back.
+func TestTemplateReadFailureIsNotADeliveryFailure(t *testing.T) {
+	h, fs, eng := faultHarness(t)
+	tpl, err := eng.CreateTemplate(h.ctx, verify.Template{Name: "login", Channel: "sms", Body: "Your code is {code}"})
+	require.NoError(t, err)
+	require.NoError(t, eng.ApproveTemplate(h.ctx, tpl.ID))
+	_, err = eng.CreateFlow(h.ctx, verify.Flow{Name: "f", Default: true,
+		Steps: []verify.Step{{Channel: "sms", Template: tpl.ID}, {Channel: "email", After: time.Minute}}})
+	require.NoError(t, err)
+
+	fs.fail("GetTemplate", fault{err: driver.ErrBadConn, times: 1})
+	req := verify.SendRequest{To: ana, IdempotencyKey: "k1"}
+	_, err = eng.Send(h.ctx, req)
+	require.ErrorIs(t, err, verify.ErrUnavailable)
+	assert.Empty(t, h.sms.Messages())
+	assert.Empty(t, h.email.Messages(), "the fallback is not brought forward")
+	stored, err := h.store.FindByIdempotencyKey(h.ctx, req.IdempotencyKey)
+	require.NoError(t, err)
+	assert.Empty(t, stored.Deliveries, "no failed delivery is recorded")
+	assert.Equal(t, verify.StatusPending, stored.Status)
+
+	v, err := eng.Send(h.ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, stored.ID, v.ID)
+	assert.Equal(t, verify.StatusSent, v.Status)
+	require.Len(t, h.sms.Messages(), 1)
+	assert.Contains(t, h.sms.Messages()[0].Body, "Your code is")
+}
