@@ -391,16 +391,19 @@ func testRestartImmediate(t *testing.T, pg *pgCluster) {
 	untyped := len(out.untyped)
 	t.Logf("calls: %s", out)
 	t.Logf("FIGURES restart -m immediate: server down %.2f s; recovery (server accepting → first successful Send) %v, worst %.2f s (bound %s); "+
-		"errors typed unavailable %d (send %d, check %d), other refusals %d, untyped %d; lost %d, missed %d, duplicates %d (bound %d); "+
+		"errors typed unavailable %d (send %d, check %d), internal %d, other refusals %d, untyped %d; lost %d, missed %d, duplicates %d (bound %d); "+
 		"open verifications afterwards %d, verified with the sink's code %d",
 		up.Sub(down).Seconds(), recov, worst.Seconds(), maxRecovery,
 		out.byClass[opSend+"/"+classUnavailable]+out.byClass[opCheck+"/"+classUnavailable],
-		out.byClass[opSend+"/"+classUnavailable], out.byClass[opCheck+"/"+classUnavailable],
+		out.byClass[opSend+"/"+classUnavailable], out.byClass[opCheck+"/"+classUnavailable], len(out.internal),
 		out.byClass[opSend+"/"+classRefusal]+out.byClass[opCheck+"/"+classRefusal]-out.byCode[opCheck+"/E912"],
 		untyped, len(f.lost), len(f.missed), f.dups, bound, len(open), verified)
 
 	for _, e := range first(out.untyped, 20) {
 		t.Errorf("untyped error: %s", e)
+	}
+	for _, e := range first(out.internal, 20) {
+		t.Errorf("E925 for a restart, which a retry can fix: %s", e)
 	}
 	if untyped > 20 {
 		t.Errorf("... and %d more untyped errors", untyped-20)

@@ -211,6 +211,9 @@ type outcomes struct {
 	byClass map[string]int // "op/class"
 	byCode  map[string]int // "op/code" of refusals and unavailable errors
 	untyped []string       // the texts of untyped and context errors
+	// internal are the texts of E925 errors: a database restart or a
+	// read-only database is a failure a retry can fix, never E925.
+	internal []string
 }
 
 func countOutcomes(rs []report) outcomes {
@@ -222,6 +225,9 @@ func countOutcomes(rs []report) outcomes {
 		}
 		if r.Class == classUntyped || r.Class == classContext {
 			o.untyped = append(o.untyped, fmt.Sprintf("%s (worker %d): %s", r.Op, r.Worker, r.Err))
+		}
+		if r.Class == classInternal {
+			o.internal = append(o.internal, fmt.Sprintf("%s (worker %d): %s", r.Op, r.Worker, r.Err))
 		}
 	}
 	return o

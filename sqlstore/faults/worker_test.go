@@ -55,6 +55,7 @@ const (
 
 	classOK          = "ok"
 	classUnavailable = "unavailable" // the store-unavailable *verify.Error (E926)
+	classInternal    = "internal"    // E925: a failure a retry cannot fix
 	classRefusal     = "refusal"     // another *verify.Error
 	classContext     = "context"     // the call's own deadline ran out
 	classUntyped     = "untyped"     // anything else
@@ -74,6 +75,8 @@ func classify(err error) (class, code string) {
 		return classOK, ""
 	case unavailable(err):
 		return classUnavailable, codeUnavailable
+	case errors.Is(err, verify.ErrInternal):
+		return classInternal, verify.ErrInternal.Code
 	}
 	if e, ok := verify.AsError(err); ok {
 		return classRefusal, e.Code
