@@ -35,15 +35,14 @@ func reportFixture(t *testing.T, s verificationStore) []verify.VerificationRecor
 		if st == verify.StatusFailed {
 			dst = verify.DeliveryFailed
 		}
-		record(t, s, delivery(v, v.ID+"-0", 0, dst, v.CreatedAt))
+		d0 := delivery(v, v.ID+"-0", 0, dst, v.CreatedAt)
+		d0.Channel = channel
+		record(t, s, d0)
 		if i%4 == 0 {
 			d := delivery(v, v.ID+"-1", 1, verify.DeliveryDelivered, v.CreatedAt.Add(time.Second))
 			d.Channel = "email"
 			record(t, s, d)
 		}
-		d0 := delivery(v, v.ID+"-0", 0, dst, v.CreatedAt)
-		d0.Channel = channel
-		record(t, s, d0)
 		if i%5 == 0 { // a receipt: the first delivery failed after all
 			d0.Status, d0.UpdatedAt = verify.DeliveryFailed, v.CreatedAt.Add(2*time.Second)
 			record(t, s, d0)

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -228,4 +229,291 @@ func testCompleteStepAndNextDue(t *testing.T, s verificationStore) {
 	assert.False(t, ok, "no pending steps left")
 	claimed := claimAll(t, s, at(time.Hour))
 	assert.Empty(t, claimed, "completed steps are never claimed")
+}
+
+// triesOf returns the Tries of ps keyed by step.
+func triesOf(ps []verify.PendingStep) map[int]int {
+	out := make(map[int]int, len(ps))
+	for _, p := range ps {
+		out[p.Step] = p.Tries
+	}
+	return out
+}
+
+// oneVerification creates a verification with one flow step per pending
+// step in ps (whose VerificationID it sets) and returns it.
+func oneVerification(t *testing.T, s verificationStore, ps ...verify.PendingStep) verify.VerificationRecord {
+	t.Helper()
+	v := sampleVerification(5, 10*time.Hour)
+	v.Steps = make([]verify.Step, len(ps))
+	for i := range ps {
+		v.Steps[i] = verify.Step{Channel: "sms", After: time.Second}
+		ps[i].VerificationID = v.ID
+	}
+	return create(t, s, v, ps)
+}
+
+// testClaimDueCountsTries: CreateVerification stores each PendingStep's
+// Tries as given (1 for the step leased to its channel at creation, 0 for a
+// later one, or any other count), and ClaimDue adds one to the Tries of
+// each step it claims and returns the updated count: claim, let the lease
+// run out, claim again counts 2, 3, ... for every claimed step, and nothing
+// for the steps it did not claim. A claim whose leaseUntil is not after
+// now is a claim too, and counts.
+func testClaimDueCountsTries(t *testing.T, s verificationStore) {
+	v := oneVerification(t, s,
+		verify.PendingStep{Step: 0, DueAt: base, LeaseUntil: at(time.Minute), Tries: 1}, // handed to its channel at creation
+		verify.PendingStep{Step: 1, DueAt: at(30 * time.Second)},                        // a later step
+		verify.PendingStep{Step: 2, DueAt: at(time.Hour), Tries: 7},                     // any count is kept as given
+	)
+
+	// A Reschedule that does not claim reads the stored counts as they are.
+	got, err := s.Reschedule(ctx(), at(30*time.Second), []verify.PendingStep{
+		{VerificationID: v.ID, Step: 1, DueAt: at(30 * time.Second)},
+		{VerificationID: v.ID, Step: 2, DueAt: at(time.Hour)},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{1: 0, 2: 7}, triesOf(got), "CreateVerification stores Tries as given")
+
+	got, err = s.ClaimDue(ctx(), at(30*time.Second), at(90*time.Second), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{1: 1}, triesOf(got), "the first claim of a step created with Tries 0 counts 1 (step 0 is leased)")
+	got, err = s.ClaimDue(ctx(), at(time.Minute), at(2*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 2}, triesOf(got), "a step created with Tries 1 is claimed, once its lease runs out, with Tries 2")
+
+	// Claim, let the lease run out, claim again: one more try per claim.
+	for round := 1; round <= 3; round++ {
+		now := at(time.Duration(round) * 10 * time.Minute)
+		got, err := s.ClaimDue(ctx(), now, now.Add(5*time.Minute), 10)
+		require.NoError(t, err)
+		assert.Equal(t, map[int]int{0: 2 + round, 1: 1 + round}, triesOf(got), "round %d: each claimed step counts one more try", round)
+		got, err = s.ClaimDue(ctx(), now, now.Add(5*time.Minute), 10)
+		require.NoError(t, err)
+		assert.Empty(t, got, "round %d: a leased step is not claimed, and not counted", round)
+	}
+
+	// Step 2 was never claimed: its count is still the one it was created with.
+	got, err = s.ClaimDue(ctx(), at(time.Hour), at(61*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 6, 1: 5, 2: 8}, triesOf(got), "only claims count: step 2 goes from 7 to 8")
+
+	// A claim whose leaseUntil is not after now still counts.
+	for i, lease := range []time.Time{at(2 * time.Hour), {}} {
+		got, err = s.ClaimDue(ctx(), at(2*time.Hour), lease, 10)
+		require.NoError(t, err)
+		assert.Equal(t, map[int]int{0: 7 + i, 1: 6 + i, 2: 9 + i}, triesOf(got),
+			"ClaimDue with leaseUntil %v (not after now) counts a try for each step", lease)
+	}
+}
+
+// testRescheduleCountsClaims: a Reschedule that claims a step (LeaseUntil
+// after now) adds one to its Tries and returns the stored count, ignoring
+// the Tries it is given; a Reschedule that does not claim (LeaseUntil zero,
+// at now or before now) keeps the count and returns it; and a step that
+// Reschedule leaves alone (leased by another caller) counts nothing.
+func testRescheduleCountsClaims(t *testing.T, s verificationStore) {
+	v := oneVerification(t, s,
+		verify.PendingStep{Step: 0, DueAt: base, Tries: 3},
+		verify.PendingStep{Step: 1, DueAt: base},
+		verify.PendingStep{Step: 2, DueAt: base, LeaseUntil: at(time.Hour), Tries: 1},
+	)
+	now := at(time.Minute)
+	got, err := s.Reschedule(ctx(), now, []verify.PendingStep{
+		{VerificationID: v.ID, Step: 0, DueAt: now, LeaseUntil: at(2 * time.Minute), Tries: 42}, // a claim
+		{VerificationID: v.ID, Step: 1, DueAt: at(2 * time.Minute), Tries: 42},                  // not a claim
+		{VerificationID: v.ID, Step: 2, DueAt: now, LeaseUntil: at(2 * time.Minute), Tries: 42}, // leased: left alone
+	})
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 4, 1: 0}, triesOf(got),
+		"a claim returns the stored count plus one, a Reschedule that does not claim the stored count; the given Tries are ignored")
+
+	// Not claims: LeaseUntil at now, before now, or zero.
+	now = at(3 * time.Minute) // step 0's lease has run out
+	for _, c := range []struct {
+		lease time.Time
+		tries int
+	}{{now, 0}, {at(2 * time.Minute), 9}, {time.Time{}, -5}} {
+		got, err := s.Reschedule(ctx(), now, []verify.PendingStep{
+			{VerificationID: v.ID, Step: 0, DueAt: now, LeaseUntil: c.lease, Tries: c.tries},
+			{VerificationID: v.ID, Step: 1, DueAt: now, LeaseUntil: c.lease, Tries: c.tries},
+		})
+		require.NoError(t, err)
+		assert.Equal(t, map[int]int{0: 4, 1: 0}, triesOf(got),
+			"a Reschedule with LeaseUntil %v (not after now) keeps the count and returns it", c.lease)
+	}
+
+	// Claims again: one more each; a second claim under the lease is refused and counts nothing.
+	claim := []verify.PendingStep{
+		{VerificationID: v.ID, Step: 0, DueAt: now, LeaseUntil: at(4 * time.Minute)},
+		{VerificationID: v.ID, Step: 1, DueAt: now, LeaseUntil: at(4 * time.Minute), Tries: 100},
+	}
+	got, err = s.Reschedule(ctx(), now, claim)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 5, 1: 1}, triesOf(got), "each claim adds one")
+	got, err = s.Reschedule(ctx(), now, claim)
+	require.NoError(t, err)
+	assert.Empty(t, got, "steps leased after now are left alone")
+
+	// ClaimDue counts on from the stored counts; step 2, never claimed
+	// since its creation, still has the count it was created with.
+	got, err = s.ClaimDue(ctx(), at(4*time.Minute), at(5*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 6, 1: 2}, triesOf(got), "the refused claims counted nothing")
+	got, err = s.ClaimDue(ctx(), at(time.Hour), at(61*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 7, 1: 3, 2: 2}, triesOf(got), "a Reschedule that left a leased step alone counted nothing")
+}
+
+// testRescheduleRelease: the release idiom. The holder of a claim whose
+// LeaseUntil is L releases it with Reschedule(L, [{step, DueAt: later}]):
+// the step is updated (not leased, due later, its Tries unchanged). The
+// same call with a now before L, or from the holder of an earlier claim
+// whose lease ended before L, leaves the step alone. After the release,
+// ClaimDue before the new DueAt hands out nothing, and at it hands out the
+// step with one more try.
+func testRescheduleRelease(t *testing.T, s verificationStore) {
+	v := oneVerification(t, s, verify.PendingStep{Step: 0, DueAt: base})
+	first := at(time.Minute)
+	got, err := s.ClaimDue(ctx(), base, first, 10)
+	require.NoError(t, err)
+	require.Equal(t, map[int]int{0: 1}, triesOf(got))
+	// The first claim's lease runs out, and another caller claims the step.
+	lease := at(2 * time.Minute)
+	got, err = s.ClaimDue(ctx(), first, lease, 10)
+	require.NoError(t, err)
+	require.Equal(t, map[int]int{0: 2}, triesOf(got))
+
+	later := at(10 * time.Minute)
+	release := []verify.PendingStep{{VerificationID: v.ID, Step: 0, DueAt: later}}
+	got, err = s.Reschedule(ctx(), first, release)
+	require.NoError(t, err)
+	assert.Empty(t, got, "the holder of the earlier claim, whose lease ended before L, cannot release the current claim")
+	got, err = s.Reschedule(ctx(), at(90*time.Second), release)
+	require.NoError(t, err)
+	assert.Empty(t, got, "a now before L does not release the claim")
+	got, err = s.ClaimDue(ctx(), at(90*time.Second), at(3*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Empty(t, got, "the claim stands after the refused releases")
+
+	got, err = s.Reschedule(ctx(), lease, release)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "the holder releases its claim by passing its LeaseUntil as now")
+	assert.Equal(t, v.ID, got[0].VerificationID)
+	assert.Equal(t, 0, got[0].Step)
+	sameTime(t, later, got[0].DueAt, "DueAt of the released step")
+	assert.True(t, got[0].LeaseUntil.IsZero(), "a released step is not leased, got LeaseUntil %v", got[0].LeaseUntil)
+	assert.Equal(t, 2, got[0].Tries, "a release keeps the count")
+
+	next, ok, err := s.NextDue(ctx())
+	require.NoError(t, err)
+	require.True(t, ok)
+	sameTime(t, later, next, "NextDue of the released step")
+	got, err = s.ClaimDue(ctx(), later.Add(-time.Second), later.Add(time.Minute), 10)
+	require.NoError(t, err)
+	assert.Empty(t, got, "a released step is not claimed before its new DueAt")
+	got, err = s.ClaimDue(ctx(), later, later.Add(time.Minute), 10)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "a released step is claimed at its new DueAt")
+	sameTime(t, later, got[0].DueAt, "DueAt")
+	assert.Equal(t, 3, got[0].Tries, "the claim after the release counts one more try")
+}
+
+// testClaimDueTriesRace: of 16 ClaimDue calls released at once on one due
+// step, exactly one gets it, and its Tries is exactly the previous count
+// plus one; round after round (the lease runs out in between), no try is
+// lost and none is counted twice.
+func testClaimDueTriesRace(t *testing.T, s verificationStore) {
+	const goroutines, rounds = 16, 4
+	oneVerification(t, s, verify.PendingStep{Step: 0, DueAt: base, Tries: 2})
+	want := 2
+	for round := range rounds {
+		now := at(time.Duration(round) * time.Minute)
+		var (
+			mu  sync.Mutex
+			won []verify.PendingStep
+		)
+		errs := make(chan error, goroutines)
+		released(goroutines, func(int) {
+			got, err := s.ClaimDue(ctx(), now, now.Add(30*time.Second), 10)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			won = append(won, got...)
+			mu.Unlock()
+		})
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		require.Len(t, won, 1, "round %d: of %d racing ClaimDue calls exactly one gets the due step", round, goroutines)
+		want++
+		assert.Equal(t, want, won[0].Tries, "round %d: the claim counts exactly one try more than the last", round)
+	}
+}
+
+// testClaimDueTriesAdd: 16 ClaimDue calls released at once over a set of
+// due steps, with a lease that does not hold (leaseUntil = now), so that
+// every call may claim every step: each claim adds exactly one try. For
+// each step the returned counts are exactly given+1 ... given+claims, each
+// once, and the stored count afterwards is given+claims, so the increments
+// add up to the number of claims.
+func testClaimDueTriesAdd(t *testing.T, s verificationStore) {
+	const goroutines, n = 16, 6
+	ps := make([]verify.PendingStep, n)
+	for i := range ps {
+		ps[i] = verify.PendingStep{Step: i, DueAt: at(time.Duration(i) * time.Second), Tries: 3 * i}
+	}
+	v := oneVerification(t, s, ps...)
+	now := at(time.Minute)
+	var (
+		mu      sync.Mutex
+		claimed = make(map[int][]int) // step -> returned Tries
+	)
+	errs := make(chan error, goroutines)
+	released(goroutines, func(int) {
+		got, err := s.ClaimDue(ctx(), now, now, 100)
+		if err != nil {
+			errs <- err
+			return
+		}
+		mu.Lock()
+		for _, p := range got {
+			claimed[p.Step] = append(claimed[p.Step], p.Tries)
+		}
+		mu.Unlock()
+	})
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	// A Reschedule that does not claim reads the stored counts.
+	probe := make([]verify.PendingStep, n)
+	for i := range probe {
+		probe[i] = verify.PendingStep{VerificationID: v.ID, Step: i, DueAt: ps[i].DueAt}
+	}
+	got, err := s.Reschedule(ctx(), now, probe)
+	require.NoError(t, err)
+	stored := triesOf(got)
+	require.Len(t, stored, n, "every step is still pending")
+
+	claims, added := 0, 0
+	for i := range n {
+		given := 3 * i
+		tries := claimed[i]
+		require.NotEmpty(t, tries, "step %d was claimed by at least one of the racing calls", i)
+		slices.Sort(tries)
+		want := make([]int, len(tries))
+		for k := range want {
+			want[k] = given + 1 + k
+		}
+		assert.Equal(t, want, tries, "step %d: %d racing claims return the counts %d..%d, each once", i, len(tries), given+1, given+len(tries))
+		assert.Equal(t, given+len(tries), stored[i], "step %d: the stored count is the given one plus the claims", i)
+		claims += len(tries)
+		added += stored[i] - given
+	}
+	assert.Equal(t, claims, added, "the tries added up over all steps equal the number of claims")
 }

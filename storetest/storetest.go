@@ -91,6 +91,10 @@ var verificationTests = []test[verificationStore]{
 	{"RecordDelivery", testRecordDelivery},
 	{"RecordDeliveryCompletesStep", testRecordDeliveryCompletesStep},
 	{"RecordDeliveryWhileEnding", testRecordDeliveryWhileEnding},
+	{"RecordDeliveryMovesForward", testRecordDeliveryMovesForward},
+	{"RecordDeliveryVerificationStatus", testRecordDeliveryVerificationStatus},
+	{"RecordDeliveryCompletesStepEitherWay", testRecordDeliveryCompletesStepEitherWay},
+	{"RecordDeliveryRace", testRecordDeliveryRace},
 	{"ExpireDue", testExpireDue},
 	{"Purge", testPurge},
 	{"CanceledContext", testCanceledContext},
@@ -106,6 +110,11 @@ var stepQueueTests = []test[verificationStore]{
 	{"ClaimDueConcurrent", testClaimDueConcurrent},
 	{"Reschedule", testReschedule},
 	{"CompleteStepAndNextDue", testCompleteStepAndNextDue},
+	{"ClaimDueCountsTries", testClaimDueCountsTries},
+	{"RescheduleCountsClaims", testRescheduleCountsClaims},
+	{"RescheduleRelease", testRescheduleRelease},
+	{"ClaimDueTriesRace", testClaimDueTriesRace},
+	{"ClaimDueTriesAdd", testClaimDueTriesAdd},
 }
 
 var counterTests = []test[verify.Counters]{

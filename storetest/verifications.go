@@ -3,6 +3,8 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -636,16 +638,16 @@ func testRecordDelivery(t *testing.T, s verificationStore) {
 	assert.Equal(t, failed, d)
 	assert.Equal(t, -1, got.Deliveries[2].Step, "a resend's step is -1")
 
-	// Replacing by ID: the receipt for the sent message.
+	// Moving forward by ID: the receipt for the sent message.
 	delivered := sent
 	delivered.Status = verify.DeliveryDelivered
 	delivered.UpdatedAt = at(5 * time.Second)
 	record(t, s, delivered)
 	got, err = s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
-	require.Len(t, got.Deliveries, 3, "a delivery with an existing ID replaces it")
+	require.Len(t, got.Deliveries, 3, "a delivery with an existing ID is moved in place")
 	assert.Equal(t, verify.DeliveryDelivered, got.Deliveries[1].Status)
-	sameTime(t, delivered.UpdatedAt, got.Deliveries[1].UpdatedAt, "replaced UpdatedAt")
+	sameTime(t, delivered.UpdatedAt, got.Deliveries[1].UpdatedAt, "moved UpdatedAt")
 	assert.Equal(t, verify.StatusDelivered, got.Status, "a delivered delivery moves sent to delivered")
 
 	record(t, s, delivery(v, v.ID+"-2", 2, verify.DeliverySent, at(6*time.Second)))
@@ -858,4 +860,344 @@ func testRecordDeliveryCompletesStep(t *testing.T, s verificationStore) {
 	claimed = claimAll(t, s, at(time.Minute))
 	assert.NotContains(t, claimed, w.ID+"/0", "a step with a recorded delivery, failed or not, is done")
 	assert.Contains(t, claimed, w.ID+"/1", "other steps stay pending")
+}
+
+// deliveryStatuses are the statuses a delivery can be reported in.
+var deliveryStatuses = []verify.DeliveryStatus{verify.DeliverySent, verify.DeliveryDelivered, verify.DeliveryFailed}
+
+// assertDelivery compares two deliveries, times to the microsecond.
+func assertDelivery(t *testing.T, want, got verify.DeliveryRecord, msg string, args ...any) {
+	t.Helper()
+	sameTime(t, want.CreatedAt, got.CreatedAt, fmt.Sprintf(msg+": CreatedAt", args...))
+	sameTime(t, want.UpdatedAt, got.UpdatedAt, fmt.Sprintf(msg+": UpdatedAt", args...))
+	want.CreatedAt, want.UpdatedAt, got.CreatedAt, got.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	assert.Equal(t, want, got, append([]any{msg}, args...)...)
+}
+
+// onlyDelivery returns the one delivery stored for verification id.
+func onlyDelivery(t *testing.T, s verificationStore, id string) verify.DeliveryRecord {
+	t.Helper()
+	got := getVerification(t, s, id)
+	require.Len(t, got.Deliveries, 1, "one delivery, moved in place")
+	return got.Deliveries[0]
+}
+
+// testRecordDeliveryMovesForward: for every (current, reported) pair of
+// delivery statuses, RecordDelivery with an existing ID reports changed
+// exactly when current.MovesTo(reported). When it does not, the stored
+// delivery is exactly as before (Status, Error, ProviderID, UpdatedAt and
+// the rest). When it does, Status, Error (even an empty one) and UpdatedAt
+// come from the report, ProviderID too unless the report's is empty (then
+// the old one stays), and the other fields (Step, Channel, From,
+// CreatedAt) stay. A report for an unknown verification is ErrNotFound,
+// whatever its status.
+func testRecordDeliveryMovesForward(t *testing.T, s verificationStore) {
+	ghost := sampleVerification(5, time.Minute)
+	for _, st := range deliveryStatuses {
+		requireNotFound(t, recordErr(s, delivery(ghost, ghost.ID+"-0", 0, st, base)),
+			fmt.Sprintf("RecordDelivery(%s) for an unknown verification", st))
+	}
+
+	for _, cur := range deliveryStatuses {
+		for _, rep := range deliveryStatuses {
+			for _, providerID := range []string{"SM-report", ""} {
+				t.Run(fmt.Sprintf("%s_to_%s/provider=%q", cur, rep, providerID), func(t *testing.T) {
+					v := create(t, s, sampleVerification(5, time.Hour), nil)
+					old := delivery(v, v.ID+"-0", 0, cur, at(time.Second))
+					old.Error = "first report"
+					require.True(t, record(t, s, old), "a first insert reports changed")
+
+					report := old
+					report.Status = rep
+					report.ProviderID = providerID
+					report.Error = ""
+					if providerID != "" {
+						report.Error = "second report"
+					}
+					report.UpdatedAt = at(5 * time.Second)
+					report.CreatedAt = at(4 * time.Second)
+					report.Channel, report.From = "voice", "OTHER"
+
+					moves := cur.MovesTo(rep)
+					assert.Equal(t, moves, record(t, s, report), "RecordDelivery(%s) of a %s delivery reports changed = MovesTo", rep, cur)
+					want := old
+					if moves {
+						want.Status, want.Error, want.UpdatedAt = rep, report.Error, report.UpdatedAt
+						if providerID != "" {
+							want.ProviderID = providerID
+						}
+					}
+					assertDelivery(t, want, onlyDelivery(t, s, v.ID), "%s reported for a %s delivery (moves: %v)", rep, cur, moves)
+
+					// The same report again never moves it.
+					assert.False(t, record(t, s, report), "the same report again changes nothing")
+					assertDelivery(t, want, onlyDelivery(t, s, v.ID), "after the same report again")
+				})
+			}
+		}
+	}
+}
+
+// testRecordDeliveryVerificationStatus: a delivery that is inserted or
+// moved moves an open verification's status forward to sent or delivered,
+// never backwards, and one that does not move leaves it: a first insert
+// reports changed = true, whatever its status; a late sent after failed
+// leaves a pending verification pending; delivered after failed moves
+// pending to delivered; failed, inserted or moved to, never moves the
+// verification; an ended verification never changes status, though its
+// deliveries still move.
+func testRecordDeliveryVerificationStatus(t *testing.T, s verificationStore) {
+	status := func(id string) verify.Status { return getVerification(t, s, id).Status }
+
+	// A late sent after failed, then delivered after failed.
+	v := create(t, s, sampleVerification(5, time.Hour), nil)
+	failed := delivery(v, v.ID+"-0", 0, verify.DeliveryFailed, at(time.Second))
+	failed.Error = "no route"
+	assert.True(t, record(t, s, failed), "a first insert of a failed delivery reports changed")
+	assert.Equal(t, verify.StatusPending, status(v.ID), "a failed delivery does not move the status")
+	late := failed
+	late.Status, late.Error, late.UpdatedAt = verify.DeliverySent, "", at(2*time.Second)
+	assert.False(t, record(t, s, late), "a late sent after failed changes nothing")
+	assert.Equal(t, verify.StatusPending, status(v.ID), "a late sent after failed leaves a pending verification pending")
+	assert.Equal(t, verify.DeliveryFailed, onlyDelivery(t, s, v.ID).Status)
+	arrived := failed
+	arrived.Status, arrived.Error, arrived.UpdatedAt = verify.DeliveryDelivered, "", at(3*time.Second)
+	assert.True(t, record(t, s, arrived), "delivered after failed moves the delivery")
+	assert.Equal(t, verify.StatusDelivered, status(v.ID), "delivered after failed moves pending to delivered")
+
+	// Failed never moves the verification, inserted or moved to.
+	w := create(t, s, sampleVerification(5, time.Hour), nil)
+	assert.True(t, record(t, s, delivery(w, w.ID+"-0", 0, verify.DeliveryFailed, at(time.Second))))
+	assert.Equal(t, verify.StatusPending, status(w.ID), "an inserted failed delivery leaves pending")
+	sent := delivery(w, w.ID+"-1", 1, verify.DeliverySent, at(2*time.Second))
+	assert.True(t, record(t, s, sent), "a first insert of a sent delivery reports changed")
+	assert.Equal(t, verify.StatusSent, status(w.ID), "a sent delivery moves pending to sent")
+	sentFailed := sent
+	sentFailed.Status, sentFailed.Error, sentFailed.UpdatedAt = verify.DeliveryFailed, "bounced", at(3*time.Second)
+	assert.True(t, record(t, s, sentFailed), "sent moves to failed")
+	assert.Equal(t, verify.StatusSent, status(w.ID), "a delivery moving to failed leaves sent")
+	sentAgain := sent
+	sentAgain.UpdatedAt = at(4 * time.Second)
+	assert.False(t, record(t, s, sentAgain), "a late sent after failed changes nothing")
+	assert.Equal(t, verify.StatusSent, status(w.ID))
+	delivered := sent
+	delivered.Status, delivered.UpdatedAt = verify.DeliveryDelivered, at(5*time.Second)
+	assert.True(t, record(t, s, delivered), "failed moves to delivered")
+	assert.Equal(t, verify.StatusDelivered, status(w.ID), "delivered after failed moves sent to delivered")
+	assert.True(t, record(t, s, delivery(w, w.ID+"-2", 2, verify.DeliveryFailed, at(6*time.Second))))
+	assert.Equal(t, verify.StatusDelivered, status(w.ID), "an inserted failed delivery leaves delivered")
+	assert.True(t, record(t, s, delivery(w, w.ID+"-r1", -1, verify.DeliverySent, at(7*time.Second))))
+	assert.Equal(t, verify.StatusDelivered, status(w.ID), "an inserted sent delivery never moves delivered back")
+
+	// An inserted delivered delivery moves pending straight to delivered.
+	x := create(t, s, sampleVerification(5, time.Hour), nil)
+	assert.True(t, record(t, s, delivery(x, x.ID+"-0", 0, verify.DeliveryDelivered, at(time.Second))),
+		"a first insert of a delivered delivery reports changed")
+	assert.Equal(t, verify.StatusDelivered, status(x.ID), "a delivered delivery moves pending to delivered")
+
+	// An ended verification never changes status; its deliveries still move.
+	for _, end := range []verify.Status{verify.StatusCanceled, verify.StatusExpired} {
+		e := create(t, s, sampleVerification(5, time.Hour), nil)
+		first := delivery(e, e.ID+"-0", 0, verify.DeliverySent, at(time.Second))
+		other := delivery(e, e.ID+"-1", 1, verify.DeliveryFailed, at(time.Second))
+		if end == verify.StatusExpired { // ended while pending
+			first.Status = verify.DeliveryFailed
+		}
+		record(t, s, first)
+		record(t, s, other)
+		_, ended, err := s.Finish(ctx(), e.ID, end, at(2*time.Second))
+		require.NoError(t, err)
+		require.True(t, ended)
+		first.Status, first.UpdatedAt = verify.DeliveryDelivered, at(3*time.Second)
+		assert.True(t, record(t, s, first), "a delivery of an ended verification still moves")
+		assert.Equal(t, end, status(e.ID), "delivered does not reopen an ended verification")
+		assert.True(t, record(t, s, delivery(e, e.ID+"-2", 2, verify.DeliverySent, at(4*time.Second))),
+			"a first insert reports changed, also on an ended verification")
+		assert.True(t, record(t, s, delivery(e, e.ID+"-3", 3, verify.DeliveryDelivered, at(4*time.Second))))
+		other.Status, other.UpdatedAt = verify.DeliveryDelivered, at(5*time.Second)
+		assert.True(t, record(t, s, other))
+		got := getVerification(t, s, e.ID)
+		assert.Equal(t, end, got.Status, "an ended verification never changes status")
+		assert.Len(t, got.Deliveries, 4)
+	}
+}
+
+// pendingOf returns the steps of verification id that are still pending,
+// without holding them (a ClaimDue whose lease ends at now).
+func pendingOf(t *testing.T, s verificationStore, id string) []int {
+	t.Helper()
+	now := at(1000 * time.Hour)
+	got, err := s.ClaimDue(ctx(), now, now, 1000)
+	require.NoError(t, err)
+	var out []int
+	for _, p := range got {
+		if p.VerificationID == id {
+			out = append(out, p.Step)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// testRecordDeliveryCompletesStepEitherWay: when d.Step >= 0, RecordDelivery
+// deletes the pending step (VerificationID, d.Step) whether the delivery is
+// inserted, moved, or not moved at all; a resend's delivery (Step -1) never
+// touches a step, moved or not.
+func testRecordDeliveryCompletesStepEitherWay(t *testing.T, s verificationStore) {
+	v := sampleVerification(5, time.Hour)
+	v.Steps = make([]verify.Step, 4)
+	ps := make([]verify.PendingStep, 4)
+	for i := range ps {
+		v.Steps[i] = verify.Step{Channel: "sms"}
+		ps[i] = verify.PendingStep{VerificationID: v.ID, Step: i, DueAt: base}
+	}
+	create(t, s, v, ps)
+	other := sampleVerification(5, time.Hour)
+	create(t, s, other, steps(other))
+	require.Equal(t, []int{0, 1, 2, 3}, pendingOf(t, s, v.ID))
+
+	// A resend touches no step: inserted, moved, or not moved.
+	resend := delivery(v, v.ID+"-r1", -1, verify.DeliverySent, at(time.Second))
+	assert.True(t, record(t, s, resend))
+	resend.Status, resend.UpdatedAt = verify.DeliveryFailed, at(2*time.Second)
+	assert.True(t, record(t, s, resend))
+	resend.Status, resend.UpdatedAt = verify.DeliverySent, at(3*time.Second)
+	assert.False(t, record(t, s, resend))
+	assert.Equal(t, []int{0, 1, 2, 3}, pendingOf(t, s, v.ID), "a resend's delivery (Step -1) completes no step")
+
+	d := delivery(v, v.ID+"-0", 0, verify.DeliverySent, at(time.Second))
+	assert.True(t, record(t, s, d))
+	assert.Equal(t, []int{1, 2, 3}, pendingOf(t, s, v.ID), "an inserted delivery completes its step")
+
+	// The report names the step it completes; the stored delivery's own
+	// Step stays as it was.
+	d.Step, d.Status, d.UpdatedAt = 1, verify.DeliveryDelivered, at(2*time.Second)
+	assert.True(t, record(t, s, d))
+	assert.Equal(t, []int{2, 3}, pendingOf(t, s, v.ID), "a delivery that moves completes the step d.Step")
+	d.Step, d.Status, d.UpdatedAt = 2, verify.DeliverySent, at(3*time.Second)
+	assert.False(t, record(t, s, d), "sent after delivered does not move")
+	assert.Equal(t, []int{3}, pendingOf(t, s, v.ID), "a delivery that does not move still completes the step d.Step")
+	d.Step, d.Status, d.UpdatedAt = 3, verify.DeliveryDelivered, at(4*time.Second)
+	assert.False(t, record(t, s, d), "delivered after delivered does not move")
+	assert.Empty(t, pendingOf(t, s, v.ID), "the same status again still completes the step d.Step")
+	assert.Equal(t, 0, onlyDeliveryWithID(t, s, v.ID, d.ID).Step, "a move keeps the stored delivery's Step")
+
+	assert.Equal(t, []int{0, 1}, pendingOf(t, s, other.ID), "another verification's steps stay pending")
+}
+
+// onlyDeliveryWithID returns verification id's delivery with the given ID.
+func onlyDeliveryWithID(t *testing.T, s verificationStore, id, deliveryID string) verify.DeliveryRecord {
+	t.Helper()
+	for _, d := range getVerification(t, s, id).Deliveries {
+		if d.ID == deliveryID {
+			return d
+		}
+	}
+	t.Fatalf("verification %s has no delivery %s", id, deliveryID)
+	return verify.DeliveryRecord{}
+}
+
+// deliveryRank orders delivery statuses along the only forward path:
+// sent, failed, delivered.
+var deliveryRank = map[verify.DeliveryStatus]int{verify.DeliverySent: 0, verify.DeliveryFailed: 1, verify.DeliveryDelivered: 2}
+
+// testRecordDeliveryRace: for one delivery recorded as sent, 32 reports
+// released at once, in a random mix of sent, delivered and failed (at
+// least one delivered and one failed), are decided one at a time: at most
+// two report changed, those replayed in order form a forward path from
+// sent (failed, then delivered), the stored delivery is the last of them
+// (delivered, with that report's Error, ProviderID and UpdatedAt), and the
+// verification is delivered. Without a delivered report, exactly one
+// failed report changes it, and the verification stays sent. A few rounds
+// of each.
+func testRecordDeliveryRace(t *testing.T, s verificationStore) {
+	const goroutines, rounds = 32, 3
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	for round := range rounds {
+		for _, withDelivered := range []bool{true, false} {
+			v := sampleVerification(5, time.Hour)
+			create(t, s, v, steps(v))
+			first := delivery(v, v.ID+"-0", 0, verify.DeliverySent, base)
+			require.True(t, record(t, s, first))
+
+			mix := deliveryStatuses
+			if !withDelivered {
+				mix = []verify.DeliveryStatus{verify.DeliverySent, verify.DeliveryFailed}
+			}
+			reports := make([]verify.DeliveryRecord, goroutines)
+			for i := range reports {
+				r := first
+				r.Status = mix[rng.IntN(len(mix))]
+				switch {
+				case i == 0:
+					r.Status = verify.DeliveryFailed
+				case i == 1 && withDelivered:
+					r.Status = verify.DeliveryDelivered
+				case i == 1:
+					r.Status = verify.DeliverySent
+				}
+				r.ProviderID = fmt.Sprintf("SM-%02d", i)
+				r.Error = fmt.Sprintf("report %02d", i)
+				r.UpdatedAt = at(time.Duration(i+1) * time.Second)
+				reports[i] = r
+			}
+			rng.Shuffle(len(reports), func(i, j int) { reports[i], reports[j] = reports[j], reports[i] })
+
+			changed := make([]bool, goroutines)
+			errs := make(chan error, goroutines)
+			released(goroutines, func(i int) {
+				c, err := s.RecordDelivery(ctx(), reports[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				changed[i] = c
+			})
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+
+			var moves []verify.DeliveryRecord
+			for i, c := range changed {
+				if c {
+					moves = append(moves, reports[i])
+				}
+			}
+			what := fmt.Sprintf("round %d, with delivered %v, seed %d", round, withDelivered, seed)
+			got := getVerification(t, s, v.ID)
+			require.Len(t, got.Deliveries, 1, what)
+			stored := got.Deliveries[0]
+			if withDelivered {
+				assert.LessOrEqual(t, len(moves), 2, "%s: at most two of %d racing reports change the delivery", what, goroutines)
+				assert.Equal(t, verify.DeliveryDelivered, stored.Status, what)
+				assert.Equal(t, verify.StatusDelivered, got.Status, what)
+			} else {
+				assert.Len(t, moves, 1, "%s: exactly one of %d racing reports changes the delivery", what, goroutines)
+				assert.Equal(t, verify.DeliveryFailed, stored.Status, what)
+				assert.Equal(t, verify.StatusSent, got.Status, "%s: failed does not move the verification", what)
+			}
+
+			// Replayed in order (the only order a forward path allows), the
+			// changing reports move the delivery step by step from sent to
+			// what is stored, and the last of them is what is stored.
+			slices.SortStableFunc(moves, func(a, b verify.DeliveryRecord) int {
+				return deliveryRank[a.Status] - deliveryRank[b.Status]
+			})
+			path := []verify.DeliveryStatus{first.Status}
+			for _, m := range moves {
+				path = append(path, m.Status)
+			}
+			want := first
+			for _, m := range moves {
+				if !assert.True(t, want.Status.MovesTo(m.Status), "%s: the changing reports form no forward path: %v", what, path) {
+					break
+				}
+				want.Status, want.Error, want.ProviderID, want.UpdatedAt = m.Status, m.Error, m.ProviderID, m.UpdatedAt
+			}
+			assertDelivery(t, want, stored, "%s: the stored delivery is the one the last changing report left", what)
+			assert.Equal(t, []int{1}, pendingOf(t, s, v.ID), "%s: the reports completed step 0 only", what)
+		}
+	}
 }
