@@ -214,8 +214,7 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 	}
 	began := e.clock.Now()
 	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
-	var sf *storeFailure
-	if errors.As(err, &sf) {
+	if sf, ok := err.(*storeFailure); ok { // sendMessage returns it unwrapped
 		// The store failed before anything was sent: not a channel's
 		// failure, so nothing is recorded and the step is tried again.
 		d.Status = DeliveryFailed

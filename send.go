@@ -74,7 +74,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 	if err != nil {
 		return Verification{}, err
 	}
-	rec, code, ans, err := e.storeSend(ctx, p, now)
+	rec, code, claimed, ans, err := e.storeSend(ctx, p, now)
 	if err != nil || ans.done {
 		if !ans.sent { // nothing went out for this request
 			e.refund(ctx, allowed)
@@ -84,7 +84,6 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		}
 		return ans.v, ans.err
 	}
-	claimed := schedule(rec.ID, rec.Steps[:groupEnd(rec.Steps, 0)], 0, now, now.Add(e.lease)) // as storeSend stored them
 	return e.deliverFirst(ctx, p, &rec, code, claimed, now)
 }
 
@@ -157,24 +156,24 @@ type answer struct {
 }
 
 // storeSend is Send's third stage: it stores a new verification with its
-// steps, the first group leased to this call, or applies the flow's
-// Duplicates policy when an exclusive one is open. When the request is
-// answered otherwise (an idempotent repeat, a reused verification), the
-// answer says so.
-func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec VerificationRecord, code string, ans answer, err error) {
+// steps, the first group leased to this call (returned as claimed), or
+// applies the flow's Duplicates policy when an exclusive one is open. When
+// the request is answered otherwise (an idempotent repeat, a reused
+// verification), the answer says so.
+func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec VerificationRecord, code string, claimed []PendingStep, ans answer, err error) {
 	code = p.code
 	if code == "" {
 		if code, err = generateCode(p.flow.CodeLength, p.flow.Charset); err != nil {
-			return rec, "", ans, err
+			return rec, "", nil, ans, err
 		}
 	}
 	id, err := newID()
 	if err != nil {
-		return rec, "", ans, err
+		return rec, "", nil, ans, err
 	}
 	hash, sealed, err := e.keys.protect(id, code)
 	if err != nil {
-		return rec, "", ans, err
+		return rec, "", nil, ans, err
 	}
 	flow := p.flow
 	rec = VerificationRecord{
@@ -214,27 +213,27 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 		if p.req.IdempotencyKey != "" && (errors.Is(err, ErrDuplicate) || errors.Is(err, ErrOpenExists)) {
 			// A concurrent request with the same key may have won.
 			if v, done, err := e.idempotent(ctx, p); done {
-				return rec, "", answer{v: v, err: err, done: true}, nil
+				return rec, "", nil, answer{v: v, err: err, done: true}, nil
 			}
 		}
 		if !errors.Is(err, ErrOpenExists) {
 			e.release(ctx, pending)
-			return rec, "", ans, storeErr(ctx, "create verification", err)
+			return rec, "", nil, ans, storeErr(ctx, "create verification", err)
 		}
 		if try == maxCreateTries {
 			// Other Sends to this recipient keep starting verifications
 			// (DuplicateReplace cancels them in turn): let them settle.
-			return rec, "", ans, rateLimited("concurrent sends to this recipient", time.Second)
+			return rec, "", nil, ans, rateLimited("concurrent sends to this recipient", time.Second)
 		}
 		if a, err := e.duplicate(ctx, p, now); a.done || err != nil {
-			return rec, "", a, err
+			return rec, "", nil, a, err
 		}
 	}
 	e.fixed.put(id, partsOf(&rec), now)
 	if len(e.observers) > 0 {
 		e.emit(ctx, Event{Type: EventCreated, VerificationID: id, FlowID: flow.ID, Time: now})
 	}
-	return rec, code, ans, nil
+	return rec, code, pending[:groupEnd(rec.Steps, 0)], ans, nil
 }
 
 // release gives up this call's claim on the first group of steps of a

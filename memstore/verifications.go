@@ -193,8 +193,10 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 		s.stepsMu.Unlock()
 	}
 	i := slices.IndexFunc(r.Deliveries, func(old verify.DeliveryRecord) bool { return old.ID == d.ID })
-	// Records handed out share the slice: write a new one.
-	ds := slices.Clone(r.Deliveries)
+	// Records handed out share the slice: write a new one, with room for
+	// one more.
+	ds := make([]verify.DeliveryRecord, len(r.Deliveries), len(r.Deliveries)+1)
+	copy(ds, r.Deliveries)
 	if i < 0 {
 		ds = append(ds, d)
 	} else {
