@@ -419,10 +419,12 @@ func (e *Engine) ProcessDue(ctx context.Context) (int, error) {
 
 // claimLimit is how many steps one claim takes: no more than the engine
 // can send within a lease, WithConcurrency at a time, each taking up to the
-// send timeout and leaving the record margin, and no more than the batch
-// size.
+// send timeout plus the record margin (for reading the verification before
+// and recording the delivery after), and no more than the batch size. So
+// a step is left unsent for the lease (see leaseHolds) only when the store
+// is slower than the record margin.
 func (e *Engine) claimLimit() int {
-	rounds := max(int((e.lease-e.recordMargin())/e.sendTimeout), 1)
+	rounds := max(int(e.lease/(e.sendTimeout+e.recordMargin())), 1)
 	return max(min(e.batch, e.concurrency*rounds), 1)
 }
 
@@ -492,10 +494,12 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep) (int, error) {
 	}
 	if !e.leaseHolds(p.LeaseUntil) {
 		// Earlier sends of the batch took most of the lease: another
-		// engine may claim the step before this send could end. Leave it
-		// to the next claim.
-		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: lease too short to send; left for the next claim",
-			slog.String("verification", rec.ID), slog.Int("step", p.Step))
+		// engine may claim the step before this send could end. Release
+		// it for the next claim, at once rather than when the lease runs
+		// out (if the release fails, the lease runs out all the same).
+		_, err := e.store.Reschedule(ctx, p.LeaseUntil, []PendingStep{{VerificationID: p.VerificationID, Step: p.Step, DueAt: now}})
+		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: lease too short to send; released for the next claim",
+			slog.String("verification", rec.ID), slog.Int("step", p.Step), slog.Bool("released", err == nil))
 		return 0, nil
 	}
 	code, err := e.keys.unseal(rec.ID, rec.SealedCode)

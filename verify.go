@@ -205,7 +205,9 @@ func WithConcurrency(n int) Option {
 // cannot be recorded (the store refused the write after the channel was
 // called, or an engine died mid-send). Each claim of a step is a try, the
 // first delivery included; the count lives with the pending step, so it
-// holds across engines and restarts. A step whose delivery could not be
+// holds across engines and restarts. (A claim that finds its lease too
+// short to send the step counts too: claims are sized so that this happens
+// only while the store is slower than the margin each send leaves.) A step whose delivery could not be
 // recorded is tried again after the lease (WithLease), then after twice
 // that, four times, ... (at most an hour). A step claimed once more after
 // its last try is not sent again: it is recorded as a failed delivery
