@@ -73,6 +73,7 @@ type Store struct {
 	dialect Dialect
 	owned   bool       // Close closes db
 	stmts   *stmtCache // SQLite only
+	wal     *walKeeper // runs the checkpoints of a SQLite file Open opened
 }
 
 var _ verify.Store = (*Store)(nil)
@@ -84,7 +85,11 @@ var _ verify.Store = (*Store)(nil)
 // For SQLite, open db with WAL, a busy timeout and foreign keys on, and
 // limit it to one open connection (db.SetMaxOpenConns(1)): SQLite lets one
 // writer in at a time, and queueing in Go is much faster than SQLite's busy
-// handler. Open does all of this.
+// handler. Open does all of this, and keeps the WAL bounded however many
+// processes share the file. A Store made by New leaves the checkpoints to
+// SQLite, whose automatic ones let the WAL grow without bound while several
+// processes write and read the file at once: there, run PRAGMA
+// wal_checkpoint(TRUNCATE) yourself when the -wal file grows.
 func New(db *sql.DB, dialect Dialect) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("sqlstore: New(nil db): open one with sql.Open, or use sqlstore.Open")
@@ -105,10 +110,12 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Dialect returns the Store's dialect.
 func (s *Store) Dialect() Dialect { return s.dialect }
 
-// Close releases the Store's prepared statements and, if Open opened the
-// database, closes it; a *sql.DB handed to New stays open, since the
-// caller owns it. The Store must not be used after Close.
+// Close stops the Store's WAL checkpoints (see Open), releases its prepared
+// statements and, if Open opened the database, closes it; a *sql.DB handed
+// to New stays open, since the caller owns it. The Store must not be used
+// after Close.
 func (s *Store) Close() error {
+	s.wal.stop()
 	err := s.closeStmts()
 	if !s.owned {
 		return err
@@ -147,12 +154,14 @@ func WithMaxConns(n int) Option {
 // busy timeout (other processes' writes are waited for, not failed),
 // foreign keys on, and synchronous NORMAL (in WAL mode, durable across
 // process crashes; the last commits may be lost on power loss — pass
-// _pragma=synchronous(FULL) to pay an fsync per commit instead).
+// _pragma=synchronous(FULL) to pay an fsync per commit instead), and no
+// automatic checkpoints: the Store runs its own (see walKeeper).
 var sqlitePragmas = []struct{ name, value string }{
 	{"busy_timeout", "busy_timeout(10000)"},
 	{"journal_mode", "journal_mode(WAL)"},
 	{"foreign_keys", "foreign_keys(1)"},
 	{"synchronous", "synchronous(NORMAL)"},
+	{"wal_autocheckpoint", "wal_autocheckpoint(0)"},
 }
 
 // Open opens the database named by dsn, picking the driver from its form,
@@ -162,7 +171,13 @@ var sqlitePragmas = []struct{ name, value string }{
 //     URI opens SQLite with modernc.org/sqlite, with WAL, a 10 s busy
 //     timeout, foreign keys on and synchronous NORMAL (each overridable by
 //     a _pragma= parameter in the DSN), transactions that BEGIN IMMEDIATE,
-//     and one connection;
+//     and one connection. The Store checkpoints the WAL itself, in place
+//     of SQLite's automatic checkpoints, which let it grow without bound
+//     while other processes keep reading the file: once commits leave the
+//     -wal file larger than 4 MiB, it runs PRAGMA wal_checkpoint(RESTART),
+//     or TRUNCATE once the file is over 8 MiB. A DSN that sets
+//     wal_autocheckpoint gets SQLite's checkpoints as it says (or none,
+//     with 0), and the Store runs none;
 //   - "postgres://..." or "postgresql://..." opens PostgreSQL with pgx.
 //
 // Close closes the database again.
@@ -176,6 +191,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	var (
 		driver  string
 		dialect Dialect
+		wal     *walKeeper // SQLite, unless the DSN sets wal_autocheckpoint
 	)
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
@@ -185,14 +201,25 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		}
 	case strings.HasPrefix(dsn, "sqlite:"), strings.HasPrefix(dsn, "file:"):
 		driver, dialect = "sqlite", SQLite
-		dsn = sqliteDSN(dsn)
+		var checkpoints bool
+		if dsn, checkpoints = sqliteDSN(dsn); checkpoints {
+			wal = newWALKeeper()
+		}
 		if cfg.maxConns == 0 {
 			cfg.maxConns = 1
 		}
 	default:
 		return nil, fmt.Errorf("sqlstore: Open: cannot tell the database from the DSN %q (use sqlite:path, file:path, or postgres://...)", redact(dsn))
 	}
-	db, err := sql.Open(driver, dsn)
+	var (
+		db  *sql.DB
+		err error
+	)
+	if wal != nil {
+		db, err = openSQLite(dsn, wal)
+	} else {
+		db, err = sql.Open(driver, dsn)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: open %s: %w", dialect, err)
 	}
@@ -208,9 +235,16 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlstore: connect to %s: %w", dialect, err)
 	}
+	if wal != nil {
+		if err := wal.start(ctx, db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sqlstore: connect to %s: %w", dialect, err)
+		}
+		s.wal = wal
+	}
 	if cfg.migrate {
 		if err := s.Migrate(ctx); err != nil {
-			db.Close()
+			s.Close()
 			return nil, err
 		}
 	}
@@ -219,15 +253,16 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 
 // sqliteDSN turns "sqlite:path?query" into the modernc DSN "path?query"
 // with the default pragmas and _txlock=immediate added where the DSN does
-// not set them.
-func sqliteDSN(dsn string) string {
+// not set them. It reports whether the Store is to run the checkpoints:
+// whether the DSN leaves wal_autocheckpoint to the defaults.
+func sqliteDSN(dsn string) (string, bool) {
 	if rest, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
 		dsn = strings.TrimPrefix(rest, "//")
 	}
 	path, query, _ := strings.Cut(dsn, "?")
 	q, err := url.ParseQuery(query)
 	if err != nil {
-		return dsn // let the driver report it
+		return dsn, false // let the driver report it
 	}
 	set := make(map[string]bool)
 	for _, p := range q["_pragma"] {
@@ -245,7 +280,7 @@ func sqliteDSN(dsn string) string {
 	if q.Get("_txlock") == "" {
 		q.Set("_txlock", "immediate")
 	}
-	return path + "?" + q.Encode()
+	return path + "?" + q.Encode(), !set["wal_autocheckpoint"]
 }
 
 // redact hides a password in a DSN for error messages.
