@@ -23,16 +23,7 @@ func faultHarness(t *testing.T, opts ...verify.Option) (*harness, *faultyStore, 
 	t.Helper()
 	h := newHarness(t)
 	fs := newFaultyStore(h.store)
-	base := []verify.Option{
-		verify.WithClock(h.clock),
-		verify.WithChannels(h.sms, h.voice, h.email),
-		verify.WithSecret(secret),
-		verify.WithLogger(newTextLogger(h.logs)),
-		verify.WithProtection(verify.NoProtection()),
-	}
-	eng, err := verify.New(fs, append(base, opts...)...)
-	require.NoError(t, err)
-	return h, fs, eng
+	return h, fs, h.engineOn(fs, opts...)
 }
 
 // TestStoreFailuresAreTyped: whatever a Store fails with, every engine

@@ -81,6 +81,13 @@ func newHarness(t *testing.T, opts ...verify.Option) *harness {
 // second instance or a restarted process would be.
 func (h *harness) engine(opts ...verify.Option) *verify.Engine {
 	h.t.Helper()
+	return h.engineOn(h.store, opts...)
+}
+
+// engineOn returns an engine on another store (a wrapper of h.store) with
+// the harness's clock, channels, secret and log.
+func (h *harness) engineOn(s verify.Store, opts ...verify.Option) *verify.Engine {
+	h.t.Helper()
 	base := []verify.Option{
 		verify.WithClock(h.clock),
 		verify.WithChannels(h.sms, h.voice, h.email),
@@ -88,7 +95,7 @@ func (h *harness) engine(opts ...verify.Option) *verify.Engine {
 		verify.WithLogger(newTextLogger(h.logs)),
 		verify.WithProtection(verify.NoProtection()),
 	}
-	e, err := verify.New(h.store, append(base, opts...)...)
+	e, err := verify.New(s, append(base, opts...)...)
 	require.NoError(h.t, err)
 	return e
 }
