@@ -54,11 +54,30 @@ func schedule(id string, steps []Step, from int, now, leaseUntil time.Time) []Pe
 // lease and tries), records the delivery (which completes the step) and, if
 // the step's whole group has now failed, moves on to the next group at
 // once. It returns the delivery and how many steps it sent in all; the
-// error is a Store failure. A delivery the Store could not record leaves
-// the step pending: it is put off by the re-delivery backoff (retryLater).
+// error is a Store failure.
+//
+// Right before the step is handed to its channel the claim's lease must
+// still cover the send timeout and the record margin (leaseHolds): a step
+// whose lease might run out first could be claimed and sent by another
+// engine meanwhile, so it is released for the next claim instead, its try
+// given back, and the returned delivery has no Status. A delivery that was
+// not recorded leaves the step pending, put off by the re-delivery backoff
+// (retryLater).
 func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code string, p PendingStep, now time.Time) (DeliveryRecord, int, error) {
+	if !e.leaseHolds(p.LeaseUntil) {
+		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: lease too short to send; released for the next claim",
+			slog.String("verification", rec.ID), slog.Int("step", p.Step))
+		e.releaseStep(ctx, p, time.Time{}, false)
+		return DeliveryRecord{}, 0, nil
+	}
 	// Recording the delivery also completes the pending step.
 	d, err := e.send(ctx, rec, code, p.Step, rec.ID+"-"+strconv.Itoa(p.Step), now)
+	if err != nil && d.Status == "" {
+		// The store failed before the channel was called: nothing to
+		// put off, the step is free again at once.
+		_ = e.releaseStep(ctx, p, time.Time{}, false)
+		return d, 0, err
+	}
 	if err != nil {
 		e.retryLater(ctx, p)
 		return d, 0, err
@@ -68,6 +87,11 @@ func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code stri
 	}
 	n, err := e.moveOn(ctx, rec.ID, code, p.Step, now)
 	return d, 1 + n, err
+}
+
+// accepted reports whether a channel accepted the delivery.
+func accepted(d DeliveryRecord) bool {
+	return d.Status == DeliverySent || d.Status == DeliveryDelivered
 }
 
 // maxRedeliveryWait caps the re-delivery backoff.
@@ -86,38 +110,72 @@ func (e *Engine) redeliveryWait(tries int) time.Duration {
 
 // retryLater puts off a claimed step whose delivery could not be recorded,
 // so that its next try (which sends it again, with the same Message.ID)
-// waits for the backoff rather than one lease. It releases this call's
-// claim by rescheduling the step as of the lease's end, which only this
-// claim's holder can do. That is a best effort, for the store may be
-// refusing writes: if it fails, the step is claimed again when the lease
-// runs out. Either way the next claim counts a try, and WithDeliveryTries
-// bounds them.
+// waits for the backoff rather than one lease: the claim is kept until the
+// backoff's end, so neither Run nor a repeated Send claims it sooner. That
+// is a best effort, for the store may be refusing writes: if it fails, the
+// step is claimed again when the lease runs out. Either way
+// WithDeliveryTries bounds the tries.
 func (e *Engine) retryLater(ctx context.Context, p PendingStep) {
-	due := e.now().Add(e.redeliveryWait(p.Tries))
-	if due.Before(p.LeaseUntil) {
-		due = p.LeaseUntil
+	until := e.now().Add(e.redeliveryWait(p.Tries))
+	if until.Before(p.LeaseUntil) {
+		until = p.LeaseUntil
 	}
-	_, err := e.store.Reschedule(ctx, p.LeaseUntil, []PendingStep{{VerificationID: p.VerificationID, Step: p.Step, DueAt: due}})
+	err := e.releaseStep(ctx, p, until, true)
 	level, msg := slog.LevelWarn, "verify: delivery not recorded; the step is tried again later"
 	if err != nil {
 		level, msg = slog.LevelError, "verify: delivery not recorded; the step is tried again when its lease runs out"
 	}
 	attrs := []slog.Attr{slog.String("verification", p.VerificationID), slog.Int("step", p.Step),
-		slog.Int("tries", p.Tries), slog.Int("max_tries", e.tries), slog.Time("next_try", due)}
+		slog.Int("tries", p.Tries), slog.Int("max_tries", e.tries), slog.Time("next_try", until)}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	e.log.LogAttrs(ctx, level, msg, attrs...)
 }
 
+// releaseTimeout bounds releaseStep, which runs even when the caller's
+// context is done.
+const releaseTimeout = 5 * time.Second
+
+// releaseStep hands back a claim this engine holds (see
+// StepQueue.ReleaseStep): free at once for a zero until, else kept from
+// every claim until then; sent false gives back the claim's try. It runs
+// even if the caller gave up (a cancelled request must not leave the step
+// held for a whole lease), bounded by releaseTimeout. A failure is logged
+// and returned: the lease then runs out on its own.
+func (e *Engine) releaseStep(ctx context.Context, p PendingStep, until time.Time, sent bool) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	_, err := e.store.ReleaseStep(rctx, p, until, sent)
+	if err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "verify: releasing a step; it is free again when its lease runs out",
+			slog.String("verification", p.VerificationID), slog.Int("step", p.Step),
+			slog.Time("lease_until", p.LeaseUntil), slog.String("error", err.Error()))
+	}
+	return err
+}
+
+// givenUp begins the Error of a delivery the engine gave up on (giveUp).
+const givenUp = "not sent again: "
+
+// mayHaveArrived reports whether a delivery may have reached the recipient:
+// a channel accepted it, or the engine gave up on it after tries whose
+// outcome it could not record.
+func mayHaveArrived(d DeliveryRecord) bool {
+	return d.Status != DeliveryFailed || strings.HasPrefix(d.Error, givenUp)
+}
+
 // giveUp ends a step that was claimed more times than WithDeliveryTries
 // allows without its delivery being recorded: it is not sent again. It is
-// recorded as a failed delivery and the flow moves on as for any failed
-// step; where the store refuses even that, the step is dropped (a later
-// claim would give up again), and later groups follow at their own time.
+// recorded as a failed delivery and the flow moves on to the next group as
+// for any failed step; but since an earlier try may have reached the
+// recipient, it does not end the verification as failed (it stays open
+// until it is checked or expires). Where the store refuses even that
+// record, the step is dropped (a later claim would give up again), and
+// later groups follow at their own time.
 func (e *Engine) giveUp(ctx context.Context, rec *VerificationRecord, p PendingStep, now time.Time) (int, error) {
 	s := rec.Steps[p.Step]
-	reason := fmt.Sprintf("not sent again: the delivery could not be recorded in %d tries", e.tries)
+	reason := fmt.Sprintf(givenUp+"the delivery could not be recorded in %d tries", e.tries)
 	e.log.LogAttrs(ctx, slog.LevelError, "verify: giving up on a step",
 		slog.String("verification", rec.ID), slog.Int("step", p.Step), slog.String("channel", s.Channel),
 		slog.Int("tries", p.Tries-1), slog.String("reason", reason))
@@ -158,7 +216,8 @@ func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time
 	for _, d := range rec.Deliveries {
 		if d.Status == DeliveryFailed {
 			failed[d.Step] = true
-		} else {
+		}
+		if mayHaveArrived(d) {
 			anyOK = true
 		}
 	}
@@ -216,20 +275,21 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
 	if sf, ok := err.(*storeFailure); ok { // sendMessage returns it unwrapped
 		// The store failed before anything was sent: not a channel's
-		// failure, so nothing is recorded and the step is tried again.
-		d.Status = DeliveryFailed
+		// failure, so nothing is recorded, the delivery has no Status,
+		// and the step is tried again.
+		d.Status = ""
 		return d, storeErr(ctx, sf.op, sf.err)
 	}
 	if err != nil {
 		d.Status = DeliveryFailed
 		// A channel's error text may echo the message: the code must not
 		// reach the store, the event or the log in any form.
-		d.Error = scrubCode(err.Error(), rec.CodeLength, rec.Charset, func(c string) bool { return c == code })
+		d.Error = storable(scrubCode(err.Error(), rec.CodeLength, rec.Charset, func(c string) bool { return c == code }))
 		e.log.LogAttrs(ctx, slog.LevelWarn, "verify: delivery failed",
 			slog.String("verification", rec.ID), slog.Int("step", step),
 			slog.String("channel", s.Channel), slog.String("error", d.Error))
 	} else {
-		d.ProviderID = receipt.ProviderID
+		d.ProviderID = storable(receipt.ProviderID)
 		if receipt.Status == DeliveryDelivered {
 			d.Status = DeliveryDelivered
 		}
@@ -491,16 +551,6 @@ func (e *Engine) processStep(ctx context.Context, p PendingStep) (int, error) {
 	}
 	if p.Tries > e.tries {
 		return e.giveUp(ctx, &rec, p, now)
-	}
-	if !e.leaseHolds(p.LeaseUntil) {
-		// Earlier sends of the batch took most of the lease: another
-		// engine may claim the step before this send could end. Release
-		// it for the next claim, at once rather than when the lease runs
-		// out (if the release fails, the lease runs out all the same).
-		_, err := e.store.Reschedule(ctx, p.LeaseUntil, []PendingStep{{VerificationID: p.VerificationID, Step: p.Step, DueAt: now}})
-		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: lease too short to send; released for the next claim",
-			slog.String("verification", rec.ID), slog.Int("step", p.Step), slog.Bool("released", err == nil))
-		return 0, nil
 	}
 	code, err := e.keys.unseal(rec.ID, rec.SealedCode)
 	if err != nil {

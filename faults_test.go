@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -187,7 +188,7 @@ func TestSendErrorAfterStoringIsSafeToRetry(t *testing.T) {
 		h, fs, eng := faultHarness(t)
 		h.flow(verify.Step{Channel: "sms"})
 		fs.fail("CreateVerification", fault{err: driver.ErrBadConn, after: true, times: 1})
-		fs.fail("Reschedule", fault{err: driver.ErrBadConn, times: 1}) // the release fails too
+		fs.fail("ReleaseStep", fault{err: driver.ErrBadConn, times: 1}) // the release fails too
 		_, err := eng.Send(h.ctx, req)
 		require.ErrorIs(t, err, verify.ErrUnavailable)
 
@@ -328,4 +329,150 @@ func TestTemplateReadFailureIsNotADeliveryFailure(t *testing.T) {
 	assert.Equal(t, verify.StatusSent, v.Status)
 	require.Len(t, h.sms.Messages(), 1)
 	assert.Contains(t, h.sms.Messages()[0].Body, "Your code is")
+}
+
+// TestCompanionLeftForTheNextClaimWhenTheLeaseRunsShort: a group's
+// companion steps are delivered one after another on one claim; one whose
+// lease no longer covers a send is released for the next claim rather
+// than sent, so a second live engine never sends it a second time.
+func TestCompanionLeftForTheNextClaimWhenTheLeaseRunsShort(t *testing.T) {
+	h := newHarness(t)
+	slow := &hookChannel{name: "slow"}
+	opts := []verify.Option{verify.WithLease(10 * time.Second), verify.WithSendTimeout(8 * time.Second), verify.WithChannels(slow)}
+	a2, b2 := h.engine(opts...), h.engine(opts...)
+	_, err := a2.CreateFlow(h.ctx, verify.Flow{Name: "companions", Default: true,
+		Steps: []verify.Step{{Channel: "slow"}, {Channel: "slow"}, {Channel: "slow"}}})
+	require.NoError(t, err)
+	var polling bool // the engines run on one goroutine here
+	slow.before = func(verify.Message) {
+		if polling {
+			return // the second engine's sends are instant
+		}
+		h.clock.Add(7 * time.Second) // within the send timeout
+		// The other engine polls while each message is on its way.
+		polling = true
+		if _, err := b2.ProcessDue(h.ctx); err != nil {
+			t.Errorf("second engine: %v", err)
+		}
+		polling = false
+	}
+	v, err := a2.Send(h.ctx, verify.SendRequest{To: ana})
+	require.NoError(t, err)
+	for range 5 {
+		h.clock.Add(10 * time.Second)
+		_, err := b2.ProcessDue(h.ctx)
+		require.NoError(t, err)
+	}
+	sent := countBy(slow.ids())
+	require.Len(t, sent, 3, "every companion is sent")
+	for id, n := range sent {
+		assert.Equal(t, 1, n, "%s sent %d times", id, n)
+	}
+	got, err := a2.Get(h.ctx, v.ID)
+	require.NoError(t, err)
+	assert.Len(t, got.Deliveries, 3)
+}
+
+// TestReleasedClaimsGiveTheirTryBack: a claim that never reached a channel
+// (a Send whose commit was reported lost) gives its try back, so even with
+// a single try allowed the step is delivered.
+func TestReleasedClaimsGiveTheirTryBack(t *testing.T) {
+	h, fs, eng := faultHarness(t, verify.WithDeliveryTries(1))
+	h.flow(verify.Step{Channel: "sms"})
+	fs.fail("CreateVerification", fault{err: driver.ErrBadConn, after: true, times: 1})
+	_, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+	require.ErrorIs(t, err, verify.ErrUnavailable)
+	assert.Equal(t, 1, h.processDue(), "Run sends the released step")
+	assert.Len(t, h.sms.Messages(), 1)
+}
+
+// TestGiveUpLeavesTheVerificationOpen: a step given up after tries whose
+// sends the channel accepted but the store could not record may have
+// reached the recipient: the verification stays open and its code
+// verifies.
+func TestGiveUpLeavesTheVerificationOpen(t *testing.T) {
+	h, fs, eng := faultHarness(t, verify.WithDeliveryTries(2))
+	_, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "f", Default: true, TTL: time.Hour, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	fs.fail("RecordDelivery", fault{err: &sqlStateError{"42501", "permission denied"}, when: func(arg any) bool {
+		return arg.(verify.DeliveryRecord).Status != verify.DeliveryFailed
+	}})
+	v, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+	require.NoError(t, err)
+	for range 4 {
+		h.clock.Add(10 * time.Minute)
+		_, _ = eng.ProcessDue(h.ctx)
+	}
+	require.Len(t, h.sms.Messages(), 2, "two tries, then never again")
+	got, err := eng.Get(h.ctx, v.ID)
+	require.NoError(t, err)
+	assert.True(t, got.Status.Open(), "not failed: a try may have reached the recipient (%s)", got.Status)
+	_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: h.sms.Messages()[0].Code})
+	require.NoError(t, err)
+}
+
+// TestRetriesWaitOutTheBackoff: repeated Sends with one IdempotencyKey while
+// the store cannot record deliveries send one code, not one per retry.
+func TestRetriesWaitOutTheBackoff(t *testing.T) {
+	h, fs, eng := faultHarness(t)
+	h.flow(verify.Step{Channel: "sms"})
+	fs.fail("RecordDelivery", fault{err: &sqlStateError{"42501", "permission denied"}})
+	req := verify.SendRequest{To: ana, IdempotencyKey: "k"}
+	for range 5 {
+		_, err := eng.Send(h.ctx, req)
+		require.NoError(t, err)
+	}
+	assert.Len(t, h.sms.Messages(), 1, "the retries wait for the step's backoff")
+}
+
+// TestCancelledSendReleasesItsClaim: when the caller's context is
+// cancelled after the store committed, the claim on the first step is
+// released all the same, and a retry with the same IdempotencyKey delivers
+// the code at once.
+func TestCancelledSendReleasesItsClaim(t *testing.T) {
+	h, fs, eng := faultHarness(t)
+	h.flow(verify.Step{Channel: "sms"})
+	ctx, cancel := context.WithCancel(h.ctx)
+	fs.fail("CreateVerification", fault{err: context.Canceled, after: true, times: 1, when: func(any) bool {
+		cancel() // the client gives up while the commit is on its way
+		return true
+	}})
+	req := verify.SendRequest{To: ana, IdempotencyKey: "k"}
+	_, err := eng.Send(ctx, req)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.False(t, verify.IsTransient(err), "the caller gave up; the store did not fail")
+	assert.Equal(t, 1, fs.count("ReleaseStep"), "the claim is released despite the cancelled context")
+
+	v, err := eng.Send(h.ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusSent, v.Status)
+	assert.Len(t, h.sms.Messages(), 1)
+}
+
+// hookChannel records the IDs of the messages it is handed, after running
+// before (to let time pass, or to call another engine mid-send).
+type hookChannel struct {
+	name   string
+	before func(m verify.Message)
+
+	mu  sync.Mutex
+	got []string
+}
+
+func (c *hookChannel) Name() string { return c.name }
+
+func (c *hookChannel) Send(_ context.Context, m verify.Message) (verify.Receipt, error) {
+	if c.before != nil {
+		c.before(m)
+	}
+	c.mu.Lock()
+	c.got = append(c.got, m.ID)
+	c.mu.Unlock()
+	return verify.Receipt{}, nil
+}
+
+func (c *hookChannel) ids() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.got...)
 }

@@ -182,6 +182,9 @@ func (s *faultyStore) ClaimDue(ctx context.Context, now, leaseUntil time.Time, l
 func (s *faultyStore) Reschedule(ctx context.Context, now time.Time, steps []verify.PendingStep) ([]verify.PendingStep, error) {
 	return do(s, "Reschedule", steps, func() ([]verify.PendingStep, error) { return s.Store.Reschedule(ctx, now, steps) })
 }
+func (s *faultyStore) ReleaseStep(ctx context.Context, p verify.PendingStep, until time.Time, sent bool) (bool, error) {
+	return do(s, "ReleaseStep", p, func() (bool, error) { return s.Store.ReleaseStep(ctx, p, until, sent) })
+}
 func (s *faultyStore) CompleteStep(ctx context.Context, id string, step int) error {
 	return do0(s, "CompleteStep", id, func() error { return s.Store.CompleteStep(ctx, id, step) })
 }

@@ -118,7 +118,7 @@ func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verificat
 	}
 	d, err := e.send(ctx, &rec, code, -1, rec.ID+"-r"+strconv.Itoa(rec.Sends), now)
 	if err != nil {
-		if d.Status == DeliveryFailed {
+		if !accepted(d) {
 			return rec.public(), err
 		}
 		e.bookkeepingFailed(ctx, rec, "record delivery", err, now)

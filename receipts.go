@@ -61,9 +61,9 @@ func (e *Engine) ReportDelivery(ctx context.Context, messageID string, status De
 	upd := *d
 	upd.Status, upd.UpdatedAt, upd.Error = status, now, ""
 	if detail != "" {
-		detail = scrubCode(detail, rec.CodeLength, rec.Charset, func(c string) bool {
+		detail = storable(scrubCode(detail, rec.CodeLength, rec.Charset, func(c string) bool {
 			return MatchHash(rec.CodeHash, e.keys.hashes(rec.ID, c))
-		})
+		}))
 	}
 	if status == DeliveryFailed {
 		upd.Error = detail

@@ -315,3 +315,13 @@ func ScrubCode(text string, m Message) string {
 	}
 	return scrubCode(text, len(code), charset, func(c string) bool { return c == code })
 }
+
+// storable makes a provider's text fit any store: invalid UTF-8 becomes
+// U+FFFD and NUL bytes go (PostgreSQL refuses both in a text column, which
+// would fail the whole delivery record).
+func storable(s string) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}

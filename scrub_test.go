@@ -335,3 +335,17 @@ func BenchmarkScrubCode(b *testing.B) {
 		})
 	}
 }
+
+func TestStorable(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":            "plain",
+		"nul\x00inside":    "nulinside",
+		"bad \xff utf-8":   "bad \uFFFD utf-8",
+		"\x00\x00":         "",
+		"é ü 中文 unchanged": "é ü 中文 unchanged",
+	} {
+		if got := storable(in); got != want {
+			t.Errorf("storable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

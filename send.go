@@ -50,9 +50,10 @@ import (
 // bookkeeping that fails afterwards (recording the delivery, the conversion
 // counters) is logged and emitted as a bookkeeping_failed event.
 //
-// A refusal (an *Error other than E925 and E926) means nothing was stored
-// and nothing sent. A store failure (E925, E926) or the caller's context
-// error is ambiguous: the store may have committed the verification before
+// A refusal before the verification is stored (E800–E809, E909,
+// E918–E923) means this Send stored and sent nothing; E915 means it was
+// stored and every channel failed. A store failure (E925, E926) or the
+// caller's context error is ambiguous: the store may have committed the verification before
 // the failure reached the engine, and then its code is delivered by Run
 // once this call's claim on the first step is released or runs out. Retry
 // such a Send with the same IdempotencyKey: the retry returns the stored
@@ -237,25 +238,18 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 }
 
 // release gives up this call's claim on the first group of steps of a
-// verification whose CreateVerification failed. The failure may have come
-// after the store committed (a connection lost during the commit): if so,
-// the verification exists, and its first group becomes due now instead of
+// verification whose CreateVerification failed, and the tries the claim
+// counted, since nothing was sent. The failure may have come after the
+// store committed (a connection lost during the commit): if so, the
+// verification exists, and its first group becomes free now instead of
 // when the lease runs out, so Run on any engine, or a retry with the same
 // IdempotencyKey, delivers it. If nothing was stored, or the store is still
 // failing, this changes nothing.
 func (e *Engine) release(ctx context.Context, pending []PendingStep) {
-	var held []PendingStep
 	for _, p := range pending {
 		if !p.LeaseUntil.IsZero() {
-			held = append(held, PendingStep{VerificationID: p.VerificationID, Step: p.Step, DueAt: p.DueAt})
+			_ = e.releaseStep(ctx, p, time.Time{}, false)
 		}
-	}
-	if len(held) == 0 {
-		return
-	}
-	if _, err := e.store.Reschedule(ctx, pending[0].LeaseUntil, held); err != nil {
-		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: releasing the first steps of a verification that may not exist",
-			slog.String("verification", pending[0].VerificationID), slog.String("error", err.Error()))
 	}
 }
 
@@ -266,8 +260,10 @@ func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *Verificatio
 	handed := false // a channel has accepted the code
 	for _, step := range claimed {
 		d, _, err := e.deliver(ctx, rec, code, step, now)
-		rec.Deliveries = append(rec.Deliveries, d)
-		if d.Status != DeliveryFailed {
+		if d.Status != "" { // attempted
+			rec.Deliveries = append(rec.Deliveries, d)
+		}
+		if accepted(d) {
 			handed = true
 			if rec.Status == StatusPending {
 				rec.Status = StatusSent
@@ -373,8 +369,10 @@ func (e *Engine) idempotent(ctx context.Context, p *sendPlan) (v Verification, d
 // stored. When that Send failed after storing it, before anything was
 // delivered (see release), resume delivers the first group of steps as
 // Send would have, claiming them first: a step another call still holds
-// (a Send still delivering, or one whose claim has not run out) is left to
-// it, so a retry never sends a second code.
+// (a Send still delivering, one whose claim has not run out, or one
+// waiting out its re-delivery backoff) is left to it, so a retry never
+// sends a second code, and a step already tried WithDeliveryTries times is
+// given up as Run would.
 func (e *Engine) resume(ctx context.Context, p *sendPlan, prev VerificationRecord) (Verification, error) {
 	at := e.now()
 	if !prev.Status.Open() || len(prev.Deliveries) > 0 || !at.Before(prev.ExpiresAt) || len(prev.SealedCode) == 0 {
@@ -388,11 +386,24 @@ func (e *Engine) resume(ctx context.Context, p *sendPlan, prev VerificationRecor
 	if len(claimed) == 0 {
 		return prev.public(), nil
 	}
+	var mine []PendingStep
+	for _, c := range claimed {
+		if c.Tries > e.tries { // claimed too often already: not sent again
+			if _, err := e.giveUp(ctx, &prev, c, at); err != nil {
+				return Verification{}, err
+			}
+			continue
+		}
+		mine = append(mine, c)
+	}
+	if len(mine) == 0 {
+		return e.Get(ctx, prev.ID)
+	}
 	code, err := e.keys.unseal(prev.ID, prev.SealedCode)
 	if err != nil {
 		return Verification{}, err
 	}
-	return e.deliverFirst(ctx, p, &prev, code, claimed, at)
+	return e.deliverFirst(ctx, p, &prev, code, mine, at)
 }
 
 func (e *Engine) deliveryError(rec VerificationRecord) *Error {

@@ -180,6 +180,15 @@ type StepQueue interface {
 	// the returned steps carry the stored count). A caller that holds a
 	// claim releases it by passing its own LeaseUntil as now.
 	Reschedule(ctx context.Context, now time.Time, steps []PendingStep) ([]PendingStep, error)
+	// ReleaseStep ends a claim early: if the pending step
+	// (p.VerificationID, p.Step) exists and is leased until exactly
+	// p.LeaseUntil (the caller's claim still holds), it sets its
+	// LeaseUntil to until (a zero or past until frees it at once; a later
+	// one keeps it from every claim until then) and, when sent is false
+	// (the caller did not hand the step to a channel), takes back the try
+	// its claim counted (Tries never goes below zero). It reports whether
+	// it changed the step. DueAt stays. Atomic, like every claim.
+	ReleaseStep(ctx context.Context, p PendingStep, until time.Time, sent bool) (bool, error)
 	// CompleteStep deletes a pending step. A step that no longer exists is
 	// not an error.
 	CompleteStep(ctx context.Context, verificationID string, step int) error

@@ -155,9 +155,9 @@ func storeErr(ctx context.Context, op string, err error) error {
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		if errors.Is(err, cerr) {
-			return fmt.Errorf("verify: %s: %w", op, err)
+			return &callerGaveUp{fmt.Errorf("verify: %s: %w", op, err)}
 		}
-		return fmt.Errorf("verify: %s: %w (%w)", op, cerr, err)
+		return &callerGaveUp{fmt.Errorf("verify: %s: %w (%w)", op, cerr, err)}
 	}
 	if retry, ok := transient(err); ok {
 		e := *ErrUnavailable
@@ -166,6 +166,15 @@ func storeErr(ctx context.Context, op string, err error) error {
 	}
 	return internalErr(op, err)
 }
+
+// callerGaveUp is the error for a store call whose caller's context was
+// done: it matches the context's error with errors.Is, and is not
+// transient (IsTransient), since the caller gave up, not the store.
+type callerGaveUp struct{ err error }
+
+func (c *callerGaveUp) Error() string   { return c.err.Error() }
+func (c *callerGaveUp) Unwrap() error   { return c.err }
+func (c *callerGaveUp) Transient() bool { return false }
 
 // internalErr is E925 for a failure a retry cannot fix, with err (and
 // what the engine was doing) as its cause.

@@ -203,16 +203,18 @@ func WithConcurrency(n int) Option {
 
 // WithDeliveryTries caps how many times a step is tried when its delivery
 // cannot be recorded (the store refused the write after the channel was
-// called, or an engine died mid-send). Each claim of a step is a try, the
-// first delivery included; the count lives with the pending step, so it
-// holds across engines and restarts. (A claim that finds its lease too
-// short to send the step counts too: claims are sized so that this happens
-// only while the store is slower than the margin each send leaves.) A step whose delivery could not be
-// recorded is tried again after the lease (WithLease), then after twice
-// that, four times, ... (at most an hour). A step claimed once more after
+// called, or an engine died mid-send). Each claim of a step counts a try,
+// the first delivery included; a claim that hands the step to no channel
+// (its lease ran short, the store failed before the send) gives its try
+// back. The count lives with the pending step, so it holds across engines
+// and restarts. A step whose delivery could not be recorded is kept from
+// every claim for the lease (WithLease), then twice that, four times, ...
+// (at most an hour) before its next try. A step claimed once more after
 // its last try is not sent again: it is recorded as a failed delivery
 // (where the store accepts that), an EventDeliveryFailed is emitted, and
-// the flow moves on as for any failed step. Defaults to 5.
+// the flow moves on to its next step as for any failed step; since an
+// earlier try may have reached the recipient, the verification is not
+// ended as failed for it. Defaults to 5.
 func WithDeliveryTries(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

@@ -128,6 +128,25 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 	return out, nil
 }
 
+// ReleaseStep implements verify.Store.
+func (s *Store) ReleaseStep(ctx context.Context, p verify.PendingStep, until time.Time, sent bool) (bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return false, err
+	}
+	s.stepsMu.Lock()
+	defer s.stepsMu.Unlock()
+	old, ok := s.steps[stepKey{p.VerificationID, p.Step}]
+	if !ok || !old.LeaseUntil.Equal(p.LeaseUntil) {
+		return false, nil
+	}
+	old.LeaseUntil = until
+	if !sent && old.Tries > 0 {
+		old.Tries--
+	}
+	heap.Fix(&s.ready, old.index)
+	return true, nil
+}
+
 // CompleteStep implements verify.Store.
 func (s *Store) CompleteStep(ctx context.Context, verificationID string, step int) error {
 	if err := ctxErr(ctx); err != nil {

@@ -149,7 +149,7 @@ func (s *Store) listQuery(q verify.Query, after verify.Cursor, limit int) (strin
 func (s *Store) Stats(ctx context.Context, q verify.Query) (verify.Stats, error) {
 	st, err := s.stats(ctx, q)
 	if err != nil {
-		return verify.Stats{}, fmt.Errorf("sqlstore: stats: %w", err)
+		return verify.Stats{}, wrap("stats", err)
 	}
 	return st, nil
 }

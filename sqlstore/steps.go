@@ -114,6 +114,24 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 	return out, nil
 }
 
+// ReleaseStep implements verify.Store: one conditional UPDATE, matched on
+// the caller's lease.
+func (s *Store) ReleaseStep(ctx context.Context, p verify.PendingStep, until time.Time, sent bool) (bool, error) {
+	res, err := s.run().ExecContext(ctx, `UPDATE pending_steps SET lease_until = $4,
+			ready_at = CASE WHEN COALESCE($4, due_at) > due_at THEN COALESCE($4, due_at) ELSE due_at END,
+			tries = CASE WHEN $5 OR tries = 0 THEN tries ELSE tries - 1 END
+		WHERE verification_id = $1 AND step = $2 AND lease_until = $3`,
+		p.VerificationID, p.Step, s.tv(p.LeaseUntil), s.tn(until), sent)
+	if err != nil {
+		return false, wrap("release step", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, wrap("release step", err)
+	}
+	return n > 0, nil
+}
+
 // CompleteStep implements verify.Store.
 func (s *Store) CompleteStep(ctx context.Context, verificationID string, step int) error {
 	_, err := s.run().ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -516,4 +517,93 @@ func testClaimDueTriesAdd(t *testing.T, s verificationStore) {
 		added += stored[i] - given
 	}
 	assert.Equal(t, claims, added, "the tries added up over all steps equal the number of claims")
+}
+
+// testReleaseStep: ReleaseStep changes a step only for the holder of its
+// current claim (the exact LeaseUntil); a zero until frees it at once, a
+// later one keeps it from every claim until then; DueAt stays; sent false
+// takes back the claim's try, never below zero; sent true keeps it.
+func testReleaseStep(t *testing.T, s verificationStore) {
+	v := oneVerification(t, s, verify.PendingStep{Step: 0, DueAt: base}, verify.PendingStep{Step: 1, DueAt: base})
+	lease := at(time.Minute)
+	got, err := s.ClaimDue(ctx(), base, lease, 10)
+	require.NoError(t, err)
+	require.Equal(t, map[int]int{0: 1, 1: 1}, triesOf(got))
+	p0 := verify.PendingStep{VerificationID: v.ID, Step: 0, DueAt: base, LeaseUntil: lease}
+	p1 := verify.PendingStep{VerificationID: v.ID, Step: 1, DueAt: base, LeaseUntil: lease}
+
+	other := p0
+	other.LeaseUntil = at(50 * time.Second)
+	ok, err := s.ReleaseStep(ctx(), other, time.Time{}, false)
+	require.NoError(t, err)
+	assert.False(t, ok, "only the holder of the current claim (its exact LeaseUntil) releases it")
+	ok, err = s.ReleaseStep(ctx(), verify.PendingStep{VerificationID: v.ID, Step: 7, LeaseUntil: lease}, time.Time{}, false)
+	require.NoError(t, err)
+	assert.False(t, ok, "a step that does not exist")
+
+	ok, err = s.ReleaseStep(ctx(), p0, time.Time{}, false)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	ok, err = s.ReleaseStep(ctx(), p0, time.Time{}, false)
+	require.NoError(t, err)
+	assert.False(t, ok, "released once: the claim is gone")
+	until := at(5 * time.Minute)
+	ok, err = s.ReleaseStep(ctx(), p1, until, true)
+	require.NoError(t, err)
+	assert.True(t, ok)
+
+	next, ok, err := s.NextDue(ctx())
+	require.NoError(t, err)
+	require.True(t, ok)
+	sameTime(t, base, next, "the step freed at once is due at its DueAt")
+	got, err = s.ClaimDue(ctx(), at(time.Second), at(2*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 1}, triesOf(got), "the freed step is claimable at once, its try given back (1 again, not 2)")
+	got, err = s.ClaimDue(ctx(), until.Add(-time.Second), until.Add(time.Minute), 10)
+	require.NoError(t, err)
+	assert.NotContains(t, triesOf(got), 1, "a step kept until later is claimed by no one before then")
+	got, err = s.ClaimDue(ctx(), until, until.Add(time.Minute), 10)
+	require.NoError(t, err)
+	require.Equal(t, map[int]int{1: 2}, triesOf(got), "sent: the try stays, and the next claim counts another")
+	sameTime(t, base, got[0].DueAt, "ReleaseStep leaves DueAt")
+
+	// Tries never goes below zero.
+	w := oneVerification(t, s, verify.PendingStep{Step: 0, DueAt: base, LeaseUntil: lease})
+	ok, err = s.ReleaseStep(ctx(), verify.PendingStep{VerificationID: w.ID, Step: 0, LeaseUntil: lease}, time.Time{}, false)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	got, err = s.Reschedule(ctx(), at(time.Second), []verify.PendingStep{{VerificationID: w.ID, Step: 0, DueAt: base}})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, 0, got[0].Tries, "Tries never goes below zero")
+}
+
+// testReleaseStepRace: of many holders racing to release one claim, one
+// changes it, and the try is given back once.
+func testReleaseStepRace(t *testing.T, s verificationStore) {
+	const goroutines = 16
+	v := oneVerification(t, s, verify.PendingStep{Step: 0, DueAt: base, Tries: 3})
+	lease := at(time.Minute)
+	got, err := s.ClaimDue(ctx(), base, lease, 10)
+	require.NoError(t, err)
+	require.Equal(t, map[int]int{0: 4}, triesOf(got))
+	var changed atomic.Int32
+	errs := make(chan error, goroutines)
+	released(goroutines, func(int) {
+		ok, err := s.ReleaseStep(ctx(), verify.PendingStep{VerificationID: v.ID, Step: 0, LeaseUntil: lease}, time.Time{}, false)
+		if err != nil {
+			errs <- err
+		}
+		if ok {
+			changed.Add(1)
+		}
+	})
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int32(1), changed.Load(), "exactly one racing release changes the step")
+	got, err = s.ClaimDue(ctx(), at(time.Second), at(2*time.Minute), 10)
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 4}, triesOf(got), "the try was given back once (3), and this claim counts one (4)")
 }

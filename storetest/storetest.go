@@ -114,6 +114,8 @@ var stepQueueTests = []test[verificationStore]{
 	{"RescheduleCountsClaims", testRescheduleCountsClaims},
 	{"RescheduleRelease", testRescheduleRelease},
 	{"ClaimDueTriesRace", testClaimDueTriesRace},
+	{"ReleaseStep", testReleaseStep},
+	{"ReleaseStepRace", testReleaseStepRace},
 	{"ClaimDueTriesAdd", testClaimDueTriesAdd},
 }
 

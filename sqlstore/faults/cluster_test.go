@@ -33,7 +33,6 @@ type pgCluster struct {
 	asUser bool   // run the binaries as the postgres user (we are root)
 	port   int
 
-	mu    sync.Mutex
 	admin *sql.DB // sessions immune to default_transaction_read_only
 }
 
