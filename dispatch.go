@@ -56,22 +56,23 @@ func schedule(id string, steps []Step, from int, now, leaseUntil time.Time) []Pe
 // once. It returns the delivery and how many steps it sent in all; the
 // error is a Store failure.
 //
-// Right before the step is handed to its channel the claim's lease must
-// still cover the send timeout and the record margin (leaseHolds): a step
+// Right before the step is handed to its channel (after its message is
+// rendered, which may read templates from the store) the claim's lease
+// must still cover the send timeout and the record margin (leaseHolds): a step
 // whose lease might run out first could be claimed and sent by another
 // engine meanwhile, so it is released for the next claim instead, its try
 // given back, and the returned delivery has no Status. A delivery that was
 // not recorded leaves the step pending, put off by the re-delivery backoff
 // (retryLater).
 func (e *Engine) deliver(ctx context.Context, rec *VerificationRecord, code string, p PendingStep, now time.Time) (DeliveryRecord, int, error) {
-	if !e.leaseHolds(p.LeaseUntil) {
+	// Recording the delivery also completes the pending step.
+	d, err := e.send(ctx, rec, code, p.Step, rec.ID+"-"+strconv.Itoa(p.Step), now, p.LeaseUntil)
+	if err == errLeaseShort {
 		e.log.LogAttrs(ctx, slog.LevelDebug, "verify: lease too short to send; released for the next claim",
 			slog.String("verification", rec.ID), slog.Int("step", p.Step))
-		e.releaseStep(ctx, p, time.Time{}, false)
+		_ = e.releaseStep(ctx, p, time.Time{}, false)
 		return DeliveryRecord{}, 0, nil
 	}
-	// Recording the delivery also completes the pending step.
-	d, err := e.send(ctx, rec, code, p.Step, rec.ID+"-"+strconv.Itoa(p.Step), now)
 	if err != nil && d.Status == "" {
 		// The store failed before the channel was called: nothing to
 		// put off, the step is free again at once.
@@ -259,7 +260,11 @@ func (e *Engine) moveOn(ctx context.Context, id, code string, step int, now time
 
 // send renders and sends one message and records the delivery. step is -1
 // for a Resend, which uses the first step's channel.
-func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string, step int, msgID string, now time.Time) (DeliveryRecord, error) {
+// errLeaseShort is what send returns, with a delivery that has no Status,
+// when the claim's lease no longer covers a send (see deliver).
+var errLeaseShort = errors.New("verify: the claim's lease is too short to send")
+
+func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string, step int, msgID string, now, leaseUntil time.Time) (DeliveryRecord, error) {
 	s := rec.Steps[max(step, 0)]
 	d := DeliveryRecord{
 		ID:             msgID,
@@ -272,7 +277,11 @@ func (e *Engine) send(ctx context.Context, rec *VerificationRecord, code string,
 		UpdatedAt:      now,
 	}
 	began := e.clock.Now()
-	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now)
+	receipt, err := e.sendMessage(ctx, rec, code, s, step, msgID, now, leaseUntil)
+	if err == errLeaseShort {
+		d.Status = ""
+		return d, err
+	}
 	if sf, ok := err.(*storeFailure); ok { // sendMessage returns it unwrapped
 		// The store failed before anything was sent: not a channel's
 		// failure, so nothing is recorded, the delivery has no Status,
@@ -319,8 +328,10 @@ func (f *storeFailure) Error() string { return f.op + ": " + f.err.Error() }
 func (f *storeFailure) Unwrap() error { return f.err }
 
 // sendMessage renders the step's message and hands it to its channel. A
-// Store failure while rendering is a *storeFailure.
-func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code string, s Step, step int, msgID string, now time.Time) (Receipt, error) {
+// Store failure while rendering is a *storeFailure. With a claim's
+// leaseUntil (zero for a Resend, which holds none), the lease is checked
+// last thing before the channel: errLeaseShort if it no longer holds.
+func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code string, s Step, step int, msgID string, now, leaseUntil time.Time) (Receipt, error) {
 	ch, ok := e.channels[s.Channel]
 	if !ok {
 		return Receipt{}, fmt.Errorf("channel %q is not registered with this engine", s.Channel)
@@ -367,6 +378,9 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 		Template:       tplID,
 		Language:       lang,
 		ExpiresAt:      rec.ExpiresAt,
+	}
+	if !leaseUntil.IsZero() && !e.leaseHolds(leaseUntil) {
+		return Receipt{}, errLeaseShort
 	}
 	sctx, cancel := context.WithTimeout(ctx, e.sendTimeout)
 	defer cancel()

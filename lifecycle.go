@@ -116,7 +116,7 @@ func (e *Engine) resend(ctx context.Context, id string, limited bool) (Verificat
 	if err != nil {
 		return Verification{}, err
 	}
-	d, err := e.send(ctx, &rec, code, -1, rec.ID+"-r"+strconv.Itoa(rec.Sends), now)
+	d, err := e.send(ctx, &rec, code, -1, rec.ID+"-r"+strconv.Itoa(rec.Sends), now, time.Time{})
 	if err != nil {
 		if !accepted(d) {
 			return rec.public(), err
