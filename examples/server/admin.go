@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -61,10 +62,29 @@ func flowToJSON(f verify.Flow) flowJSON {
 	return j
 }
 
+// maxWireSeconds is the longest duration a flow's fields take on the
+// wire, a day (the engine's longest TTL): a number is checked against it
+// before it becomes a time.Duration, which a larger one would overflow.
+const maxWireSeconds = 24 * 60 * 60
+
+// wireSeconds converts a whole number of seconds from a request, refusing
+// a negative one or one past maxWireSeconds rather than letting it wrap.
+func wireSeconds(param string, n int) (time.Duration, error) {
+	if n < 0 || n > maxWireSeconds {
+		return 0, &verify.Error{Code: verify.ErrInvalidFlow.Code, Type: verify.TypeRequest, Parameter: param,
+			Message: fmt.Sprintf("%s must be 0 to %d seconds, got %d", param, maxWireSeconds, n)}
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
 func flowFromJSON(j flowJSON) (verify.Flow, error) {
+	ttl, err := wireSeconds("ttl", j.TTL)
+	if err != nil {
+		return verify.Flow{}, err
+	}
 	f := verify.Flow{
 		Name: j.Name, Description: j.Description, Brand: j.Brand, CodeLength: j.CodeLength,
-		TTL: time.Duration(j.TTL) * time.Second, MaxAttempts: j.MaxAttempts, Default: j.Default, Language: j.Language,
+		TTL: ttl, MaxAttempts: j.MaxAttempts, Default: j.Default, Language: j.Language,
 		AllowedIPs: j.AllowedIPs, AllowedCountries: j.AllowedCountries, DeniedCountries: j.DeniedCountries,
 		Duplicates: verify.DuplicatePolicy(j.Duplicates), Steps: make([]verify.Step, len(j.Steps)),
 	}
@@ -77,13 +97,13 @@ func flowFromJSON(j flowJSON) (verify.Flow, error) {
 		return f, &verify.Error{Code: verify.ErrInvalidFlow.Code, Type: verify.TypeRequest, Parameter: "charset",
 			Message: "charset must be numeric or alphanumeric"}
 	}
-	if j.TTL < 0 {
-		return f, &verify.Error{Code: verify.ErrInvalidFlow.Code, Type: verify.TypeRequest, Parameter: "ttl",
-			Message: "ttl must be a positive number of seconds"}
-	}
 	for i, s := range j.Steps {
+		after, err := wireSeconds(fmt.Sprintf("steps[%d].after", i), s.After)
+		if err != nil {
+			return f, err
+		}
 		f.Steps[i] = verify.Step{Channel: s.Channel, From: s.From, Template: s.Template,
-			After: time.Duration(s.After) * time.Second, WebOTPDomain: s.WebOTPDomain, AppHash: s.AppHash}
+			After: after, WebOTPDomain: s.WebOTPDomain, AppHash: s.AppHash}
 	}
 	return f, nil
 }
