@@ -30,7 +30,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 
@@ -208,6 +210,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		if cfg.maxConns == 0 {
 			cfg.maxConns = 1
 		}
+		if err := createPrivate(dsn); err != nil {
+			return nil, fmt.Errorf("sqlstore: create %s: %w", dialect, err)
+		}
 	default:
 		return nil, fmt.Errorf("sqlstore: Open: cannot tell the database from the DSN %q (use sqlite:path, file:path, or postgres://...)", redact(dsn))
 	}
@@ -281,6 +286,28 @@ func sqliteDSN(dsn string) (string, bool) {
 		q.Set("_txlock", "immediate")
 	}
 	return path + "?" + q.Encode(), !set["wal_autocheckpoint"]
+}
+
+// createPrivate creates the file of a SQLite DSN (as sqliteDSN returns it)
+// that does not exist yet, readable and writable by its owner only (0600):
+// it holds phone numbers and e-mail addresses. SQLite gives the -wal and
+// -shm files it creates beside it the same permissions. An existing file,
+// and an in-memory database, are left alone.
+func createPrivate(dsn string) error {
+	path, query, _ := strings.Cut(dsn, "?")
+	path = strings.TrimPrefix(path, "file:")
+	if q, err := url.ParseQuery(query); path == "" || strings.HasPrefix(path, ":memory:") ||
+		(err == nil && q.Get("mode") == "memory") {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // redact hides a password in a DSN for error messages.
