@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Query selects verifications for List, Stats and WriteCSV. Zero fields
@@ -198,6 +199,14 @@ var CSVHeader = []string{"id", "flow_id", "foreign_id", "status", "mobile", "ema
 
 // WriteCSV streams the verifications matching q (all pages, newest first)
 // to w as CSV with the CSVHeader columns, a page at a time.
+//
+// The file is meant to be opened in spreadsheets, so every cell that holds
+// text the engine did not produce itself (IDs, foreign ID, recipients,
+// channel names) is neutralised against CSV/formula injection: control
+// characters and Unicode bidirectional controls are removed, and a cell that
+// then starts with '=', '+', '-', '@', tab or carriage return gets a leading
+// "'". A phone that is a valid E.164 number keeps its leading "+" (masked or
+// not); counts, timestamps and the status are written as they are.
 func (e *Engine) WriteCSV(ctx context.Context, w io.Writer, q Query, opts CSVOptions) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(CSVHeader); err != nil {
@@ -220,7 +229,12 @@ func (e *Engine) WriteCSV(ctx context.Context, w io.Writer, q Query, opts CSVOpt
 					chans = append(chans, d.Channel)
 				}
 			}
-			rec := []string{v.ID, v.FlowID, v.ForeignID, string(v.Status), to.Phone, to.Email, strings.Join(chans, " "),
+			phone := csvSafe(to.Phone)
+			if isCSVPhone(v.To.Phone) {
+				phone = to.Phone // masked or not, derived from a valid E.164 number
+			}
+			rec := []string{csvSafe(v.ID), csvSafe(v.FlowID), csvSafe(v.ForeignID), string(v.Status),
+				phone, csvSafe(to.Email), csvSafe(strings.Join(chans, " ")),
 				strconv.Itoa(v.Attempts), strconv.Itoa(v.Sends), v.CreatedAt.Format(time.RFC3339),
 				v.ExpiresAt.Format(time.RFC3339), formatTime(v.VerifiedAt)}
 			if err := cw.Write(rec); err != nil {
@@ -236,6 +250,76 @@ func (e *Engine) WriteCSV(ctx context.Context, w io.Writer, q Query, opts CSVOpt
 		}
 		q.Cursor = page.Next
 	}
+}
+
+// csvSafe neutralises a free-text CSV cell (anything a caller, user or
+// provider can put text into) before it reaches a spreadsheet, following
+// the OWASP advice on CSV injection. Spreadsheets evaluate a cell starting
+// with '=', '+', '-' or '@' as a formula (=HYPERLINK(...) exfiltrates data,
+// =cmd|'...'!A0 runs commands through DDE), and some strip a leading tab or
+// CR before doing so; such a cell is prefixed with "'", which makes it text.
+// Before that check, C0 controls other than tab, LF and CR (which the CSV
+// writer quotes and which can be legitimate in text), DEL, C1 controls and
+// the Unicode bidirectional marks, embeddings, overrides and isolates
+// (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069) are removed: NUL
+// truncates cells in some readers and bidi controls make a cell display
+// differently from what it contains. Invalid UTF-8 becomes U+FFFD.
+func csvSafe(s string) string {
+	if needsCSVClean(s) {
+		s = strings.Map(func(r rune) rune {
+			if csvStrip(r) {
+				return -1
+			}
+			return r
+		}, s)
+	}
+	if s != "" {
+		switch s[0] {
+		case '=', '+', '-', '@', '\t', '\r':
+			return "'" + s
+		}
+	}
+	return s
+}
+
+// needsCSVClean reports whether s has a rune csvSafe removes or invalid
+// UTF-8, sparing the copy for the common clean cell.
+func needsCSVClean(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || csvStrip(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// csvStrip reports whether csvSafe removes r.
+func csvStrip(r rune) bool {
+	switch {
+	case r < 0x20:
+		return r != '\t' && r != '\n' && r != '\r'
+	case r >= 0x7F && r <= 0x9F: // DEL and C1 controls
+		return true
+	case r == 0x061C, r == 0x200E, r == 0x200F, // ALM, LRM, RLM
+		r >= 0x202A && r <= 0x202E, // LRE, RLE, PDF, LRO, RLO
+		r >= 0x2066 && r <= 0x2069: // LRI, RLI, FSI, PDI
+		return true
+	}
+	return false
+}
+
+// isCSVPhone reports whether s is an E.164 number, ^\+[1-9][0-9]{1,14}$,
+// which WriteCSV writes with its leading "+" rather than as free text.
+func isCSVPhone(s string) bool {
+	if len(s) < 3 || len(s) > 16 || s[0] != '+' || s[1] < '1' || s[1] > '9' {
+		return false
+	}
+	for i := 2; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func contains(xs []string, x string) bool {
