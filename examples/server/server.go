@@ -12,6 +12,7 @@ import (
 	"html/template"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -69,6 +70,9 @@ type server struct {
 	flowChan   map[string]string // flow ID → channel, the reverse of cfg.ChannelFlows
 	inline     inlineFlows
 	dashboard  *template.Template
+	// crossOrigin refuses the admin routes' state-changing requests made
+	// cross-site by a browser (see admin).
+	crossOrigin *http.CrossOriginProtection
 }
 
 // newServer returns the HTTP handler for every endpoint: the Kaleyra-,
@@ -91,6 +95,10 @@ func newServer(eng *verify.Engine, cfg config) http.Handler {
 		flowChan:   map[string]string{},
 		inline:     inlineFlows{ids: map[string]string{}},
 		dashboard:  dashboardTemplate,
+		// No trusted origins: the dashboard, the only page the server
+		// serves, posts nothing, so only the server's own origin and
+		// non-browser clients may change state.
+		crossOrigin: http.NewCrossOriginProtection(),
 	}
 	for _, c := range cfg.Channels {
 		a := verify.ByPhone
@@ -118,15 +126,15 @@ func newServer(eng *verify.Engine, cfg config) http.Handler {
 	// Admin.
 	mux.HandleFunc("GET /admin/{$}", s.admin(s.dashboardPage))
 	mux.HandleFunc("GET /admin/flows", s.admin(s.listFlows))
-	mux.HandleFunc("POST /admin/flows", s.admin(s.createFlow))
+	mux.HandleFunc("POST /admin/flows", s.admin(s.jsonBody(s.createFlow)))
 	mux.HandleFunc("GET /admin/flows/{id}", s.admin(s.getFlow))
-	mux.HandleFunc("PUT /admin/flows/{id}", s.admin(s.updateFlow))
+	mux.HandleFunc("PUT /admin/flows/{id}", s.admin(s.jsonBody(s.updateFlow)))
 	mux.HandleFunc("DELETE /admin/flows/{id}", s.admin(s.deleteFlow))
 	mux.HandleFunc("GET /admin/templates", s.admin(s.listTemplates))
-	mux.HandleFunc("POST /admin/templates", s.admin(s.createTemplate))
+	mux.HandleFunc("POST /admin/templates", s.admin(s.jsonBody(s.createTemplate)))
 	mux.HandleFunc("GET /admin/templates/{id}", s.admin(s.getTemplate))
 	mux.HandleFunc("POST /admin/templates/{id}/approve", s.admin(s.approveTemplate))
-	mux.HandleFunc("POST /admin/templates/{id}/reject", s.admin(s.rejectTemplate))
+	mux.HandleFunc("POST /admin/templates/{id}/reject", s.admin(s.jsonBody(s.rejectTemplate)))
 	mux.HandleFunc("GET /admin/verifications", s.admin(s.listVerifications))
 	mux.HandleFunc("GET /admin/verifications/{id}", s.admin(s.getVerification))
 	mux.HandleFunc("POST /admin/verifications/{id}/cancel", s.admin(s.cancelVerification))
@@ -284,11 +292,32 @@ func (s *server) requireKey(w http.ResponseWriter, r *http.Request, header strin
 	return true
 }
 
-// admin wraps an admin handler with the admin-key check: the key in the
-// X-Admin-Key header, or as the password of HTTP basic auth (any user
-// name), which is what a browser sends for the dashboard.
+// admin wraps an admin handler with two checks, in this order:
+//
+//  1. Cross-origin protection. Browsers keep sending the basic-auth
+//     password once the dashboard was opened, so a page on another site
+//     could otherwise post to /admin with it. A state-changing request
+//     (any method but GET, HEAD and OPTIONS) is refused with 403, E924
+//     naming the header that gave it away, when the browser says it is
+//     cross-origin: Sec-Fetch-Site other than same-origin or none, or,
+//     for browsers that do not send Sec-Fetch-Site, an Origin whose
+//     host[:port] is not the request's Host (http.CrossOriginProtection). Requests
+//     with neither header, from curl or another server, go on. This comes
+//     before the key check, so that a cross-site post never draws a
+//     basic-auth prompt.
+//  2. The admin key: in the X-Admin-Key header, or as the password of HTTP
+//     basic auth (any user name), which is what a browser sends for the
+//     dashboard. A missing or wrong key is 401 with E924.
+//
+// GET routes (the dashboard, the lists, report.csv) pass the first check
+// whatever their origin, so links to them keep working; they change
+// nothing. The routes that take a JSON body add jsonBody.
 func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.crossOrigin.Check(r); err != nil {
+			s.writeErrorStatus(w, r, http.StatusForbidden, crossOriginError(r))
+			return
+		}
 		key := r.Header.Get("X-Admin-Key")
 		if key == "" {
 			_, key, _ = r.BasicAuth()
@@ -296,6 +325,38 @@ func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 		if !keyMatches(key, s.adminKeys) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="OpenVerify admin", charset="UTF-8"`)
 			s.writeErrorStatus(w, r, http.StatusUnauthorized, authError("X-Admin-Key", key == ""))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// crossOriginError is the answer to a state-changing admin request a
+// browser made from another origin: E924 (authentication_error) with
+// status 403, the header that showed it, Sec-Fetch-Site or Origin, as the
+// parameter.
+func crossOriginError(r *http.Request) *verify.Error {
+	e := *verify.ErrUnauthorized
+	e.Parameter = "Origin"
+	if r.Header.Get("Sec-Fetch-Site") != "" {
+		e.Parameter = "Sec-Fetch-Site"
+	}
+	e.Message = "cross-origin request refused: the admin API changes state only for requests from its own origin or from non-browser clients"
+	return &e
+}
+
+// jsonBody wraps a handler that reads a JSON body and refuses, with 415
+// and E809 naming Content-Type, a request whose Content-Type is not
+// application/json (parameters such as charset allowed). Browsers send
+// cross-site forms as text/plain, multipart/form-data or
+// application/x-www-form-urlencoded without asking the server first, but
+// not application/json.
+func (s *server) jsonBody(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			s.writeErrorStatus(w, r, http.StatusUnsupportedMediaType, &verify.Error{Code: verify.ErrInvalidParameter.Code,
+				Type: verify.TypeRequest, Parameter: "Content-Type", Message: "Content-Type must be application/json"})
 			return
 		}
 		h(w, r)
