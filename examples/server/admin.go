@@ -123,7 +123,7 @@ func (s *server) listFlows(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) createFlow(w http.ResponseWriter, r *http.Request) {
 	var j flowJSON
-	if !s.decodeJSON(w, r, &j) {
+	if !s.decodeAdminJSON(w, r, &j) {
 		return
 	}
 	f, err := flowFromJSON(j)
@@ -149,7 +149,7 @@ func (s *server) getFlow(w http.ResponseWriter, r *http.Request) {
 // updateFlow replaces a flow; the ID in the path wins over one in the body.
 func (s *server) updateFlow(w http.ResponseWriter, r *http.Request) {
 	var j flowJSON
-	if !s.decodeJSON(w, r, &j) {
+	if !s.decodeAdminJSON(w, r, &j) {
 		return
 	}
 	f, err := flowFromJSON(j)
@@ -202,7 +202,7 @@ func (s *server) listTemplates(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) createTemplate(w http.ResponseWriter, r *http.Request) {
 	var req templateRequest
-	if !s.decodeJSON(w, r, &req) {
+	if !s.decodeAdminJSON(w, r, &req) {
 		return
 	}
 	t, err := s.eng.CreateTemplate(r.Context(), verify.Template{Name: req.Name, Channel: req.Channel, Body: req.Body, Language: req.Language})
@@ -230,7 +230,7 @@ func (s *server) rejectTemplate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
-	if !s.decodeJSON(w, r, &req) {
+	if !s.decodeAdminJSON(w, r, &req) {
 		return
 	}
 	if strings.TrimSpace(req.Reason) == "" {

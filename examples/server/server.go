@@ -428,14 +428,27 @@ func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error
 // written as E802 (empty body) or E809 naming the field at fault, with
 // status 400 (413 for a body too large), and decodeJSON returns false.
 func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
-	if ve, status := readJSON(w, r, s.cfg.MaxBody, dst); ve != nil {
+	return s.decode(w, r, dst, false)
+}
+
+// decodeAdminJSON is decodeJSON for the admin API, which is OpenVerify's
+// own: there a field dst does not have is a mistake (a misspelt "after"
+// would silently send a step at once), refused with E809 naming it. The
+// vendors' wire formats ignore fields they do not define, as the vendors'
+// APIs do, since their clients send some (Kaleyra's "data", for one).
+func (s *server) decodeAdminJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
+	return s.decode(w, r, dst, true)
+}
+
+func (s *server) decode(w http.ResponseWriter, r *http.Request, dst any, strict bool) bool {
+	if ve, status := readJSON(w, r, s.cfg.MaxBody, dst, strict); ve != nil {
 		s.writeErrorStatus(w, r, status, ve)
 		return false
 	}
 	return true
 }
 
-func readJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) (*verify.Error, int) {
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, strict bool) (*verify.Error, int) {
 	bad := func(parameter, format string, args ...any) (*verify.Error, int) {
 		return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest,
 			Parameter: parameter, Message: fmt.Sprintf(format, args...)}, http.StatusBadRequest
@@ -454,7 +467,9 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) (*ve
 			Message: "a JSON request body is mandatory"}, http.StatusBadRequest
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(dst); err != nil {
 		var (
 			syntax *json.SyntaxError
