@@ -163,6 +163,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if prov.twilio != nil && prov.twilio.callbackURL != "" && prov.twilio.authToken != "" {
 		cfg.Twilio = &twilioHook{AuthToken: prov.twilio.authToken, PublicURL: prov.twilio.callbackURL}
 	}
+	if prov.kaleyra != nil && prov.kaleyra.CallbackURL != "" {
+		cfg.Kaleyra = &kaleyraHook{Secret: prov.kaleyra.CallbackSecret}
+	}
 	handler := newServer(eng, cfg)
 
 	ln, err := net.Listen("tcp", o.addr)

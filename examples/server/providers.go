@@ -84,7 +84,11 @@ func providersFromEnv(getenv func(string) string) (providers, error) {
 	}
 	if sid := env("KALEYRA_SID"); sid != "" {
 		p.kaleyra = &channels.KaleyraConfig{SID: sid, APIKey: env("KALEYRA_API_KEY"), From: env("KALEYRA_FROM"),
-			BaseURL: env("KALEYRA_BASE_URL"), TemplateID: env("KALEYRA_TEMPLATE_ID")}
+			BaseURL: env("KALEYRA_BASE_URL"), TemplateID: env("KALEYRA_TEMPLATE_ID"),
+			CallbackURL: env("KALEYRA_CALLBACK_URL")}
+		if secret := env("KALEYRA_CALLBACK_SECRET"); secret != "" {
+			p.kaleyra.CallbackSecret = []byte(secret)
+		}
 	}
 	return p, nil
 }

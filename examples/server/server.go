@@ -44,6 +44,9 @@ type config struct {
 	ChannelFlows map[string]string
 	// Twilio, if not nil, enables POST /hooks/twilio.
 	Twilio *twilioHook
+	// Kaleyra, if not nil, enables GET and POST /hooks/kaleyra, Kaleyra's
+	// delivery reports.
+	Kaleyra *kaleyraHook
 	// Logger logs one line per request. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -55,6 +58,15 @@ type twilioHook struct {
 	// PublicURL is the callback URL as configured with Twilio, which
 	// Twilio signs.
 	PublicURL string
+}
+
+// kaleyraHook authenticates Kaleyra's delivery reports: the Kaleyra
+// channel signs the message ID into each callback URL it hands Kaleyra
+// (channels.KaleyraConfig.CallbackSecret), and the hook checks it.
+type kaleyraHook struct {
+	// Secret is the channel's CallbackSecret; empty accepts unsigned
+	// reports (keep the URL confidential then).
+	Secret []byte
 }
 
 const defaultMaxBody = 16 << 10
@@ -145,6 +157,12 @@ func newServer(eng *verify.Engine, cfg config) http.Handler {
 	if cfg.Twilio != nil {
 		mux.HandleFunc("POST /hooks/twilio", s.twilioStatus)
 	}
+	if cfg.Kaleyra != nil {
+		// Kaleyra calls the callback with GET (fields in the query) or
+		// POST (a form, or JSON from a callback profile).
+		mux.HandleFunc("GET /hooks/kaleyra", s.kaleyraReport)
+		mux.HandleFunc("POST /hooks/kaleyra", s.kaleyraReport)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -152,8 +170,48 @@ func newServer(eng *verify.Engine, cfg config) http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/admin/", http.StatusFound)
 	})
-	return s.logRequests(mux)
+	return s.logRequests(s.jsonMisses(mux))
 }
+
+// jsonMisses answers the requests mux has no route for (404) or no route
+// for their method (405, with the mux's Allow header) in the JSON error
+// envelope, rather than the mux's plain text, so that every answer a
+// client parses has one shape.
+func (s *server) jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusOnly{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusMethodNotAllowed:
+			allow := rec.header.Get("Allow")
+			w.Header().Set("Allow", allow)
+			s.writeErrorStatus(w, r, http.StatusMethodNotAllowed, &verify.Error{Code: verify.ErrInvalidParameter.Code,
+				Type: verify.TypeRequest, Parameter: "method",
+				Message: fmt.Sprintf("method %s is not allowed here; allowed: %s", r.Method, allow)})
+		case http.StatusNotFound:
+			s.writeErrorStatus(w, r, http.StatusNotFound, &verify.Error{Code: verify.ErrNotFound.Code,
+				Type: verify.TypeState, Parameter: "path", Message: "no such endpoint: " + r.URL.Path})
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+// statusOnly keeps the status and headers the mux's own 404 or 405
+// handler writes, and drops its plain-text body.
+type statusOnly struct {
+	header http.Header
+	status int
+}
+
+func (w *statusOnly) Header() http.Header         { return w.header }
+func (w *statusOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (w *statusOnly) WriteHeader(status int)      { w.status = status }
 
 // statusWriter remembers the status code for the request log.
 type statusWriter struct {
