@@ -203,15 +203,19 @@ func WithSendHook(h SendHook) Option {
 
 // rateLimited builds an E918 for a limit.
 func rateLimited(what string, retryAfter time.Duration) *Error {
-	err := invalid(ErrRateLimited, "", "too many %s; retry after %s", what, roundUp(retryAfter))
+	err := invalid(ErrRateLimited, "", "too many %s; retry after %ds", what, retrySeconds(retryAfter))
 	err.RetryAfter = retryAfter
 	return err
 }
 
-// roundUp rounds a wait up to the second, for messages: a caller told
-// "retry after 1s" who waits 1s finds the limit open.
-func roundUp(d time.Duration) time.Duration {
-	return (d + time.Second - 1).Truncate(time.Second)
+// retrySeconds is a wait in whole seconds, rounded up, as a message and an
+// HTTP Retry-After header state it: a caller told "retry after 1s" who
+// waits 1s finds the limit open.
+func retrySeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // recipientKey names a recipient for limits and lockouts: the phone number
