@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"context"
@@ -418,7 +418,7 @@ func (s *server) twilioStatus(w http.ResponseWriter, r *http.Request) {
 	s.deliveryReport(w, r, "twilio", id, status, detail, err)
 }
 
-// kaleyraReport takes Kaleyra's delivery reports (see kaleyraHook).
+// kaleyraReport takes Kaleyra's delivery reports (see KaleyraHook).
 func (s *server) kaleyraReport(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	id, status, detail, err := channels.ParseKaleyraDLR(r, s.cfg.Kaleyra.Secret)

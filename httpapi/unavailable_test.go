@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"context"
@@ -51,7 +51,7 @@ func TestStoreFailuresAnswer503Or500(t *testing.T) {
 			eng, err := verify.New(downStore{h.store, c.err}, verify.WithClock(h.clock), verify.WithSecret(testSecret),
 				verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(verify.NoProtection()))
 			require.NoError(t, err)
-			srv := httptest.NewServer(newServer(eng, h.cfg))
+			srv := httptest.NewServer(New(eng, h.cfg))
 			t.Cleanup(srv.Close)
 			h.srv = srv
 

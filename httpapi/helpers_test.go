@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,29 @@ var (
 	discard    = slog.New(slog.DiscardHandler)
 )
 
+// syncBuffer is a bytes.Buffer safe for the server's and the test's
+// goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// channelNames are the channels the harness registers, as the runnable
+// server registers Console channels when no provider is configured.
+var channelNames = []string{"sms", "voice", "whatsapp", "viber", "email"}
+
 // harness is the server on httptest over an engine on memstore, with a
 // mock clock and recording channels named as the Console channels are.
 type harness struct {
@@ -41,18 +65,18 @@ type harness struct {
 	store *memstore.Store
 	eng   *verify.Engine
 	rec   map[string]*channels.Recorder
-	cfg   config
+	cfg   Config
 	srv   *httptest.Server
 }
 
-type harnessOption func(*config)
+type harnessOption func(*Config)
 
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
 	h := &harness{t: t, ctx: context.Background(), clock: clock.NewMock(), store: memstore.New(), rec: map[string]*channels.Recorder{}}
 	h.clock.Set(testStart)
 	var chans []verify.Channel
-	for _, name := range consoleNames {
+	for _, name := range channelNames {
 		r := channels.NewRecorder(name)
 		h.rec[name] = r
 		chans = append(chans, r)
@@ -65,16 +89,16 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		verify.WithLogger(discard),
 		verify.WithProtection(verify.NoProtection()))
 	require.NoError(t, err)
-	flows, err := setupCatalog(h.ctx, h.eng, chans, "Acme")
+	flows, err := SetupCatalog(h.ctx, h.eng, chans, "Acme")
 	require.NoError(t, err)
-	h.cfg = config{
+	h.cfg = Config{
 		SID: testSID, APIKeys: []string{testAPIKey}, AdminKeys: []string{testAdminKey},
 		Channels: chans, ChannelFlows: flows, Logger: discard,
 	}
 	for _, o := range opts {
 		o(&h.cfg)
 	}
-	h.srv = httptest.NewServer(newServer(h.eng, h.cfg))
+	h.srv = httptest.NewServer(New(h.eng, h.cfg))
 	t.Cleanup(h.srv.Close)
 	return h
 }

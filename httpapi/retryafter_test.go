@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ func TestRetryAfterHeaderAndMessageAgree(t *testing.T) {
 	eng, err := verify.New(h.store, verify.WithClock(h.clock), verify.WithSecret(testSecret),
 		verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(p))
 	require.NoError(t, err)
-	srv := httptest.NewServer(newServer(eng, h.cfg))
+	srv := httptest.NewServer(New(eng, h.cfg))
 	t.Cleanup(srv.Close)
 	h.srv = srv
 

@@ -1,4 +1,4 @@
-// Command server is OpenVerify's runnable HTTP server: it speaks the wire
+// Command openverify is OpenVerify's runnable HTTP server: it speaks the wire
 // formats of Kaleyra Verify, WAYSCloud Verify and ThunderSMS Verify over one
 // engine, with admin endpoints, delivery-report webhooks and a small
 // dashboard.
@@ -7,9 +7,10 @@
 // openverify.db in the working directory and writes the codes it "sends" to
 // standard output:
 //
-//	go run ./examples/server
+//	go run ./cmd/openverify
 //
-// See README.md in this directory for the flags, the environment variables
+// The handlers are package httpapi, which a Go service can mount in its own
+// mux. See README.md in this directory for the flags, the environment variables
 // that configure real channels, and a curl call for every endpoint.
 package main
 
@@ -35,7 +36,7 @@ func main() {
 		return
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "server:", err)
+		fmt.Fprintln(os.Stderr, "openverify:", err)
 		os.Exit(1)
 	}
 }

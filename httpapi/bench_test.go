@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -53,11 +53,11 @@ func benchSendCheck(b *testing.B, store verify.Store) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	flows, err := setupCatalog(ctx, eng, []verify.Channel{book}, "Acme")
+	flows, err := SetupCatalog(ctx, eng, []verify.Channel{book}, "Acme")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(newServer(eng, config{SID: testSID, APIKeys: []string{testAPIKey},
+	srv := httptest.NewServer(New(eng, Config{SID: testSID, APIKeys: []string{testAPIKey},
 		AdminKeys: []string{testAdminKey}, Channels: []verify.Channel{book}, ChannelFlows: flows, Logger: discard}))
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4 * runtime.GOMAXPROCS(0)}}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,7 +22,18 @@ import (
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/channels"
+	"github.com/openverify/verify/httpapi"
 	"github.com/openverify/verify/sqlstore"
+)
+
+const (
+	testAPIKey = "Ac4XXXXX21f-test-api-key"
+	testSID    = "HXAP16XXXX071US"
+)
+
+var (
+	testSecret = []byte("0123456789abcdef0123456789abcdef")
+	discard    = slog.New(slog.DiscardHandler)
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's and the test's
@@ -187,7 +199,7 @@ func TestSetupCatalogIsIdempotent(t *testing.T) {
 		defer st.Close()
 		eng, err := verify.New(st, verify.WithChannels(chans...), verify.WithSecret(testSecret), verify.WithLogger(discard))
 		require.NoError(t, err)
-		perChannel, err := setupCatalog(ctx, eng, chans, "Acme")
+		perChannel, err := httpapi.SetupCatalog(ctx, eng, chans, "Acme")
 		require.NoError(t, err)
 		flows, err := eng.Flows(ctx)
 		require.NoError(t, err)
@@ -207,7 +219,7 @@ func TestSetupCatalogIsIdempotent(t *testing.T) {
 	for _, f := range flows2 {
 		if f.Default {
 			defaults++
-			assert.Equal(t, defaultFlowName, f.Name)
+			assert.Equal(t, httpapi.DefaultFlowName, f.Name)
 		}
 	}
 	assert.Equal(t, 1, defaults)

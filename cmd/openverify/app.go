@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/httpapi"
 	"github.com/openverify/verify/phone"
 	"github.com/openverify/verify/sqlstore"
 )
@@ -146,12 +147,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	flows, err := setupCatalog(ctx, eng, channelList(chans), o.brand)
+	flows, err := httpapi.SetupCatalog(ctx, eng, channelList(chans), o.brand)
 	if err != nil {
 		return fmt.Errorf("creating the default flows: %w", err)
 	}
 
-	cfg := config{
+	cfg := httpapi.Config{
 		SID:          o.sid,
 		APIKeys:      o.apiKeys,
 		AdminKeys:    o.adminKeys,
@@ -161,12 +162,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:       logger,
 	}
 	if prov.twilio != nil && prov.twilio.callbackURL != "" && prov.twilio.authToken != "" {
-		cfg.Twilio = &twilioHook{AuthToken: prov.twilio.authToken, PublicURL: prov.twilio.callbackURL}
+		cfg.Twilio = &httpapi.TwilioHook{AuthToken: prov.twilio.authToken, PublicURL: prov.twilio.callbackURL}
 	}
 	if prov.kaleyra != nil && prov.kaleyra.CallbackURL != "" {
-		cfg.Kaleyra = &kaleyraHook{Secret: prov.kaleyra.CallbackSecret}
+		cfg.Kaleyra = &httpapi.KaleyraHook{Secret: prov.kaleyra.CallbackSecret}
 	}
-	handler := newServer(eng, cfg)
+	handler := httpapi.New(eng, cfg)
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"encoding/json"
@@ -117,7 +117,7 @@ func TestKaleyraGenerateAndValidate(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(res.body, &gen))
 	d := gen.Data
-	assert.Equal(t, h.flowByName(defaultFlowName).ID, d.FlowID, "no flow_id means the default flow")
+	assert.Equal(t, h.flowByName(DefaultFlowName).ID, d.FlowID, "no flow_id means the default flow")
 	assert.Equal(t, map[string]string{"mobile": "+4791234567"}, d.To)
 	assert.Equal(t, "order-42", d.ForeignID)
 	assert.Equal(t, "sent", d.Status)
@@ -137,7 +137,7 @@ func TestKaleyraGenerateAndValidate(t *testing.T) {
 
 func TestKaleyraCustomOTPAndEmail(t *testing.T) {
 	h := newHarness(t)
-	fallback := h.flowByName(fallbackFlowName)
+	fallback := h.flowByName(FallbackFlowName)
 	id := h.generate(`{"flow_id":"` + fallback.ID + `","to":{"mobile":"+4791234567","email":"ana@example.com"},"otp":"246810"}`)
 	assert.Equal(t, "246810", h.code("sms"))
 	assert.Equal(t, 0, h.rec["email"].Len(), "email waits a minute")

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"context"
@@ -7,28 +7,28 @@ import (
 	"github.com/openverify/verify"
 )
 
-// Names of the flows and templates setupCatalog creates.
+// Names of the flows and templates SetupCatalog creates.
 const (
-	defaultFlowName   = "default"
-	fallbackFlowName  = "sms-then-email"
-	channelFlowPrefix = "channel:"
+	DefaultFlowName   = "default"
+	FallbackFlowName  = "sms-then-email"
+	ChannelFlowPrefix = "channel:"
 )
 
-// defaultTemplates are the message texts setupCatalog creates (and
+// defaultTemplates are the message texts SetupCatalog creates (and
 // approves) for the channels that are registered.
 var defaultTemplates = map[string]string{
 	"sms":   "{brand}: your verification code is {code}. It expires in {minutes} minutes.",
 	"email": "Your {brand} verification code is {code}. It expires in {minutes} minutes. If you did not ask for it, ignore this email.",
 }
 
-// setupCatalog creates, on first start, an approved template for the sms
+// SetupCatalog creates, on first start, an approved template for the sms
 // and email channels, the default flow (one SMS step), a flow that falls
 // back from SMS to email after a minute, and one flow per registered
 // channel ("channel:sms", "channel:email", ...) for the WAYSCloud-style API.
 // It finds what an earlier start created by name, so it can run at every
 // start; flows an admin has changed are left as they are. It returns the
 // per-channel flows' IDs by channel name.
-func setupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channel, brand string) (map[string]string, error) {
+func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channel, brand string) (map[string]string, error) {
 	names := make(map[string]bool, len(chans))
 	for _, c := range chans {
 		names[c.Name()] = true
@@ -97,7 +97,7 @@ func setupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 		first = "sms"
 	}
 	if _, err := ensure(verify.Flow{
-		Name: defaultFlowName, Description: "One " + first + " step; used when a request names no flow.",
+		Name: DefaultFlowName, Description: "One " + first + " step; used when a request names no flow.",
 		Default: !hasDefault, Steps: []verify.Step{step(first)},
 	}); err != nil {
 		return nil, err
@@ -106,7 +106,7 @@ func setupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 		email := step("email")
 		email.After = time.Minute
 		if _, err := ensure(verify.Flow{
-			Name: fallbackFlowName, Description: "SMS, then the same code by email after a minute if it is not verified.",
+			Name: FallbackFlowName, Description: "SMS, then the same code by email after a minute if it is not verified.",
 			Steps: []verify.Step{step("sms"), email},
 		}); err != nil {
 			return nil, err
@@ -115,7 +115,7 @@ func setupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 	perChannel := make(map[string]string, len(chans))
 	for _, c := range chans {
 		f, err := ensure(verify.Flow{
-			Name: channelFlowPrefix + c.Name(), Description: "One " + c.Name() + " step; used by POST /v1/verify/send.",
+			Name: ChannelFlowPrefix + c.Name(), Description: "One " + c.Name() + " step; used by POST /v1/verify/send.",
 			Steps: []verify.Step{step(c.Name())},
 		})
 		if err != nil {

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -24,8 +24,8 @@ import (
 	"github.com/openverify/verify"
 )
 
-// config is what the HTTP layer needs besides the engine.
-type config struct {
+// Config is what the HTTP layer needs besides the engine.
+type Config struct {
 	// SID is the account SID in the Kaleyra-style paths /v1/{sid}/....
 	SID string
 	// APIKeys are accepted by the three verify APIs; AdminKeys by /admin.
@@ -40,19 +40,19 @@ type config struct {
 	// Channels are the channels registered with the engine.
 	Channels []verify.Channel
 	// ChannelFlows maps a channel name to the one-step flow the
-	// WAYSCloud-style API uses for it (see setupCatalog).
+	// WAYSCloud-style API uses for it (see SetupCatalog).
 	ChannelFlows map[string]string
 	// Twilio, if not nil, enables POST /hooks/twilio.
-	Twilio *twilioHook
+	Twilio *TwilioHook
 	// Kaleyra, if not nil, enables GET and POST /hooks/kaleyra, Kaleyra's
 	// delivery reports.
-	Kaleyra *kaleyraHook
+	Kaleyra *KaleyraHook
 	// Logger logs one line per request. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// twilioHook authenticates Twilio's status callbacks.
-type twilioHook struct {
+// TwilioHook authenticates Twilio's status callbacks.
+type TwilioHook struct {
 	// AuthToken is the account's auth token.
 	AuthToken string
 	// PublicURL is the callback URL as configured with Twilio, which
@@ -60,10 +60,10 @@ type twilioHook struct {
 	PublicURL string
 }
 
-// kaleyraHook authenticates Kaleyra's delivery reports: the Kaleyra
+// KaleyraHook authenticates Kaleyra's delivery reports: the Kaleyra
 // channel signs the message ID into each callback URL it hands Kaleyra
 // (channels.KaleyraConfig.CallbackSecret), and the hook checks it.
-type kaleyraHook struct {
+type KaleyraHook struct {
 	// Secret is the channel's CallbackSecret; empty accepts unsigned
 	// reports (keep the URL confidential then).
 	Secret []byte
@@ -74,7 +74,7 @@ const defaultMaxBody = 16 << 10
 // server holds the handlers' shared state.
 type server struct {
 	eng        *verify.Engine
-	cfg        config
+	cfg        Config
 	log        *slog.Logger
 	apiKeys    [][sha256.Size]byte
 	adminKeys  [][sha256.Size]byte
@@ -87,10 +87,10 @@ type server struct {
 	crossOrigin *http.CrossOriginProtection
 }
 
-// newServer returns the HTTP handler for every endpoint: the Kaleyra-,
+// New returns the HTTP handler for every endpoint: the Kaleyra-,
 // WAYSCloud- and ThunderSMS-style verify APIs, the admin API and
 // dashboard, and the delivery-report webhooks.
-func newServer(eng *verify.Engine, cfg config) http.Handler {
+func New(eng *verify.Engine, cfg Config) http.Handler {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = defaultMaxBody
 	}

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"crypto/hmac"
@@ -246,7 +246,7 @@ func twilioSign(token, fullURL string, form url.Values) string {
 
 func TestTwilioStatusCallback(t *testing.T) {
 	const token, public = "twilio-auth-token", "https://verify.example.com/hooks/twilio"
-	h := newHarness(t, func(c *config) { c.Twilio = &twilioHook{AuthToken: token, PublicURL: public} })
+	h := newHarness(t, func(c *Config) { c.Twilio = &TwilioHook{AuthToken: token, PublicURL: public} })
 	id := h.generate(`{"to":{"mobile":"+4791234567"}}`)
 	msgID := id + "-0"
 

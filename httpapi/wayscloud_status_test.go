@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -196,7 +196,7 @@ func TestWAYSCloudCheckStatuses(t *testing.T) {
 		eng, err := verify.New(h.store, verify.WithClock(h.clock), verify.WithSecret(testSecret),
 			verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(p))
 		require.NoError(t, err)
-		srv := httptest.NewServer(newServer(eng, h.cfg))
+		srv := httptest.NewServer(New(eng, h.cfg))
 		t.Cleanup(srv.Close)
 		h.srv = srv
 
@@ -244,7 +244,7 @@ func TestWAYSCloudCheckStoreFailures(t *testing.T) {
 			eng, err := verify.New(downStore{h.store, c.err}, verify.WithClock(h.clock), verify.WithSecret(testSecret),
 				verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(verify.NoProtection()))
 			require.NoError(t, err)
-			srv := httptest.NewServer(newServer(eng, h.cfg))
+			srv := httptest.NewServer(New(eng, h.cfg))
 			t.Cleanup(srv.Close)
 			h.srv = srv
 

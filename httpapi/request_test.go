@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"errors"
@@ -146,7 +146,7 @@ func TestMalformedJSON(t *testing.T) {
 
 func TestClientIP(t *testing.T) {
 	for _, trust := range []bool{false, true} {
-		h := newHarness(t, func(c *config) { c.TrustProxy = trust })
+		h := newHarness(t, func(c *Config) { c.TrustProxy = trust })
 		f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "office", AllowedIPs: []string{"203.0.113.7"}, Steps: []verify.Step{{Channel: "sms"}}})
 		require.NoError(t, err)
 		res := h.do("POST", "/v1/"+testSID+"/verify", `{"flow_id":"`+f.ID+`","to":{"mobile":"+4791234567"}}`,
@@ -179,7 +179,7 @@ func TestRetryAfter(t *testing.T) {
 // code in its path included, and looks for the codes in the request log.
 func TestLogsNeverHoldCodes(t *testing.T) {
 	var logs syncBuffer
-	h := newHarness(t, func(c *config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	id := h.generate(`{"to":{"mobile":"+4791234567"},"otp":"918273"}`)
 	h.kaleyra("/verify/validate", `{"verify_id":"`+id+`","otp":"918273"}`)
 	sent, res := h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"4791234568"}}],"payload":{"token":"564738"}}`)

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"crypto/hmac"
@@ -30,7 +30,7 @@ func kaleyraSig(secret []byte, messageID string) string {
 // refused, and an unknown message is answered 204.
 func TestKaleyraDeliveryReports(t *testing.T) {
 	secret := []byte("callback-secret")
-	h := newHarness(t, func(c *config) { c.Kaleyra = &kaleyraHook{Secret: secret} })
+	h := newHarness(t, func(c *Config) { c.Kaleyra = &KaleyraHook{Secret: secret} })
 	id := h.generate(`{"flow_id":"` + h.cfg.ChannelFlows["sms"] + `","to":{"mobile":"+4791234567"}}`)
 	msgID := id + "-0"
 

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"crypto/rand"
@@ -14,7 +14,7 @@ import (
 
 // The WAYSCloud-style API: POST /v1/verify/send and POST /v1/verify/check,
 // authenticated with the X-API-Key header. A channel maps to the one-step
-// flow "channel:<name>" that setupCatalog made for it. Every check answer
+// flow "channel:<name>" that SetupCatalog made for it. Every check answer
 // carries a "status" string, as WAYSCloud's own client code reads it (see
 // waysCheck); a refused send is Kaleyra's error envelope.
 
