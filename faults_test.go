@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -343,20 +344,25 @@ func TestCompanionLeftForTheNextClaimWhenTheLeaseRunsShort(t *testing.T) {
 	_, err := a2.CreateFlow(h.ctx, verify.Flow{Name: "companions", Default: true,
 		Steps: []verify.Step{{Channel: "slow"}, {Channel: "slow"}, {Channel: "slow"}}})
 	require.NoError(t, err)
-	var polling bool // the engines run on one goroutine here
+	// Only the first engine's Send has a slow provider; the second
+	// engine's sends, during it and after, are instant (a mock clock
+	// shared by concurrent sends would make each look slower than it is).
+	var slowSend atomic.Bool
 	slow.before = func(verify.Message) {
-		if polling {
-			return // the second engine's sends are instant
+		if !slowSend.Load() {
+			return
 		}
 		h.clock.Add(7 * time.Second) // within the send timeout
 		// The other engine polls while each message is on its way.
-		polling = true
+		slowSend.Store(false)
 		if _, err := b2.ProcessDue(h.ctx); err != nil {
 			t.Errorf("second engine: %v", err)
 		}
-		polling = false
+		slowSend.Store(true)
 	}
+	slowSend.Store(true)
 	v, err := a2.Send(h.ctx, verify.SendRequest{To: ana})
+	slowSend.Store(false)
 	require.NoError(t, err)
 	for range 5 {
 		h.clock.Add(10 * time.Second)
