@@ -1,10 +1,8 @@
 package verify_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/channels"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/memstore"
 )
 
@@ -32,22 +31,9 @@ type harness struct {
 	logs  *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for the goroutines that write logs and the
+// test that reads them.
+type syncBuffer = testutil.Buffer
 
 var start = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 

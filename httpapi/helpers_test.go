@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/channels"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/memstore"
 )
 
@@ -33,24 +33,9 @@ var (
 	discard    = slog.New(slog.DiscardHandler)
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for the goroutines that write logs and the
+// test that reads them.
+type syncBuffer = testutil.Buffer
 
 // channelNames are the channels the harness registers, as the runnable
 // server registers Console channels when no provider is configured.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/channels"
 	"github.com/openverify/verify/httpapi"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/sqlstore"
 )
 
@@ -36,24 +36,9 @@ var (
 	discard    = slog.New(slog.DiscardHandler)
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for the goroutines that write logs and the
+// test that reads them.
+type syncBuffer = testutil.Buffer
 
 func envMap(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
