@@ -14,11 +14,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/httpapi"
+	"github.com/openverify/verify/memstore"
 	"github.com/openverify/verify/phone"
 	"github.com/openverify/verify/sqlstore"
 )
@@ -41,6 +43,9 @@ type options struct {
 	// at start, so run prints them.
 	generatedAPIKey   bool
 	generatedAdminKey bool
+	// keysFile, if not empty, is where keys made up at an earlier start
+	// were kept and taken from again (see keepKeys).
+	keysFile string
 }
 
 // parseOptions reads the flags in args, with defaults from the
@@ -56,7 +61,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer, r
 	flags := flag.NewFlagSet("server", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.StringVar(&o.addr, "addr", env("VERIFY_ADDR", "localhost:8080"), "address to listen on (env VERIFY_ADDR)")
-	flags.StringVar(&o.db, "db", env("VERIFY_DB", "sqlite:openverify.db"), "database: sqlite:path, file:path or postgres://... (env VERIFY_DB)")
+	flags.StringVar(&o.db, "db", env("VERIFY_DB", "sqlite:openverify.db"), "database: sqlite:path, file:path, postgres://... or memstore (in memory, gone at exit) (env VERIFY_DB)")
 	flags.StringVar(&o.sid, "sid", env("VERIFY_SID", "demo"), "account SID in the Kaleyra-style paths /v1/{sid}/verify (env VERIFY_SID)")
 	apiKey := flags.String("api-key", env("VERIFY_API_KEY", ""), "API key(s) for the verify APIs, comma-separated; default a random demo key printed at start (env VERIFY_API_KEY)")
 	adminKey := flags.String("admin-key", env("VERIFY_ADMIN_KEY", ""), "admin key(s) for /admin, comma-separated; default a random key printed at start (env VERIFY_ADMIN_KEY)")
@@ -126,12 +131,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-
-	store, err := sqlstore.Open(ctx, o.db)
-	if err != nil {
+	if err := keepKeys(&o); err != nil {
 		return err
 	}
-	defer store.Close()
 
 	engOpts := []verify.Option{
 		verify.WithChannels(channelList(chans)...),
@@ -139,9 +141,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		verify.WithLogger(logger),
 		verify.WithPhoneParser(phone.Parser{DefaultRegion: o.region}),
 	}
-	if _, isSQLite := sqlitePath(o.db); !isSQLite {
-		// Instances sharing PostgreSQL share their rate limits too.
-		engOpts = append(engOpts, verify.WithLimiter(verify.NewStoreLimiter(store)))
+	var store verify.Store
+	if o.db == memstoreDB {
+		store = memstore.New()
+	} else {
+		st, err := sqlstore.Open(ctx, o.db)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		store = st
+		if _, isSQLite := sqlitePath(o.db); !isSQLite {
+			// Instances sharing PostgreSQL share their rate limits too.
+			engOpts = append(engOpts, verify.WithLimiter(verify.NewStoreLimiter(st)))
+		}
 	}
 	eng, err := verify.New(store, engOpts...)
 	if err != nil {
@@ -245,7 +258,7 @@ func loadSecrets(dsn string, getenv func(string) string, log *slog.Logger) ([][]
 		return keys, nil
 	}
 	path, ok := sqlitePath(dsn)
-	if !ok {
+	if !ok && dsn != memstoreDB {
 		return nil, errors.New("VERIFY_SECRET is required with a PostgreSQL database, and every instance needs the same one (make one with: openssl rand -hex 32)")
 	}
 	if path == "" || path == ":memory:" {
@@ -280,6 +293,80 @@ func loadSecrets(dsn string, getenv func(string) string, log *slog.Logger) ([][]
 	}
 	log.Warn("no VERIFY_SECRET: generated a secret and stored it beside the database; set VERIFY_SECRET in production", "file", file)
 	return [][]byte{k}, nil
+}
+
+// memstoreDB is the -db value for an in-memory store (memstore): nothing
+// survives the process.
+const memstoreDB = "memstore"
+
+// keepKeys makes generated API and admin keys last across restarts of a
+// server on a SQLite file: the first start keeps the keys it made up in a
+// file beside the database (mode 0600, as the generated secret), and later
+// starts take them from there, so that the keys a user exported keep
+// working. Keys given by flag or environment are never stored, and win.
+// With PostgreSQL or in memory, made-up keys last for the process.
+func keepKeys(o *options) error {
+	path, ok := sqlitePath(o.db)
+	if !ok || path == "" || path == ":memory:" || !(o.generatedAPIKey || o.generatedAdminKey) {
+		return nil
+	}
+	o.keysFile = path + ".keys"
+	stored := map[string]string{}
+	b, err := os.ReadFile(o.keysFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && v != "" {
+			stored[k] = v
+		}
+	}
+	changed := false
+	take := func(name string, keys *[]string, generated *bool) {
+		if !*generated {
+			return
+		}
+		if v, ok := stored[name]; ok {
+			*keys, *generated = []string{v}, false // made up at an earlier start
+			return
+		}
+		stored[name], changed = (*keys)[0], true
+	}
+	take("api_key", &o.apiKeys, &o.generatedAPIKey)
+	take("admin_key", &o.adminKeys, &o.generatedAdminKey)
+	if !changed {
+		return nil
+	}
+	var out strings.Builder
+	out.WriteString("# Keys the server made up at its first start; set VERIFY_API_KEY and VERIFY_ADMIN_KEY to choose your own.\n")
+	for _, name := range []string{"api_key", "admin_key"} {
+		if v, ok := stored[name]; ok {
+			fmt.Fprintf(&out, "%s=%s\n", name, v)
+		}
+	}
+	return writePrivate(o.keysFile, out.String())
+}
+
+// writePrivate replaces the file at path with content, readable and
+// writable by its owner only, atomically (a temporary file renamed over it).
+func writePrivate(path, content string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // decodeSecret accepts hex or base64 (standard or URL alphabet, padded or
@@ -332,6 +419,9 @@ func printBanner(w io.Writer, addr string, o options, chans []namedChannel) {
 	}
 	if o.generatedAdminKey {
 		fmt.Fprintf(w, "  admin key (set VERIFY_ADMIN_KEY to choose one):\n    export ADMIN_KEY=%s\n", o.adminKeys[0])
+	}
+	if o.keysFile != "" && !o.generatedAPIKey && !o.generatedAdminKey {
+		fmt.Fprintf(w, "  keys: the ones made up at the first start, kept in %s\n", o.keysFile)
 	}
 	fmt.Fprintf(w, "  dashboard: %s/admin/ (any user name, the admin key as password)\n", base)
 }
