@@ -177,8 +177,9 @@ type StepQueue interface {
 	// updated. Each step is updated atomically, so a step that another caller
 	// has claimed is left alone; giving a LeaseUntil after now claims it,
 	// and a claim adds one to the step's Tries (the given Tries is ignored;
-	// the returned steps carry the stored count). A caller that holds a
-	// claim releases it by passing its own LeaseUntil as now.
+	// the returned steps carry the stored count). (A caller that holds a
+	// claim could release it by passing its own LeaseUntil as now;
+	// ReleaseStep does that directly, and can give the try back.)
 	Reschedule(ctx context.Context, now time.Time, steps []PendingStep) ([]PendingStep, error)
 	// ReleaseStep ends a claim early: if the pending step
 	// (p.VerificationID, p.Step) exists and is leased until exactly
@@ -321,6 +322,7 @@ type PendingStep struct {
 	// Tries counts the claims of the step, the first included: each may
 	// have handed it to a channel without the delivery being recorded.
 	// CreateVerification stores it as given; ClaimDue, and Reschedule when
-	// it claims, add one. It bounds re-delivery (see WithDeliveryTries).
+	// it claims, add one; ReleaseStep takes one back for a claim that sent
+	// nothing. It bounds re-delivery (see WithDeliveryTries).
 	Tries int
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -22,12 +21,7 @@ func TestRetryAfterHeaderAndMessageAgree(t *testing.T) {
 	h := newHarness(t)
 	p := verify.NoProtection()
 	p.RecipientSends = verify.Rate{Limit: 1, Per: time.Minute}
-	eng, err := verify.New(h.store, verify.WithClock(h.clock), verify.WithSecret(testSecret),
-		verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(p))
-	require.NoError(t, err)
-	srv := httptest.NewServer(New(eng, h.cfg))
-	t.Cleanup(srv.Close)
-	h.srv = srv
+	h.serveOn(h.store, p)
 
 	body := `{"flow_id":"` + h.cfg.ChannelFlows["sms"] + `","to":{"mobile":"+4791234567"}}`
 	require.Equal(t, http.StatusOK, h.kaleyra("/verify", body).status)

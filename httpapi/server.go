@@ -468,21 +468,29 @@ func (s *server) writeErrorStatus(w http.ResponseWriter, r *http.Request, status
 // internalError logs err with a reference and answers 500 with that
 // reference, so that the log line can be found.
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error) {
-	ref := make([]byte, 8)
-	rand.Read(ref)
-	reference := hex.EncodeToString(ref)
-	s.log.LogAttrs(r.Context(), slog.LevelError, "internal error",
-		slog.String("route", r.Pattern), slog.String("reference", reference), slog.String("error", err.Error()))
-	b, _ := json.Marshal(errorEnvelope{Error: &verify.Error{Code: verify.ErrInternal.Code, Type: verify.ErrInternal.Type,
-		Message: "internal error; the server log has the details under this reference", Reference: reference}})
+	// Not through writeJSON, which answers its own failures here.
+	b, _ := json.Marshal(errorEnvelope{Error: s.logInternal(r, err)})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusInternalServerError)
 	w.Write(b)
 }
 
-// decodeJSON reads a JSON object into dst strictly: the body must be at
-// most MaxBody bytes, one JSON value with no trailing data, with no field
-// dst does not have and every field of the right type. A refusal is
+// logInternal logs err with a new reference and returns the E925 that
+// answers it: a generic message and that reference, never err's text.
+func (s *server) logInternal(r *http.Request, err error) *verify.Error {
+	ref := make([]byte, 8)
+	rand.Read(ref)
+	reference := hex.EncodeToString(ref)
+	s.log.LogAttrs(r.Context(), slog.LevelError, "internal error",
+		slog.String("route", r.Pattern), slog.String("reference", reference), slog.String("error", err.Error()))
+	return &verify.Error{Code: verify.ErrInternal.Code, Type: verify.ErrInternal.Type,
+		Message: "internal error; the server log has the details under this reference", Reference: reference}
+}
+
+// decodeJSON reads a JSON object into dst: the body must be at most
+// MaxBody bytes, one JSON value with no trailing data, with every field of
+// the right type; fields dst does not have are ignored (decodeAdminJSON
+// refuses them). A refusal is
 // written as E802 (empty body) or E809 naming the field at fault, with
 // status 400 (413 for a body too large), and decodeJSON returns false.
 func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {

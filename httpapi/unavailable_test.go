@@ -33,6 +33,19 @@ func (s downStore) CreateVerification(context.Context, verify.VerificationRecord
 	return s.err
 }
 
+// serveOn points the harness's server at a new engine on store, with the
+// harness's clock, secret and channels and the given protection.
+func (h *harness) serveOn(store verify.Store, p verify.Protection) *verify.Engine {
+	h.t.Helper()
+	eng, err := verify.New(store, verify.WithClock(h.clock), verify.WithSecret(testSecret),
+		verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(p))
+	require.NoError(h.t, err)
+	srv := httptest.NewServer(New(eng, h.cfg))
+	h.t.Cleanup(srv.Close)
+	h.srv = srv
+	return eng
+}
+
 // TestStoreFailuresAnswer503Or500: a store failure a retry can fix is 503
 // with Retry-After and E926; one it cannot fix is 500 with E925 and a
 // reference to the log line, never the driver's text.
@@ -48,12 +61,7 @@ func TestStoreFailuresAnswer503Or500(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t)
-			eng, err := verify.New(downStore{h.store, c.err}, verify.WithClock(h.clock), verify.WithSecret(testSecret),
-				verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(verify.NoProtection()))
-			require.NoError(t, err)
-			srv := httptest.NewServer(New(eng, h.cfg))
-			t.Cleanup(srv.Close)
-			h.srv = srv
+			h.serveOn(downStore{h.store, c.err}, verify.NoProtection())
 
 			for _, res := range []response{
 				h.kaleyra("/verify", `{"flow_id":"`+h.cfg.ChannelFlows["sms"]+`","to":{"mobile":"+4712345678"}}`),

@@ -1,9 +1,6 @@
 package httpapi
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -241,14 +238,7 @@ func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 // with a reference, and the answer is 500 with E925 and that reference,
 // never err's text.
 func (s *server) waysInternalError(w http.ResponseWriter, r *http.Request, err error) {
-	ref := make([]byte, 8)
-	rand.Read(ref)
-	reference := hex.EncodeToString(ref)
-	s.log.LogAttrs(r.Context(), slog.LevelError, "internal error",
-		slog.String("route", r.Pattern), slog.String("reference", reference), slog.String("error", err.Error()))
-	s.writeJSON(w, r, http.StatusInternalServerError, waysErrorEnvelope{Status: waysError, Error: &verify.Error{
-		Code: verify.ErrInternal.Code, Type: verify.ErrInternal.Type,
-		Message: "internal error; the server log has the details under this reference", Reference: reference}})
+	s.writeJSON(w, r, http.StatusInternalServerError, waysErrorEnvelope{Status: waysError, Error: s.logInternal(r, err)})
 }
 
 // channelOf names the channel a verification was sent on: its flow's, for

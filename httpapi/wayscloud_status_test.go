@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -193,12 +192,7 @@ func TestWAYSCloudCheckStatuses(t *testing.T) {
 		h := newHarness(t)
 		p := verify.NoProtection()
 		p.IPChecks = verify.Rate{Limit: 1, Per: time.Minute}
-		eng, err := verify.New(h.store, verify.WithClock(h.clock), verify.WithSecret(testSecret),
-			verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(p))
-		require.NoError(t, err)
-		srv := httptest.NewServer(New(eng, h.cfg))
-		t.Cleanup(srv.Close)
-		h.srv = srv
+		h.serveOn(h.store, p)
 
 		id := h.waysSent("+4712345609")
 		require.Equal(t, http.StatusOK, h.waysCheck(id, h.wrongCode()).status)
@@ -241,12 +235,7 @@ func TestWAYSCloudCheckStoreFailures(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t)
-			eng, err := verify.New(downStore{h.store, c.err}, verify.WithClock(h.clock), verify.WithSecret(testSecret),
-				verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(verify.NoProtection()))
-			require.NoError(t, err)
-			srv := httptest.NewServer(New(eng, h.cfg))
-			t.Cleanup(srv.Close)
-			h.srv = srv
+			h.serveOn(downStore{h.store, c.err}, verify.NoProtection())
 
 			res := h.waysCheck("4d3d0959-805e-43fa-bece-5815ce0795a2", "123456")
 			assert.Equal(t, c.http, res.status)
