@@ -337,13 +337,19 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 		return Receipt{}, fmt.Errorf("channel %q is not registered with this engine", s.Channel)
 	}
 	lang := rec.Language
+	if s.Language != "" {
+		lang = s.Language
+	}
 	if lang == "" {
 		lang = rec.FallbackLanguage
 	}
 	var body, tplID string
-	if s.Template == "" {
+	switch {
+	case s.Text != "":
+		body = s.Text
+	case s.Template == "":
 		body, lang = builtinText(lang, rec.Brand)
-	} else {
+	default:
 		t, err := e.store.GetTemplate(ctx, s.Template)
 		if errors.Is(err, ErrNotFound) {
 			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)

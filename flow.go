@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -71,8 +72,20 @@ type Step struct {
 	// use its own default.
 	From string `json:"from,omitempty"`
 	// Template is an approved Template's ID for this channel; "" uses the
-	// built-in text.
+	// built-in text (or Text).
 	Template string `json:"template,omitempty"`
+	// Text is the step's own message text, with a Template's placeholders
+	// ({code} or {token} is mandatory; {minutes}, {brand}, {app}), at most
+	// 1,600 characters. Only an ad-hoc flow (SendRequest.Flow) may carry
+	// it: whoever builds the request reviews it, where a catalog flow's
+	// texts are Templates, approved before any flow may use them. Text and
+	// Template are exclusive.
+	Text string `json:"text,omitempty"`
+	// Language, if set, is the language of this step's message (a BCP 47
+	// tag, "en-US"), over the verification's: a voice call in English
+	// after an SMS in the recipient's language, for example. Templates are
+	// picked in it, as for the verification's language.
+	Language string `json:"language,omitempty"`
 	// After is 0 to send this step together with the previous one ("send
 	// anyway"), or how long after the previous step to send it, only while
 	// the verification is still open ("send after time interval"). The first
@@ -202,19 +215,28 @@ func (e *Engine) validateTemplate(t *Template) error {
 	if strings.TrimSpace(t.Body) == "" {
 		return invalid(ErrMissingField, "body", "body field is mandatory")
 	}
-	if !strings.Contains(t.Body, "{code}") && !strings.Contains(t.Body, "{token}") {
-		return invalid(ErrInvalidTemplate, "body", "body must contain the {code} placeholder")
-	}
-	for _, p := range placeholderRE.FindAllString(t.Body, -1) {
-		if !placeholders[p] {
-			return invalid(ErrInvalidTemplate, "body", "unknown placeholder %s (use {code}, {token}, {minutes}, {brand} or {app})", p)
-		}
+	if err := checkText(t.Body, ErrInvalidTemplate, "body"); err != nil {
+		return err
 	}
 	if t.Language == "" {
 		t.Language = "en"
 	}
 	if !languageRE.MatchString(t.Language) {
 		return invalid(ErrInvalidTemplate, "language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", t.Language)
+	}
+	return nil
+}
+
+// checkText checks a message text (a Template's Body or a Step's Text):
+// it must carry the code, and name no placeholder but the known ones.
+func checkText(text string, kind *Error, parameter string) error {
+	if !strings.Contains(text, "{code}") && !strings.Contains(text, "{token}") {
+		return invalid(kind, parameter, "%s must contain the {code} placeholder", parameter)
+	}
+	for _, p := range placeholderRE.FindAllString(text, -1) {
+		if !placeholders[p] {
+			return invalid(kind, parameter, "unknown placeholder %s (use {code}, {token}, {minutes}, {brand} or {app})", p)
+		}
 	}
 	return nil
 }
@@ -265,7 +287,7 @@ func (e *Engine) Templates(ctx context.Context) ([]Template, error) {
 // CreateFlow validates a flow, fills in its defaults, assigns its ID and
 // stores it. If f.Default is set it becomes the default flow.
 func (e *Engine) CreateFlow(ctx context.Context, f Flow) (Flow, error) {
-	if err := e.validateFlow(ctx, &f); err != nil {
+	if err := e.validateFlow(ctx, &f, false); err != nil {
 		return Flow{}, err
 	}
 	f.ID = uuid.NewString()
@@ -287,7 +309,7 @@ func (e *Engine) UpdateFlow(ctx context.Context, f Flow) (Flow, error) {
 	if err != nil {
 		return Flow{}, err
 	}
-	if err := e.validateFlow(ctx, &f); err != nil {
+	if err := e.validateFlow(ctx, &f, false); err != nil {
 		return Flow{}, err
 	}
 	f.CreatedAt = old.CreatedAt
@@ -333,8 +355,9 @@ func (e *Engine) Flows(ctx context.Context) ([]Flow, error) {
 	return fs, storeErr(ctx, "list flows", err)
 }
 
-// validateFlow checks f and fills in its defaults.
-func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
+// validateFlow checks f and fills in its defaults. An ad-hoc flow (a
+// Send's own, SendRequest.Flow) may give its steps their own Text.
+func (e *Engine) validateFlow(ctx context.Context, f *Flow, adHoc bool) error {
 	f.Name = strings.TrimSpace(f.Name)
 	if f.Name == "" {
 		return invalid(ErrMissingField, "name", "name field is mandatory")
@@ -399,6 +422,14 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 		if err := checkAutofill(s, p, addressingOf(ch)); err != nil {
 			return err
 		}
+		if s.Language != "" && !languageRE.MatchString(s.Language) {
+			return invalid(ErrInvalidFlow, p+".language", "language %q is not a language tag such as \"en\" or \"pt-BR\"", s.Language)
+		}
+		if s.Text != "" {
+			if err := checkStepText(s, p, adHoc); err != nil {
+				return err
+			}
+		}
 		if sv, ok := ch.(StepValidator); ok {
 			if err := sv.ValidateStep(s); err != nil {
 				return invalid(ErrInvalidFlow, p, "channel %q: %s", s.Channel, err.Error())
@@ -421,6 +452,27 @@ func (e *Engine) validateFlow(ctx context.Context, f *Flow) error {
 		}
 	}
 	return nil
+}
+
+// maxStepText is the longest Step.Text, in characters: ten SMS segments.
+const maxStepText = 1600
+
+// checkStepText checks a step's own Text: only an ad-hoc flow's step may
+// have one, instead of a Template, and it must be a usable message text.
+func checkStepText(s Step, p string, adHoc bool) error {
+	switch {
+	case !adHoc:
+		return invalid(ErrInvalidFlow, p+".text", "a catalog flow's steps use approved templates; text is for a Send's ad-hoc flow (SendRequest.Flow)")
+	case s.Template != "":
+		return invalid(ErrInvalidFlow, p+".text", "text and template are exclusive; set one")
+	case strings.TrimSpace(s.Text) == "":
+		return invalid(ErrInvalidFlow, p+".text", "text must not be blank")
+	case utf8.RuneCountInString(s.Text) > maxStepText:
+		return invalid(ErrInvalidFlow, p+".text", "text must be at most %d characters, got %d", maxStepText, utf8.RuneCountInString(s.Text))
+	case !utf8.ValidString(s.Text) || strings.IndexByte(s.Text, 0) >= 0:
+		return invalid(ErrInvalidFlow, p+".text", "text must be UTF-8 text without NUL characters")
+	}
+	return checkText(s.Text, ErrInvalidFlow, p+".text")
 }
 
 var (

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -92,6 +93,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 type sendPlan struct {
 	req     SendRequest
 	flow    Flow
+	flowKey string // what identifies the flow in the request hash
 	to      Recipient
 	code    string // the custom code, "" to generate one
 	lang    string
@@ -102,7 +104,7 @@ type sendPlan struct {
 // resolveSend is Send's first stage: the flow, and every check of the
 // request that needs no Store state.
 func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (sendPlan, error) {
-	flow, err := e.resolveFlow(ctx, req.FlowID)
+	flow, err := e.sendFlow(ctx, req)
 	if err != nil {
 		return sendPlan{}, err
 	}
@@ -125,8 +127,18 @@ func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (sendPlan, er
 		p.code = c
 	}
 	p.lang = resolveLanguage(req, to, flow)
+	p.flowKey = flow.ID
+	if req.Flow != nil {
+		// An ad-hoc flow is part of the request: a retry with the same
+		// key and other steps is another request.
+		b, err := json.Marshal(flow)
+		if err != nil {
+			return sendPlan{}, internalErr("encode ad-hoc flow", err)
+		}
+		p.flowKey += "\x00" + string(b)
+	}
 	if req.IdempotencyKey != "" {
-		p.reqHash = e.keys.requestHash(flow.ID, to, p.code, req)
+		p.reqHash = e.keys.requestHash(p.flowKey, to, p.code, req)
 	}
 	p.attempt = SendAttempt{FlowID: flow.ID, To: to, Country: info.Country, IPAddress: req.IPAddress, ForeignID: req.ForeignID}
 	if to.Phone != "" {
@@ -338,10 +350,17 @@ func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (ans
 }
 
 // sameShape reports whether the open verification o is what the request
-// would have created: its custom code (if any) is o's code, and its
-// ForeignID and language are o's.
+// would have created: its custom code (if any) is o's code, its ForeignID
+// and language are o's, and so are its flow's steps and code settings (an
+// ad-hoc flow's differ from request to request; a catalog flow's when an
+// admin changed it since).
 func (e *Engine) sameShape(o VerificationRecord, p *sendPlan) bool {
 	if o.ForeignID != p.req.ForeignID || o.Language != p.lang {
+		return false
+	}
+	f := &p.flow
+	if o.CodeLength != f.CodeLength || o.Charset != f.Charset || o.MaxAttempts != f.MaxAttempts ||
+		o.Brand != f.Brand || !slices.Equal(o.Steps, f.Steps) {
 		return false
 	}
 	return p.code == "" || MatchHash(o.CodeHash, e.keys.hashes(o.ID, p.code))
@@ -358,7 +377,7 @@ func (e *Engine) idempotent(ctx context.Context, p *sendPlan) (v Verification, d
 	if err != nil {
 		return Verification{}, true, storeErr(ctx, "find by idempotency key", err)
 	}
-	if !e.keys.sameRequest(prev.RequestHash, p.flow.ID, p.to, p.code, p.req) {
+	if !e.keys.sameRequest(prev.RequestHash, p.flowKey, p.to, p.code, p.req) {
 		return Verification{}, true, invalid(ErrIdempotencyMismatch, "idempotency_key", "idempotency key %q was used for a different request", key)
 	}
 	v, err = e.resume(ctx, p, prev)

@@ -65,8 +65,23 @@ func (r Recipient) String() string {
 
 // SendRequest asks the engine to start a verification.
 type SendRequest struct {
-	// FlowID selects the flow; "" means the default flow.
+	// FlowID selects the flow; "" means the default flow (or Flow).
 	FlowID string
+	// Flow, when not nil, is an ad-hoc flow for this verification alone,
+	// for requests that carry their own channel list: it is validated as
+	// CreateFlow validates a flow (and its defaults filled in), kept with
+	// the verification, and never added to the catalog, so any number of
+	// distinct ad-hoc flows leave Flows as it was. Its ID must be "",
+	// Default false, and FlowID "".
+	//
+	// Its Name is its identity: the verification's FlowID is
+	// AdHocFlowID(Name), under which the per-flow rate limit counts sends,
+	// the flow's Duplicates policy finds open verifications, and events
+	// and reports group it. Ad-hoc sends that share a Name share those, so
+	// name them after what they have in common: a wire format, an API key,
+	// a product ("signup"). Only an ad-hoc flow's steps may carry their
+	// own Text (see Step.Text).
+	Flow *Flow
 	// To is the recipient; it must have what every step's channel needs.
 	To Recipient
 	// Code is an optional custom code; it must have the flow's length and

@@ -204,7 +204,7 @@ func sampleFlow(name string) verify.Flow {
 		MaxAttempts: 4,
 		Steps: []verify.Step{
 			{Channel: "sms", From: "ACME", Template: "t1"},
-			{Channel: "voice", After: 0},
+			{Channel: "voice", After: 0, Language: "en-US"},
 			{Channel: "email", From: "otp@acme.test", After: 90 * time.Second},
 		},
 		AllowedIPs:        []string{"203.0.113.0/24", "2001:db8::/32"},
@@ -236,7 +236,8 @@ func sampleVerification(maxAttempts int, ttl time.Duration) verify.VerificationR
 		LastSentAt:       base,
 		Steps: []verify.Step{
 			{Channel: "sms", From: "ACME"},
-			{Channel: "email", After: 30 * time.Second},
+			// An ad-hoc flow's step: its own text and language.
+			{Channel: "email", After: 30 * time.Second, Text: "Código {code} — válido {minutes} min", Language: "es"},
 		},
 		AllowedIPs: []string{"2001:db8::/32", "198.51.100.7"},
 		CreatedAt:  base,
