@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/openverify/verify"
-	"github.com/openverify/verify/channels"
 )
 
 // The admin API, under /admin, authenticated with the admin key (see
@@ -408,45 +406,4 @@ func (s *server) reportCSV(w http.ResponseWriter, r *http.Request) {
 		s.log.ErrorContext(r.Context(), "writing the CSV report", "error", err)
 		panic(http.ErrAbortHandler)
 	}
-}
-
-// twilioStatus receives Twilio's status callbacks and records them as
-// delivery reports.
-func (s *server) twilioStatus(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-	id, status, detail, err := channels.ParseTwilioStatusCallback(r, s.cfg.Twilio.AuthToken, s.cfg.Twilio.PublicURL)
-	s.deliveryReport(w, r, "twilio", id, status, detail, err)
-}
-
-// kaleyraReport takes Kaleyra's delivery reports (see KaleyraHook).
-func (s *server) kaleyraReport(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-	id, status, detail, err := channels.ParseKaleyraDLR(r, s.cfg.Kaleyra.Secret)
-	s.deliveryReport(w, r, "kaleyra", id, status, detail, err)
-}
-
-// deliveryReport answers a provider's delivery report, as parsed: 403 for
-// a bad signature, 400 for a report it cannot read, 204 once the engine
-// has it (or for an unknown or purged message, which a retry would not
-// help), and the engine's error otherwise (a 503 makes the provider retry).
-func (s *server) deliveryReport(w http.ResponseWriter, r *http.Request, provider, id string, status verify.DeliveryStatus, detail string, err error) {
-	if errors.Is(err, channels.ErrInvalidSignature) {
-		http.Error(w, "invalid signature", http.StatusForbidden)
-		return
-	}
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if err := s.eng.ReportDelivery(r.Context(), id, status, detail); err != nil {
-		if ve, ok := verify.AsError(err); ok && ve.Code == verify.ErrNotFound.Code {
-			// An unknown or purged message: nothing to retry.
-			s.log.WarnContext(r.Context(), "delivery report for an unknown message", "provider", provider, "message", id)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		s.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -53,12 +53,10 @@ func benchSendCheck(b *testing.B, store verify.Store) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	flows, err := SetupCatalog(ctx, eng, []verify.Channel{book}, "Acme")
-	if err != nil {
+	if err := SetupCatalog(ctx, eng, "Acme"); err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(New(eng, Config{SID: testSID, APIKeys: []string{testAPIKey},
-		AdminKeys: []string{testAdminKey}, Channels: []verify.Channel{book}, ChannelFlows: flows, Logger: discard}))
+	srv := httptest.NewServer(New(eng, WithSID(testSID), WithAPIKeys(testAPIKey), WithAdminKeys(testAdminKey), WithLogger(discard)))
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4 * runtime.GOMAXPROCS(0)}}
 	defer client.CloseIdleConnections()

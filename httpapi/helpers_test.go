@@ -50,13 +50,16 @@ type harness struct {
 	store *memstore.Store
 	eng   *verify.Engine
 	rec   map[string]*channels.Recorder
-	cfg   Config
-	srv   *httptest.Server
+	chans []verify.Channel
+	// opts are the options the server was made with.
+	opts []Option
+	// smsFlow is the default flow's ID: one SMS step.
+	smsFlow string
+	srv     *httptest.Server
 }
 
-type harnessOption func(*Config)
-
-func newHarness(t *testing.T, opts ...harnessOption) *harness {
+// newHarness serves New with the harness's keys and SID, then opts.
+func newHarness(t *testing.T, opts ...Option) *harness {
 	t.Helper()
 	h := &harness{t: t, ctx: context.Background(), clock: clock.NewMock(), store: memstore.New(), rec: map[string]*channels.Recorder{}}
 	h.clock.Set(testStart)
@@ -66,6 +69,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		h.rec[name] = r
 		chans = append(chans, r)
 	}
+	h.chans = chans
 	var err error
 	h.eng, err = verify.New(h.store,
 		verify.WithClock(h.clock),
@@ -74,16 +78,10 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		verify.WithLogger(discard),
 		verify.WithProtection(verify.NoProtection()))
 	require.NoError(t, err)
-	flows, err := SetupCatalog(h.ctx, h.eng, chans, "Acme")
-	require.NoError(t, err)
-	h.cfg = Config{
-		SID: testSID, APIKeys: []string{testAPIKey}, AdminKeys: []string{testAdminKey},
-		Channels: chans, ChannelFlows: flows, Logger: discard,
-	}
-	for _, o := range opts {
-		o(&h.cfg)
-	}
-	h.srv = httptest.NewServer(New(h.eng, h.cfg))
+	require.NoError(t, SetupCatalog(h.ctx, h.eng, "Acme"))
+	h.smsFlow = h.flowByName(DefaultFlowName).ID
+	h.opts = append([]Option{WithSID(testSID), WithAPIKeys(testAPIKey), WithAdminKeys(testAdminKey), WithLogger(discard)}, opts...)
+	h.srv = httptest.NewServer(New(h.eng, h.opts...))
 	t.Cleanup(h.srv.Close)
 	return h
 }

@@ -30,8 +30,8 @@ func kaleyraSig(secret []byte, messageID string) string {
 // refused, and an unknown message is answered 204.
 func TestKaleyraDeliveryReports(t *testing.T) {
 	secret := []byte("callback-secret")
-	h := newHarness(t, func(c *Config) { c.Kaleyra = &KaleyraHook{Secret: secret} })
-	id := h.generate(`{"flow_id":"` + h.cfg.ChannelFlows["sms"] + `","to":{"mobile":"+4791234567"}}`)
+	h := newHarness(t, WithKaleyraHook(KaleyraHook{Secret: secret}))
+	id := h.generate(`{"flow_id":"` + h.smsFlow + `","to":{"mobile":"+4791234567"}}`)
 	msgID := id + "-0"
 
 	report := func(msgID, sig, status string) int {

@@ -49,12 +49,13 @@ type dataEnvelope[T any] struct {
 	Data T `json:"data"`
 }
 
-// kaleyraAuth checks the SID in the path and the api-key header.
+// kaleyraAuth checks the api-key header (or the host's Authorizer) and
+// the SID in the path, if WithSID set one.
 func (s *server) kaleyraAuth(w http.ResponseWriter, r *http.Request) bool {
 	if !s.requireKey(w, r, "api-key") {
 		return false
 	}
-	if r.PathValue("sid") != s.cfg.SID {
+	if s.st.sid != "" && r.PathValue("sid") != s.st.sid {
 		s.writeErrorStatus(w, r, http.StatusUnauthorized, &verify.Error{Code: verify.ErrInvalidParameter.Code,
 			Type: verify.TypeRequest, Parameter: "sid", Message: "sid does not belong to this api-key"})
 		return false

@@ -24,6 +24,9 @@ func TestAuthFailures(t *testing.T) {
 	invalid := func(p string) string {
 		return `{"error":{"code":"E924","type":"authentication_error","parameter":"` + p + `","message":"` + p + ` is not a valid key","reference":""}}`
 	}
+	// WAYSCloud's answers carry a status beside the error, as every one
+	// of its answers does.
+	ways := func(envelope string) string { return `{"status":"unauthorized",` + envelope[1:] }
 	cases := []struct {
 		name, method, path, body string
 		headers                  []string
@@ -36,10 +39,10 @@ func TestAuthFailures(t *testing.T) {
 		{"kaleyra validate wrong", "POST", "/v1/" + testSID + "/verify/validate", `{}`, []string{"api-key: " + testAPIKey + "x"}, invalid("api-key")},
 		{"kaleyra wrong sid", "POST", "/v1/HXOTHER/verify", body, []string{kaleyraKey},
 			`{"error":{"code":"E809","type":"VALIDATION_ERROR","parameter":"sid","message":"sid does not belong to this api-key","reference":""}}`},
-		{"wayscloud send missing", "POST", "/v1/verify/send", `{"to":"+4791234567","channel":"sms"}`, nil, missing("X-API-Key")},
-		{"wayscloud send wrong", "POST", "/v1/verify/send", `{"to":"+4791234567","channel":"sms"}`, []string{"X-API-Key: " + testAdminKey}, invalid("X-API-Key")},
-		{"wayscloud check missing", "POST", "/v1/verify/check", `{}`, nil, missing("X-API-Key")},
-		{"wayscloud check wrong", "POST", "/v1/verify/check", `{}`, []string{"X-API-Key: wrong"}, invalid("X-API-Key")},
+		{"wayscloud send missing", "POST", "/v1/verify/send", `{"to":"+4791234567","channel":"sms"}`, nil, ways(missing("X-API-Key"))},
+		{"wayscloud send wrong", "POST", "/v1/verify/send", `{"to":"+4791234567","channel":"sms"}`, []string{"X-API-Key: " + testAdminKey}, ways(invalid("X-API-Key"))},
+		{"wayscloud check missing", "POST", "/v1/verify/check", `{}`, nil, ways(missing("X-API-Key"))},
+		{"wayscloud check wrong", "POST", "/v1/verify/check", `{}`, []string{"X-API-Key: wrong"}, ways(invalid("X-API-Key"))},
 		{"thundersms send missing", "POST", "/api/v2/verify/send", `{}`, nil, missing("Authorization")},
 		{"thundersms send not bearer", "POST", "/api/v2/verify/send", `{}`, []string{"Authorization: Basic " + testAPIKey}, missing("Authorization")},
 		{"thundersms send wrong", "POST", "/api/v2/verify/send", `{}`, []string{"Authorization: Bearer wrong"}, invalid("Authorization")},
@@ -88,6 +91,7 @@ func TestMalformedJSON(t *testing.T) {
 	}{
 		{"kaleyra validate", "/v1/" + testSID + "/verify/validate", kaleyraKey},
 		{"wayscloud check", "/v1/verify/check", waysKey},
+		{"wayscloud send", "/v1/verify/send", waysKey},
 		{"thundersms check", "/api/v2/verify/check", thunderKey},
 	}
 	cases := []struct {
@@ -110,7 +114,11 @@ func TestMalformedJSON(t *testing.T) {
 			t.Run(ep.name+"/"+c.name, func(t *testing.T) {
 				res := h.do("POST", ep.path, c.body, ep.header)
 				assert.Equal(t, c.status, res.status)
-				assert.Equal(t, c.want, res.String())
+				want := c.want
+				if ep.header == waysKey { // WAYSCloud's status beside the error
+					want = `{"status":"invalid_request",` + want[1:]
+				}
+				assert.Equal(t, want, res.String())
 			})
 		}
 	}
@@ -126,7 +134,7 @@ func TestMalformedJSON(t *testing.T) {
 		{"kaleyra to not an object", "/v1/" + testSID + "/verify", kaleyraKey, `{"to":"+4791234567"}`,
 			e809("to", "to must be an object")},
 		{"wayscloud wrong type", "/v1/verify/send", waysKey, `{"to":["+4791234567"],"channel":"sms"}`,
-			e809("to", "to must be a string")},
+			`{"status":"invalid_request",` + e809("to", "to must be a string")[1:]},
 		{"thundersms wrong type", "/api/v2/verify/send", thunderKey, `{"channels":[{"name":"sms","recipient":{"to":"4791234567"}}],"payload":{"length":"five"}}`,
 			e809("payload.length", "payload.length must be a number")},
 		{"thundersms wrong nested type", "/api/v2/verify/send", thunderKey, `{"channels":[{"name":"sms","recipient":{"to":4791234567}}]}`,
@@ -146,7 +154,11 @@ func TestMalformedJSON(t *testing.T) {
 
 func TestClientIP(t *testing.T) {
 	for _, trust := range []bool{false, true} {
-		h := newHarness(t, func(c *Config) { c.TrustProxy = trust })
+		var opts []Option
+		if trust {
+			opts = append(opts, WithTrustProxy())
+		}
+		h := newHarness(t, opts...)
 		f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "office", AllowedIPs: []string{"203.0.113.7"}, Steps: []verify.Step{{Channel: "sms"}}})
 		require.NoError(t, err)
 		res := h.do("POST", "/v1/"+testSID+"/verify", `{"flow_id":"`+f.ID+`","to":{"mobile":"+4791234567"}}`,
@@ -179,7 +191,7 @@ func TestRetryAfter(t *testing.T) {
 // code in its path included, and looks for the codes in the request log.
 func TestLogsNeverHoldCodes(t *testing.T) {
 	var logs syncBuffer
-	h := newHarness(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	h := newHarness(t, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	id := h.generate(`{"to":{"mobile":"+4791234567"},"otp":"918273"}`)
 	h.kaleyra("/verify/validate", `{"verify_id":"`+id+`","otp":"918273"}`)
 	sent, res := h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"4791234568"}}],"payload":{"token":"564738"}}`)

@@ -23,7 +23,7 @@ func TestRetryAfterHeaderAndMessageAgree(t *testing.T) {
 	p.RecipientSends = verify.Rate{Limit: 1, Per: time.Minute}
 	h.serveOn(h.store, p)
 
-	body := `{"flow_id":"` + h.cfg.ChannelFlows["sms"] + `","to":{"mobile":"+4791234567"}}`
+	body := `{"flow_id":"` + h.smsFlow + `","to":{"mobile":"+4791234567"}}`
 	require.Equal(t, http.StatusOK, h.kaleyra("/verify", body).status)
 	for _, wait := range []time.Duration{0, 500 * time.Millisecond, 59*time.Second + 999*time.Millisecond, 59*time.Second + 999999*time.Microsecond} {
 		h.clock.Set(testStart.Add(wait))

@@ -2,16 +2,16 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/openverify/verify"
 )
 
-// Names of the flows and templates SetupCatalog creates.
+// Names of the flows SetupCatalog creates.
 const (
-	DefaultFlowName   = "default"
-	FallbackFlowName  = "sms-then-email"
-	ChannelFlowPrefix = "channel:"
+	DefaultFlowName  = "default"
+	FallbackFlowName = "sms-then-email"
 )
 
 // defaultTemplates are the message texts SetupCatalog creates (and
@@ -22,21 +22,25 @@ var defaultTemplates = map[string]string{
 }
 
 // SetupCatalog creates, on first start, an approved template for the sms
-// and email channels, the default flow (one SMS step), a flow that falls
-// back from SMS to email after a minute, and one flow per registered
-// channel ("channel:sms", "channel:email", ...) for the WAYSCloud-style API.
-// It finds what an earlier start created by name, so it can run at every
-// start; flows an admin has changed are left as they are. It returns the
-// per-channel flows' IDs by channel name.
-func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channel, brand string) (map[string]string, error) {
+// and email channels (when the engine has them), the default flow (one SMS
+// step, or one step on the engine's first channel), and a flow that falls
+// back from SMS to email after a minute. It finds what an earlier start
+// created by name, so it can run at every start; flows an admin has
+// changed are left as they are. The WAYSCloud and ThunderSMS APIs need no
+// flows: they run ad-hoc ones.
+func SetupCatalog(ctx context.Context, eng *verify.Engine, brand string) error {
+	chans := eng.Channels()
+	if len(chans) == 0 {
+		return errors.New("httpapi: the engine has no channels (verify.WithChannels)")
+	}
 	names := make(map[string]bool, len(chans))
 	for _, c := range chans {
-		names[c.Name()] = true
+		names[c] = true
 	}
 
 	templates, err := eng.Templates(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tpl := map[string]string{} // channel → approved template ID
 	for ch, body := range defaultTemplates {
@@ -54,10 +58,10 @@ func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 		if found == nil {
 			t, err := eng.CreateTemplate(ctx, verify.Template{Name: name, Channel: ch, Body: body, Language: "en"})
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if err := eng.ApproveTemplate(ctx, t.ID); err != nil {
-				return nil, err
+				return err
 			}
 			t.Status = verify.TemplateApproved
 			found = &t
@@ -69,7 +73,7 @@ func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 
 	flows, err := eng.Flows(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	byName := map[string]verify.Flow{}
 	hasDefault := false
@@ -92,7 +96,7 @@ func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 	}
 	step := func(ch string) verify.Step { return verify.Step{Channel: ch, Template: tpl[ch]} }
 
-	first := chans[0].Name()
+	first := chans[0]
 	if names["sms"] {
 		first = "sms"
 	}
@@ -100,7 +104,7 @@ func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 		Name: DefaultFlowName, Description: "One " + first + " step; used when a request names no flow.",
 		Default: !hasDefault, Steps: []verify.Step{step(first)},
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	if names["sms"] && names["email"] {
 		email := step("email")
@@ -109,19 +113,8 @@ func SetupCatalog(ctx context.Context, eng *verify.Engine, chans []verify.Channe
 			Name: FallbackFlowName, Description: "SMS, then the same code by email after a minute if it is not verified.",
 			Steps: []verify.Step{step("sms"), email},
 		}); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	perChannel := make(map[string]string, len(chans))
-	for _, c := range chans {
-		f, err := ensure(verify.Flow{
-			Name: ChannelFlowPrefix + c.Name(), Description: "One " + c.Name() + " step; used by POST /v1/verify/send.",
-			Steps: []verify.Step{step(c.Name())},
-		})
-		if err != nil {
-			return nil, err
-		}
-		perChannel[c.Name()] = f.ID
-	}
-	return perChannel, nil
+	return nil
 }

@@ -1,20 +1,18 @@
 package httpapi
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/openverify/verify"
 )
@@ -22,22 +20,27 @@ import (
 // The ThunderSMS-style API (v2), authenticated with
 // "Authorization: Bearer <api key>":
 //
-//	POST /api/v2/verify/send                  channels inline, payload
+//	POST /api/v2/verify/send                  channels inline, payload (see thunderSend)
 //	GET  /api/v2/verify/check/{id}/{token}    200 {"id","status":"success"|"invalid"|"expired"|"failed"|"OTP already verified"}
 //	POST /api/v2/verify/check                 the same with {"id","token"} (keeps the code out of URLs)
 //	GET  /api/v2/verify/search/{id}           the verification and its deliveries
-//
-// The inline channels become a flow, found again by a hash of its content
-// so that repeated identical requests reuse one flow.
 
 // thunderTime is how ThunderSMS writes times (UTC).
 const thunderTime = "2006-01-02 15:04:05"
 
-// Defaults from the ThunderSMS reference.
+// Defaults and limits from the ThunderSMS reference.
 const (
 	thunderDefaultTimeout = 120 // seconds
 	thunderDefaultWait    = 30  // seconds
+	thunderMinTTL         = 30
+	thunderMaxTTL         = 1209600
+	thunderMaxChannels    = 10
+	thunderMaxFlowID      = 64
 )
+
+// thunderAdHocName is the name, and so the identity, of the ad-hoc flows
+// the ThunderSMS API runs (verify.AdHocFlowID(thunderAdHocName)).
+const thunderAdHocName = "thundersms"
 
 // flexInt is a number that may also be written as a string ("5"), since
 // the reference types length as a string and shows it as a number.
@@ -72,31 +75,30 @@ type thunderChannel struct {
 	Recipient struct {
 		To string `json:"to"`
 	} `json:"recipient"`
-	Order flexInt `json:"order"`
-	Wait  flexInt `json:"wait"`
-	// Language is the language the message (or call) is in, such as
-	// "en_US"; the first channel's is used for the whole verification.
-	Language string `json:"language"`
-	// FlowID (a voice IVR flow) and TTL (a Viber message's lifetime) are
-	// accepted for compatibility; TTL is range-checked, neither is used.
-	FlowID string  `json:"flow_id"`
-	TTL    flexInt `json:"ttl"`
+	Order    flexInt `json:"order"`
+	Wait     flexInt `json:"wait"`
+	Language string  `json:"language"`
+	FlowID   string  `json:"flow_id"`
+	TTL      flexInt `json:"ttl"`
 }
 
-type thunderPayload struct {
+// thunderParams are the send's own parameters. The reference's example
+// puts them in "payload", and its parameter table names foreign_id and
+// template without saying where: each is taken from payload or from the
+// top level of the request.
+type thunderParams struct {
 	Length    flexInt `json:"length"`
 	Timeout   flexInt `json:"timeout"`
 	Token     string  `json:"token"`
 	IPAddress string  `json:"ip_address"`
 	ForeignID string  `json:"foreign_id"`
-	// Template is a custom message; {token} (or {code}) is replaced by
-	// the code.
-	Template string `json:"template"`
+	Template  string  `json:"template"`
 }
 
 type thunderSendRequest struct {
-	Channels []thunderChannel `json:"channels"`
-	Payload  thunderPayload   `json:"payload"`
+	Channels      []thunderChannel `json:"channels"`
+	Payload       thunderParams    `json:"payload"`
+	thunderParams                  // the same fields at the top level
 }
 
 type thunderSendResponse struct {
@@ -137,8 +139,8 @@ type thunderSearchResponse struct {
 	Channels  []thunderSearchChannel `json:"channels"`
 }
 
-// thunderParams are ThunderSMS's names for the engine's parameters.
-var thunderParams = map[string]string{"verify_id": "id", "otp": "payload.token", "OTP": "token", "language": "channels.language"}
+// thunderNames are ThunderSMS's names for the engine's parameters.
+var thunderNames = map[string]string{"verify_id": "id", "otp": "payload.token", "OTP": "token", "language": "channels.language"}
 
 func thunderError(parameter, format string, args ...any) *verify.Error {
 	return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest, Parameter: parameter,
@@ -150,6 +152,77 @@ func thunderMissing(parameter string) *verify.Error {
 		Message: parameter + " field is mandatory"}
 }
 
+// thunderSend starts a verification from the request's channels, which
+// run as an ad-hoc flow (verify.SendRequest.Flow) named "thundersms": the
+// catalog does not grow however many distinct requests arrive, and every
+// send counts as the flow verify.AdHocFlowID("thundersms") for the
+// per-flow rate limit, the Duplicates policy and reports. WithAdHocFlow
+// sets its other settings (brand, attempts, allow-lists, ...).
+//
+// Each field of the reference takes effect as follows.
+//
+//	channels[].name          a channel registered with the engine (E808 if not)
+//	channels[].recipient.to  the phone number (bare digits with the country
+//	                         code, as the reference writes them, get a "+") or,
+//	                         for an email channel, the address; every phone
+//	                         channel must name the same number
+//	channels[].order         the order channels are tried in (0 first; each its
+//	                         own); without it, the order of the list
+//	channels[].wait          seconds to wait, if the code is not verified, before
+//	                         the next channel (0 to 86400, default 30); a failed
+//	                         channel moves on at once. The last channel's wait has
+//	                         nothing to wait for
+//	channels[].from          the sender ID, if InlinePolicy.Senders allows it
+//	                         (WithInlinePolicy); otherwise E809, since a request
+//	                         must not send under any name it likes. Without it,
+//	                         the channel's own sender
+//	channels[].language      the language of that channel's message ("en_US" is
+//	                         taken as en-US): the voice call's text-to-speech,
+//	                         for one. Other channels keep the recipient's
+//	                         language, guessed from the number's country code
+//	channels[].flow_id       not applied: it names an IVR flow on ThunderSMS's
+//	                         voice platform, which OpenVerify has no counterpart
+//	                         of (its voice channels read the code out); accepted,
+//	                         at most 64 characters
+//	channels[].ttl           range-checked (30 to 1,209,600 seconds), not applied:
+//	                         no channel here takes a per-message lifetime; those
+//	                         that take one (Twilio's ValidityPeriod) get the
+//	                         code's own expiry
+//	payload.length           the code's length, 4 to 10 (default 6), a number or
+//	                         a string
+//	payload.timeout          how long the code stays valid, 1 to 86400 seconds
+//	                         (default 120), counted from the last channel's turn:
+//	                         the code expires timeout seconds after the last
+//	                         channel is due, so that every channel's message
+//	                         gives the recipient the whole timeout to type it.
+//	                         With the reference's example (four channels, each
+//	                         waiting 60 s, timeout 60) the channels go out at 0,
+//	                         60, 120 and 180 s while the code is unverified, and
+//	                         the code expires at 240 s. The answer's expire_at
+//	                         says when; the waits plus timeout are at most 24 h
+//	payload.token            a custom code of payload.length characters
+//	payload.ip_address       the end user's IP address, for the flow's IP
+//	                         allow-list and the per-IP limits; a masked address
+//	                         as the reference shows it ("192.168.*.*", whole
+//	                         octets from the right) is taken as its network's
+//	                         first address (192.168.0.0), so the limits count the
+//	                         network as one client. Without it, the connection's
+//	                         address
+//	foreign_id               the caller's reference, echoed as foreign_id (null
+//	                         when none)
+//	template                 the message text for every channel, {token} (or
+//	                         {code}) standing for the code, if InlinePolicy.Text
+//	                         allows it (at most InlinePolicy.MaxText characters);
+//	                         otherwise E917, since the text has not been approved.
+//	                         Without it, the built-in text in the message's
+//	                         language
+//
+// The parameter table names foreign_id, template, timeout, length, token and
+// ip_address without placing them; each is read from payload or from the top
+// level of the request (the same field in both must agree, E809 if not).
+// Fields the reference does not define are ignored. The answer is
+// {"id","status":"sent","foreign_id","created_at","expire_at"} with times
+// as "2006-01-02 15:04:05" in UTC; a refusal is Kaleyra's error envelope.
 func (s *server) thunderSend(w http.ResponseWriter, r *http.Request) {
 	if !s.requireKey(w, r, "Authorization") {
 		return
@@ -158,37 +231,18 @@ func (s *server) thunderSend(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeJSON(w, r, &req) {
 		return
 	}
-	spec, to, lang, err := s.inlineSpec(req)
+	sr, err := s.thunderRequest(req)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	ip := s.clientIP(r)
-	if req.Payload.IPAddress != "" {
-		a, err := netip.ParseAddr(req.Payload.IPAddress)
-		if err != nil {
-			s.writeError(w, r, thunderError("payload.ip_address", "payload.ip_address must be an IPv4 or IPv6 address"))
-			return
-		}
-		ip = a.Unmap().String()
+	if sr.IPAddress == "" {
+		sr.IPAddress = s.clientIP(r)
 	}
-	send := func() (verify.Verification, error) {
-		flowID, err := s.inlineFlow(r.Context(), spec)
-		if err != nil {
-			return verify.Verification{}, err
-		}
-		return s.eng.Send(r.Context(), verify.SendRequest{
-			FlowID: flowID, To: to, Code: req.Payload.Token, ForeignID: req.Payload.ForeignID,
-			IPAddress: ip, Language: lang, IdempotencyKey: r.Header.Get("Idempotency-Key"),
-		})
-	}
-	v, err := send()
-	if ve, ok := verify.AsError(err); ok && ve.Code == verify.ErrNotFound.Code && ve.Parameter == "flow_id" {
-		s.inline.forget(spec.key) // an admin deleted the flow: make it again
-		v, err = send()
-	}
+	sr.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	v, err := s.eng.Send(r.Context(), sr)
 	if err != nil {
-		s.writeError(w, r, renameParams(err, thunderParams))
+		s.writeError(w, r, renameParams(err, thunderNames))
 		return
 	}
 	resp := thunderSendResponse{ID: v.ID, Status: string(v.Status),
@@ -234,7 +288,7 @@ func (s *server) thunderCheck(w http.ResponseWriter, r *http.Request, id, token 
 	case errors.Is(err, verify.ErrNotFound):
 		status = "failed"
 	default:
-		s.writeError(w, r, renameParams(err, thunderParams))
+		s.writeError(w, r, renameParams(err, thunderNames))
 		return
 	}
 	s.writeJSON(w, r, http.StatusOK, thunderCheckResponse{ID: id, Status: status})
@@ -246,7 +300,7 @@ func (s *server) thunderSearch(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := s.eng.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
-		s.writeError(w, r, renameParams(err, thunderParams))
+		s.writeError(w, r, renameParams(err, thunderNames))
 		return
 	}
 	resp := thunderSearchResponse{ID: v.ID, To: v.To.Phone, Status: string(v.Status),
@@ -260,7 +314,7 @@ func (s *server) thunderSearch(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, d := range v.Deliveries {
 		to := v.To.Phone
-		if s.addressing[d.Channel] == verify.ByEmail {
+		if a, _ := s.eng.Addressing(d.Channel); a == verify.ByEmail {
 			to = v.To.Email
 		}
 		resp.Channels = append(resp.Channels, thunderSearchChannel{ID: d.ID, To: to, From: d.From, Channel: d.Channel,
@@ -269,135 +323,251 @@ func (s *server) thunderSearch(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, resp)
 }
 
-// inlineSpec is a flow described inline by a send request.
-type inlineSpec struct {
-	key      string // hash of the content
-	flow     verify.Flow
-	template string
-}
-
-// inlineSpec validates a send request's channels and payload and turns
-// them into a flow: steps in the channels' order, each step after the
-// first waiting the previous channel's wait (the time to wait before
-// trying the alternate channel), the code length and validity from the
-// payload. Steps that would fall due when the code has already expired
-// are dropped. It also returns the recipient (phone channels' "to" as the
-// mobile, email channels' as the email) and the first language given.
-func (s *server) inlineSpec(req thunderSendRequest) (inlineSpec, verify.Recipient, string, error) {
-	var (
-		spec inlineSpec
-		to   verify.Recipient
-		lang string
-	)
+// thunderRequest validates a send request and turns it into the engine's:
+// the ad-hoc flow, the recipient, the custom code, the foreign ID and the
+// end user's IP address (see thunderSend).
+func (s *server) thunderRequest(req thunderSendRequest) (verify.SendRequest, error) {
+	p, err := mergeParams(req.Payload, req.thunderParams)
+	if err != nil {
+		return verify.SendRequest{}, err
+	}
 	if len(req.Channels) == 0 {
-		return spec, to, lang, thunderMissing("channels")
+		return verify.SendRequest{}, thunderMissing("channels")
 	}
-	if len(req.Channels) > 10 {
-		return spec, to, lang, thunderError("channels", "at most 10 channels, got %d", len(req.Channels))
+	if len(req.Channels) > thunderMaxChannels {
+		return verify.SendRequest{}, thunderError("channels", "at most %d channels, got %d", thunderMaxChannels, len(req.Channels))
 	}
-	p := req.Payload
 	length, timeout := 6, thunderDefaultTimeout
 	if p.Length.Set {
 		if p.Length.V < 4 || p.Length.V > 10 {
-			return spec, to, lang, thunderError("payload.length", "payload.length must be 4 to 10, got %d", p.Length.V)
+			return verify.SendRequest{}, thunderError("payload.length", "payload.length must be 4 to 10, got %d", p.Length.V)
 		}
 		length = p.Length.V
 	}
 	if p.Timeout.Set {
 		if p.Timeout.V < 1 || p.Timeout.V > 86400 {
-			return spec, to, lang, thunderError("payload.timeout", "payload.timeout must be 1 to 86400 seconds, got %d", p.Timeout.V)
+			return verify.SendRequest{}, thunderError("payload.timeout", "payload.timeout must be 1 to 86400 seconds, got %d", p.Timeout.V)
 		}
 		timeout = p.Timeout.V
 	}
 	if p.Token != "" && len(p.Token) != length {
-		return spec, to, lang, thunderError("payload.token", "payload.token must have payload.length (%d) characters", length)
+		return verify.SendRequest{}, thunderError("payload.token", "payload.token must have payload.length (%d) characters", length)
+	}
+	sr := verify.SendRequest{Code: p.Token, ForeignID: p.ForeignID}
+	if p.IPAddress != "" {
+		ip, ok := maskedIP(p.IPAddress)
+		if !ok {
+			return verify.SendRequest{}, thunderError("payload.ip_address", "payload.ip_address must be an IPv4 or IPv6 address, or a masked IPv4 address such as 192.168.*.*")
+		}
+		sr.IPAddress = ip
+	}
+	if p.Template != "" {
+		if err := s.inlineText(p.Template); err != nil {
+			return verify.SendRequest{}, err
+		}
 	}
 
+	chs, err := s.thunderChannels(req.Channels, &sr.To)
+	if err != nil {
+		return verify.SendRequest{}, err
+	}
+	f := s.st.adHoc
+	f.Name, f.CodeLength, f.Charset = thunderAdHocName, length, verify.Numeric
+	f.Steps = make([]verify.Step, len(chs))
+	var last time.Duration // when the last channel is due
+	for k, c := range chs {
+		st := verify.Step{Channel: c.Name, From: c.From, Text: p.Template, Language: strings.ReplaceAll(c.Language, "_", "-")}
+		if k > 0 {
+			wait := thunderDefaultWait
+			if prev := chs[k-1].Wait; prev.Set {
+				wait = prev.V
+			}
+			st.After = time.Duration(wait) * time.Second
+			last += st.After
+		}
+		f.Steps[k] = st
+	}
+	f.TTL = last + time.Duration(timeout)*time.Second
+	if f.TTL > 24*time.Hour {
+		return verify.SendRequest{}, thunderError("payload.timeout", "the channels' waits (%d s) plus payload.timeout (%d s) must be at most 24 hours", int(last/time.Second), timeout)
+	}
+	sr.Flow = &f
+	return sr, nil
+}
+
+// thunderChannels validates the channels, returns them in their order, and
+// sets the recipient: the phone channels' number as to.Phone, the email
+// channels' address as to.Email.
+func (s *server) thunderChannels(in []thunderChannel, to *verify.Recipient) ([]thunderChannel, error) {
 	type indexed struct {
 		c     thunderChannel
-		i     int
 		order int
 	}
-	chs := make([]indexed, len(req.Channels))
+	chs := make([]indexed, len(in))
 	seen := map[int]bool{}
-	for i, c := range req.Channels {
+	for i, c := range in {
 		param := fmt.Sprintf("channels[%d]", i)
 		order := i
 		if c.Order.Set {
 			order = c.Order.V
 		}
 		if order < 0 || seen[order] {
-			return spec, to, lang, thunderError(param+".order", "each channel needs its own order, 0 or more")
+			return nil, thunderError(param+".order", "each channel needs its own order, 0 or more")
 		}
 		seen[order] = true
 		if c.Name == "" {
-			return spec, to, lang, thunderMissing(param + ".name")
+			return nil, thunderMissing(param + ".name")
 		}
-		if _, ok := s.addressing[c.Name]; !ok {
-			return spec, to, lang, &verify.Error{Code: verify.ErrUnknownChannel.Code, Type: verify.TypeRequest,
+		addressing, ok := s.eng.Addressing(c.Name)
+		if !ok {
+			return nil, &verify.Error{Code: verify.ErrUnknownChannel.Code, Type: verify.TypeRequest,
 				Parameter: param + ".name", Message: "channel " + strconv.Quote(c.Name) + " is not registered"}
 		}
 		if c.Wait.Set && (c.Wait.V < 0 || c.Wait.V > 86400) {
-			return spec, to, lang, thunderError(param+".wait", "wait must be 0 to 86400 seconds, got %d", c.Wait.V)
+			return nil, thunderError(param+".wait", "wait must be 0 to 86400 seconds, got %d", c.Wait.V)
 		}
-		if c.TTL.Set && (c.TTL.V < 30 || c.TTL.V > 1209600) {
-			return spec, to, lang, thunderError(param+".ttl", "ttl must be 30 to 1209600 seconds, got %d", c.TTL.V)
+		if c.TTL.Set && (c.TTL.V < thunderMinTTL || c.TTL.V > thunderMaxTTL) {
+			return nil, thunderError(param+".ttl", "ttl must be %d to %d seconds, got %d", thunderMinTTL, thunderMaxTTL, c.TTL.V)
+		}
+		if len(c.FlowID) > thunderMaxFlowID {
+			return nil, thunderError(param+".flow_id", "flow_id must be at most %d characters", thunderMaxFlowID)
+		}
+		if c.From != "" && !s.senderAllowed(c.From) {
+			return nil, thunderError(param+".from", "sender ID %q is not allowed on this server; leave from out to use the channel's own sender", c.From)
+		}
+		if c.Language != "" && !languageRE.MatchString(strings.ReplaceAll(c.Language, "_", "-")) {
+			return nil, thunderError(param+".language", "language %q is not a language tag such as \"en_US\" or \"pt-BR\"", c.Language)
 		}
 		addr := strings.TrimSpace(c.Recipient.To)
 		if addr == "" {
-			return spec, to, lang, thunderMissing(param + ".recipient.to")
+			return nil, thunderMissing(param + ".recipient.to")
 		}
-		if s.addressing[c.Name] == verify.ByEmail {
+		if addressing == verify.ByEmail {
 			if to.Email != "" && to.Email != addr {
-				return spec, to, lang, thunderError(param+".recipient.to", "every email channel must have the same recipient")
+				return nil, thunderError(param+".recipient.to", "every email channel must have the same recipient")
 			}
 			to.Email = addr
 		} else {
 			addr = e164ish(addr)
 			if to.Phone != "" && to.Phone != addr {
-				return spec, to, lang, thunderError(param+".recipient.to", "every phone channel must have the same recipient")
+				return nil, thunderError(param+".recipient.to", "every phone channel must have the same recipient")
 			}
 			to.Phone = addr
 		}
-		if lang == "" && c.Language != "" {
-			lang = strings.ReplaceAll(c.Language, "_", "-")
-		}
-		chs[i] = indexed{c, i, order}
+		chs[i] = indexed{c, order}
 	}
 	slices.SortStableFunc(chs, func(a, b indexed) int { return a.order - b.order })
-
-	ttl := time.Duration(timeout) * time.Second
-	spec.flow = verify.Flow{CodeLength: length, TTL: ttl, Description: "Made by POST /api/v2/verify/send."}
-	var elapsed time.Duration
-	for k, c := range chs {
-		var after time.Duration
-		if k > 0 {
-			wait := thunderDefaultWait
-			if prev := chs[k-1].c.Wait; prev.Set {
-				wait = prev.V
-			}
-			after = time.Duration(wait) * time.Second
-		}
-		if elapsed+after >= ttl {
-			break // the code would have expired; so would every later step
-		}
-		elapsed += after
-		spec.flow.Steps = append(spec.flow.Steps, verify.Step{Channel: c.c.Name, From: c.c.From, After: after})
+	out := make([]thunderChannel, len(chs))
+	for i, c := range chs {
+		out[i] = c.c
 	}
-	spec.template = p.Template
+	return out, nil
+}
 
-	// The key covers everything that makes the flow, and nothing about
-	// the recipient.
-	canon, _ := json.Marshal(struct {
-		Length   int
-		TTL      time.Duration
-		Steps    []verify.Step
-		Template string
-	}{length, ttl, spec.flow.Steps, spec.template})
-	sum := sha256.Sum256(canon)
-	spec.key = hex.EncodeToString(sum[:8])
-	spec.flow.Name = "inline-" + spec.key
-	return spec, to, lang, nil
+// languageRE is the shape of a language tag, as the engine checks it.
+var languageRE = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$`)
+
+// mergeParams takes each parameter from payload, or else from the top
+// level; a parameter given in both places must agree.
+func mergeParams(payload, top thunderParams) (thunderParams, error) {
+	out := payload
+	str := func(name string, p *string, t string) error {
+		switch {
+		case t == "":
+		case *p == "":
+			*p = t
+		case *p != t:
+			return thunderError(name, "%s and payload.%s differ; give one", name, name)
+		}
+		return nil
+	}
+	num := func(name string, p *flexInt, t flexInt) error {
+		switch {
+		case !t.Set:
+		case !p.Set:
+			*p = t
+		case p.V != t.V:
+			return thunderError(name, "%s and payload.%s differ; give one", name, name)
+		}
+		return nil
+	}
+	for _, err := range []error{
+		num("length", &out.Length, top.Length),
+		num("timeout", &out.Timeout, top.Timeout),
+		str("token", &out.Token, top.Token),
+		str("ip_address", &out.IPAddress, top.IPAddress),
+		str("foreign_id", &out.ForeignID, top.ForeignID),
+		str("template", &out.Template, top.Template),
+	} {
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// maskedIP parses an IP address, or an IPv4 address masked by whole octets
+// from the right ("192.168.*.*"), which becomes its network's first
+// address ("192.168.0.0").
+func maskedIP(s string) (string, bool) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().String(), true
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 || parts[0] == "*" {
+		return "", false
+	}
+	masked := false
+	for i, p := range parts {
+		switch {
+		case p == "*":
+			parts[i], masked = "0", true
+		case masked:
+			return "", false // "192.*.1.*": only whole trailing octets
+		}
+	}
+	a, err := netip.ParseAddr(strings.Join(parts, "."))
+	if err != nil || !a.Is4() {
+		return "", false
+	}
+	return a.String(), true
+}
+
+// inlineText applies the InlinePolicy to a request's own message text:
+// refused with E917 unless the policy allows texts, then with E807 if it
+// is too long or does not carry the code. The engine checks the text's
+// placeholders again when it validates the flow.
+func (s *server) inlineText(text string) error {
+	pol := s.st.inline
+	if !pol.Text {
+		return &verify.Error{Code: verify.ErrTemplateNotApproved.Code, Type: verify.ErrTemplateNotApproved.Type,
+			Parameter: "payload.template", Message: "a request's own message text is not allowed on this server; the built-in or approved texts are used when template is left out"}
+	}
+	limit := pol.MaxText
+	if limit <= 0 {
+		limit = defaultMaxText
+	}
+	limit = min(limit, 1600)
+	if n := utf8.RuneCountInString(text); n > limit {
+		return &verify.Error{Code: verify.ErrInvalidTemplate.Code, Type: verify.TypeRequest, Parameter: "payload.template",
+			Message: fmt.Sprintf("template must be at most %d characters, got %d", limit, n)}
+	}
+	if !strings.Contains(text, "{token}") && !strings.Contains(text, "{code}") {
+		return &verify.Error{Code: verify.ErrInvalidTemplate.Code, Type: verify.TypeRequest, Parameter: "payload.template",
+			Message: "template must contain the {token} placeholder"}
+	}
+	return nil
+}
+
+// senderAllowed reports whether InlinePolicy.Senders allows a request's
+// sender ID.
+func (s *server) senderAllowed(from string) bool {
+	for _, a := range s.st.inline.Senders {
+		if a == "*" || a == from {
+			return true
+		}
+	}
+	return false
 }
 
 // e164ish puts a "+" before a number written as bare digits with its
@@ -415,63 +585,4 @@ func e164ish(s string) string {
 		return "+" + s[2:]
 	}
 	return "+" + s
-}
-
-// inlineFlows caches the IDs of the flows made for inline channels.
-type inlineFlows struct {
-	mu  sync.Mutex
-	ids map[string]string // key → flow ID
-}
-
-func (c *inlineFlows) forget(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.ids, key)
-}
-
-// inlineFlow returns the ID of the flow for spec: from the cache, else a
-// flow of the same name in the store (made earlier, or by another
-// instance), else a new one, with its approved templates if spec has a
-// custom text.
-func (s *server) inlineFlow(ctx context.Context, spec inlineSpec) (string, error) {
-	c := &s.inline
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if id, ok := c.ids[spec.key]; ok {
-		return id, nil
-	}
-	flows, err := s.eng.Flows(ctx)
-	if err != nil {
-		return "", err
-	}
-	for _, f := range flows {
-		if f.Name == spec.flow.Name {
-			c.ids[spec.key] = f.ID
-			return f.ID, nil
-		}
-	}
-	f := spec.flow
-	f.Steps = slices.Clone(f.Steps)
-	if spec.template != "" {
-		ids := map[string]string{}
-		for i, st := range f.Steps {
-			if ids[st.Channel] == "" {
-				t, err := s.eng.CreateTemplate(ctx, verify.Template{Name: f.Name + "-" + st.Channel, Channel: st.Channel, Body: spec.template})
-				if err != nil {
-					return "", renameParams(err, map[string]string{"body": "payload.template", "language": "channels.language"})
-				}
-				if err := s.eng.ApproveTemplate(ctx, t.ID); err != nil {
-					return "", err
-				}
-				ids[st.Channel] = t.ID
-			}
-			f.Steps[i].Template = ids[st.Channel]
-		}
-	}
-	f, err = s.eng.CreateFlow(ctx, f)
-	if err != nil {
-		return "", err
-	}
-	c.ids[spec.key] = f.ID
-	return f.ID, nil
 }

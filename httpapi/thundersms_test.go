@@ -15,58 +15,6 @@ import (
 	"github.com/openverify/verify"
 )
 
-// thunderReferencePayload is the ThunderSMS reference's example request,
-// with its masked digits ("xxx", "XXX", "*.*") filled in.
-const thunderReferencePayload = `{
-  "channels": [
-    {
-      "name": "whatsapp",
-      "from": "91901912345",
-      "recipient": {
-        "to": "918919512345"
-      },
-      "order": 0,
-      "wait": 60
-    },
-    {
-      "name": "sms",
-      "from": "91901912345",
-      "recipient": {
-        "to": "918919512345"
-      },
-      "order": 1,
-      "wait": 60
-    },
-    {
-      "name": "voice",
-      "from": "918068281234",
-      "recipient": {
-        "to": "918919512345"
-      },
-      "flow_id": "5876",
-      "language": "en_US",
-      "order": 2,
-      "wait": 60
-    },
-    {
-      "name": "viber",
-      "from": "adef759b-fbb3-4452-9aed-518d1c012345",
-      "recipient": {
-        "to": "918919512345"
-      },
-      "ttl": 30,
-      "order": 3,
-      "wait": 60
-    }
-  ],
-  "payload": {
-    "length": 5,
-    "timeout": 60,
-    "token": "12345",
-    "ip_address": "192.168.1.1"
-  }
-}`
-
 type thunderSent struct {
 	ID        string  `json:"id"`
 	Status    string  `json:"status"`
@@ -89,92 +37,99 @@ func (h *harness) thunderCheck(id, token string) response {
 	return h.do(http.MethodGet, "/api/v2/verify/check/"+id+"/"+token, "", thunderKey)
 }
 
-func TestThunderSMSReferencePayload(t *testing.T) {
-	h := newHarness(t)
-	sent, res := h.thunderSend(thunderReferencePayload)
-	require.Equal(t, http.StatusOK, res.status, res.String())
-	assert.ElementsMatch(t, []string{"id", "status", "foreign_id", "created_at", "expire_at"}, keysOf(t, res.body))
-	assert.Contains(t, res.String(), `"foreign_id":null`, "no foreign_id is null, as in the reference")
-	assert.Equal(t, "sent", sent.Status)
-	assert.Equal(t, "2026-11-25 09:00:00", sent.CreatedAt)
-	assert.Equal(t, "2026-11-25 09:01:00", sent.ExpireAt, "payload.timeout is the validity")
+// permissive allows a request's own texts and any sender ID.
+var permissive = WithInlinePolicy(InlinePolicy{Text: true, Senders: []string{"*"}})
 
-	m, ok := h.rec["whatsapp"].Last()
-	require.True(t, ok)
-	assert.Equal(t, "12345", m.Code, "payload.token is the code")
-	assert.Equal(t, "+918919512345", m.To.Phone)
-	assert.Equal(t, "91901912345", m.From)
-	assert.Equal(t, "en", m.Language, "the voice channel's en_US")
-
-	v, err := h.eng.Get(h.ctx, sent.ID)
-	require.NoError(t, err)
-	f, err := h.eng.Flow(h.ctx, v.FlowID)
-	require.NoError(t, err)
-	assert.Equal(t, 5, f.CodeLength)
-	assert.Equal(t, time.Minute, f.TTL)
-	require.Len(t, f.Steps, 1, "with a 60 s code, a step due after 60 s would carry an expired code")
-	assert.Equal(t, "whatsapp", f.Steps[0].Channel)
-
-	res = h.thunderCheck(sent.ID, "12345")
-	assert.Equal(t, http.StatusOK, res.status)
-	assert.Equal(t, `{"id":"`+sent.ID+`","status":"success"}`, res.String())
+// stepsOf reads the steps a verification runs, as the store keeps them.
+func (h *harness) stepsOf(id string) []verify.Step {
+	h.t.Helper()
+	rec, err := h.store.GetVerification(h.ctx, id)
+	require.NoError(h.t, err)
+	return rec.Steps
 }
 
-func TestThunderSMSFallbackAndFlowReuse(t *testing.T) {
-	h := newHarness(t)
-	body := func(to, foreign string) string {
-		return `{"channels":[
-			{"name":"sms","from":"ACME","recipient":{"to":"` + to + `"},"order":1,"wait":45},
-			{"name":"whatsapp","from":"+4790000000","recipient":{"to":"` + to + `"},"order":0,"wait":30},
-			{"name":"email","from":"otp@acme.example","recipient":{"to":"ana@example.com"},"order":2}
-		],"payload":{"length":"8","timeout":300,"foreign_id":"` + foreign + `"}}`
-	}
-	before, err := h.eng.Flows(h.ctx)
-	require.NoError(t, err)
-	sent, res := h.thunderSend(body("4791234567", "order-1"))
+func TestThunderSMSFallback(t *testing.T) {
+	h := newHarness(t, permissive)
+	body := `{"channels":[
+		{"name":"sms","from":"ACME","recipient":{"to":"4791234567"},"order":1,"wait":45},
+		{"name":"whatsapp","from":"+4790000000","recipient":{"to":"4791234567"},"order":0,"wait":30},
+		{"name":"email","from":"otp@acme.example","recipient":{"to":"ana@example.com"},"order":2}
+	],"payload":{"length":"8","timeout":300,"foreign_id":"order-1"}}`
+	sent, res := h.thunderSend(body)
 	require.Equal(t, http.StatusOK, res.status, res.String())
 	require.NotNil(t, sent.ForeignID)
 	assert.Equal(t, "order-1", *sent.ForeignID)
-	assert.Equal(t, "2026-11-25 09:05:00", sent.ExpireAt)
+	assert.Equal(t, "2026-11-25 09:06:15", sent.ExpireAt, "timeout (300 s) after the last channel's turn (75 s)")
 
 	v, err := h.eng.Get(h.ctx, sent.ID)
 	require.NoError(t, err)
-	f, err := h.eng.Flow(h.ctx, v.FlowID)
-	require.NoError(t, err)
+	assert.Equal(t, verify.AdHocFlowID("thundersms"), v.FlowID)
 	assert.Equal(t, []verify.Step{
 		{Channel: "whatsapp", From: "+4790000000"},
 		{Channel: "sms", From: "ACME", After: 30 * time.Second},
 		{Channel: "email", From: "otp@acme.example", After: 45 * time.Second},
-	}, f.Steps, "ordered by order; each waits the previous channel's wait")
-	assert.Equal(t, 8, f.CodeLength)
+	}, h.stepsOf(sent.ID), "ordered by order; each waits the previous channel's wait")
 	assert.Len(t, h.code("whatsapp"), 8)
 
 	h.clock.Add(30 * time.Second)
-	_, err = h.eng.ProcessDue(h.ctx)
-	require.NoError(t, err)
+	require.Equal(t, 1, h.processDue())
 	assert.Equal(t, h.code("whatsapp"), h.code("sms"), "the fallback sends the same code")
+	h.clock.Add(45 * time.Second)
+	require.Equal(t, 1, h.processDue())
+	assert.Equal(t, h.code("whatsapp"), h.code("email"))
+	m, _ := h.rec["email"].Last()
+	assert.Equal(t, "ana@example.com", m.To.Email)
 
-	// The same channels for another recipient reuse the flow; other
-	// channels make another.
-	sent2, res := h.thunderSend(body("4791234568", "order-2"))
-	require.Equal(t, http.StatusOK, res.status, res.String())
-	v2, err := h.eng.Get(h.ctx, sent2.ID)
-	require.NoError(t, err)
-	assert.Equal(t, v.FlowID, v2.FlowID)
-	_, res = h.thunderSend(strings.Replace(body("4791234569", "order-3"), `"wait":45`, `"wait":46`, 1))
-	require.Equal(t, http.StatusOK, res.status, res.String())
-	after, err := h.eng.Flows(h.ctx)
-	require.NoError(t, err)
-	assert.Len(t, after, len(before)+2)
+	h.clock.Add(300*time.Second - time.Millisecond)
+	res = h.thunderCheck(sent.ID, h.code("email"))
+	assert.Equal(t, `{"id":"`+sent.ID+`","status":"success"}`, res.String(), "the last channel's message has the whole timeout")
+}
 
-	// A flow an admin deleted is made again.
-	require.NoError(t, h.eng.DeleteFlow(h.ctx, v.FlowID))
-	_, res = h.thunderSend(body("4791234570", "order-4"))
+func (h *harness) processDue() int {
+	h.t.Helper()
+	n, err := h.eng.ProcessDue(h.ctx)
+	require.NoError(h.t, err)
+	return n
+}
+
+func TestThunderSMSPerChannelLanguage(t *testing.T) {
+	h := newHarness(t)
+	sent, res := h.thunderSend(`{"channels":[
+		{"name":"sms","recipient":{"to":"919019955622"},"wait":10},
+		{"name":"voice","recipient":{"to":"919019955622"},"language":"en_US"}]}`)
+	require.Equal(t, http.StatusOK, res.status, res.String())
+	sms, _ := h.rec["sms"].Last()
+	assert.Equal(t, "hi", sms.Language, "the SMS in the language of the number's country (+91)")
+	h.clock.Add(10 * time.Second)
+	require.Equal(t, 1, h.processDue())
+	call, _ := h.rec["voice"].Last()
+	assert.Equal(t, "en", call.Language, "the voice call in the channel's own language, en_US")
+	assert.Equal(t, sms.Code, call.Code)
+	assert.Equal(t, "en-US", h.stepsOf(sent.ID)[1].Language)
+}
+
+func TestThunderSMSTopLevelParameters(t *testing.T) {
+	h := newHarness(t, permissive)
+	sent, res := h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"4791234567"}}],
+		"foreign_id":"top-1","template":"Acme code: {token}","timeout":60,"length":4}`)
+	require.Equal(t, http.StatusOK, res.status, res.String())
+	require.NotNil(t, sent.ForeignID)
+	assert.Equal(t, "top-1", *sent.ForeignID)
+	assert.Equal(t, "2026-11-25 09:01:00", sent.ExpireAt)
+	m, _ := h.rec["sms"].Last()
+	assert.Len(t, m.Code, 4)
+	assert.Equal(t, "Acme code: "+m.Code, m.Body)
+
+	// In both places, they must agree.
+	_, res = h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"4791234568"}}],"foreign_id":"a","payload":{"foreign_id":"a"}}`)
 	assert.Equal(t, http.StatusOK, res.status, res.String())
+	_, res = h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"4791234569"}}],"length":5,"payload":{"length":6}}`)
+	assert.Equal(t, http.StatusBadRequest, res.status)
+	assert.Contains(t, res.String(), `"parameter":"length"`)
 }
 
 func TestThunderSMSCustomTemplate(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, WithInlinePolicy(InlinePolicy{Text: true, MaxText: 40}))
 	_, res := h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"+4791234567"}}],
 		"payload":{"template":"Use {token} to sign in to Acme"}}`)
 	require.Equal(t, http.StatusOK, res.status, res.String())
@@ -182,9 +137,49 @@ func TestThunderSMSCustomTemplate(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, "Use "+m.Code+" to sign in to Acme", m.Body)
 
-	_, res = h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"+4791234567"}}],"payload":{"template":"no code here"}}`)
+	for _, c := range []struct{ template, want string }{
+		{"no code here", `{"error":{"code":"E807","type":"VALIDATION_ERROR","parameter":"payload.template","message":"template must contain the {token} placeholder","reference":""}}`},
+		{"{token} " + strings.Repeat("x", 33), `{"error":{"code":"E807","type":"VALIDATION_ERROR","parameter":"payload.template","message":"template must be at most 40 characters, got 41","reference":""}}`},
+		{"{token} {link}", `{"error":{"code":"E806","type":"VALIDATION_ERROR","parameter":"steps[0].text","message":"unknown placeholder {link} (use {code}, {token}, {minutes}, {brand} or {app})","reference":""}}`},
+	} {
+		_, res = h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"+4791234567"}}],"payload":{"template":"` + c.template + `"}}`)
+		assert.Equal(t, http.StatusBadRequest, res.status)
+		assert.Equal(t, c.want, res.String())
+	}
+	assert.Equal(t, 1, h.rec["sms"].Calls())
+}
+
+// TestThunderSMSInlinePolicy: by default a request can neither write its
+// own text nor pick a sender ID; the policy opens one or both.
+func TestThunderSMSInlinePolicy(t *testing.T) {
+	phishing := `{"channels":[{"name":"sms","from":"BANK","recipient":{"to":"4791234567"}}],
+		"payload":{"template":"BANK: Your account is locked, call +4780000000 and give them {token}"}}`
+	text := `{"channels":[{"name":"sms","recipient":{"to":"4791234567"}}],"payload":{"template":"Acme: {token}"}}`
+	sender := `{"channels":[{"name":"sms","from":"BANK","recipient":{"to":"4791234567"}}]}`
+
+	h := newHarness(t)
+	for _, body := range []string{phishing, text} {
+		_, res := h.thunderSend(body)
+		assert.Equal(t, http.StatusBadRequest, res.status)
+		assert.Equal(t, `{"error":{"code":"E917","type":"validation_error","parameter":"payload.template","message":"a request's own message text is not allowed on this server; the built-in or approved texts are used when template is left out","reference":""}}`, res.String())
+	}
+	_, res := h.thunderSend(sender)
 	assert.Equal(t, http.StatusBadRequest, res.status)
-	assert.Equal(t, `{"error":{"code":"E807","type":"VALIDATION_ERROR","parameter":"payload.template","message":"body must contain the {code} placeholder","reference":""}}`, res.String())
+	assert.Equal(t, `{"error":{"code":"E809","type":"VALIDATION_ERROR","parameter":"channels[0].from","message":"sender ID \"BANK\" is not allowed on this server; leave from out to use the channel's own sender","reference":""}}`, res.String())
+	assert.Equal(t, 0, h.rec["sms"].Calls(), "nothing was sent")
+
+	// An allow-list of senders, texts still off.
+	h = newHarness(t, WithInlinePolicy(InlinePolicy{Senders: []string{"ACME", "Acme Inc"}}))
+	_, res = h.thunderSend(sender)
+	assert.Equal(t, http.StatusBadRequest, res.status)
+	assert.Contains(t, res.String(), `"parameter":"channels[0].from"`)
+	_, res = h.thunderSend(strings.Replace(sender, "BANK", "Acme Inc", 1))
+	require.Equal(t, http.StatusOK, res.status, res.String())
+	m, _ := h.rec["sms"].Last()
+	assert.Equal(t, "Acme Inc", m.From)
+	_, res = h.thunderSend(text)
+	assert.Equal(t, http.StatusBadRequest, res.status)
+	assert.Contains(t, res.String(), `"code":"E917"`)
 }
 
 func TestThunderSMSCheckStatuses(t *testing.T) {
@@ -227,7 +222,7 @@ func TestThunderSMSCheckStatuses(t *testing.T) {
 }
 
 func TestThunderSMSSearch(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, WithInlinePolicy(InlinePolicy{Senders: []string{"VERIFY"}}))
 	sent, res := h.thunderSend(`{"channels":[{"name":"sms","from":"VERIFY","recipient":{"to":"919019955622"}}],"payload":{"foreign_id":"ref-1"}}`)
 	require.Equal(t, http.StatusOK, res.status, res.String())
 	res = h.do(http.MethodGet, "/api/v2/verify/search/"+sent.ID, "", thunderKey)
@@ -270,12 +265,19 @@ func TestThunderSMSSendErrors(t *testing.T) {
 		{"same order", `{"channels":[{"name":"sms","recipient":{"to":"4791234567"},"order":1},{"name":"voice","recipient":{"to":"4791234567"},"order":1}]}`, "E809", "channels[1].order"},
 		{"two numbers", `{"channels":[{"name":"sms","recipient":{"to":"4791234567"}},{"name":"voice","recipient":{"to":"4791234568"}}]}`, "E809", "channels[1].recipient.to"},
 		{"negative wait", ch(`,"wait":-1`) + `}`, "E809", "channels[0].wait"},
+		{"huge wait", ch(`,"wait":36028797018964268`) + `}`, "E809", "channels[0].wait"},
 		{"ttl too short", ch(`,"ttl":10`) + `}`, "E809", "channels[0].ttl"},
+		{"ttl too long", ch(`,"ttl":36028797018964268`) + `}`, "E809", "channels[0].ttl"},
+		{"flow_id too long", ch(`,"flow_id":"`+strings.Repeat("9", 65)+`"`) + `}`, "E809", "channels[0].flow_id"},
+		{"bad language", ch(`,"language":"English please"`) + `}`, "E809", "channels[0].language"},
 		{"length too long", ch("") + `,"payload":{"length":11}}`, "E809", "payload.length"},
 		{"timeout zero", ch("") + `,"payload":{"timeout":0}}`, "E809", "payload.timeout"},
+		{"timeout huge", ch("") + `,"payload":{"timeout":36028797018964268}}`, "E809", "payload.timeout"},
+		{"waits past a day", `{"channels":[{"name":"sms","recipient":{"to":"4791234567"},"wait":86400},{"name":"voice","recipient":{"to":"4791234567"}}],"payload":{"timeout":60}}`, "E809", "payload.timeout"},
 		{"token length", ch("") + `,"payload":{"length":5,"token":"1234"}}`, "E809", "payload.token"},
 		{"token charset", ch("") + `,"payload":{"length":4,"token":"12ab"}}`, "E805", "payload.token"},
-		{"bad ip", ch("") + `,"payload":{"ip_address":"192.168.*.*"}}`, "E809", "payload.ip_address"},
+		{"bad ip", ch("") + `,"payload":{"ip_address":"not-an-ip"}}`, "E809", "payload.ip_address"},
+		{"mask not trailing", ch("") + `,"payload":{"ip_address":"192.*.1.*"}}`, "E809", "payload.ip_address"},
 		{"bad number", `{"channels":[{"name":"sms","recipient":{"to":"12"}}]}`, "E804", "to.mobile"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -288,6 +290,47 @@ func TestThunderSMSSendErrors(t *testing.T) {
 		})
 	}
 	assert.Equal(t, 0, h.rec["sms"].Calls())
+}
+
+func TestMaskedIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.168.1.1":        "192.168.1.1",
+		"192.168.*.*":        "192.168.0.0",
+		"10.1.2.*":           "10.1.2.0",
+		"10.*.*.*":           "10.0.0.0",
+		"2001:db8::1":        "2001:db8::1",
+		"::ffff:192.0.2.128": "192.0.2.128",
+		"*.*.*.*":            "",
+		"192.*.1.*":          "",
+		"192.168.*":          "",
+		"192.168.300.*":      "",
+		"2001:db8::*":        "",
+		"":                   "",
+	} {
+		got, ok := maskedIP(in)
+		assert.Equal(t, want != "", ok, in)
+		assert.Equal(t, want, got, in)
+	}
+}
+
+// TestThunderSMSMaskedIPAddress: the reference's masked ip_address is the
+// end user's network for the flow's allow-list and the per-IP limits.
+func TestThunderSMSMaskedIPAddress(t *testing.T) {
+	p := verify.NoProtection()
+	p.IPSends = verify.Rate{Limit: 2, Per: time.Hour}
+	h := newHarness(t, WithAdHocFlow(verify.Flow{AllowedIPs: []string{"192.168.0.0/16"}}))
+	h.serveOn(h.store, p)
+	send := func(to, ip string) response {
+		_, res := h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"` + to + `"}}],"payload":{"ip_address":"` + ip + `"}}`)
+		return res
+	}
+	assert.Equal(t, http.StatusOK, send("4791234501", "192.168.*.*").status)
+	assert.Equal(t, http.StatusOK, send("4791234502", "192.168.*.*").status)
+	res := send("4791234503", "192.168.*.*")
+	assert.Equal(t, http.StatusTooManyRequests, res.status, "192.168.*.* counts as one client: %s", res)
+	assert.Equal(t, http.StatusOK, send("4791234503", "192.168.7.9").status, "an unmasked address is its own client")
+	res = send("4791234504", "10.0.*.*")
+	assert.Equal(t, http.StatusForbidden, res.status, "not on the allow-list: %s", res)
 }
 
 func TestE164ish(t *testing.T) {
@@ -303,29 +346,52 @@ func TestE164ish(t *testing.T) {
 	}
 }
 
-func TestThunderSMSConcurrentSendsShareOneFlow(t *testing.T) {
-	h := newHarness(t)
-	before, err := h.eng.Flows(h.ctx)
+// TestThunderSMSSendsLeaveTheCatalogAlone sends 1,000 requests with
+// different payloads (channels, orders, waits, lengths, timeouts, texts,
+// senders), eight at a time: every one is accepted, and the catalog has
+// as many flows and templates as before.
+func TestThunderSMSSendsLeaveTheCatalogAlone(t *testing.T) {
+	h := newHarness(t, permissive)
+	flows, err := h.eng.Flows(h.ctx)
 	require.NoError(t, err)
+	templates, err := h.eng.Templates(h.ctx)
+	require.NoError(t, err)
+
+	const n, workers = 1000, 8
+	next := make(chan int)
 	var wg sync.WaitGroup
-	errs := make(chan string, 8)
-	for i := range 8 {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res := h.do(http.MethodPost, "/api/v2/verify/send",
-				fmt.Sprintf(`{"channels":[{"name":"sms","recipient":{"to":"47912345%02d"}},{"name":"voice","recipient":{"to":"47912345%02d"}}]}`, i, i), thunderKey)
-			if res.status != http.StatusOK {
-				errs <- res.String()
+			for i := range next {
+				to := fmt.Sprintf("4791%06d", i)
+				second := []string{"voice", "whatsapp", "viber"}[i%3]
+				body := fmt.Sprintf(`{"channels":[
+					{"name":"sms","from":"S%d","recipient":{"to":"%s"},"order":%d,"wait":%d},
+					{"name":"%s","recipient":{"to":"%s"},"order":%d}],
+					"payload":{"length":%d,"timeout":%d,"template":"Code %d: {token}"}}`,
+					i%7, to, i%2, 10+i%50, second, to, 1-i%2, 4+i%7, 60+i, i)
+				res := h.do(http.MethodPost, "/api/v2/verify/send", body, thunderKey)
+				if res.status != http.StatusOK {
+					t.Errorf("send %d: %d %s", i, res.status, res)
+				}
 			}
 		}()
 	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
+	for i := range n {
+		next <- i
 	}
+	close(next)
+	wg.Wait()
+
 	after, err := h.eng.Flows(h.ctx)
 	require.NoError(t, err)
-	assert.Len(t, after, len(before)+1)
+	assert.Equal(t, flows, after, "no flow was added")
+	afterT, err := h.eng.Templates(h.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, templates, afterT, "no template was added")
+	page, err := h.eng.List(h.ctx, verify.Query{FlowID: verify.AdHocFlowID("thundersms"), Limit: 1000})
+	require.NoError(t, err)
+	assert.Len(t, page.Verifications, n)
 }

@@ -38,9 +38,9 @@ func (s downStore) CreateVerification(context.Context, verify.VerificationRecord
 func (h *harness) serveOn(store verify.Store, p verify.Protection) *verify.Engine {
 	h.t.Helper()
 	eng, err := verify.New(store, verify.WithClock(h.clock), verify.WithSecret(testSecret),
-		verify.WithChannels(h.cfg.Channels...), verify.WithLogger(discard), verify.WithProtection(p))
+		verify.WithChannels(h.chans...), verify.WithLogger(discard), verify.WithProtection(p))
 	require.NoError(h.t, err)
-	srv := httptest.NewServer(New(eng, h.cfg))
+	srv := httptest.NewServer(New(eng, h.opts...))
 	h.t.Cleanup(srv.Close)
 	h.srv = srv
 	return eng
@@ -64,7 +64,7 @@ func TestStoreFailuresAnswer503Or500(t *testing.T) {
 			h.serveOn(downStore{h.store, c.err}, verify.NoProtection())
 
 			for _, res := range []response{
-				h.kaleyra("/verify", `{"flow_id":"`+h.cfg.ChannelFlows["sms"]+`","to":{"mobile":"+4712345678"}}`),
+				h.kaleyra("/verify", `{"flow_id":"`+h.smsFlow+`","to":{"mobile":"+4712345678"}}`),
 				h.kaleyra("/verify/validate", `{"verify_id":"4d3d0959-805e-43fa-bece-5815ce0795a2","otp":"123456"}`),
 			} {
 				require.Equal(t, c.status, res.status, res.String())

@@ -10,10 +10,10 @@ import (
 )
 
 // The WAYSCloud-style API: POST /v1/verify/send and POST /v1/verify/check,
-// authenticated with the X-API-Key header. A channel maps to the one-step
-// flow "channel:<name>" that SetupCatalog made for it. Every check answer
-// carries a "status" string, as WAYSCloud's own client code reads it (see
-// waysCheck); a refused send is Kaleyra's error envelope.
+// authenticated with the X-API-Key header (see WAYSCloud for how a channel
+// becomes a flow). Every answer is a JSON object with a "status" string,
+// the errors too, as WAYSCloud's own client code reads it (see waysCheck
+// and waysSend).
 
 type waysSendRequest struct {
 	To      string `json:"to"`
@@ -47,43 +47,71 @@ type waysFailed struct {
 // waysParams are WAYSCloud's names for the engine's parameters.
 var waysParams = map[string]string{"verify_id": "session_id", "otp": "code", "OTP": "code", "to.mobile": "to", "to.email": "to"}
 
-// waysSend sends a code. Its expires_in is the time the code has left,
-// rounded up to whole seconds and never negative: 300 for a new session
-// (five minutes, as WAYSCloud documents), less for an open session that the
-// flow's DuplicateReuse policy answers with again (see waysExpiresIn).
+// waysAdHocName is the name, and so the identity, of the ad-hoc flows the
+// WAYSCloud API runs (verify.AdHocFlowID(waysAdHocName)).
+const waysAdHocName = "wayscloud"
+
+// waysSend sends a code on the channel the request names. Its answer is
+// WAYSCloud's: {"session_id","status":"sent","channel","expires_in"}, where
+// expires_in is the time the code has left, rounded up to whole seconds and
+// never negative: 300 for a new session (five minutes, as WAYSCloud
+// documents), less for an open session that the flow's DuplicateReuse
+// policy answers with again (see waysExpiresIn).
+//
+// A refusal is {"status","error":{...}}: Kaleyra's error object, with
+// WAYSCloud's parameter names (to, channel), beside a status from
+// waysStatus: invalid_request (400: no channel, E808 an unknown channel,
+// E804 a bad recipient, ...), unauthorized (401), rate_limited (429, with
+// Retry-After), forbidden (403, E920 and E921), blocked (E922),
+// delivery_failed (502, E915: every channel failed), unavailable (503),
+// error (500, logged with the reference the answer carries).
 func (s *server) waysSend(w http.ResponseWriter, r *http.Request) {
-	if !s.requireKey(w, r, "X-API-Key") {
-		return
-	}
 	var req waysSendRequest
-	if !s.decodeJSON(w, r, &req) {
+	if !s.waysAdmit(w, r, &req) {
 		return
 	}
-	if req.Channel == "" {
-		s.writeError(w, r, &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest,
-			Parameter: "channel", Message: "channel field is mandatory"})
+	sr, ve := s.waysRequest(req)
+	if ve != nil {
+		s.waysError(w, r, ve)
 		return
 	}
-	flowID, ok := s.cfg.ChannelFlows[req.Channel]
-	if !ok {
-		s.writeError(w, r, &verify.Error{Code: verify.ErrUnknownChannel.Code, Type: verify.TypeRequest,
-			Parameter: "channel", Message: "channel " + strconv.Quote(req.Channel) + " is not available; use one of " + strings.Join(s.channelNames(), ", ")})
-		return
-	}
-	to := verify.Recipient{Phone: req.To}
-	if s.addressing[req.Channel] == verify.ByEmail {
-		to = verify.Recipient{Email: req.To}
-	}
-	v, err := s.eng.Send(r.Context(), verify.SendRequest{
-		FlowID: flowID, To: to, IPAddress: s.clientIP(r), IdempotencyKey: r.Header.Get("Idempotency-Key"),
-	})
+	sr.IPAddress, sr.IdempotencyKey = s.clientIP(r), r.Header.Get("Idempotency-Key")
+	v, err := s.eng.Send(r.Context(), sr)
 	if err != nil {
-		s.writeError(w, r, renameParams(err, waysParams))
+		s.waysError(w, r, renameParams(err, waysParams))
 		return
 	}
 	s.writeJSON(w, r, http.StatusOK, waysSendResponse{
 		SessionID: v.ID, Status: string(v.Status), Channel: req.Channel, ExpiresIn: waysExpiresIn(v, s.eng.Now()),
 	})
+}
+
+// waysRequest turns a send into the engine's request: the recipient, as
+// the channel addresses it, and the channel's catalog flow
+// (WithChannelFlows) or a one-step ad-hoc flow on it.
+func (s *server) waysRequest(req waysSendRequest) (verify.SendRequest, *verify.Error) {
+	if req.Channel == "" {
+		return verify.SendRequest{}, &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest,
+			Parameter: "channel", Message: "channel field is mandatory"}
+	}
+	addressing, ok := s.eng.Addressing(req.Channel)
+	if !ok {
+		return verify.SendRequest{}, &verify.Error{Code: verify.ErrUnknownChannel.Code, Type: verify.TypeRequest,
+			Parameter: "channel", Message: "channel " + strconv.Quote(req.Channel) + " is not available; use one of " + strings.Join(s.eng.Channels(), ", ")}
+	}
+	sr := verify.SendRequest{To: verify.Recipient{Phone: req.To}}
+	if addressing == verify.ByEmail {
+		sr.To = verify.Recipient{Email: req.To}
+	}
+	if id, ok := s.st.channelFlows[req.Channel]; ok {
+		sr.FlowID = id
+		return sr, nil
+	}
+	f := s.st.adHoc
+	f.Name = waysAdHocName
+	f.Steps = []verify.Step{{Channel: req.Channel}}
+	sr.Flow = &f
+	return sr, nil
 }
 
 // waysExpiresIn is the time v's code has left at now (the engine's
@@ -97,7 +125,7 @@ func waysExpiresIn(v verify.Verification, now time.Time) int {
 	return int((left + time.Second - 1) / time.Second)
 }
 
-// The statuses of a check answer besides WAYSCloud's own "verified" and
+// The statuses of an answer besides WAYSCloud's own "sent", "verified" and
 // "failed".
 const (
 	waysAlreadyVerified = "already_verified"
@@ -108,6 +136,9 @@ const (
 	waysNotFound        = "not_found"
 	waysRateLimited     = "rate_limited"
 	waysForbidden       = "forbidden"
+	waysBlocked         = "blocked"
+	waysConflict        = "conflict"
+	waysUnauthorized    = "unauthorized"
 	waysInvalidRequest  = "invalid_request"
 	waysUnavailable     = "unavailable"
 	waysError           = "error"
@@ -121,8 +152,8 @@ type waysRefused struct {
 }
 
 // waysErrorEnvelope is Kaleyra's error envelope with the status a WAYSCloud
-// client reads: the answer to a malformed check and to a failure of the
-// server.
+// client reads: the answer to a refused send, a malformed request and a
+// failure of the server.
 type waysErrorEnvelope struct {
 	Status string        `json:"status"`
 	Error  *verify.Error `json:"error"`
@@ -158,25 +189,21 @@ type waysErrorEnvelope struct {
 //
 // The request or the server failed: Kaleyra's error envelope (code,
 // parameter with WAYSCloud's names, message, reference) with "status" beside
-// "error", {"status","error":{...}}:
+// "error", {"status","error":{...}}, as for a refused send (see
+// waysStatus):
 //
+//	unauthorized      401   E924: X-API-Key missing or wrong
 //	invalid_request   400   E800 no session_id, E801 no code, E803 a code that is
-//	                        not alphanumeric
+//	                        not alphanumeric; a body that is not a JSON object
+//	                        (413 when too large)
 //	unavailable       503   E926: the store is unavailable for a moment; with
 //	                        Retry-After
 //	error             500   E925 or any other failure, logged with the reference
 //	                        the answer carries; also an engine error this table
 //	                        does not name, with its own HTTP status
-//
-// A missing or wrong X-API-Key (401) and a body that is not a JSON object
-// (400, 413) are answered before the check, as on every endpoint, in
-// Kaleyra's envelope alone.
 func (s *server) waysCheck(w http.ResponseWriter, r *http.Request) {
-	if !s.requireKey(w, r, "X-API-Key") {
-		return
-	}
 	var req waysCheckRequest
-	if !s.decodeJSON(w, r, &req) {
+	if !s.waysAdmit(w, r, &req) {
 		return
 	}
 	v, err := s.eng.Check(r.Context(), verify.CheckRequest{VerifyID: req.SessionID, Code: req.Code, IPAddress: s.clientIP(r)})
@@ -185,31 +212,15 @@ func (s *server) waysCheck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ve, ok := verify.AsError(err)
-	if !ok || ve.Code == verify.ErrInternal.Code {
-		s.waysInternalError(w, r, err)
-		return
-	}
-	if ve.Code == verify.ErrInvalidOTP.Code {
-		s.writeJSON(w, r, http.StatusOK, waysFailed{SessionID: req.SessionID, Status: "failed", AttemptsRemaining: ve.AttemptsRemaining})
-		return
-	}
-	if status, ok := waysRefusals[ve.Code]; ok {
-		setRetryAfter(w, ve.RetryAfter)
-		s.writeJSON(w, r, ve.HTTPStatus(), waysRefused{SessionID: req.SessionID, Status: status})
-		return
-	}
-	status := waysError
 	switch {
-	case ve.Type == verify.TypeRequest:
-		status = waysInvalidRequest
-	case ve.Code == verify.ErrUnavailable.Code:
-		status = waysUnavailable
+	case ok && ve.Code == verify.ErrInvalidOTP.Code:
+		s.writeJSON(w, r, http.StatusOK, waysFailed{SessionID: req.SessionID, Status: "failed", AttemptsRemaining: ve.AttemptsRemaining})
+	case ok && waysRefusals[ve.Code] != "":
+		setRetryAfter(w, ve.RetryAfter)
+		s.writeJSON(w, r, ve.HTTPStatus(), waysRefused{SessionID: req.SessionID, Status: waysRefusals[ve.Code]})
+	default:
+		s.waysError(w, r, renameParams(err, waysParams))
 	}
-	if c, ok := verify.AsError(renameParams(ve, waysParams)); ok {
-		ve = c
-	}
-	setRetryAfter(w, ve.RetryAfter)
-	s.writeJSON(w, r, ve.HTTPStatus(), waysErrorEnvelope{Status: status, Error: ve})
 }
 
 // waysRefusals are the check statuses of a session that cannot take a code,
@@ -226,6 +237,65 @@ var waysRefusals = map[string]string{
 	verify.ErrIPNotAllowed.Code:    waysForbidden,
 }
 
+// waysStatus is the status of an error answer: the check refusals' for
+// their codes, and for the rest unauthorized (E924), forbidden (E921),
+// blocked (E922), conflict (E923), unavailable (E926), invalid_request
+// (any other request error), error (the rest, E925 included).
+func waysStatus(ve *verify.Error) string {
+	if st, ok := waysRefusals[ve.Code]; ok {
+		return st
+	}
+	switch ve.Code {
+	case verify.ErrUnauthorized.Code:
+		return waysUnauthorized
+	case verify.ErrGeoNotAllowed.Code:
+		return waysForbidden
+	case verify.ErrBlocked.Code:
+		return waysBlocked
+	case verify.ErrIdempotencyMismatch.Code:
+		return waysConflict
+	case verify.ErrUnavailable.Code:
+		return waysUnavailable
+	}
+	if ve.Type == verify.TypeRequest {
+		return waysInvalidRequest
+	}
+	return waysError
+}
+
+// waysError answers err as {"status","error":{...}} with the status its
+// HTTPStatus suggests (and Retry-After when it has one). Anything but an
+// *verify.Error, and E925, is logged with a reference and answered 500
+// with that reference, never err's text.
+func (s *server) waysError(w http.ResponseWriter, r *http.Request, err error) {
+	ve, ok := verify.AsError(err)
+	if !ok || ve.Code == verify.ErrInternal.Code {
+		s.writeJSON(w, r, http.StatusInternalServerError, waysErrorEnvelope{Status: waysError, Error: s.logInternal(r, err)})
+		return
+	}
+	s.waysErrorStatus(w, r, ve.HTTPStatus(), ve)
+}
+
+func (s *server) waysErrorStatus(w http.ResponseWriter, r *http.Request, status int, ve *verify.Error) {
+	setRetryAfter(w, ve.RetryAfter)
+	s.writeJSON(w, r, status, waysErrorEnvelope{Status: waysStatus(ve), Error: ve})
+}
+
+// waysAdmit checks the X-API-Key (or the host's Authorizer) and reads the
+// JSON body into dst, answering a refusal in the WAYSCloud error shape. It
+// reports whether the request may go on.
+func (s *server) waysAdmit(w http.ResponseWriter, r *http.Request, dst any) bool {
+	if ve, status := s.checkKey(w, r, "X-API-Key"); ve != nil {
+		s.waysErrorStatus(w, r, status, ve)
+		return false
+	}
+	if ve, status := readJSON(w, r, s.st.maxBody, dst, false); ve != nil {
+		s.waysErrorStatus(w, r, status, ve)
+		return false
+	}
+	return true
+}
+
 // setRetryAfter sets Retry-After to d rounded up to whole seconds, if d is
 // positive.
 func setRetryAfter(w http.ResponseWriter, d time.Duration) {
@@ -234,33 +304,22 @@ func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 	}
 }
 
-// waysInternalError is internalError with the status "error": err is logged
-// with a reference, and the answer is 500 with E925 and that reference,
-// never err's text.
-func (s *server) waysInternalError(w http.ResponseWriter, r *http.Request, err error) {
-	s.writeJSON(w, r, http.StatusInternalServerError, waysErrorEnvelope{Status: waysError, Error: s.logInternal(r, err)})
-}
-
-// channelOf names the channel a verification was sent on: its flow's, for
-// the per-channel flows, else its first delivery's.
+// channelOf names the channel a verification was sent on: the one step's
+// of a WAYSCloud send (a catalog flow WithChannelFlows names, or its
+// ad-hoc flow), else its first delivery that did not fail.
 func (s *server) channelOf(v verify.Verification) string {
-	if ch, ok := s.flowChan[v.FlowID]; ok {
-		return ch
+	for ch, id := range s.st.channelFlows {
+		if id == v.FlowID {
+			return ch
+		}
 	}
 	for _, d := range v.Deliveries {
 		if d.Status != verify.DeliveryFailed {
 			return d.Channel
 		}
 	}
-	return ""
-}
-
-func (s *server) channelNames() []string {
-	names := make([]string, 0, len(s.cfg.Channels))
-	for _, c := range s.cfg.Channels {
-		if _, ok := s.cfg.ChannelFlows[c.Name()]; ok {
-			names = append(names, c.Name())
-		}
+	if len(v.Deliveries) > 0 {
+		return v.Deliveries[0].Channel
 	}
-	return names
+	return ""
 }

@@ -176,14 +176,16 @@ func TestWAYSCloudCheckStatuses(t *testing.T) {
 	})
 
 	t.Run("ip not allowed", func(t *testing.T) {
-		h := newHarness(t)
-		f := h.flowByName("channel:sms")
-		f.AllowedIPs = []string{"203.0.113.0/24"}
-		_, err := h.eng.UpdateFlow(h.ctx, f)
+		h := newHarness(t, WithAdHocFlow(verify.Flow{AllowedIPs: []string{"203.0.113.0/24"}}))
+		v, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4712345608"}, IPAddress: "203.0.113.7",
+			Flow: &verify.Flow{Name: "wayscloud", AllowedIPs: []string{"203.0.113.0/24"}, Steps: []verify.Step{{Channel: "sms"}}}})
 		require.NoError(t, err)
-		v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: verify.Recipient{Phone: "+4712345608"}, IPAddress: "203.0.113.7"})
-		require.NoError(t, err)
-		res := h.waysCheck(v.ID, h.code("sms"))
+		res := h.ways("/send", `{"to":"+4712345608","channel":"sms"}`)
+		assert.Equal(t, http.StatusForbidden, res.status, "WithAdHocFlow's allow-list applies to WAYSCloud sends")
+		var refused struct{ Status string }
+		require.NoError(t, json.Unmarshal(res.body, &refused))
+		assert.Equal(t, "forbidden", refused.Status)
+		res = h.waysCheck(v.ID, h.code("sms"))
 		assert.Equal(t, http.StatusForbidden, res.status)
 		assert.Equal(t, waysCheckAnswer{SessionID: v.ID, Status: "forbidden"}, checkAnswer(t, res))
 	})

@@ -37,6 +37,9 @@ type options struct {
 	console    bool
 	brand      string
 	region     string
+	// inlineText and senders are the ThunderSMS API's InlinePolicy.
+	inlineText bool
+	senders    []string
 	shutdown   time.Duration
 
 	// generatedAPIKey and generatedAdminKey say that the keys were made up
@@ -69,12 +72,19 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer, r
 	flags.BoolVar(&o.console, "console", !realProviders, "register Console channels (codes on stdout) for channels no provider covers; default on only when no provider is configured")
 	flags.StringVar(&o.brand, "brand", env("VERIFY_BRAND", "OpenVerify"), "brand in the default flows' messages (env VERIFY_BRAND)")
 	flags.StringVar(&o.region, "phone-region", env("VERIFY_PHONE_REGION", ""), "ISO region for phone numbers written without a country code, such as NO (env VERIFY_PHONE_REGION)")
+	flags.BoolVar(&o.inlineText, "allow-inline-text", env("VERIFY_ALLOW_INLINE_TEXT", "") == "1", "let ThunderSMS-style requests send their own message text (payload.template) (env VERIFY_ALLOW_INLINE_TEXT=1)")
+	senders := flags.String("allow-senders", env("VERIFY_ALLOW_SENDERS", ""), "sender IDs ThunderSMS-style requests may name in channels[].from, comma-separated, or * for any; default none (env VERIFY_ALLOW_SENDERS)")
 	flags.DurationVar(&o.shutdown, "shutdown-timeout", 15*time.Second, "how long to wait for in-flight requests on SIGINT/SIGTERM")
 	if err := flags.Parse(args); err != nil {
 		return o, err
 	}
 	if flags.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q (all settings are flags; see -h)", flags.Args())
+	}
+	for _, s := range strings.Split(*senders, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.senders = append(o.senders, s)
+		}
 	}
 	var err error
 	if o.apiKeys, o.generatedAPIKey, err = keysOrRandom(*apiKey, "ov_api_"); err != nil {
@@ -160,27 +170,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	flows, err := httpapi.SetupCatalog(ctx, eng, channelList(chans), o.brand)
-	if err != nil {
+	if err := httpapi.SetupCatalog(ctx, eng, o.brand); err != nil {
 		return fmt.Errorf("creating the default flows: %w", err)
 	}
 
-	cfg := httpapi.Config{
-		SID:          o.sid,
-		APIKeys:      o.apiKeys,
-		AdminKeys:    o.adminKeys,
-		TrustProxy:   o.trustProxy,
-		Channels:     channelList(chans),
-		ChannelFlows: flows,
-		Logger:       logger,
+	apiOpts := []httpapi.Option{
+		httpapi.WithSID(o.sid),
+		httpapi.WithAPIKeys(o.apiKeys...),
+		httpapi.WithAdminKeys(o.adminKeys...),
+		httpapi.WithLogger(logger),
+		httpapi.WithAdHocFlow(verify.Flow{Brand: o.brand}),
+		httpapi.WithInlinePolicy(httpapi.InlinePolicy{Text: o.inlineText, Senders: o.senders}),
+	}
+	if o.trustProxy {
+		apiOpts = append(apiOpts, httpapi.WithTrustProxy())
 	}
 	if prov.twilio != nil && prov.twilio.callbackURL != "" && prov.twilio.authToken != "" {
-		cfg.Twilio = &httpapi.TwilioHook{AuthToken: prov.twilio.authToken, PublicURL: prov.twilio.callbackURL}
+		apiOpts = append(apiOpts, httpapi.WithTwilioHook(httpapi.TwilioHook{AuthToken: prov.twilio.authToken, PublicURL: prov.twilio.callbackURL}))
 	}
 	if prov.kaleyra != nil && prov.kaleyra.CallbackURL != "" {
-		cfg.Kaleyra = &httpapi.KaleyraHook{Secret: prov.kaleyra.CallbackSecret}
+		apiOpts = append(apiOpts, httpapi.WithKaleyraHook(httpapi.KaleyraHook{Secret: prov.kaleyra.CallbackSecret}))
 	}
-	handler := httpapi.New(eng, cfg)
+	handler := httpapi.New(eng, apiOpts...)
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
