@@ -43,6 +43,9 @@ type stepJSON struct {
 	After        int    `json:"after"` // seconds after the previous step; 0 sends with it
 	WebOTPDomain string `json:"web_otp_domain,omitempty"`
 	AppHash      string `json:"app_hash,omitempty"`
+	// Language is the step's own message language, over the
+	// verification's ("en-US").
+	Language string `json:"language,omitempty"`
 }
 
 func flowToJSON(f verify.Flow) flowJSON {
@@ -55,7 +58,7 @@ func flowToJSON(f verify.Flow) flowJSON {
 	}
 	for i, s := range f.Steps {
 		j.Steps[i] = stepJSON{Channel: s.Channel, From: s.From, Template: s.Template, After: int(s.After / time.Second),
-			WebOTPDomain: s.WebOTPDomain, AppHash: s.AppHash}
+			WebOTPDomain: s.WebOTPDomain, AppHash: s.AppHash, Language: s.Language}
 	}
 	return j
 }
@@ -101,7 +104,7 @@ func flowFromJSON(j flowJSON) (verify.Flow, error) {
 			return f, err
 		}
 		f.Steps[i] = verify.Step{Channel: s.Channel, From: s.From, Template: s.Template,
-			After: after, WebOTPDomain: s.WebOTPDomain, AppHash: s.AppHash}
+			After: after, WebOTPDomain: s.WebOTPDomain, AppHash: s.AppHash, Language: s.Language}
 	}
 	return f, nil
 }

@@ -268,3 +268,24 @@ func TestTwilioStatusCallback(t *testing.T) {
 	h2 := newHarness(t)
 	assert.Equal(t, http.StatusNotFound, h2.do("POST", "/hooks/twilio", "x=1").status)
 }
+
+// TestAdminStepLanguageAndText: a catalog flow's step may have its own
+// language; a text of its own is for ad-hoc flows only, and "text" is not
+// a field of the admin API's steps.
+func TestAdminStepLanguageAndText(t *testing.T) {
+	h := newHarness(t)
+	res := h.admin("POST", "/flows", `{"name":"call-in-english","steps":[{"channel":"sms"},{"channel":"voice","after":30,"language":"en-US"}]}`)
+	require.Equal(t, http.StatusCreated, res.status, res.String())
+	f := decodeData[flowJSON](t, res)
+	assert.Equal(t, "en-US", f.Steps[1].Language)
+	stored, err := h.eng.Flow(h.ctx, f.ID)
+	require.NoError(t, err)
+	assert.Equal(t, "en-US", stored.Steps[1].Language)
+
+	res = h.admin("POST", "/flows", `{"name":"x","steps":[{"channel":"voice","language":"English"}]}`)
+	assert.Equal(t, http.StatusBadRequest, res.status)
+	assert.Contains(t, res.String(), `"parameter":"steps[0].language"`)
+	res = h.admin("POST", "/flows", `{"name":"x","steps":[{"channel":"sms","text":"{code}"}]}`)
+	assert.Equal(t, http.StatusBadRequest, res.status)
+	assert.Contains(t, res.String(), `unknown field \"text\"`)
+}

@@ -133,3 +133,34 @@ func ExampleAdmin() {
 	// Output:
 	// 200 OK
 }
+
+// Each wire format mounted on its own, as package httpapi's documentation
+// shows: the Kaleyra and WAYSCloud paths share /v1/, so they are mounted
+// path by path.
+func Example_mountEach() {
+	eng, sms := newEngine()
+	key := "a-long-random-api-key"
+	mux := http.NewServeMux()
+	kaleyra := httpapi.Kaleyra(eng, httpapi.WithAPIKeys(key))
+	mux.Handle("/v1/{sid}/verify", kaleyra)
+	mux.Handle("/v1/{sid}/verify/validate", kaleyra)
+	ways := httpapi.WAYSCloud(eng, httpapi.WithAPIKeys(key))
+	mux.Handle("/v1/verify/send", ways)
+	mux.Handle("/v1/verify/check", ways)
+	mux.Handle("/api/v2/verify/", httpapi.ThunderSMS(eng, httpapi.WithAPIKeys(key)))
+	mux.Handle("/admin/", httpapi.Admin(eng, httpapi.WithAdminKeys("a-long-random-admin-key")))
+	mux.Handle("/hooks/", httpapi.Hooks(eng, httpapi.WithKaleyraHook(httpapi.KaleyraHook{Secret: []byte("callback-secret")})))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	fmt.Println(post(srv.URL+"/v1/ACME/verify", `{"to":{"mobile":"+4791234561"}}`, "api-key", key))
+	fmt.Println(post(srv.URL+"/v1/verify/send", `{"to":"+4791234562","channel":"sms"}`, "X-API-Key", key))
+	fmt.Println(post(srv.URL+"/api/v2/verify/send", `{"channels":[{"name":"sms","recipient":{"to":"4791234563"}}]}`,
+		"Authorization", "Bearer "+key))
+	fmt.Println(len(sms.Messages()), "messages sent")
+	// Output:
+	// 200 OK
+	// 200 OK
+	// 200 OK
+	// 3 messages sent
+}

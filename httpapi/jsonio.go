@@ -55,11 +55,16 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *server) writeErrorStatus(w http.ResponseWriter, r *http.Request, status int, ve *verify.Error) {
-	if ve.RetryAfter > 0 {
-		secs := int((ve.RetryAfter + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-	}
+	setRetryAfter(w, ve.RetryAfter)
 	s.writeJSON(w, r, status, errorEnvelope{Error: ve})
+}
+
+// setRetryAfter sets Retry-After to d rounded up to whole seconds, if d is
+// positive.
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	if d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	}
 }
 
 // internalError logs err with a reference and answers 500 with that

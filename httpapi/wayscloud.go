@@ -296,14 +296,6 @@ func (s *server) waysAdmit(w http.ResponseWriter, r *http.Request, dst any) bool
 	return true
 }
 
-// setRetryAfter sets Retry-After to d rounded up to whole seconds, if d is
-// positive.
-func setRetryAfter(w http.ResponseWriter, d time.Duration) {
-	if d > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
-	}
-}
-
 // channelOf names the channel a verification was sent on: the one step's
 // of a WAYSCloud send (a catalog flow WithChannelFlows names, or its
 // ad-hoc flow), else its first delivery that did not fail.
