@@ -93,7 +93,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 type sendPlan struct {
 	req     SendRequest
 	flow    Flow
-	flowKey string // what identifies the flow in the request hash
+	flowKey string // what identifies the flow in the request hash (with an IdempotencyKey)
 	to      Recipient
 	code    string // the custom code, "" to generate one
 	lang    string
@@ -127,17 +127,17 @@ func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (sendPlan, er
 		p.code = c
 	}
 	p.lang = resolveLanguage(req, to, flow)
-	p.flowKey = flow.ID
-	if req.Flow != nil {
-		// An ad-hoc flow is part of the request: a retry with the same
-		// key and other steps is another request.
-		b, err := json.Marshal(flow)
-		if err != nil {
-			return sendPlan{}, internalErr("encode ad-hoc flow", err)
-		}
-		p.flowKey += "\x00" + string(b)
-	}
 	if req.IdempotencyKey != "" {
+		p.flowKey = flow.ID
+		if req.Flow != nil {
+			// An ad-hoc flow is part of the request: a retry with the
+			// same key and other steps is another request.
+			b, err := json.Marshal(flow)
+			if err != nil {
+				return sendPlan{}, internalErr("encode ad-hoc flow", err)
+			}
+			p.flowKey += "\x00" + string(b)
+		}
 		p.reqHash = e.keys.requestHash(p.flowKey, to, p.code, req)
 	}
 	p.attempt = SendAttempt{FlowID: flow.ID, To: to, Country: info.Country, IPAddress: req.IPAddress, ForeignID: req.ForeignID}
