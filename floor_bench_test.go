@@ -1,0 +1,121 @@
+package verify_test
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/openverify/verify"
+)
+
+// cryptoFloor is the bare work of a verification pair with no engine and
+// no store logic: a random six-digit code, a UUID, the code's HMAC and its
+// AES-GCM-sealed copy, one map insert; then one map lookup and the HMAC
+// compared in constant time. Whatever the engine spends beyond it on a
+// Send and a Check (validation, protections, the store's records, events)
+// is its overhead, which BenchmarkPairVsFloor reports as a ratio.
+type cryptoFloor struct {
+	key  []byte
+	aead cipher.AEAD
+	mu   sync.Mutex
+	m    map[string]floorRecord
+}
+
+type floorRecord struct{ hash, sealed []byte }
+
+func newCryptoFloor(b *testing.B) *cryptoFloor {
+	block, err := aes.NewCipher(secret)
+	if err != nil {
+		b.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &cryptoFloor{key: secret, aead: aead, m: make(map[string]floorRecord)}
+}
+
+func (f *cryptoFloor) mac(id string, code []byte) []byte {
+	h := hmac.New(sha256.New, f.key)
+	h.Write([]byte(id))
+	h.Write(code)
+	return h.Sum(nil)
+}
+
+// pair sends and checks one code, as the floor.
+func (f *cryptoFloor) pair(b *testing.B) {
+	var raw [6]byte
+	rand.Read(raw[:])
+	code := make([]byte, 6)
+	for i, r := range raw {
+		code[i] = '0' + r%10
+	}
+	id := uuid.NewString()
+	nonce := make([]byte, f.aead.NonceSize(), f.aead.NonceSize()+len(code)+f.aead.Overhead())
+	rand.Read(nonce)
+	rec := floorRecord{hash: f.mac(id, code), sealed: f.aead.Seal(nonce, nonce, code, []byte(id))}
+	f.mu.Lock()
+	f.m[id] = rec
+	f.mu.Unlock()
+
+	f.mu.Lock()
+	got, ok := f.m[id]
+	f.mu.Unlock()
+	if !ok || !hmac.Equal(got.hash, f.mac(id, code)) {
+		b.Fatal("the floor's own check failed")
+	}
+}
+
+// BenchmarkPairVsFloor measures a Send and a Check on memstore (no
+// protections, no fallback steps) right after the bare crypto work of a
+// pair (see cryptoFloor) in the same run, and reports the engine's time
+// and allocations as multiples of the floor's ("x-floor",
+// "allocs-x-floor").
+func BenchmarkPairVsFloor(b *testing.B) {
+	var floorNs, floorAllocs float64
+	b.Run("floor", func(b *testing.B) {
+		f := newCryptoFloor(b)
+		b.ReportAllocs()
+		allocs := mallocs()
+		for b.Loop() {
+			f.pair(b)
+		}
+		floorNs = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		floorAllocs = float64(mallocs()-allocs) / float64(b.N)
+	})
+	b.Run("engine", func(b *testing.B) {
+		eng, ch := benchEngine(b)
+		ctx := context.Background()
+		b.ReportAllocs()
+		allocs := mallocs()
+		for b.Loop() {
+			v, err := eng.Send(ctx, benchTo)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: ch.take(v.ID)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		if floorNs > 0 {
+			b.ReportMetric(ns/floorNs, "x-floor")
+			b.ReportMetric(float64(mallocs()-allocs)/float64(b.N)/floorAllocs, "allocs-x-floor")
+		}
+	})
+}
+
+// mallocs is the number of heap allocations so far.
+func mallocs() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.Mallocs
+}
