@@ -2,15 +2,18 @@ package sqlstore_test
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/rediscounters"
 	"github.com/openverify/verify/sqlstore"
 )
 
@@ -127,20 +130,37 @@ func BenchmarkStore(b *testing.B) {
 				f := newFloor(st)
 				floorRate = runParallel(b, func() bool { return f.pair(b) })
 			})
+			var unprotectedRate float64
 			parallel := func(eng *verify.Engine) func(b *testing.B) {
 				return func(b *testing.B) {
 					rate := runParallel(b, func() bool { return sendAndCheck(b, eng, req()) })
 					if floorRate > 0 {
 						b.ReportMetric(rate/floorRate, "of-floor")
 					}
+					if unprotectedRate > 0 {
+						b.ReportMetric(rate/unprotectedRate, "of-unprotected")
+					}
 				}
 			}
-			b.Run("send+check-parallel32", parallel(eng))
+			b.Run("send+check-parallel32", func(b *testing.B) {
+				unprotectedRate = 0
+				parallel(eng)(b)
+				unprotectedRate = float64(b.N) / b.Elapsed().Seconds()
+			})
 			b.Run("send+check-parallel32-protected", parallel(newEngine(verify.DefaultProtection())))
 			// As the README configures several instances: the rate limits
 			// counted in the database too.
 			b.Run("send+check-parallel32-protected-shared", parallel(newEngine(verify.DefaultProtection(),
 				verify.WithLimiter(verify.NewStoreLimiter(st)))))
+			// The same with the counters on Redis ($VERIFY_REDIS_ADDR), the
+			// verifications still in the database.
+			if addr := os.Getenv("VERIFY_REDIS_ADDR"); addr != "" {
+				rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2 * parallelCallers})
+				defer rdb.Close()
+				rc := rediscounters.New(rdb, rediscounters.WithPrefix("{bench-"+randomHex(8)+"}:"))
+				b.Run("send+check-parallel32-protected-redis", parallel(newEngine(verify.DefaultProtection(),
+					verify.WithCounters(rc), verify.WithLimiter(verify.NewStoreLimiter(rc)))))
+			}
 		})
 	}
 }

@@ -1,0 +1,277 @@
+// Package rediscounters keeps the engine's protection counters in Redis:
+// the failure lockouts and delays, the number-prefix blocks and, through a
+// verify.StoreLimiter built on it, the rate limits, for deployments that
+// already run Redis and want those off the database while verifications
+// stay in SQL:
+//
+//	counters := rediscounters.New(redis.NewClient(&redis.Options{Addr: "localhost:6379"}))
+//	eng, err := verify.New(store,
+//		verify.WithCounters(counters),
+//		verify.WithLimiter(verify.NewStoreLimiter(counters)),
+//		...)
+//
+// Every engine that shares the store must share the counters.
+//
+// Each Take is one Lua script, which Redis runs atomically: it reads the
+// named counters, decides as verify.ApplyTakes does (all or nothing, Max,
+// NotBefore and the backoff, expiry by the engine's clock), and writes the
+// changed ones, so that racing engines never count past a limit and a
+// refused Take changes nothing. Counters are hashes (value, updated,
+// expires and not-before times in microseconds) under a key prefix, with
+// a Redis expiry of their ExpiresAt plus a grace period, counted from the
+// Take's now, so that Redis drops them when they no longer count.
+//
+// On Redis Cluster the keys of one Take must share a hash slot: the
+// default prefix, "{openverify}:", puts every counter in one.
+//
+// Redis's own durability applies: with the default RDB snapshots, a
+// restart loses the counts since the last snapshot; turn on the AOF
+// (appendonly yes) where lockouts must survive a crash.
+package rediscounters
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/openverify/verify"
+)
+
+// Counters is a verify.Counters backend on Redis.
+type Counters struct {
+	rdb    redis.UniversalClient
+	prefix string
+	grace  time.Duration
+}
+
+var _ verify.Counters = (*Counters)(nil)
+
+// An Option configures Counters.
+type Option func(*Counters)
+
+// WithPrefix sets the prefix of the counters' Redis keys. The default is
+// "{openverify}:"; on Redis Cluster keep a hash tag in it, so that a Take's
+// keys share a slot.
+func WithPrefix(p string) Option {
+	return func(c *Counters) { c.prefix = p }
+}
+
+// WithGrace sets how long Redis keeps a counter past its ExpiresAt (by the
+// Take's clock) before it drops it. The default is one minute; it only
+// matters when the engines' clock and Redis's disagree.
+func WithGrace(d time.Duration) Option {
+	return func(c *Counters) {
+		if d >= 0 {
+			c.grace = d
+		}
+	}
+}
+
+// New returns Counters on the Redis client rdb: a *redis.Client, a
+// *redis.ClusterClient, or any redis.UniversalClient.
+func New(rdb redis.UniversalClient, opts ...Option) *Counters {
+	c := &Counters{rdb: rdb, prefix: "{openverify}:", grace: time.Minute}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+//go:embed take.lua
+var takeSource string
+
+//go:embed purge.lua
+var purgeSource string
+
+var (
+	takeScript  = redis.NewScript(takeSource)
+	purgeScript = redis.NewScript(purgeSource)
+)
+
+// maxExact is the largest integer Redis's Lua numbers (doubles) hold
+// exactly. A Max above it is no limit; a Delta or value beyond it is
+// refused as an error.
+const maxExact = 1<<53 - 1
+
+// Take implements verify.Counters in one Lua script (see the package
+// documentation).
+func (c *Counters) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	if len(takes) == 0 {
+		return verify.ApplyTakes(nil, nil, now), nil
+	}
+	keys := make([]string, len(takes))
+	args := make([]any, 0, 2+6*len(takes))
+	args = append(args, micros(now), c.grace.Microseconds())
+	for i, t := range takes {
+		if t.Key == "" {
+			return verify.Taken{}, errors.New("rediscounters: take with an empty key")
+		}
+		if t.Delta > maxExact || t.Delta < -maxExact {
+			return verify.Taken{}, fmt.Errorf("rediscounters: take %q: delta %d is beyond ±2^53", t.Key, t.Delta)
+		}
+		keys[i] = c.prefix + t.Key
+		limit := t.Max
+		if limit > maxExact {
+			limit = -1 // no limit
+		} else if limit < 0 {
+			limit = math.MinInt32 // refuses every positive delta, as Max < 0 does
+		}
+		args = append(args, t.Delta, limit, micros(t.ExpiresAt),
+			t.Backoff.Free, t.Backoff.Base.Microseconds(), t.Backoff.Max.Microseconds())
+	}
+	if dup := duplicate(keys); dup != "" {
+		return verify.Taken{}, fmt.Errorf("rediscounters: counter %q is named by more than one take", dup[len(c.prefix):])
+	}
+	raw, err := takeScript.Run(ctx, c.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return verify.Taken{}, fmt.Errorf("rediscounters: take: %w", err)
+	}
+	if len(raw) != 3+4*len(takes) {
+		return verify.Taken{}, fmt.Errorf("rediscounters: take: the script returned %d numbers for %d takes", len(raw), len(takes))
+	}
+	res := verify.Taken{OK: raw[0] == 1, Refused: int(raw[1]), Counters: make([]verify.Counter, len(takes))}
+	if !res.OK {
+		res.RetryAfter = time.Duration(raw[2]) * time.Microsecond
+	}
+	for i := range takes {
+		res.Counters[i] = counterOf(raw[3+4*i : 7+4*i])
+	}
+	return res, nil
+}
+
+// GetCounter implements verify.Counters.
+func (c *Counters) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	vals, err := c.rdb.HMGet(ctx, c.prefix+key, "v", "u", "e", "n").Result()
+	if err != nil {
+		return verify.Counter{}, fmt.Errorf("rediscounters: get counter: %w", err)
+	}
+	raw := make([]int64, 4)
+	for i, v := range vals {
+		if v == nil {
+			return verify.Counter{}, nil
+		}
+		s, _ := v.(string)
+		if _, err := fmt.Sscan(s, &raw[i]); err != nil {
+			return verify.Counter{}, fmt.Errorf("rediscounters: get counter %q: field %d is %q", key, i, s)
+		}
+	}
+	if raw[2] <= micros(now) {
+		return verify.Counter{}, nil
+	}
+	return counterOf(raw), nil
+}
+
+// DeleteCounter implements verify.Counters.
+func (c *Counters) DeleteCounter(ctx context.Context, key string) error {
+	if err := c.rdb.Del(ctx, c.prefix+key).Err(); err != nil {
+		return fmt.Errorf("rediscounters: delete counter: %w", err)
+	}
+	return nil
+}
+
+// PurgeCounters implements verify.Counters. Redis drops counters by itself
+// a grace period after they expire; this deletes, up to limit, those
+// whose ExpiresAt is before before sooner, scanning the prefix's keys a
+// batch at a time and checking each one's ExpiresAt as it deletes it, in
+// one script, so that a counter a Take renewed meanwhile is kept.
+func (c *Counters) PurgeCounters(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	var deleted int
+	purge := func(ctx context.Context, node redis.UniversalClient) error {
+		var cursor uint64
+		for deleted < limit {
+			keys, next, err := node.Scan(ctx, cursor, escapeGlob(c.prefix)+"*", 500).Result()
+			if err != nil {
+				return err
+			}
+			for len(keys) > 0 && deleted < limit {
+				batch := keys[:min(len(keys), 100)]
+				keys = keys[len(batch):]
+				n, err := purgeScript.Run(ctx, node, batch, micros(before), limit-deleted).Int()
+				if err != nil {
+					return err
+				}
+				deleted += n
+			}
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+		}
+		return nil
+	}
+	var err error
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		// A scan sees one node's keys: scan every primary. ForEachMaster
+		// calls them concurrently; they take turns, sharing deleted.
+		var mu sync.Mutex
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if deleted >= limit {
+				return nil
+			}
+			return purge(ctx, node)
+		})
+	} else {
+		err = purge(ctx, c.rdb)
+	}
+	if err != nil {
+		return deleted, fmt.Errorf("rediscounters: purge counters: %w", err)
+	}
+	return deleted, nil
+}
+
+// micros is t in microseconds since the Unix epoch; 0 for the zero time.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// timeOf is the inverse of micros.
+func timeOf(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// counterOf reads value, updated, expires and not-before.
+func counterOf(raw []int64) verify.Counter {
+	return verify.Counter{Value: raw[0], UpdatedAt: timeOf(raw[1]), ExpiresAt: timeOf(raw[2]), NotBefore: timeOf(raw[3])}
+}
+
+// duplicate returns a key named twice, or "".
+func duplicate(keys []string) string {
+	sorted := slices.Clone(keys)
+	slices.Sort(sorted)
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			return sorted[i]
+		}
+	}
+	return ""
+}
+
+// escapeGlob escapes the characters SCAN's MATCH treats as a pattern.
+func escapeGlob(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			out = append(out, '\\')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}

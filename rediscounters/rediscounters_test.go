@@ -1,0 +1,56 @@
+package rediscounters_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/rediscounters"
+	"github.com/openverify/verify/storetest"
+)
+
+// redisClient connects to $VERIFY_REDIS_ADDR (host:port). Without it the
+// test is skipped, except under CI=true, where it fails: CI must run the
+// Redis tests (see .ci/run).
+func redisClient(tb testing.TB) *redis.Client {
+	tb.Helper()
+	addr := os.Getenv("VERIFY_REDIS_ADDR")
+	if addr == "" {
+		if os.Getenv("CI") == "true" {
+			tb.Fatal("VERIFY_REDIS_ADDR is not set, but CI=true: CI must run the Redis tests (see .ci/run)")
+		}
+		tb.Skip("VERIFY_REDIS_ADDR is not set; skipping Redis (set it to host:port of a redis-server)")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+	tb.Cleanup(func() { rdb.Close() })
+	require.NoError(tb, rdb.Ping(context.Background()).Err(), "connecting to VERIFY_REDIS_ADDR")
+	return rdb
+}
+
+// newCounters returns Counters under a prefix of their own, whose keys are
+// deleted when the test ends.
+func newCounters(tb testing.TB, opts ...rediscounters.Option) *rediscounters.Counters {
+	tb.Helper()
+	rdb := redisClient(tb)
+	b := make([]byte, 8)
+	rand.Read(b)
+	prefix := "{test-" + hex.EncodeToString(b) + "}:"
+	tb.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
+	return rediscounters.New(rdb, append([]rediscounters.Option{rediscounters.WithPrefix(prefix)}, opts...)...)
+}
+
+func TestConformance(t *testing.T) {
+	storetest.RunCounters(t, func(t *testing.T) verify.Counters { return newCounters(t) })
+}
