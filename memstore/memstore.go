@@ -46,8 +46,34 @@ type Store struct {
 var _ verify.Store = (*Store)(nil)
 
 type shard struct {
-	mu   sync.Mutex
+	mu sync.Mutex
+	// recs holds the open verifications (and those a caller is ending),
+	// done the ended ones, compact (see ended.go).
 	recs map[string]*verify.VerificationRecord
+	done map[string]*endedRec
+	// steps shares the steps of ended verifications by flow ID.
+	steps map[string][]verify.Step
+}
+
+// get returns the verification id as a record, and whether it is open
+// (in recs, where the caller may change it through the pointer) or ended
+// (a copy from done). The caller holds the shard's lock.
+func (sh *shard) get(id string) (r *verify.VerificationRecord, live, ok bool) {
+	if r, ok := sh.recs[id]; ok {
+		return r, true, true
+	}
+	if e, ok := sh.done[id]; ok {
+		rec := e.expand(id)
+		return &rec, false, true
+	}
+	return nil, false, false
+}
+
+// has reports whether the shard holds the verification id.
+func (sh *shard) has(id string) bool {
+	_, open := sh.recs[id]
+	_, ended := sh.done[id]
+	return open || ended
 }
 
 // New returns an empty Store.
@@ -59,6 +85,7 @@ func New() *Store {
 	}
 	for i := range s.shards {
 		s.shards[i].recs = make(map[string]*verify.VerificationRecord)
+		s.shards[i].done = make(map[string]*endedRec)
 		s.counters[i].m = make(map[string]verify.Counter)
 	}
 	s.idx.byKey = make(map[string]string)

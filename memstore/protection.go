@@ -71,14 +71,14 @@ func (s *Store) unindexOpen(v *verify.VerificationRecord) {
 }
 
 // unindexKey forgets a purged verification's idempotency key.
-func (s *Store) unindexKey(v *verify.VerificationRecord) {
-	if v.IdempotencyKey == "" {
+func (s *Store) unindexKey(id, key string) {
+	if key == "" {
 		return
 	}
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	if s.idx.byKey[v.IdempotencyKey] == v.ID {
-		delete(s.idx.byKey, v.IdempotencyKey)
+	if s.idx.byKey[key] == id {
+		delete(s.idx.byKey, key)
 	}
 }
 

@@ -20,6 +20,11 @@ func (s *Store) matching(q verify.Query) []verify.VerificationRecord {
 				out = append(out, *r)
 			}
 		}
+		for id, e := range sh.done {
+			if r := e.expand(id); q.Matches(&r) {
+				out = append(out, r)
+			}
+		}
 		sh.mu.Unlock()
 	}
 	return out

@@ -31,7 +31,7 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	}
 	sh := s.shard(v.ID)
 	sh.mu.Lock()
-	if _, ok := sh.recs[v.ID]; ok {
+	if sh.has(v.ID) {
 		sh.mu.Unlock()
 		return errExists("verification", v.ID)
 	}
@@ -42,7 +42,11 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	// Once stored, v is the shard's to change (another caller may end it
 	// at once): what the heaps need is read now.
 	open, id, expiresAt, endedAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt
-	sh.recs[v.ID] = &v
+	if open {
+		sh.recs[v.ID] = &v
+	} else {
+		sh.done[v.ID] = sh.compactRecord(&v)
+	}
 	s.stepsMu.Lock()
 	for _, p := range steps {
 		p.VerificationID = v.ID
@@ -70,7 +74,7 @@ func (s *Store) GetVerification(ctx context.Context, id string) (verify.Verifica
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, ok := sh.recs[id]
+	r, _, ok := sh.get(id)
 	if !ok {
 		return verify.VerificationRecord{}, verify.ErrNotFound
 	}
@@ -85,11 +89,11 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, ok := sh.recs[id]
+	r, live, ok := sh.get(id)
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
+	if !live || !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
 		return *r, false, nil
 	}
 	r.Attempts++
@@ -110,11 +114,11 @@ func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, ok := sh.recs[id]
+	r, live, ok := sh.get(id)
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) || coolingDown(r.LastSentAt, cooldown, now) {
+	if !live || !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) || coolingDown(r.LastSentAt, cooldown, now) {
 		return *r, false, nil
 	}
 	r.Sends++
@@ -138,12 +142,12 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	}
 	sh := s.shard(id)
 	sh.mu.Lock()
-	r, ok := sh.recs[id]
+	r, live, ok := sh.get(id)
 	if !ok {
 		sh.mu.Unlock()
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !r.Status.Open() {
+	if !live || !r.Status.Open() {
 		out := *r
 		sh.mu.Unlock()
 		return out, false, nil
@@ -154,7 +158,9 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	return out, true, nil
 }
 
-// end moves r to an ended status. The caller holds r's shard lock.
+// end moves r to an ended status, and from the shard's recs to its done:
+// r stays valid for the caller to copy, but no longer changes the store.
+// The caller holds r's shard lock.
 func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time.Time) {
 	r.Status = status
 	r.EndedAt = now
@@ -171,6 +177,9 @@ func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time
 	s.endedMu.Lock()
 	s.ended.push(timeEntry{now, r.ID})
 	s.endedMu.Unlock()
+	sh := s.shard(r.ID)
+	sh.done[r.ID] = sh.compactRecord(r)
+	delete(sh.recs, r.ID)
 }
 
 var statusRank = map[verify.Status]int{verify.StatusPending: 0, verify.StatusSent: 1, verify.StatusDelivered: 2}
@@ -183,8 +192,9 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 	sh := s.shard(d.VerificationID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, ok := sh.recs[d.VerificationID]
-	if !ok {
+	r, live := sh.recs[d.VerificationID]
+	e, ended := sh.done[d.VerificationID]
+	if !live && !ended {
 		return false, verify.ErrNotFound
 	}
 	if d.Step >= 0 { // a step with a recorded delivery is done, moved or not
@@ -192,10 +202,17 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 		s.removeStep(stepKey{d.VerificationID, d.Step})
 		s.stepsMu.Unlock()
 	}
+	if ended {
+		return e.recordDelivery(d), nil
+	}
 	i := slices.IndexFunc(r.Deliveries, func(old verify.DeliveryRecord) bool { return old.ID == d.ID })
-	// Records handed out share the slice: write a new one, with room for
-	// one more.
-	ds := make([]verify.DeliveryRecord, len(r.Deliveries), len(r.Deliveries)+1)
+	// Records handed out share the slice: write a new one, exactly as
+	// long as it needs to be.
+	n := len(r.Deliveries)
+	if i < 0 {
+		n++
+	}
+	ds := make([]verify.DeliveryRecord, len(r.Deliveries), n)
 	copy(ds, r.Deliveries)
 	if i < 0 {
 		ds = append(ds, d)
@@ -258,9 +275,9 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		}
 		sh := s.shard(e.id)
 		sh.mu.Lock()
-		if r, ok := sh.recs[e.id]; ok && !r.Status.Open() && r.EndedAt.Before(before) {
-			delete(sh.recs, e.id)
-			s.unindexKey(r)
+		if r, ok := sh.done[e.id]; ok && timeOf(r.endedAt).Before(before) {
+			delete(sh.done, e.id)
+			s.unindexKey(e.id, r.idempotencyKey)
 			n++
 		}
 		sh.mu.Unlock()
