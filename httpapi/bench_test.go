@@ -8,12 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/memstore"
@@ -74,40 +77,103 @@ func BenchmarkServerThunderSMS(b *testing.B) {
 	benchStores(b, thunderBench)
 }
 
+// benchStores runs the benchmark on memstore, a SQLite file and, with
+// $VERIFY_POSTGRES_DSN, PostgreSQL (a schema of its own), each without
+// protections and with the server's defaults ("-protected": every pair
+// from another client IP and number prefix, as many users are; on
+// PostgreSQL the rate limits counted in the database, as cmd/openverify
+// counts them there).
 func benchStores(b *testing.B, api benchAPI) {
-	b.Run("memstore", func(b *testing.B) { benchSendCheck(b, memstore.New(), api) })
-	b.Run("sqlite", func(b *testing.B) {
+	sqlite := func(b *testing.B) *sqlstore.Store {
 		st, err := sqlstore.Open(context.Background(), "sqlite:"+filepath.Join(b.TempDir(), "bench.db"))
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer st.Close()
-		benchSendCheck(b, st, api)
-	})
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	for _, protected := range []bool{false, true} {
+		suffix := ""
+		if protected {
+			suffix = "-protected"
+		}
+		b.Run("memstore"+suffix, func(b *testing.B) { benchSendCheck(b, memstore.New(), api, protected) })
+		b.Run("sqlite"+suffix, func(b *testing.B) { benchSendCheck(b, sqlite(b), api, protected) })
+		if dsn := os.Getenv("VERIFY_POSTGRES_DSN"); dsn != "" {
+			b.Run("postgres"+suffix, func(b *testing.B) {
+				st := benchPostgres(b, dsn)
+				var opts []verify.Option
+				if protected {
+					opts = append(opts, verify.WithLimiter(verify.NewStoreLimiter(st)))
+				}
+				benchSendCheck(b, st, api, protected, opts...)
+			})
+		}
+	}
 }
 
-func benchSendCheck(b *testing.B, store verify.Store, api benchAPI) {
+// benchPostgres opens a store on a new schema of the database dsn names,
+// dropped when the benchmark ends.
+func benchPostgres(b *testing.B, dsn string) *sqlstore.Store {
+	ctx := context.Background()
+	admin, err := sqlstore.Open(ctx, dsn, sqlstore.WithoutMigrate())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close()
+	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano())
+	if _, err := admin.DB().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if st, err := sqlstore.Open(ctx, dsn, sqlstore.WithoutMigrate()); err == nil {
+			st.DB().ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			st.Close()
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	st, err := sqlstore.Open(ctx, u.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+func benchSendCheck(b *testing.B, store verify.Store, api benchAPI, protected bool, opts ...verify.Option) {
 	ctx := context.Background()
 	book := &codeBook{}
-	eng, err := verify.New(store, verify.WithChannels(book), verify.WithSecret(testSecret),
-		verify.WithLogger(discard), verify.WithProtection(verify.NoProtection()))
+	p := verify.NoProtection()
+	if protected {
+		p = verify.DefaultProtection()
+	}
+	eng, err := verify.New(store, append([]verify.Option{verify.WithChannels(book), verify.WithSecret(testSecret),
+		verify.WithLogger(discard), verify.WithProtection(p)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := SetupCatalog(ctx, eng, "Acme"); err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(New(eng, WithSID(testSID), WithAPIKeys(testAPIKey), WithAdminKeys(testAdminKey), WithLogger(discard)))
+	srv := httptest.NewServer(New(eng, WithSID(testSID), WithAPIKeys(testAPIKey), WithAdminKeys(testAdminKey),
+		WithLogger(discard), WithTrustProxy()))
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4 * runtime.GOMAXPROCS(0)}}
 	defer client.CloseIdleConnections()
 
-	post := func(path, body string) ([]byte, error) {
+	post := func(ip, path, body string) ([]byte, error) {
 		req, err := http.NewRequest("POST", srv.URL+path, strings.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
 		req.Header.Set(api.header, api.key)
+		req.Header.Set("X-Forwarded-For", ip)
 		req.Header.Set("Content-Type", "application/json")
 		res, err := client.Do(req)
 		if err != nil {
@@ -132,7 +198,12 @@ func benchSendCheck(b *testing.B, store verify.Store, api benchAPI) {
 			} `json:"data"`
 		}
 		for pb.Next() {
-			out, err := post(api.send(fmt.Sprintf("+47%08d", 40000000+n.Add(1))))
+			// Another user each time: another IP, and a number spread
+			// over 5,000 prefixes, as real traffic is.
+			i := int(n.Add(1))
+			ip := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+			path, body := api.send(fmt.Sprintf("+47%04d%04d", 4000+i%5000, i/5000))
+			out, err := post(ip, path, body)
 			if err != nil {
 				b.Error(err)
 				return
@@ -144,7 +215,8 @@ func benchSendCheck(b *testing.B, store verify.Store, api benchAPI) {
 			}
 			id := sent.ID + sent.Data.VerifyID
 			code, _ := book.codes.LoadAndDelete(id)
-			out, err = post(api.check(id, code.(string)))
+			path, body = api.check(id, code.(string))
+			out, err = post(ip, path, body)
 			if err != nil {
 				b.Error(err)
 				return
