@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/openverify/verify"
 )
@@ -65,4 +66,32 @@ func (s *Store) MigrateTo(ctx context.Context, version int) error {
 		return s.migratePostgres(ctx, upTo)
 	}
 	return s.migrateSQLite(ctx, upTo)
+}
+
+// HotQueries returns the statements a Send and a Check run on every call,
+// with sample arguments, by name, for the query-plan tests on loaded
+// tables: the verification's read, the recipient's open verifications,
+// the attempt, a counted send, an ending, and one counter's take.
+func (s *Store) HotQueries(id string, now time.Time) map[string]ReportQuery {
+	t := s.tv(now)
+	cond := func(c conditional) string {
+		if s.pg() {
+			return c.pg
+		}
+		return c.sqlite
+	}
+	out := map[string]ReportQuery{
+		"get":        {getVerificationQuery, []any{id}},
+		"find-open":  {findOpenQuery, []any{"flow", "+4740000001", "", t}},
+		"count-send": {cond(countSendUpdate), []any{id, t, 5, true, t}},
+		"finish":     {cond(finishUpdate), []any{id, t, "canceled"}},
+	}
+	if s.pg() {
+		out["attempt"] = ReportQuery{attemptUpdates[1], []any{id, t, []byte("0123456789abcdef0123456789abcdef")}}
+		out["count-one"] = ReportQuery{pgCountOneQuery, []any{"recipient:+4740000001", int64(1), t, s.tv(now.Add(time.Hour)),
+			int64(5), int64(0), int64(0), 0, int64(0)}}
+	} else {
+		out["attempt"] = ReportQuery{countAttempt.sqlite, []any{id, t}}
+	}
+	return out
 }

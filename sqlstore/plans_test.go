@@ -1,0 +1,121 @@
+package sqlstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify/sqlstore"
+)
+
+// loadedRows is how many verifications and counters TestHotQueryPlans
+// preloads: enough that a plan reading a table or a wrong index costs
+// what it would in service.
+const loadedRows = 200_000
+
+// TestHotQueryPlans checks the plans of the statements every Send and
+// Check run, on tables preloaded with loadedRows verifications (one in ten
+// still open) and counters and analysed, as a service's are: each finds
+// its rows through the index meant for it. (On tables the planner had not
+// analysed, PostgreSQL chose the partial index on expires_at for the
+// attempt's UPDATE rather than the primary key.)
+func TestHotQueryPlans(t *testing.T) {
+	want := map[sqlstore.Dialect]map[string]string{
+		sqlstore.Postgres: {
+			"get":        "verifications_pkey",
+			"find-open":  "verifications_open_recipient",
+			"count-send": "verifications_pkey",
+			"finish":     "verifications_pkey",
+			"attempt":    "verifications_pkey",
+			"count-one":  "counters_pkey",
+		},
+		sqlstore.SQLite: {
+			"get":        "(id=?)",
+			"find-open":  "verifications_open_recipient",
+			"count-send": "(id=?)",
+			"finish":     "(id=?)",
+			"attempt":    "(id=?)",
+		},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			st := open(t, b.newDSN(t))
+			preload(t, st)
+			conn, err := st.DB().Conn(ctx)
+			require.NoError(t, err)
+			defer conn.Close()
+			for name, stmt := range st.HotQueries("v00000042", start) {
+				index, ok := want[st.Dialect()][name]
+				if !ok {
+					continue
+				}
+				plan := queryPlan(t, conn, st.Dialect(), stmt.SQL, stmt.Args...)
+				assert.Contains(t, plan, index, "plan of %s:\n%s", name, plan)
+				assert.NotContains(t, plan, "Seq Scan on verifications", "plan of %s:\n%s", name, plan)
+				assert.NotContains(t, plan, "SCAN v\n", "plan of %s:\n%s", name, plan)
+			}
+		})
+	}
+}
+
+// preload fills the verifications and counters tables with loadedRows
+// rows each, in one statement apiece, and analyses them.
+func preload(t *testing.T, st *sqlstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	now := start
+	var stmts []string
+	if st.Dialect() == sqlstore.Postgres {
+		stmts = []string{
+			`INSERT INTO verifications (id, flow_id, foreign_id, status, to_phone, to_email, ip_address, brand, language,
+				fallback_language, code_hash, charset, code_length, attempts, max_attempts, sends, steps, allowed_ips,
+				created_at, expires_at, ended_at, last_sent_at)
+			SELECT 'v' || lpad(i::text, 8, '0'), 'flow', '', CASE WHEN i % 10 = 0 THEN 'sent' ELSE 'verified' END,
+				'+47' || (40000000 + i), '', '10.0.0.1', '', 'en', 'en', decode(md5(i::text), 'hex'), 0, 6, 0, 5, 1,
+				'[{"channel":"sms"}]', '[]',
+				$1::timestamptz - (i || ' seconds')::interval, $1::timestamptz - (i || ' seconds')::interval + interval '5 minutes',
+				CASE WHEN i % 10 = 0 THEN NULL ELSE $1::timestamptz - (i || ' seconds')::interval END,
+				$1::timestamptz - (i || ' seconds')::interval
+			FROM generate_series(1, $2::int) AS i`,
+			`INSERT INTO counters (name, value, updated_at, expires_at)
+			SELECT 'recipient:+47' || (40000000 + i), 1, $1::timestamptz, $1::timestamptz + interval '1 hour'
+			FROM generate_series(1, $2::int) AS i`,
+			`ANALYZE`,
+		}
+	} else {
+		stmts = []string{
+			`WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2)
+			INSERT INTO verifications (id, flow_id, foreign_id, status, to_phone, to_email, ip_address, brand, language,
+				fallback_language, code_hash, charset, code_length, attempts, max_attempts, sends, steps, allowed_ips,
+				created_at, expires_at, ended_at, last_sent_at)
+			SELECT 'v' || substr('00000000' || i, -8), 'flow', '', CASE WHEN i % 10 = 0 THEN 'sent' ELSE 'verified' END,
+				'+47' || (40000000 + i), '', '10.0.0.1', '', 'en', 'en', randomblob(32), 0, 6, 0, 5, 1,
+				'[{"channel":"sms"}]', '[]', $1 - i * 1000000, $1 - i * 1000000 + 300000000,
+				CASE WHEN i % 10 = 0 THEN NULL ELSE $1 - i * 1000000 END, $1 - i * 1000000
+			FROM seq`,
+			`WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2)
+			INSERT INTO counters (name, value, updated_at, expires_at)
+			SELECT 'recipient:+47' || (40000000 + i), 1, $1, $1 + 3600000000 FROM seq`,
+			`ANALYZE`,
+		}
+	}
+	arg := any(now)
+	if st.Dialect() == sqlstore.SQLite {
+		arg = now.UnixMicro()
+	}
+	for _, q := range stmts {
+		var err error
+		if q == `ANALYZE` {
+			_, err = st.DB().ExecContext(ctx, q)
+		} else {
+			_, err = st.DB().ExecContext(ctx, q, arg, loadedRows)
+		}
+		require.NoError(t, err, q)
+	}
+	var n int
+	require.NoError(t, st.DB().QueryRowContext(ctx, `SELECT count(*) FROM verifications`).Scan(&n))
+	require.Equal(t, loadedRows, n)
+}
