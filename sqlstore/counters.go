@@ -143,9 +143,11 @@ func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (ver
 		query = pgCountOneQuery
 	}
 	var c verify.Counter
-	err := s.run().QueryRowContext(ctx, query, t.Key, t.Delta, s.tv(now), s.tv(t.ExpiresAt), t.Max,
-		b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
-		Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
+	err := s.write(ctx, func(q querier) error {
+		return q.QueryRowContext(ctx, query, t.Key, t.Delta, s.tv(now), s.tv(t.ExpiresAt), t.Max,
+			b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
+			Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Taken{}, false, nil
 	}
@@ -474,8 +476,10 @@ func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (veri
 
 // DeleteCounter implements verify.Store.
 func (s *Store) DeleteCounter(ctx context.Context, key string) error {
-	_, err := s.run().ExecContext(ctx, `DELETE FROM counters WHERE name = $1`, key)
-	return wrap("delete counter", err)
+	return wrap("delete counter", s.write(ctx, func(q querier) error {
+		_, err := q.ExecContext(ctx, `DELETE FROM counters WHERE name = $1`, key)
+		return err
+	}))
 }
 
 // PurgeCounters implements verify.Store: one bounded batch. On PostgreSQL
@@ -492,11 +496,14 @@ func (s *Store) PurgeCounters(ctx context.Context, before time.Time, limit int) 
 		query = `WITH old AS MATERIALIZED (` + expired + ` FOR UPDATE SKIP LOCKED)
 			DELETE FROM counters WHERE name IN (SELECT name FROM old)`
 	}
-	res, err := s.run().ExecContext(ctx, query, s.tv(before), limit)
-	if err != nil {
-		return 0, wrap("purge counters", err)
-	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := s.write(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, query, s.tv(before), limit)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
 	if err != nil {
 		return 0, wrap("purge counters", err)
 	}

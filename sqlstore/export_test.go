@@ -95,3 +95,9 @@ func (s *Store) HotQueries(id string, now time.Time) map[string]ReportQuery {
 	}
 	return out
 }
+
+// GroupCommits returns how many batches the SQLite group commit has run,
+// and how many writes they held.
+func (s *Store) GroupCommits() (batches, writes int64) {
+	return s.batch.batches.Load(), s.batch.writes.Load()
+}

@@ -59,6 +59,18 @@ type runner struct {
 	// They cannot be prepared on the pool while the transaction holds
 	// SQLite's one connection; inTx prepares them once it is over.
 	missed *[]string
+	// detached runs the statements without their context's cancellation
+	// (keeping its values): in a group commit's transaction, where an
+	// interrupted write would roll back the other callers' writes too.
+	detached bool
+}
+
+// ctx is the context a statement runs with.
+func (r runner) ctx(ctx context.Context) context.Context {
+	if r.detached {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 // run returns the runner for the pool.
@@ -84,6 +96,7 @@ func (r runner) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 }
 
 func (r runner) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = r.ctx(ctx)
 	st, err := r.stmt(ctx, query)
 	switch {
 	case err != nil:
@@ -97,6 +110,7 @@ func (r runner) ExecContext(ctx context.Context, query string, args ...any) (sql
 }
 
 func (r runner) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	ctx = r.ctx(ctx)
 	st, err := r.stmt(ctx, query)
 	switch {
 	case err != nil:
@@ -111,6 +125,7 @@ func (r runner) QueryContext(ctx context.Context, query string, args ...any) (*s
 
 // QueryRowContext is QueryContext for one row; errors surface at Scan.
 func (r runner) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	ctx = r.ctx(ctx)
 	st, err := r.stmt(ctx, query)
 	switch {
 	case err != nil:
@@ -180,11 +195,26 @@ func (s *Store) closeStmts() error {
 	return errors.Join(errs...)
 }
 
+// write runs fn, a write of one statement: on SQLite in a group commit
+// with other callers' writes (see batcher), on PostgreSQL on the pool.
+func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+	if s.batch != nil {
+		return s.batch.do(ctx, fn)
+	}
+	return fn(s.run())
+}
+
 // inTx runs fn in a transaction and commits it if fn returns nil; if fn
 // returns errRollback, it rolls the transaction back and returns nil. On
 // SQLite every transaction starts with a write, so it takes the write lock
-// at once (waiting out other processes' writers with the busy timeout).
+// at once (waiting out other processes' writers with the busy timeout),
+// and fn runs in a group commit with other callers' writes (see
+// batcher): under a savepoint of its own, rolled back to it for
+// errRollback or an error.
 func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
+	if s.batch != nil {
+		return s.batch.do(ctx, fn)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -75,6 +75,7 @@ type Store struct {
 	dialect Dialect
 	owned   bool       // Close closes db
 	stmts   *stmtCache // SQLite only
+	batch   *batcher   // SQLite only: group commit (see batcher)
 	wal     *walKeeper // runs the checkpoints of a SQLite file Open opened
 }
 
@@ -102,6 +103,7 @@ func New(db *sql.DB, dialect Dialect) (*Store, error) {
 	s := &Store{db: db, dialect: dialect}
 	if dialect == SQLite {
 		s.stmts = &stmtCache{stmts: make(map[string]*sql.Stmt)}
+		s.batch = &batcher{run: s.runBatch}
 	}
 	return s, nil
 }

@@ -42,20 +42,24 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 				ORDER BY due_at, verification_id, step LIMIT $3)
 			RETURNING verification_id, step, due_at, lease_until, tries`
 	}
-	rows, err := s.run().QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
-	if err != nil {
-		return nil, wrap("claim due", err)
-	}
-	defer rows.Close()
 	var out []verify.PendingStep
-	for rows.Next() {
-		var p verify.PendingStep
-		if err := rows.Scan(&p.VerificationID, &p.Step, timeDest{&p.DueAt}, timeDest{&p.LeaseUntil}, &p.Tries); err != nil {
-			return nil, wrap("claim due", err)
+	err := s.write(ctx, func(q querier) error {
+		out = out[:0]
+		rows, err := q.QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
+		if err != nil {
+			return err
 		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var p verify.PendingStep
+			if err := rows.Scan(&p.VerificationID, &p.Step, timeDest{&p.DueAt}, timeDest{&p.LeaseUntil}, &p.Tries); err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, wrap("claim due", err)
 	}
 	// RETURNING does not keep the subquery's order.
@@ -117,15 +121,18 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 // ReleaseStep implements verify.Store: one conditional UPDATE, matched on
 // the caller's lease.
 func (s *Store) ReleaseStep(ctx context.Context, p verify.PendingStep, until time.Time, sent bool) (bool, error) {
-	res, err := s.run().ExecContext(ctx, `UPDATE pending_steps SET lease_until = $4,
-			ready_at = CASE WHEN COALESCE($4, due_at) > due_at THEN COALESCE($4, due_at) ELSE due_at END,
-			tries = CASE WHEN $5 OR tries = 0 THEN tries ELSE tries - 1 END
-		WHERE verification_id = $1 AND step = $2 AND lease_until = $3`,
-		p.VerificationID, p.Step, s.tv(p.LeaseUntil), s.tn(until), sent)
-	if err != nil {
-		return false, wrap("release step", err)
-	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := s.write(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `UPDATE pending_steps SET lease_until = $4,
+				ready_at = CASE WHEN COALESCE($4, due_at) > due_at THEN COALESCE($4, due_at) ELSE due_at END,
+				tries = CASE WHEN $5 OR tries = 0 THEN tries ELSE tries - 1 END
+			WHERE verification_id = $1 AND step = $2 AND lease_until = $3`,
+			p.VerificationID, p.Step, s.tv(p.LeaseUntil), s.tn(until), sent)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
 	if err != nil {
 		return false, wrap("release step", err)
 	}
@@ -134,9 +141,11 @@ func (s *Store) ReleaseStep(ctx context.Context, p verify.PendingStep, until tim
 
 // CompleteStep implements verify.Store.
 func (s *Store) CompleteStep(ctx context.Context, verificationID string, step int) error {
-	_, err := s.run().ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`,
-		verificationID, step)
-	return wrap("complete step", err)
+	return wrap("complete step", s.write(ctx, func(q querier) error {
+		_, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`,
+			verificationID, step)
+		return err
+	}))
 }
 
 // NextDue implements verify.Store.

@@ -51,8 +51,10 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	}
 	insertVerification := `INSERT INTO verifications (` + verificationCols + `) VALUES (` + placeholders(1, len(args)) + `)`
 	if len(steps) == 0 {
-		_, err := s.run().ExecContext(ctx, insertVerification, args...)
-		return s.createErr(v, err)
+		return s.createErr(v, s.write(ctx, func(q querier) error {
+			_, err := q.ExecContext(ctx, insertVerification, args...)
+			return err
+		}))
 	}
 	var insertSteps strings.Builder
 	insertSteps.WriteString(`INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at, tries) VALUES `)

@@ -1,0 +1,202 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// SQLite runs one writer at a time, and a commit is most of a write's
+// cost (the WAL append, and the fsync when it is due). So on SQLite the
+// Store commits many callers' writes together (group commit): a write
+// (inTx's fn) joins a queue, and the first caller to find no batch running
+// leads: it takes the queue, runs each write in one transaction under a
+// savepoint of its own, commits once, and answers every caller with its
+// own outcome. A write that fails (a duplicate key, a refused take) is
+// rolled back to its savepoint and answered with its error, and the
+// others commit. Every caller is answered only after the commit that holds
+// its write, with the commit's error if it fails, so the durability is
+// the store's (WAL with synchronous NORMAL) and no write is reported done
+// before it is. When the leader has answered its batch it hands the lead
+// to the first caller still waiting, so no caller runs more than the batch
+// it joined. Nothing runs in the background.
+
+// maxBatch is the most writes one transaction commits.
+const maxBatch = 64
+
+// batcher queues writes for group commit.
+type batcher struct {
+	mu    sync.Mutex
+	queue []*batchOp
+	busy  bool // a leader is running
+	run   func(ops []*batchOp)
+	// batches and writes count what ran, for tests.
+	batches, writes atomic.Int64
+}
+
+// batchOp is one caller's write.
+type batchOp struct {
+	ctx  context.Context
+	fn   func(q querier) error
+	err  error
+	done chan struct{} // closed when err is final
+	lead chan struct{} // closed when this caller is to lead the next batch
+}
+
+// do queues fn and returns its outcome once its batch has committed (or
+// rolled back). A caller whose ctx ends while fn still waits in the queue
+// takes it out and returns ctx's error: nothing of it ran. Once fn is in
+// a running batch, the caller waits for the batch's outcome, which is
+// fn's.
+func (b *batcher) do(ctx context.Context, fn func(q querier) error) error {
+	op := &batchOp{ctx: ctx, fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, op)
+	if !b.busy {
+		b.busy = true
+		b.mu.Unlock()
+		b.leadBatch()
+	} else {
+		b.mu.Unlock()
+	}
+	lead, done := op.lead, ctx.Done()
+	for {
+		select {
+		case <-op.done:
+			return op.err
+		case <-lead:
+			lead = nil // a closed channel stays ready: lead once
+			b.leadBatch()
+		case <-done:
+			b.mu.Lock()
+			select {
+			case <-op.lead: // designated to lead: lead, whatever ctx says
+				b.mu.Unlock()
+				done = nil
+				continue
+			default:
+			}
+			if i := slices.Index(b.queue, op); i >= 0 {
+				b.queue = slices.Delete(b.queue, i, i+1)
+				b.mu.Unlock()
+				return ctx.Err()
+			}
+			b.mu.Unlock()
+			<-op.done // in a running batch: its outcome is fn's
+			return op.err
+		}
+	}
+}
+
+// leadBatch runs the writes queued now (up to maxBatch) as one batch, then
+// hands the lead to the first write still queued, or ends the run.
+func (b *batcher) leadBatch() {
+	b.mu.Lock()
+	n := min(len(b.queue), maxBatch)
+	batch := slices.Clone(b.queue[:n])
+	b.queue = slices.Delete(b.queue, 0, n)
+	b.mu.Unlock()
+
+	b.batches.Add(1)
+	b.writes.Add(int64(len(batch)))
+	b.run(batch)
+
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.busy = false
+	} else {
+		close(b.queue[0].lead)
+	}
+	b.mu.Unlock()
+}
+
+// runBatch runs ops in one transaction, each under its own savepoint
+// (none for a batch of one), and commits; it sets each op's err and closes
+// its done. The transaction and its statements run without the callers'
+// cancellation: on SQLite, interrupting a write inside a transaction rolls
+// the whole transaction back, everyone's writes with it. A caller whose
+// ctx has ended before its turn is skipped.
+func (s *Store) runBatch(ops []*batchOp) {
+	finish := func(err error) {
+		for _, op := range ops {
+			if err != nil && op.err == nil {
+				op.err = err
+			}
+			close(op.done)
+		}
+	}
+	ctx := context.WithoutCancel(ops[0].ctx)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		finish(err)
+		return
+	}
+	var missed []string
+	q := runner{s: s, tx: tx, missed: &missed, detached: true}
+	savepoints := len(ops) > 1
+	wrote := false // a write will be committed
+	for _, op := range ops {
+		if err := op.ctx.Err(); err != nil {
+			op.err = err
+			continue
+		}
+		if savepoints {
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+				_ = tx.Rollback()
+				finish(err)
+				return
+			}
+		}
+		op.err = op.fn(q)
+		switch {
+		case op.err == nil && savepoints:
+			_, err = tx.ExecContext(ctx, `RELEASE w`)
+			wrote = true
+		case op.err == nil:
+			wrote = true
+		case savepoints:
+			_, err = tx.ExecContext(ctx, `ROLLBACK TO w`)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, `RELEASE w`)
+			}
+		}
+		if errors.Is(op.err, errRollback) {
+			op.err = nil
+		}
+		if err != nil {
+			// The transaction cannot go on: nothing of it commits, and
+			// every write without an error of its own gets the one that
+			// ended it. (SQLite rolls a whole transaction back on some
+			// errors, SQLITE_FULL and SQLITE_IOERR among them, and the
+			// savepoint with it.)
+			_ = tx.Rollback()
+			if op.err != nil {
+				err = op.err
+			}
+			finish(err)
+			return
+		}
+	}
+	if wrote {
+		err = tx.Commit()
+	} else {
+		err = tx.Rollback()
+	}
+	if err != nil {
+		// Writes that failed keep their own error; the rest get the
+		// commit's.
+		for _, op := range ops {
+			if op.err == nil {
+				op.err = err
+			}
+		}
+	}
+	finish(nil)
+	// The connection is free again: prepare what the batch ran unprepared,
+	// for next time. A failure here only costs speed.
+	for _, query := range missed {
+		_, _ = s.prepared(ctx, query)
+	}
+}

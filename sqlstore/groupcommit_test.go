@@ -1,0 +1,186 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/sqlstore"
+)
+
+// gcRecord is a verification for the group-commit tests.
+func gcRecord(id string) verify.VerificationRecord {
+	return verify.VerificationRecord{ID: id, FlowID: "f", Status: verify.StatusPending,
+		To: verify.Recipient{Phone: "+4712345678"}, MaxAttempts: 5, CreatedAt: start, ExpiresAt: start.Add(time.Hour)}
+}
+
+// TestGroupCommit releases 64 writers at once on a SQLite file: a quarter
+// of them create a verification with an idempotency key already taken
+// (ErrDuplicate, as a retried Send meets it), and a quarter take a
+// counter past its limit (a refusal that rolls back). The writes commit in
+// fewer transactions than there are writers; each refused write gets its
+// own answer and leaves nothing behind; every other write is in the file,
+// as a second Store on it (another connection) reads it.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "verify.db")
+	st := open(t, "sqlite:"+path)
+	taken := gcRecord("taken")
+	taken.IdempotencyKey = "key"
+	require.NoError(t, st.CreateVerification(ctx, taken, nil))
+
+	const n = 64
+	var created, duplicates, counted, refused atomic.Int64
+	runConcurrently(n, func(i int) {
+		switch i % 4 {
+		case 0: // a taken idempotency key
+			dup := gcRecord(fmt.Sprintf("v-%02d", i))
+			dup.IdempotencyKey = "key"
+			err := st.CreateVerification(ctx, dup, []verify.PendingStep{{Step: 0, DueAt: start}})
+			if errors.Is(err, verify.ErrDuplicate) {
+				duplicates.Add(1)
+			} else {
+				t.Errorf("creating with a taken key: %v", err)
+			}
+		case 1, 2:
+			require.NoError(t, st.CreateVerification(ctx, gcRecord(fmt.Sprintf("v-%02d", i)),
+				[]verify.PendingStep{{Step: 0, DueAt: start}}))
+			created.Add(1)
+		case 3: // eight of sixteen takes fit under Max 8
+			res, err := st.Take(ctx, start, []verify.Take{
+				{Key: "limit", Delta: 1, Max: 8, ExpiresAt: start.Add(time.Hour)},
+				{Key: fmt.Sprintf("own-%02d", i), Delta: 1, Max: verify.NoLimit, ExpiresAt: start.Add(time.Hour)},
+			})
+			require.NoError(t, err)
+			if res.OK {
+				counted.Add(1)
+			} else {
+				refused.Add(1)
+			}
+		}
+	})
+	assert.Equal(t, int64(16), duplicates.Load())
+	assert.Equal(t, int64(32), created.Load())
+	assert.Equal(t, int64(8), counted.Load(), "the limit holds across one transaction's writes")
+	assert.Equal(t, int64(8), refused.Load())
+	batches, writes := st.GroupCommits()
+	assert.Less(t, batches, writes, "writes share commits")
+	t.Logf("%d writes in %d batches", writes, batches)
+
+	other := open(t, "sqlite:"+path)
+	for i := range n {
+		id := fmt.Sprintf("v-%02d", i)
+		_, err := other.GetVerification(ctx, id)
+		if i%4 == 1 || i%4 == 2 {
+			assert.NoError(t, err, id)
+		} else {
+			assert.ErrorIs(t, err, verify.ErrNotFound, id)
+		}
+	}
+	c, err := other.GetCounter(ctx, "limit", start)
+	require.NoError(t, err)
+	assert.Equal(t, int64(8), c.Value)
+	for i := 3; i < n; i += 4 {
+		c, err := other.GetCounter(ctx, fmt.Sprintf("own-%02d", i), start)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, c.Value, int64(1), "a refused take rolls back its other counters")
+	}
+	var pending int
+	require.NoError(t, other.DB().QueryRowContext(ctx, `SELECT count(*) FROM pending_steps`).Scan(&pending))
+	assert.Equal(t, 32, pending, "the duplicates' steps were rolled back with them")
+}
+
+// TestGroupCommitCanceledWriter: a writer whose context has ended before
+// its turn gets the context's error, and nothing of its write is stored.
+func TestGroupCommitCanceledWriter(t *testing.T) {
+	ctx := context.Background()
+	st := open(t, "sqlite:"+filepath.Join(t.TempDir(), "verify.db"))
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	err := st.CreateVerification(canceled, gcRecord("v"), nil)
+	assert.ErrorIs(t, err, context.Canceled)
+	_, err = st.GetVerification(ctx, "v")
+	assert.ErrorIs(t, err, verify.ErrNotFound)
+
+	// Among others that go on, too.
+	var stored atomic.Int64
+	runConcurrently(32, func(i int) {
+		c := ctx
+		if i%2 == 0 {
+			c = canceled
+		}
+		if err := st.CreateVerification(c, gcRecord(fmt.Sprintf("w-%02d", i)), nil); err == nil {
+			stored.Add(1)
+		} else {
+			assert.ErrorIs(t, err, context.Canceled)
+		}
+	})
+	assert.Equal(t, int64(16), stored.Load())
+	for i := range 32 {
+		_, err := st.GetVerification(ctx, fmt.Sprintf("w-%02d", i))
+		if i%2 == 0 {
+			assert.ErrorIs(t, err, verify.ErrNotFound)
+		} else {
+			assert.NoError(t, err)
+		}
+	}
+}
+
+// TestGroupCommitOnlySQLite: PostgreSQL runs its writes as they come.
+func TestGroupCommitOnlySQLite(t *testing.T) {
+	st := open(t, freshSchema(t))
+	require.Equal(t, sqlstore.Postgres, st.Dialect())
+	require.NoError(t, st.CreateVerification(context.Background(), gcRecord("v"), nil))
+	assert.Panics(t, func() { st.GroupCommits() }, "no batcher on PostgreSQL")
+}
+
+// TestGroupCommitDatabaseFull fills a SQLite file capped at a few pages
+// with concurrent writers: some fit, the rest fail (SQLITE_FULL, which
+// rolls back the whole transaction, other writers' writes too: transient,
+// E926 to the engine). Every writer told nil is in the file, and none told
+// an error is.
+func TestGroupCommitDatabaseFull(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "verify.db")
+	st := open(t, "sqlite:"+path)
+	var pages int
+	require.NoError(t, st.DB().QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages))
+	st.Close()
+	st = open(t, fmt.Sprintf("sqlite:%s?_pragma=max_page_count(%d)", path, pages+6))
+
+	const n = 400
+	ok := make([]bool, n)
+	var failed atomic.Int64
+	runConcurrently(n, func(i int) {
+		v := gcRecord(fmt.Sprintf("v-%03d-%s", i, strings.Repeat("x", 200)))
+		v.ForeignID = strings.Repeat("f", 500)
+		err := st.CreateVerification(ctx, v, []verify.PendingStep{{Step: 0, DueAt: start}})
+		if err == nil {
+			ok[i] = true
+			return
+		}
+		failed.Add(1)
+		assert.True(t, verify.IsTransient(err), "a full database is worth a retry (E926): %v", err)
+	})
+	require.Positive(t, failed.Load(), "the cap is reached")
+	require.Less(t, failed.Load(), int64(n), "some writes fit")
+
+	other := open(t, "sqlite:"+path)
+	for i := range n {
+		_, err := other.GetVerification(ctx, fmt.Sprintf("v-%03d-%s", i, strings.Repeat("x", 200)))
+		if ok[i] {
+			assert.NoError(t, err, "writer %d was told its write is stored", i)
+		} else {
+			assert.ErrorIs(t, err, verify.ErrNotFound, "writer %d was told its write failed", i)
+		}
+	}
+}
