@@ -3,7 +3,6 @@ package verify_test
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 )
 
 // adHoc is a two-step ad-hoc flow: an SMS in the flow's text, then a voice
@@ -218,23 +218,13 @@ func TestAdHocFlowIdempotency(t *testing.T) {
 func TestAdHocFlowConcurrentSends(t *testing.T) {
 	h := newHarness(t)
 	engines := []*verify.Engine{h.eng, h.engine(), h.engine()}
-	const n = 48
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gate
-			_, err := engines[i%len(engines)].Send(h.ctx, verify.SendRequest{To: ana,
-				Flow: adHoc("login", "{code} variant "+pad(i%4))})
-			if err != nil {
-				assert.ErrorIs(t, err, verify.ErrRateLimited, "a Send that keeps losing the race answers E918")
-			}
-		}()
-	}
-	close(gate)
-	wg.Wait()
+	testutil.AtOnce(48, func(i int) {
+		_, err := engines[i%len(engines)].Send(h.ctx, verify.SendRequest{To: ana,
+			Flow: adHoc("login", "{code} variant "+pad(i%4))})
+		if err != nil {
+			assert.ErrorIs(t, err, verify.ErrRateLimited, "a Send that keeps losing the race answers E918")
+		}
+	})
 	open, err := h.eng.List(h.ctx, verify.Query{FlowID: verify.AdHocFlowID("login"),
 		Statuses: []verify.Status{verify.StatusPending, verify.StatusSent, verify.StatusDelivered}})
 	require.NoError(t, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/channels"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/memstore"
 	"github.com/openverify/verify/rediscounters"
 )
@@ -50,20 +50,7 @@ func fleetOn(t *testing.T, store verify.Store, n int, c verify.Counters, p verif
 }
 
 // race releases n goroutines at once, the i-th running f(i).
-func race(n int, f func(i int)) {
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gate
-			f(i)
-		}()
-	}
-	close(gate)
-	wg.Wait()
-}
+func race(n int, f func(i int)) { testutil.AtOnce(n, f) }
 
 // TestFleetSharesLimits: 64 sends to one recipient, released at once over
 // three engines, against a limit of 5: exactly 5 go out.

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 )
 
 // cluster is several engines, each with its own Store (connection pool) on
@@ -75,20 +76,7 @@ func TestMultiInstance(t *testing.T) {
 
 // runConcurrently calls fn(i) for i in [0, n) from n goroutines released
 // at once.
-func runConcurrently(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-gate
-			fn(i)
-		}()
-	}
-	close(gate)
-	wg.Wait()
-}
+func runConcurrently(n int, fn func(i int)) { testutil.AtOnce(n, fn) }
 
 func testConcurrentWrongGuesses(t *testing.T, dsn string) {
 	ctx := context.Background()

@@ -27,7 +27,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +35,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 )
 
 // Run runs the conformance suite, every part of it, against the stores
@@ -274,20 +274,4 @@ func claimAll(t *testing.T, s verificationStore, now time.Time) map[string]verif
 
 // released starts n goroutines that each run fn(i) as soon as all have
 // started, so that their calls race, and waits for them.
-func released(n int, fn func(i int)) {
-	gate := make(chan struct{})
-	var ready, done sync.WaitGroup
-	ready.Add(n)
-	done.Add(n)
-	for i := range n {
-		go func() {
-			defer done.Done()
-			ready.Done()
-			<-gate
-			fn(i)
-		}()
-	}
-	ready.Wait()
-	close(gate)
-	done.Wait()
-}
+func released(n int, fn func(i int)) { testutil.AtOnce(n, fn) }
