@@ -143,7 +143,7 @@ func TestGroupCommitOnlySQLite(t *testing.T) {
 	assert.Panics(t, func() { st.GroupCommits() }, "no batcher on PostgreSQL")
 }
 
-// TestGroupCommitDatabaseFull fills a SQLite file capped at a few pages
+// TestGroupCommitDatabaseFull fills a SQLite file capped at some pages
 // with concurrent writers: some fit, the rest fail (SQLITE_FULL, which
 // rolls back the whole transaction, other writers' writes too: transient,
 // E926 to the engine). Every writer told nil is in the file, and none told
@@ -155,9 +155,11 @@ func TestGroupCommitDatabaseFull(t *testing.T) {
 	var pages int
 	require.NoError(t, st.DB().QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages))
 	st.Close()
-	st = open(t, fmt.Sprintf("sqlite:%s?_pragma=max_page_count(%d)", path, pages+6))
+	// Room for one full batch of these writes at least (64 of about 1.5
+	// KB, with their index entries), but not for all of them.
+	st = open(t, fmt.Sprintf("sqlite:%s?_pragma=max_page_count(%d)", path, pages+60))
 
-	const n = 400
+	const n = 1000
 	ok := make([]bool, n)
 	var failed atomic.Int64
 	runConcurrently(n, func(i int) {
@@ -171,6 +173,7 @@ func TestGroupCommitDatabaseFull(t *testing.T) {
 		failed.Add(1)
 		assert.True(t, verify.IsTransient(err), "a full database is worth a retry (E926): %v", err)
 	})
+	t.Logf("%d of %d writes failed", failed.Load(), n)
 	require.Positive(t, failed.Load(), "the cap is reached")
 	require.Less(t, failed.Load(), int64(n), "some writes fit")
 
