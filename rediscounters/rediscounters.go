@@ -123,8 +123,10 @@ func (c *Counters) Take(ctx context.Context, now time.Time, takes []verify.Take)
 		} else if limit < 0 {
 			limit = math.MinInt32 // refuses every positive delta, as Max < 0 does
 		}
+		// Nanoseconds, as Backoff.Delay doubles them; beyond 2^53 (104
+		// days) a delay is as good as that.
 		args = append(args, t.Delta, limit, micros(t.ExpiresAt),
-			t.Backoff.Free, t.Backoff.Base.Microseconds(), t.Backoff.Max.Microseconds())
+			t.Backoff.Free, min(int64(t.Backoff.Base), maxExact), min(int64(t.Backoff.Max), maxExact))
 	}
 	if dup := duplicate(keys); dup != "" {
 		return verify.Taken{}, fmt.Errorf("rediscounters: counter %q is named by more than one take", dup[len(c.prefix):])

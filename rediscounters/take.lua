@@ -3,7 +3,7 @@
 -- e (expires) and n (not before); times in microseconds, 0 for none.
 -- ARGV[1]: now; ARGV[2]: the grace period kept past expiry.
 -- ARGV[3+6(i-1) ...]: delta, max (-1: no limit), expires, backoff free,
--- base and max (microseconds).
+-- base and max (nanoseconds, as verify.Backoff doubles them).
 -- Returns {ok, refused index (0-based, -1 when ok), retry after, then
 -- v, u, e, n of each counter after the take (as they were when refused)}.
 -- Numbers go to Redis as integers: redis.call would write a Lua number
@@ -65,7 +65,7 @@ if refused < 0 then
 			if delta > 0 then
 				c[3] = tonumber(ARGV[a + 2])
 				c[4] = 0
-				if d > 0 then c[4] = now + d end
+				if d > 0 then c[4] = now + math.floor(d / 1000) end
 			elseif d == 0 then
 				c[4] = 0
 			end

@@ -101,3 +101,13 @@ func (s *Store) HotQueries(id string, now time.Time) map[string]ReportQuery {
 func (s *Store) GroupCommits() (batches, writes int64) {
 	return s.batch.batches.Load(), s.batch.writes.Load()
 }
+
+// Write runs fn as one write: on SQLite in a group commit.
+func (s *Store) Write(ctx context.Context, fn func(exec func(query string, args ...any) error) error) error {
+	return s.inTx(ctx, func(q querier) error {
+		return fn(func(query string, args ...any) error {
+			_, err := q.ExecContext(ctx, query, args...)
+			return err
+		})
+	})
+}

@@ -2,7 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -99,27 +101,38 @@ func (b *batcher) leadBatch() {
 	b.queue = slices.Delete(b.queue, 0, n)
 	b.mu.Unlock()
 
+	// Hand on the lead even if a write panics, so that the writes still
+	// queued are not left waiting.
+	defer func() {
+		b.mu.Lock()
+		if len(b.queue) == 0 {
+			b.busy = false
+		} else {
+			close(b.queue[0].lead)
+		}
+		b.mu.Unlock()
+	}()
 	b.batches.Add(1)
 	b.writes.Add(int64(len(batch)))
 	b.run(batch)
-
-	b.mu.Lock()
-	if len(b.queue) == 0 {
-		b.busy = false
-	} else {
-		close(b.queue[0].lead)
-	}
-	b.mu.Unlock()
 }
 
 // runBatch runs ops in one transaction, each under its own savepoint
 // (none for a batch of one), and commits; it sets each op's err and closes
-// its done. The transaction and its statements run without the callers'
-// cancellation: on SQLite, interrupting a write inside a transaction rolls
-// the whole transaction back, everyone's writes with it. A caller whose
-// ctx has ended before its turn is skipped.
+// its done.
+//
+// The wait for the connection ends when every op's context has: until
+// BEGIN, nothing has run, and a caller whose deadline passes while another
+// holds the connection gets its context's error. From BEGIN on, the
+// transaction and its statements run without the callers' cancellation:
+// on SQLite, interrupting a write inside a transaction rolls the whole
+// transaction back, everyone's writes with it. (Waiting for another
+// process's write lock is bounded by the busy timeout.) An op whose ctx
+// has ended before its turn is skipped.
 func (s *Store) runBatch(ops []*batchOp) {
+	finished := false
 	finish := func(err error) {
+		finished = true
 		for _, op := range ops {
 			if err != nil && op.err == nil {
 				op.err = err
@@ -127,9 +140,40 @@ func (s *Store) runBatch(ops []*batchOp) {
 			close(op.done)
 		}
 	}
-	ctx := context.WithoutCancel(ops[0].ctx)
-	tx, err := s.db.BeginTx(ctx, nil)
+	var (
+		conn *sql.Conn
+		tx   *sql.Tx
+	)
+	defer func() {
+		// The transaction ends before its connection goes back: closing
+		// a connection waits for its transaction.
+		if tx != nil {
+			_ = tx.Rollback() // ErrTxDone once committed or rolled back
+		}
+		if conn != nil {
+			conn.Close()
+		}
+		if r := recover(); r != nil {
+			if !finished {
+				for _, op := range ops {
+					op.err = fmt.Errorf("sqlstore: a write in the same transaction panicked: %v", r)
+				}
+				finish(nil)
+			}
+			panic(r)
+		}
+	}()
+
+	conn, err := s.batchConn(ops)
 	if err != nil {
+		for _, op := range ops {
+			op.err = op.ctx.Err() // nil unless its caller gave up
+		}
+		finish(err)
+		return
+	}
+	ctx := context.WithoutCancel(ops[0].ctx)
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
 		finish(err)
 		return
 	}
@@ -168,11 +212,11 @@ func (s *Store) runBatch(ops []*batchOp) {
 		if err != nil {
 			// The transaction cannot go on: nothing of it commits, and
 			// every write without an error of its own gets the one that
-			// ended it. (SQLite rolls a whole transaction back on some
-			// errors, SQLITE_FULL and SQLITE_IOERR among them, and the
-			// savepoint with it.)
+			// ended it: the op's, when it is one that makes SQLite roll
+			// the whole transaction back (SQLITE_FULL, SQLITE_IOERR, ...,
+			// the savepoint with it), else the savepoint statement's.
 			_ = tx.Rollback()
-			if op.err != nil {
+			if op.err != nil && sqliteTransient(op.err) {
 				err = op.err
 			}
 			finish(err)
@@ -194,9 +238,31 @@ func (s *Store) runBatch(ops []*batchOp) {
 		}
 	}
 	finish(nil)
-	// The connection is free again: prepare what the batch ran unprepared,
-	// for next time. A failure here only costs speed.
-	for _, query := range missed {
-		_, _ = s.prepared(ctx, query)
+	// Prepare what the batch ran unprepared, for next time, once the
+	// connection is back in the pool. A failure here only costs speed.
+	if len(missed) > 0 {
+		conn.Close()
+		conn = nil
+		for _, query := range missed {
+			_, _ = s.prepared(ctx, query)
+		}
 	}
+}
+
+// batchConn takes a connection for a batch from the pool, waiting until
+// one is free or every op's context has ended.
+func (s *Store) batchConn(ops []*batchOp) (*sql.Conn, error) {
+	wait, cancel := context.WithCancel(context.WithoutCancel(ops[0].ctx))
+	defer cancel()
+	var left atomic.Int64
+	left.Store(int64(len(ops)))
+	for _, op := range ops {
+		stop := context.AfterFunc(op.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	return s.db.Conn(wait)
 }

@@ -187,3 +187,68 @@ func TestGroupCommitDatabaseFull(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupCommitGivesUpWaiting: a writer whose deadline passes while the
+// connection is busy (here, held by a read that stays open until the
+// writer has answered) gets its context's error, and nothing of its write
+// is stored; it does not wait for the connection.
+func TestGroupCommitGivesUpWaiting(t *testing.T) {
+	ctx := context.Background()
+	st := open(t, "sqlite:"+filepath.Join(t.TempDir(), "verify.db"))
+	require.NoError(t, st.CreateVerification(ctx, gcRecord("held"), nil))
+	rows, err := st.DB().QueryContext(ctx, `SELECT id FROM verifications`)
+	require.NoError(t, err)
+
+	answered := make(chan error, 1)
+	go func() {
+		c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		answered <- st.CreateVerification(c, gcRecord("late"), nil)
+	}()
+	select {
+	case err := <-answered:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the writer still waits for the connection after its deadline")
+	}
+	require.NoError(t, rows.Close())
+	_, err = st.GetVerification(ctx, "late")
+	assert.ErrorIs(t, err, verify.ErrNotFound)
+	require.NoError(t, st.CreateVerification(ctx, gcRecord("next"), nil), "the next write goes through")
+}
+
+// TestGroupCommitSurvivesAPanic: a write that panics in a batch takes
+// down the goroutine running the batch, as a panic does, but the other
+// writers of the batch are answered (and none of their writes stored),
+// and the writes after it go through.
+func TestGroupCommitSurvivesAPanic(t *testing.T) {
+	ctx := context.Background()
+	st := open(t, "sqlite:"+filepath.Join(t.TempDir(), "verify.db"))
+	var panics, stored, failed atomic.Int64
+	runConcurrently(32, func(i int) {
+		defer func() {
+			if r := recover(); r != nil {
+				panics.Add(1)
+			}
+		}()
+		err := st.Write(ctx, func(exec func(string, ...any) error) error {
+			if i == 7 {
+				panic("a bug in a write")
+			}
+			return exec(`INSERT INTO counters (name, value, updated_at, expires_at) VALUES ($1, 1, 0, 0)`, fmt.Sprint(i))
+		})
+		if err == nil {
+			stored.Add(1)
+		} else {
+			failed.Add(1)
+			assert.Contains(t, err.Error(), "panicked")
+		}
+	})
+	assert.Equal(t, int64(1), panics.Load(), "one goroutine ran the panicking batch")
+	var n int64
+	require.NoError(t, st.DB().QueryRowContext(ctx, `SELECT count(*) FROM counters`).Scan(&n))
+	assert.Equal(t, stored.Load(), n, "the writes told nil are stored, and only those")
+	require.NoError(t, st.Write(ctx, func(exec func(string, ...any) error) error {
+		return exec(`INSERT INTO counters (name, value, updated_at, expires_at) VALUES ('after', 1, 0, 0)`)
+	}), "the next write goes through")
+}
