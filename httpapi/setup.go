@@ -23,7 +23,7 @@ var defaultTemplates = map[string]string{
 
 // SetupCatalog creates, on first start, an approved template for the sms
 // and email channels (when the engine has them), the default flow (one SMS
-// step, or one step on the engine's first channel), and a flow that falls
+// step, or one step on the engine's first channel by name), and a flow that falls
 // back from SMS to email after a minute. It finds what an earlier start
 // created by name, so it can run at every start; flows an admin has
 // changed are left as they are. The WAYSCloud and ThunderSMS APIs need no

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -231,7 +230,7 @@ func (s *server) thunderSend(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeJSON(w, r, &req) {
 		return
 	}
-	sr, err := s.thunderRequest(req)
+	sr, pos, err := s.thunderRequest(req)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -242,7 +241,7 @@ func (s *server) thunderSend(w http.ResponseWriter, r *http.Request) {
 	sr.IdempotencyKey = r.Header.Get("Idempotency-Key")
 	v, err := s.eng.Send(r.Context(), sr)
 	if err != nil {
-		s.writeError(w, r, renameParams(err, thunderNames))
+		s.writeError(w, r, renameParams(stepParams(err, pos), thunderNames))
 		return
 	}
 	resp := thunderSendResponse{ID: v.ID, Status: string(v.Status),
@@ -326,50 +325,50 @@ func (s *server) thunderSearch(w http.ResponseWriter, r *http.Request) {
 // thunderRequest validates a send request and turns it into the engine's:
 // the ad-hoc flow, the recipient, the custom code, the foreign ID and the
 // end user's IP address (see thunderSend).
-func (s *server) thunderRequest(req thunderSendRequest) (verify.SendRequest, error) {
+func (s *server) thunderRequest(req thunderSendRequest) (verify.SendRequest, []int, error) {
 	p, err := mergeParams(req.Payload, req.thunderParams)
 	if err != nil {
-		return verify.SendRequest{}, err
+		return verify.SendRequest{}, nil, err
 	}
 	if len(req.Channels) == 0 {
-		return verify.SendRequest{}, thunderMissing("channels")
+		return verify.SendRequest{}, nil, thunderMissing("channels")
 	}
 	if len(req.Channels) > thunderMaxChannels {
-		return verify.SendRequest{}, thunderError("channels", "at most %d channels, got %d", thunderMaxChannels, len(req.Channels))
+		return verify.SendRequest{}, nil, thunderError("channels", "at most %d channels, got %d", thunderMaxChannels, len(req.Channels))
 	}
 	length, timeout := 6, thunderDefaultTimeout
 	if p.Length.Set {
 		if p.Length.V < 4 || p.Length.V > 10 {
-			return verify.SendRequest{}, thunderError("payload.length", "payload.length must be 4 to 10, got %d", p.Length.V)
+			return verify.SendRequest{}, nil, thunderError("payload.length", "payload.length must be 4 to 10, got %d", p.Length.V)
 		}
 		length = p.Length.V
 	}
 	if p.Timeout.Set {
 		if p.Timeout.V < 1 || p.Timeout.V > 86400 {
-			return verify.SendRequest{}, thunderError("payload.timeout", "payload.timeout must be 1 to 86400 seconds, got %d", p.Timeout.V)
+			return verify.SendRequest{}, nil, thunderError("payload.timeout", "payload.timeout must be 1 to 86400 seconds, got %d", p.Timeout.V)
 		}
 		timeout = p.Timeout.V
 	}
 	if p.Token != "" && len(p.Token) != length {
-		return verify.SendRequest{}, thunderError("payload.token", "payload.token must have payload.length (%d) characters", length)
+		return verify.SendRequest{}, nil, thunderError("payload.token", "payload.token must have payload.length (%d) characters", length)
 	}
 	sr := verify.SendRequest{Code: p.Token, ForeignID: p.ForeignID}
 	if p.IPAddress != "" {
 		ip, ok := maskedIP(p.IPAddress)
 		if !ok {
-			return verify.SendRequest{}, thunderError("payload.ip_address", "payload.ip_address must be an IPv4 or IPv6 address, or a masked IPv4 address such as 192.168.*.*")
+			return verify.SendRequest{}, nil, thunderError("payload.ip_address", "payload.ip_address must be an IPv4 or IPv6 address, or a masked IPv4 address such as 192.168.*.*")
 		}
 		sr.IPAddress = ip
 	}
 	if p.Template != "" {
 		if err := s.inlineText(p.Template); err != nil {
-			return verify.SendRequest{}, err
+			return verify.SendRequest{}, nil, err
 		}
 	}
 
-	chs, err := s.thunderChannels(req.Channels, &sr.To)
+	chs, pos, err := s.thunderChannels(req.Channels, &sr.To)
 	if err != nil {
-		return verify.SendRequest{}, err
+		return verify.SendRequest{}, nil, err
 	}
 	f := s.st.adHoc
 	f.Name, f.CodeLength, f.Charset = thunderAdHocName, length, verify.Numeric
@@ -389,18 +388,19 @@ func (s *server) thunderRequest(req thunderSendRequest) (verify.SendRequest, err
 	}
 	f.TTL = last + time.Duration(timeout)*time.Second
 	if f.TTL > 24*time.Hour {
-		return verify.SendRequest{}, thunderError("payload.timeout", "the channels' waits (%d s) plus payload.timeout (%d s) must be at most 24 hours", int(last/time.Second), timeout)
+		return verify.SendRequest{}, nil, thunderError("payload.timeout", "the channels' waits (%d s) plus payload.timeout (%d s) must be at most 24 hours", int(last/time.Second), timeout)
 	}
 	sr.Flow = &f
-	return sr, nil
+	return sr, pos, nil
 }
 
-// thunderChannels validates the channels, returns them in their order, and
-// sets the recipient: the phone channels' number as to.Phone, the email
-// channels' address as to.Email.
-func (s *server) thunderChannels(in []thunderChannel, to *verify.Recipient) ([]thunderChannel, error) {
+// thunderChannels validates the channels, returns them in their order with
+// the index each had in the request, and sets the recipient: the phone
+// channels' number as to.Phone, the email channels' address as to.Email.
+func (s *server) thunderChannels(in []thunderChannel, to *verify.Recipient) ([]thunderChannel, []int, error) {
 	type indexed struct {
 		c     thunderChannel
+		i     int
 		order int
 	}
 	chs := make([]indexed, len(in))
@@ -412,60 +412,86 @@ func (s *server) thunderChannels(in []thunderChannel, to *verify.Recipient) ([]t
 			order = c.Order.V
 		}
 		if order < 0 || seen[order] {
-			return nil, thunderError(param+".order", "each channel needs its own order, 0 or more")
+			return nil, nil, thunderError(param+".order", "each channel needs its own order, 0 or more")
 		}
 		seen[order] = true
 		if c.Name == "" {
-			return nil, thunderMissing(param + ".name")
+			return nil, nil, thunderMissing(param + ".name")
 		}
 		addressing, ok := s.eng.Addressing(c.Name)
 		if !ok {
-			return nil, &verify.Error{Code: verify.ErrUnknownChannel.Code, Type: verify.TypeRequest,
+			return nil, nil, &verify.Error{Code: verify.ErrUnknownChannel.Code, Type: verify.TypeRequest,
 				Parameter: param + ".name", Message: "channel " + strconv.Quote(c.Name) + " is not registered"}
 		}
 		if c.Wait.Set && (c.Wait.V < 0 || c.Wait.V > 86400) {
-			return nil, thunderError(param+".wait", "wait must be 0 to 86400 seconds, got %d", c.Wait.V)
+			return nil, nil, thunderError(param+".wait", "wait must be 0 to 86400 seconds, got %d", c.Wait.V)
 		}
 		if c.TTL.Set && (c.TTL.V < thunderMinTTL || c.TTL.V > thunderMaxTTL) {
-			return nil, thunderError(param+".ttl", "ttl must be %d to %d seconds, got %d", thunderMinTTL, thunderMaxTTL, c.TTL.V)
+			return nil, nil, thunderError(param+".ttl", "ttl must be %d to %d seconds, got %d", thunderMinTTL, thunderMaxTTL, c.TTL.V)
 		}
 		if len(c.FlowID) > thunderMaxFlowID {
-			return nil, thunderError(param+".flow_id", "flow_id must be at most %d characters", thunderMaxFlowID)
+			return nil, nil, thunderError(param+".flow_id", "flow_id must be at most %d characters", thunderMaxFlowID)
 		}
 		if c.From != "" && !s.senderAllowed(c.From) {
-			return nil, thunderError(param+".from", "sender ID %q is not allowed on this server; leave from out to use the channel's own sender", c.From)
-		}
-		if c.Language != "" && !languageRE.MatchString(strings.ReplaceAll(c.Language, "_", "-")) {
-			return nil, thunderError(param+".language", "language %q is not a language tag such as \"en_US\" or \"pt-BR\"", c.Language)
+			return nil, nil, thunderError(param+".from", "sender ID %q is not allowed on this server; leave from out to use the channel's own sender", c.From)
 		}
 		addr := strings.TrimSpace(c.Recipient.To)
 		if addr == "" {
-			return nil, thunderMissing(param + ".recipient.to")
+			return nil, nil, thunderMissing(param + ".recipient.to")
 		}
 		if addressing == verify.ByEmail {
 			if to.Email != "" && to.Email != addr {
-				return nil, thunderError(param+".recipient.to", "every email channel must have the same recipient")
+				return nil, nil, thunderError(param+".recipient.to", "every email channel must have the same recipient")
 			}
 			to.Email = addr
 		} else {
 			addr = e164ish(addr)
 			if to.Phone != "" && to.Phone != addr {
-				return nil, thunderError(param+".recipient.to", "every phone channel must have the same recipient")
+				return nil, nil, thunderError(param+".recipient.to", "every phone channel must have the same recipient")
 			}
 			to.Phone = addr
 		}
-		chs[i] = indexed{c, order}
+		chs[i] = indexed{c, i, order}
 	}
 	slices.SortStableFunc(chs, func(a, b indexed) int { return a.order - b.order })
-	out := make([]thunderChannel, len(chs))
-	for i, c := range chs {
-		out[i] = c.c
+	out, pos := make([]thunderChannel, len(chs)), make([]int, len(chs))
+	for k, c := range chs {
+		out[k], pos[k] = c.c, c.i
 	}
-	return out, nil
+	return out, pos, nil
 }
 
-// languageRE is the shape of a language tag, as the engine checks it.
-var languageRE = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$`)
+// stepParams names an engine error about the ad-hoc flow's step k (a
+// channel's language the engine cannot read, a text it cannot render, ...)
+// after the request's field: channels[i] for the channel that became step
+// k (its name for the step's channel), payload.template for the step's
+// text. In this API the flow is the request, so a flow error (E806) is a
+// parameter error (E809), and a text error a template error (E807).
+func stepParams(err error, pos []int) error {
+	ve, ok := verify.AsError(err)
+	if !ok || !strings.HasPrefix(ve.Parameter, "steps[") {
+		return err
+	}
+	n, field, _ := strings.Cut(strings.TrimPrefix(ve.Parameter, "steps["), "]")
+	k, perr := strconv.Atoi(n)
+	if perr != nil || k < 0 || k >= len(pos) {
+		return err
+	}
+	c := *ve
+	c.Parameter = fmt.Sprintf("channels[%d]", pos[k])
+	switch field {
+	case ".text":
+		c.Parameter, c.Code = "payload.template", verify.ErrInvalidTemplate.Code
+	case ".channel":
+		c.Parameter += ".name"
+	default:
+		c.Parameter += field
+	}
+	if c.Code == verify.ErrInvalidFlow.Code {
+		c.Code = verify.ErrInvalidParameter.Code
+	}
+	return &c
+}
 
 // mergeParams takes each parameter from payload, or else from the top
 // level; a parameter given in both places must agree.

@@ -140,7 +140,7 @@ func TestThunderSMSCustomTemplate(t *testing.T) {
 	for _, c := range []struct{ template, want string }{
 		{"no code here", `{"error":{"code":"E807","type":"VALIDATION_ERROR","parameter":"payload.template","message":"template must contain the {token} placeholder","reference":""}}`},
 		{"{token} " + strings.Repeat("x", 33), `{"error":{"code":"E807","type":"VALIDATION_ERROR","parameter":"payload.template","message":"template must be at most 40 characters, got 41","reference":""}}`},
-		{"{token} {link}", `{"error":{"code":"E806","type":"VALIDATION_ERROR","parameter":"steps[0].text","message":"unknown placeholder {link} (use {code}, {token}, {minutes}, {brand} or {app})","reference":""}}`},
+		{"{token} {link}", `{"error":{"code":"E807","type":"VALIDATION_ERROR","parameter":"payload.template","message":"unknown placeholder {link} (use {code}, {token}, {minutes}, {brand} or {app})","reference":""}}`},
 	} {
 		_, res = h.thunderSend(`{"channels":[{"name":"sms","recipient":{"to":"+4791234567"}}],"payload":{"template":"` + c.template + `"}}`)
 		assert.Equal(t, http.StatusBadRequest, res.status)
@@ -270,6 +270,8 @@ func TestThunderSMSSendErrors(t *testing.T) {
 		{"ttl too long", ch(`,"ttl":36028797018964268`) + `}`, "E809", "channels[0].ttl"},
 		{"flow_id too long", ch(`,"flow_id":"`+strings.Repeat("9", 65)+`"`) + `}`, "E809", "channels[0].flow_id"},
 		{"bad language", ch(`,"language":"English please"`) + `}`, "E809", "channels[0].language"},
+		{"bad language, reordered", `{"channels":[{"name":"sms","recipient":{"to":"4791234567"},"order":1,"language":"en_US!"},` +
+			`{"name":"voice","recipient":{"to":"4791234567"},"order":0}]}`, "E809", "channels[0].language"},
 		{"length too long", ch("") + `,"payload":{"length":11}}`, "E809", "payload.length"},
 		{"timeout zero", ch("") + `,"payload":{"timeout":0}}`, "E809", "payload.timeout"},
 		{"timeout huge", ch("") + `,"payload":{"timeout":36028797018964268}}`, "E809", "payload.timeout"},

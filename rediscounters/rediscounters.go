@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -154,20 +155,20 @@ func (c *Counters) GetCounter(ctx context.Context, key string, now time.Time) (v
 	if err != nil {
 		return verify.Counter{}, fmt.Errorf("rediscounters: get counter: %w", err)
 	}
-	raw := make([]int64, 4)
+	var raw [4]int64
 	for i, v := range vals {
 		if v == nil {
 			return verify.Counter{}, nil
 		}
 		s, _ := v.(string)
-		if _, err := fmt.Sscan(s, &raw[i]); err != nil {
+		if raw[i], err = strconv.ParseInt(s, 10, 64); err != nil {
 			return verify.Counter{}, fmt.Errorf("rediscounters: get counter %q: field %d is %q", key, i, s)
 		}
 	}
 	if raw[2] <= micros(now) {
 		return verify.Counter{}, nil
 	}
-	return counterOf(raw), nil
+	return counterOf(raw[:]), nil
 }
 
 // DeleteCounter implements verify.Counters.

@@ -97,9 +97,13 @@ func (s *Store) HotQueries(id string, now time.Time) map[string]ReportQuery {
 }
 
 // GroupCommits returns how many batches the SQLite group commit has run,
-// and how many writes they held.
-func (s *Store) GroupCommits() (batches, writes int64) {
-	return s.batch.batches.Load(), s.batch.writes.Load()
+// and how many writes they held; ok is false for a Store without group
+// commit (PostgreSQL).
+func (s *Store) GroupCommits() (batches, writes int64, ok bool) {
+	if s.batch == nil {
+		return 0, 0, false
+	}
+	return s.batch.batches.Load(), s.batch.writes.Load(), true
 }
 
 // Write runs fn as one write: on SQLite in a group commit.

@@ -60,8 +60,8 @@ func TestHotQueryPlans(t *testing.T) {
 				}
 				plan := queryPlan(t, conn, st.Dialect(), stmt.SQL, stmt.Args...)
 				assert.Contains(t, plan, index, "plan of %s:\n%s", name, plan)
-				assert.NotContains(t, plan, "Seq Scan on verifications", "plan of %s:\n%s", name, plan)
-				assert.NotContains(t, plan, "SCAN v\n", "plan of %s:\n%s", name, plan)
+				assert.NotRegexp(t, `Seq Scan on (verifications|counters)|\bSCAN (v|verifications|counters)\b`, plan,
+					"plan of %s reads a whole table:\n%s", name, plan)
 			}
 		})
 	}
