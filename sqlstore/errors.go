@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"modernc.org/sqlite"
 
 	"github.com/openverify/verify"
@@ -13,16 +14,18 @@ import (
 // can fix as transient (verify.Transient), so that the engine answers them
 // as E926 rather than E925.
 //
-// PostgreSQL's errors need no mark: the engine recognises a lost or refused
-// connection and the SQLSTATEs of a server that is restarting, read-only or
-// out of space on its own (see verify.Transient). SQLite's result codes are
-// marked here.
+// The engine recognises a lost or refused connection and the SQLSTATEs of
+// a PostgreSQL server that is restarting, read-only or out of space on its
+// own (see verify.Transient). Marked here are SQLite's result codes, and
+// pgx's errors for a statement it never sent: on a connection it had
+// already closed (a transaction's connection lost to a restart), or that
+// it says is safe to retry.
 func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	err = fmt.Errorf("sqlstore: %s: %w", op, err)
-	if sqliteTransient(err) {
+	if sqliteTransient(err) || errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) {
 		return verify.Transient(err, 0)
 	}
 	return err
