@@ -165,23 +165,39 @@ func (k *derivedKey) hashWith(dst []byte, id, code string) []byte {
 
 // protect returns the HMAC of (id, code) under the current key, and the
 // code sealed under it: nonce || AES-GCM(code) bound to id. Both share one
-// allocation.
+// allocation, which also holds the sealing's input: the code is sealed in
+// place, and id, the additional data, is copied after the sealed code.
 func (kr *keyring) protect(id, code string) (hash, sealed []byte, err error) {
 	k := &kr.keys[0]
 	ns, over := k.aead.NonceSize(), k.aead.Overhead()
-	buf := make([]byte, sha256.Size+ns, sha256.Size+ns+len(code)+over)
+	sealedEnd := sha256.Size + ns + len(code) + over
+	buf := make([]byte, sealedEnd+len(id))
 	hash = k.hashWith(buf[:0:sha256.Size], id, code)
-	nonce := buf[sha256.Size : sha256.Size+ns]
+	nonce := buf[sha256.Size : sha256.Size+ns : sealedEnd]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, nil, internalErr("reading crypto/rand", err)
 	}
-	sealed = k.aead.Seal(nonce, nonce, []byte(code), []byte(id))
-	return hash, sealed, nil
+	plain := buf[sha256.Size+ns : sha256.Size+ns+len(code)]
+	copy(plain, code)
+	ad := buf[sealedEnd:]
+	copy(ad, id)
+	sealed = k.aead.Seal(nonce, nonce, plain, ad)
+	return hash, sealed[:len(sealed):len(sealed)], nil
 }
 
 // hashes returns the HMAC of (id, code) under every configured key, the
 // current key's first, for Store.Attempt to compare with the stored one.
+// With one key (the usual case) the result and its hash share one
+// allocation.
 func (kr *keyring) hashes(id, code string) [][]byte {
+	if len(kr.keys) == 1 {
+		one := new(struct {
+			out [1][]byte
+			buf [sha256.Size]byte
+		})
+		one.out[0] = kr.keys[0].hashWith(one.buf[:0], id, code)
+		return one.out[:]
+	}
 	buf := make([]byte, 0, len(kr.keys)*sha256.Size)
 	out := make([][]byte, len(kr.keys))
 	for i := range kr.keys {

@@ -166,6 +166,32 @@ func TestKeyring(t *testing.T) {
 	assert.ErrorContains(t, err, "WithSecret")
 }
 
+// TestKeyringAllocations: sealing a code takes one allocation (the hash,
+// the sealed code and the sealing's input share it), and hashing one for a
+// single key one; the shared bytes do not overlap where a caller can
+// append.
+func TestKeyringAllocations(t *testing.T) {
+	kr, err := newKeyring([][]byte{[]byte("0123456789abcdef0123456789abcdef")})
+	require.NoError(t, err)
+	// Under the race detector the HMAC states' pool allocates; .ci/run
+	// runs this test without it too.
+	if !raceEnabled {
+		assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _, _ = kr.protect("id-1", "123456") }), "protect")
+		assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = kr.hashes("id-1", "123456") }), "hashes")
+	}
+
+	h, sealed, err := kr.protect("id-1", "123456")
+	require.NoError(t, err)
+	assert.Equal(t, len(h), cap(h), "the hash's capacity ends at its length")
+	assert.Equal(t, len(sealed), cap(sealed), "the sealed code's capacity ends at its length")
+	_ = append(h, "appended after the hash"...)
+	_ = append(sealed, "appended after the sealed code"...)
+	code, err := kr.unseal("id-1", sealed)
+	require.NoError(t, err)
+	assert.Equal(t, "123456", code)
+	assert.True(t, MatchHash(h, kr.hashes("id-1", "123456")))
+}
+
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
 
 func TestNormalizeCode(t *testing.T) {
