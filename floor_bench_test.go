@@ -33,7 +33,7 @@ type cryptoFloor struct {
 
 type floorRecord struct{ hash, sealed []byte }
 
-func newCryptoFloor(b *testing.B) *cryptoFloor {
+func newCryptoFloor(b testing.TB) *cryptoFloor {
 	block, err := aes.NewCipher(secret)
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +53,7 @@ func (f *cryptoFloor) mac(id string, code []byte) []byte {
 }
 
 // pair sends and checks one code, as the floor.
-func (f *cryptoFloor) pair(b *testing.B) {
+func (f *cryptoFloor) pair(b testing.TB) {
 	var raw [6]byte
 	rand.Read(raw[:])
 	code := make([]byte, 6)
@@ -94,27 +94,11 @@ func BenchmarkPairVsFloor(b *testing.B) {
 		floorAllocs = float64(mallocs()-allocs) / float64(b.N)
 	})
 	b.Run("engine", func(b *testing.B) {
-		ch := &lastCode{}
-		eng, err := verify.New(memstore.New(), verify.WithChannels(ch), verify.WithSecret(secret),
-			verify.WithLogger(slog.New(slog.DiscardHandler)), verify.WithProtection(verify.NoProtection()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx := context.Background()
-		if _, err := eng.CreateFlow(ctx, verify.Flow{Name: "bench", Default: true,
-			Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}}); err != nil {
-			b.Fatal(err)
-		}
+		pair := newEnginePair(b)
 		b.ReportAllocs()
 		allocs := mallocs()
 		for b.Loop() {
-			v, err := eng.Send(ctx, benchTo)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: ch.code}); err != nil {
-				b.Fatal(err)
-			}
+			pair()
 		}
 		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 		if floorNs > 0 {
@@ -122,6 +106,49 @@ func BenchmarkPairVsFloor(b *testing.B) {
 			b.ReportMetric(float64(mallocs()-allocs)/float64(b.N)/floorAllocs, "allocs-x-floor")
 		}
 	})
+}
+
+// newEnginePair returns a function that sends a code and checks it on
+// memstore, without protections or fallback steps.
+func newEnginePair(tb testing.TB) func() {
+	ch := &lastCode{}
+	eng, err := verify.New(memstore.New(), verify.WithChannels(ch), verify.WithSecret(secret),
+		verify.WithLogger(slog.New(slog.DiscardHandler)), verify.WithProtection(verify.NoProtection()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := eng.CreateFlow(ctx, verify.Flow{Name: "bench", Default: true,
+		Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}}); err != nil {
+		tb.Fatal(err)
+	}
+	return func() {
+		v, err := eng.Send(ctx, benchTo)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: ch.code}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// TestPairAllocations: a Send and a Check on memstore allocate at most 1.3
+// times what the bare crypto work of a pair does (BenchmarkPairVsFloor's
+// allocs-x-floor). Counts of allocations are exact, unlike times, so this
+// is a test. The race detector makes pooled work allocate: .ci/run runs
+// this test without it too.
+func TestPairAllocations(t *testing.T) {
+	if verify.RaceEnabled {
+		t.Skip("allocation counts differ under the race detector; .ci/run runs this test without it")
+	}
+	f := newCryptoFloor(t)
+	floor := testing.AllocsPerRun(1000, func() { f.pair(t) })
+	engine := testing.AllocsPerRun(1000, newEnginePair(t))
+	t.Logf("a pair: engine %.1f allocations, floor %.1f (%.2f×)", engine, floor, engine/floor)
+	if engine > 1.3*floor {
+		t.Errorf("a pair allocates %.1f times; at most 1.3 × the floor's %.1f = %.1f", engine, floor, 1.3*floor)
+	}
 }
 
 // lastCode is a channel that keeps the code it was last handed, and

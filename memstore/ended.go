@@ -53,7 +53,18 @@ type endedDelivery struct {
 // verifications of its flow through the shard's steps cache. The caller
 // holds the shard's lock.
 func (sh *shard) compactRecord(r *verify.VerificationRecord) *endedRec {
-	e := &endedRec{
+	var (
+		e   *endedRec
+		one *endedRecOne
+	)
+	if len(r.Deliveries) == 1 {
+		// The usual case: the record and its delivery in one allocation.
+		one = new(endedRecOne)
+		e = &one.endedRec
+	} else {
+		e = new(endedRec)
+	}
+	*e = endedRec{
 		flowID: r.FlowID, foreignID: r.ForeignID, to: r.To, ipAddress: r.IPAddress,
 		idempotencyKey: r.IdempotencyKey, brand: r.Brand, language: r.Language,
 		fallbackLanguage: r.FallbackLanguage,
@@ -67,13 +78,23 @@ func (sh *shard) compactRecord(r *verify.VerificationRecord) *endedRec {
 	if len(r.AllowedIPs) == 0 {
 		e.allowedIPs = nil
 	}
-	if len(r.Deliveries) > 0 {
+	switch {
+	case one != nil:
+		one.delivery[0] = compactDelivery(&r.Deliveries[0])
+		e.deliveries = one.delivery[:]
+	case len(r.Deliveries) > 1:
 		e.deliveries = make([]endedDelivery, len(r.Deliveries))
 		for i := range r.Deliveries {
 			e.deliveries[i] = compactDelivery(&r.Deliveries[i])
 		}
 	}
 	return e
+}
+
+// endedRecOne is an endedRec with room for one delivery.
+type endedRecOne struct {
+	endedRec
+	delivery [1]endedDelivery
 }
 
 func compactDelivery(d *verify.DeliveryRecord) endedDelivery {

@@ -89,7 +89,7 @@ func New() *Store {
 		s.counters[i].m = make(map[string]verify.Counter)
 	}
 	s.idx.byKey = make(map[string]string)
-	s.idx.open = make(map[openKey]map[string]struct{})
+	s.idx.open = make(map[openKey]openSet)
 	s.idx.exclusive = make(map[openKey]string)
 	return s
 }

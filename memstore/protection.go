@@ -13,12 +13,58 @@ import (
 type index struct {
 	mu        sync.Mutex
 	byKey     map[string]string               // idempotency key -> verification ID
-	open      map[openKey]map[string]struct{} // flow and recipient -> open verification IDs
+	open      map[openKey]openSet // flow and recipient -> open verification IDs
 	exclusive map[openKey]string              // flow and recipient -> the open exclusive verification
 }
 
 type openKey struct {
 	flow, phone, email string
+}
+
+// openSet holds the IDs of a flow and recipient's open verifications:
+// nearly always one, which it keeps without a map.
+type openSet struct {
+	one  string // when has is set
+	has  bool
+	more map[string]struct{} // the others, when there are several
+}
+
+func (o *openSet) add(id string) {
+	switch {
+	case !o.has || o.one == id:
+		o.one, o.has = id, true
+	default:
+		if o.more == nil {
+			o.more = make(map[string]struct{}, 1)
+		}
+		o.more[id] = struct{}{}
+	}
+}
+
+func (o *openSet) remove(id string) {
+	if !o.has || o.one != id {
+		delete(o.more, id)
+		return
+	}
+	o.one, o.has = "", false
+	for other := range o.more {
+		o.one, o.has = other, true
+		delete(o.more, other)
+		break
+	}
+}
+
+func (o openSet) empty() bool { return !o.has }
+
+// appendTo appends the IDs to dst.
+func (o openSet) appendTo(dst []string) []string {
+	if o.has {
+		dst = append(dst, o.one)
+	}
+	for id := range o.more {
+		dst = append(dst, id)
+	}
+	return dst
 }
 
 // claim reserves v's idempotency key and, for an open exclusive v, its
@@ -46,11 +92,8 @@ func (s *Store) claim(v *verify.VerificationRecord) error {
 		s.idx.exclusive[k] = v.ID
 	}
 	ids := s.idx.open[k]
-	if ids == nil {
-		ids = make(map[string]struct{}, 1)
-		s.idx.open[k] = ids
-	}
-	ids[v.ID] = struct{}{}
+	ids.add(v.ID)
+	s.idx.open[k] = ids
 	return nil
 }
 
@@ -60,10 +103,13 @@ func (s *Store) unindexOpen(v *verify.VerificationRecord) {
 	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	ids := s.idx.open[k]
-	delete(ids, v.ID)
-	if len(ids) == 0 {
-		delete(s.idx.open, k)
+	if ids, ok := s.idx.open[k]; ok {
+		ids.remove(v.ID)
+		if ids.empty() {
+			delete(s.idx.open, k)
+		} else {
+			s.idx.open[k] = ids
+		}
 	}
 	if s.idx.exclusive[k] == v.ID {
 		delete(s.idx.exclusive, k)
@@ -105,11 +151,7 @@ func (s *Store) FindOpen(ctx context.Context, flowID string, to verify.Recipient
 		return nil, err
 	}
 	s.idx.mu.Lock()
-	set := s.idx.open[openKey{flowID, to.Phone, to.Email}]
-	ids := make([]string, 0, len(set))
-	for id := range set {
-		ids = append(ids, id)
-	}
+	ids := s.idx.open[openKey{flowID, to.Phone, to.Email}].appendTo(nil)
 	s.idx.mu.Unlock()
 	var out []verify.VerificationRecord
 	for _, id := range ids {
