@@ -12,9 +12,9 @@ import (
 // index finds verifications by idempotency key and by (flow, recipient).
 type index struct {
 	mu        sync.Mutex
-	byKey     map[string]string               // idempotency key -> verification ID
+	byKey     map[string]string   // idempotency key -> verification ID
 	open      map[openKey]openSet // flow and recipient -> open verification IDs
-	exclusive map[openKey]string              // flow and recipient -> the open exclusive verification
+	exclusive map[openKey]string  // flow and recipient -> the open exclusive verification
 }
 
 type openKey struct {
