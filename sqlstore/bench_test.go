@@ -133,7 +133,15 @@ func BenchmarkStore(b *testing.B) {
 			var unprotectedRate float64
 			parallel := func(eng *verify.Engine) func(b *testing.B) {
 				return func(b *testing.B) {
+					batches, writes, grouped := st.GroupCommits()
 					rate := runParallel(b, func() bool { return sendAndCheck(b, eng, req()) })
+					if grouped {
+						// How many writes a pair makes, and how many a
+						// commit carries (SQLite's group commit).
+						b2, w2, _ := st.GroupCommits()
+						b.ReportMetric(float64(w2-writes)/float64(b.N), "writes/pair")
+						b.ReportMetric(float64(w2-writes)/float64(max(b2-batches, 1)), "writes/commit")
+					}
 					if floorRate > 0 {
 						b.ReportMetric(rate/floorRate, "of-floor")
 					}

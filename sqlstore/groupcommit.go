@@ -8,17 +8,20 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"modernc.org/sqlite"
 )
 
 // SQLite runs one writer at a time, and a commit is most of a write's
 // cost (the WAL append, and the fsync when it is due). So on SQLite the
 // Store commits many callers' writes together (group commit): a write
-// (inTx's fn) joins a queue, and the first caller to find no batch running
-// leads: it takes the queue, runs each write in one transaction under a
-// savepoint of its own, commits once, and answers every caller with its
-// own outcome. A write that fails (a duplicate key, a refused take) is
-// rolled back to its savepoint and answered with its error, and the
-// others commit. Every caller is answered only after the commit that holds
+// (inTx's or write's fn) joins a queue, and the first caller to find no
+// batch running leads: it takes the queue, runs the writes in one
+// transaction, each write of several statements under a savepoint of its
+// own, commits once, and answers every caller with its own outcome. A
+// write that fails (a duplicate key, a refused take) is rolled back to its
+// savepoint, or by SQLite itself for a write of one statement, and
+// answered with its error, and the others commit. Every caller is answered only after the commit that holds
 // its write, with the commit's error if it fails, so the durability is
 // the store's (WAL with synchronous NORMAL) and no write is reported done
 // before it is. When the leader has answered its batch it hands the lead
@@ -40,11 +43,15 @@ type batcher struct {
 
 // batchOp is one caller's write.
 type batchOp struct {
-	ctx  context.Context
-	fn   func(q querier) error
-	err  error
-	done chan struct{} // closed when err is final
-	lead chan struct{} // closed when this caller is to lead the next batch
+	ctx context.Context
+	fn  func(q querier) error
+	// single is set for a write of one statement, which needs no savepoint
+	// of its own: SQLite undoes a failed statement by itself and keeps the
+	// transaction (see statementError).
+	single bool
+	err    error
+	done   chan struct{} // closed when err is final
+	lead   chan struct{} // closed when this caller is to lead the next batch
 }
 
 // do queues fn and returns its outcome once its batch has committed (or
@@ -52,8 +59,8 @@ type batchOp struct {
 // takes it out and returns ctx's error: nothing of it ran. Once fn is in
 // a running batch, the caller waits for the batch's outcome, which is
 // fn's.
-func (b *batcher) do(ctx context.Context, fn func(q querier) error) error {
-	op := &batchOp{ctx: ctx, fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
+func (b *batcher) do(ctx context.Context, fn func(q querier) error, single bool) error {
+	op := &batchOp{ctx: ctx, fn: fn, single: single, done: make(chan struct{}), lead: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, op)
 	if !b.busy {
@@ -186,8 +193,9 @@ func (s *Store) runBatch(ops []*batchOp) {
 			op.err = err
 			continue
 		}
-		if savepoints {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+		savepoint := savepoints && !op.single
+		if savepoint {
+			if _, err := q.ExecContext(ctx, `SAVEPOINT w`); err != nil {
 				_ = tx.Rollback()
 				finish(err)
 				return
@@ -195,16 +203,19 @@ func (s *Store) runBatch(ops []*batchOp) {
 		}
 		op.err = op.fn(q)
 		switch {
-		case op.err == nil && savepoints:
-			_, err = tx.ExecContext(ctx, `RELEASE w`)
+		case op.err == nil && savepoint:
+			_, err = q.ExecContext(ctx, `RELEASE w`)
 			wrote = true
 		case op.err == nil:
 			wrote = true
-		case savepoints:
-			_, err = tx.ExecContext(ctx, `ROLLBACK TO w`)
+		case savepoint:
+			_, err = q.ExecContext(ctx, `ROLLBACK TO w`)
 			if err == nil {
-				_, err = tx.ExecContext(ctx, `RELEASE w`)
+				_, err = q.ExecContext(ctx, `RELEASE w`)
 			}
+		case op.single && !statementError(op.err):
+			// SQLite may have rolled the transaction back.
+			err = op.err
 		}
 		if errors.Is(op.err, errRollback) {
 			op.err = nil
@@ -247,6 +258,29 @@ func (s *Store) runBatch(ops []*batchOp) {
 			_, _ = s.prepared(ctx, query)
 		}
 	}
+}
+
+// statementError reports whether err, from a write of one statement,
+// leaves the transaction as it was before the statement: an error that is
+// not SQLite's (sql.ErrNoRows from a conditional write that matched no
+// row), or one of SQLite's that fails the statement alone (a constraint,
+// a type mismatch, an error in the statement itself). Any other (SQLITE_FULL,
+// SQLITE_IOERR, SQLITE_NOMEM, SQLITE_BUSY, ...) may roll the whole
+// transaction back.
+func statementError(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return true
+	}
+	switch se.Code() & 0xff { // the primary result code
+	case 1, // SQLITE_ERROR
+		18, // SQLITE_TOOBIG
+		19, // SQLITE_CONSTRAINT
+		20, // SQLITE_MISMATCH
+		25: // SQLITE_RANGE
+		return true
+	}
+	return false
 }
 
 // batchConn takes a connection for a batch from the pool, waiting until

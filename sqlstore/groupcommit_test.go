@@ -25,8 +25,10 @@ func gcRecord(id string) verify.VerificationRecord {
 
 // TestGroupCommit releases 64 writers at once on a SQLite file: a quarter
 // of them create a verification with an idempotency key already taken
-// (ErrDuplicate, as a retried Send meets it), and a quarter take a
-// counter past its limit (a refusal that rolls back). The writes commit in
+// (ErrDuplicate, as a retried Send meets it), half of them with pending
+// steps (a write of several statements, under a savepoint) and half
+// without (one statement, without one), and a quarter take a counter past
+// its limit (a refusal that rolls back). The writes commit in
 // fewer transactions than there are writers; each refused write gets its
 // own answer and leaves nothing behind; every other write is in the file,
 // as a second Store on it (another connection) reads it.
@@ -45,15 +47,22 @@ func TestGroupCommit(t *testing.T) {
 		case 0: // a taken idempotency key
 			dup := gcRecord(fmt.Sprintf("v-%02d", i))
 			dup.IdempotencyKey = "key"
-			err := st.CreateVerification(ctx, dup, []verify.PendingStep{{Step: 0, DueAt: start}})
+			var steps []verify.PendingStep
+			if i%8 == 0 {
+				steps = []verify.PendingStep{{Step: 0, DueAt: start}}
+			}
+			err := st.CreateVerification(ctx, dup, steps)
 			if errors.Is(err, verify.ErrDuplicate) {
 				duplicates.Add(1)
 			} else {
 				t.Errorf("creating with a taken key: %v", err)
 			}
-		case 1, 2:
+		case 1:
 			require.NoError(t, st.CreateVerification(ctx, gcRecord(fmt.Sprintf("v-%02d", i)),
 				[]verify.PendingStep{{Step: 0, DueAt: start}}))
+			created.Add(1)
+		case 2: // one statement
+			require.NoError(t, st.CreateVerification(ctx, gcRecord(fmt.Sprintf("v-%02d", i)), nil))
 			created.Add(1)
 		case 3: // eight of sixteen takes fit under Max 8
 			res, err := st.Take(ctx, start, []verify.Take{
@@ -97,7 +106,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	var pending int
 	require.NoError(t, other.DB().QueryRowContext(ctx, `SELECT count(*) FROM pending_steps`).Scan(&pending))
-	assert.Equal(t, 32, pending, "the duplicates' steps were rolled back with them")
+	assert.Equal(t, 16, pending, "the duplicates' steps were rolled back with them")
 }
 
 // TestGroupCommitCanceledWriter: a writer whose context has ended before
@@ -146,10 +155,11 @@ func TestGroupCommitOnlySQLite(t *testing.T) {
 }
 
 // TestGroupCommitDatabaseFull fills a SQLite file capped at some pages
-// with concurrent writers: some fit, the rest fail (SQLITE_FULL, which
-// rolls back the whole transaction, other writers' writes too: transient,
-// E926 to the engine). Every writer told nil is in the file, and none told
-// an error is.
+// with concurrent writers, half of them writes of one statement (no
+// savepoint): some fit, the rest fail (SQLITE_FULL, which rolls back the
+// whole transaction, other writers' writes too: transient, E926 to the
+// engine). Every writer told nil is in the file, and none told an error
+// is.
 func TestGroupCommitDatabaseFull(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "verify.db")
@@ -167,7 +177,11 @@ func TestGroupCommitDatabaseFull(t *testing.T) {
 	runConcurrently(n, func(i int) {
 		v := gcRecord(fmt.Sprintf("v-%03d-%s", i, strings.Repeat("x", 200)))
 		v.ForeignID = strings.Repeat("f", 500)
-		err := st.CreateVerification(ctx, v, []verify.PendingStep{{Step: 0, DueAt: start}})
+		var steps []verify.PendingStep
+		if i%2 == 0 {
+			steps = []verify.PendingStep{{Step: 0, DueAt: start}}
+		}
+		err := st.CreateVerification(ctx, v, steps)
 		if err == nil {
 			ok[i] = true
 			return

@@ -199,7 +199,7 @@ func (s *Store) closeStmts() error {
 // with other callers' writes (see batcher), on PostgreSQL on the pool.
 func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
 	if s.batch != nil {
-		return s.batch.do(ctx, fn)
+		return s.batch.do(ctx, fn, true)
 	}
 	return fn(s.run())
 }
@@ -213,7 +213,7 @@ func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
 // errRollback or an error.
 func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 	if s.batch != nil {
-		return s.batch.do(ctx, fn)
+		return s.batch.do(ctx, fn, false)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
