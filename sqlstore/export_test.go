@@ -86,12 +86,10 @@ func (s *Store) HotQueries(id string, now time.Time) map[string]ReportQuery {
 		"count-send": {cond(countSendUpdate), []any{id, t, 5, true, t}},
 		"finish":     {cond(finishUpdate), []any{id, t, "canceled"}},
 	}
+	out["attempt"] = ReportQuery{cond(attemptUpdates[1]), []any{id, t, []byte("0123456789abcdef0123456789abcdef")}}
 	if s.pg() {
-		out["attempt"] = ReportQuery{attemptUpdates[1], []any{id, t, []byte("0123456789abcdef0123456789abcdef")}}
 		out["count-one"] = ReportQuery{pgCountOneQuery, []any{"recipient:+4740000001", int64(1), t, s.tv(now.Add(time.Hour)),
 			int64(5), int64(0), int64(0), 0, int64(0)}}
-	} else {
-		out["attempt"] = ReportQuery{countAttempt.sqlite, []any{id, t}}
 	}
 	return out
 }

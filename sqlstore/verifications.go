@@ -229,18 +229,15 @@ var (
 	countSendUpdate = newConditional(`sends = sends + 1, last_sent_at = $2`,
 		isOpen+` AND sends < $3 AND expires_at > $2 AND ($4 OR last_sent_at IS NULL OR last_sent_at <= $5)`, false)
 	finishUpdate = newConditional(ending, isOpen, true)
-	// countAttempt is SQLite's first half of Attempt; the comparison and
-	// the ending follow in Go, in the same transaction.
-	countAttempt = newConditional(`attempts = attempts + 1`,
-		isOpen+` AND attempts < max_attempts AND expires_at > $2`, false)
 )
 
-// attemptUpdate returns PostgreSQL's Attempt for n hashes ($3 to $n+2):
-// one statement that counts the attempt, compares the code and ends the
-// verification when it is verified or out of attempts. A wrong attempt
-// that leaves it open changes no indexed column, so it is a heap-only
-// update.
-func attemptUpdate(n int) string {
+// attemptUpdate returns Attempt for n hashes ($3 to $n+2): one UPDATE
+// that counts the attempt, compares the code and ends the verification
+// when it is verified or out of attempts (on PostgreSQL with the step
+// deletion and the read of the deliveries in the same statement). A wrong
+// attempt that leaves it open changes no indexed column, so on PostgreSQL
+// it is a heap-only update.
+func attemptUpdate(n int) conditional {
 	match := "FALSE"
 	if n > 0 {
 		match = `code_hash IN (` + placeholders(3, n+2) + `)`
@@ -251,11 +248,11 @@ func attemptUpdate(n int) string {
 		ended_at = CASE WHEN `+ends+` THEN $2 END,
 		verified_at = CASE WHEN `+match+` THEN $2 ELSE verified_at END,
 		sealed_code = CASE WHEN `+ends+` THEN NULL ELSE sealed_code END`,
-		isOpen+` AND attempts < max_attempts AND expires_at > $2`, true).pg
+		isOpen+` AND attempts < max_attempts AND expires_at > $2`, true)
 }
 
 // attemptUpdates holds attemptUpdate for up to three secrets.
-var attemptUpdates = [...]string{attemptUpdate(0), attemptUpdate(1), attemptUpdate(2), attemptUpdate(3)}
+var attemptUpdates = [...]conditional{attemptUpdate(0), attemptUpdate(1), attemptUpdate(2), attemptUpdate(3)}
 
 // update runs a conditional update. When the row matches, it returns the
 // updated record with its deliveries and true; when it does not, the
@@ -316,64 +313,25 @@ func (s *Store) current(ctx context.Context, op, id string) (verify.Verification
 	return v, false, nil
 }
 
-// Attempt implements verify.Store. On PostgreSQL it is one conditional
-// UPDATE ... RETURNING that counts, compares and ends, so that racing
+// Attempt implements verify.Store with one conditional UPDATE ...
+// RETURNING that counts, compares and ends (attemptUpdate), so that racing
 // callers in any number of processes never count more than MaxAttempts.
-// On SQLite, which runs one writer at a time, the count, the comparison
-// (in constant time) and the ending share one transaction.
+// On PostgreSQL that is the whole of it; on SQLite the deletion of an
+// ended verification's steps and the read of its deliveries follow in the
+// same transaction.
 func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
-	if s.pg() {
-		query := ""
-		if len(hashes) < len(attemptUpdates) {
-			query = attemptUpdates[len(hashes)]
-		} else {
-			query = attemptUpdate(len(hashes))
-		}
-		args := make([]any, 0, 2+len(hashes))
-		args = append(args, id, s.tv(now))
-		for _, h := range hashes {
-			args = append(args, h)
-		}
-		return s.update(ctx, "attempt", conditional{pg: query}, args...)
+	var c conditional
+	if len(hashes) < len(attemptUpdates) {
+		c = attemptUpdates[len(hashes)]
+	} else {
+		c = attemptUpdate(len(hashes))
 	}
-	var (
-		v       verify.VerificationRecord
-		counted bool
-	)
-	err := s.inTx(ctx, func(q querier) error {
-		err := q.QueryRowContext(ctx, countAttempt.sqlite, id, s.tv(now)).Scan(verificationDest(&v)...)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		counted = true
-		end := verify.Status("")
-		switch {
-		case verify.MatchHash(v.CodeHash, hashes):
-			end = verify.StatusVerified
-		case v.Attempts >= v.MaxAttempts:
-			end = verify.StatusMaxAttempts
-		}
-		if end != "" {
-			if err := q.QueryRowContext(ctx, finishUpdate.sqlite, id, s.tv(now), string(end)).Scan(verificationDest(&v)...); err != nil {
-				return err
-			}
-			if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
-				return err
-			}
-		}
-		v.Deliveries, err = deliveriesOf(ctx, q, id)
-		return err
-	})
-	if err != nil {
-		return verify.VerificationRecord{}, false, wrap("attempt", err)
+	args := make([]any, 0, 2+len(hashes))
+	args = append(args, id, s.tv(now))
+	for _, h := range hashes {
+		args = append(args, h)
 	}
-	if counted {
-		return v, true, nil
-	}
-	return s.current(ctx, "attempt", id)
+	return s.update(ctx, "attempt", c, args...)
 }
 
 // CountSend implements verify.Store with one conditional UPDATE ...
