@@ -132,6 +132,7 @@ type fixedParts struct {
 	flowID     string
 	allowedIPs []string
 	expiresAt  time.Time
+	codeHash   []byte // the code's HMAC, as stored (never changes)
 }
 
 func (c *recipientCache) put(id string, p fixedParts, now time.Time) {
@@ -170,5 +171,5 @@ func (c *recipientCache) drop(id string) {
 }
 
 func partsOf(r *VerificationRecord) fixedParts {
-	return fixedParts{to: r.To, flowID: r.FlowID, allowedIPs: r.AllowedIPs, expiresAt: r.ExpiresAt}
+	return fixedParts{to: r.To, flowID: r.FlowID, allowedIPs: r.AllowedIPs, expiresAt: r.ExpiresAt, codeHash: r.CodeHash}
 }

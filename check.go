@@ -28,15 +28,20 @@ import (
 //     ends the verification as max_attempts.
 //
 // Only step 5 consumes an attempt. The protections of step 3 decide and
-// count in one step each: the per-IP limit is counted, then one of the
-// recipient's failure slots is reserved (Counters.Take refuses it while
-// the recipient is locked out or must wait), and only then is the code
-// compared. However many checks race on any number of engines, at most
-// MaxFailures wrong codes are judged for a recipient, and past
-// FreeFailures none before its delay. A check refused by the lockout gives
-// the per-IP check back; a check that compares no code (the verification
-// has ended) gives its failure slot back; a right code resets the
-// recipient's failures.
+// count in one step each: the per-IP limit is counted, then, for a wrong
+// code, one of the recipient's failure slots is reserved (Counters.Take
+// refuses it while the recipient is locked out or must wait), and only
+// then does the Store judge the code. A right code is no guess, so it
+// takes no slot: one read of the recipient's failures refuses it while
+// they are locked out or must wait, as the slot would. (The engine tells
+// the two apart by comparing the code's HMAC with the stored one, which it
+// remembers; the Store compares them again when it counts the attempt.)
+// However many checks race on any number of engines, at most MaxFailures
+// wrong codes are judged for a recipient, and past FreeFailures none
+// before its delay. A check refused by the lockout gives the per-IP check
+// back; a wrong code that is compared with nothing (the verification has
+// ended) gives its failure slot back; a right code that verifies resets
+// the recipient's failures, if any were counted.
 //
 // On a refusal the returned Verification may hold only the ID, flow,
 // recipient and expiry. Alphanumeric codes are compared
@@ -55,9 +60,10 @@ import (
 // answer takes does not tell an unknown ID from a known one beyond noise.
 //
 // The parts of a verification that never change (recipient, flow, IP
-// allow-list) are remembered from Send and earlier Checks on this engine,
-// so a Check usually costs two Store calls, the failure slot and the
-// attempt, and a third (the reset) for a right code.
+// allow-list, the code's HMAC) are remembered from Send and earlier Checks
+// on this engine, so a Check usually costs two Store calls: for a wrong
+// code the failure slot and the attempt, for a right one a read of the
+// failures and the attempt (and the reset, when there were failures).
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -107,27 +113,55 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		}
 	}
 	fkey := failKey(parts.to)
-	if err := e.reserveFailure(ctx, fkey, now); err != nil {
+	// A right code is no guess: it takes no failure slot, and is refused
+	// only while the recipient is locked out or must wait, which one read
+	// of the failures tells. The code's HMAC is compared here with the
+	// stored one (the Store compares them again when it counts the
+	// attempt), so a wrong code's slot is still taken before the Store
+	// judges it.
+	right := MatchHash(parts.codeHash, hashes)
+	var failures Counter // a right code's recipient's failures, as read
+	if right {
+		var err error
+		if failures, err = e.counters.GetCounter(ctx, fkey, now); err != nil {
+			e.refund(ctx, perIP)
+			return refuse(storeErr(ctx, "read failures", err))
+		}
+		if err := e.failuresRefuse(failures, now); err != nil {
+			e.refund(ctx, perIP)
+			return refuse(err)
+		}
+	} else if err := e.reserveFailure(ctx, fkey, now); err != nil {
 		e.refund(ctx, perIP)
 		return refuse(err)
 	}
 	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
-		e.refundFailure(ctx, fkey, now)
+		if !right {
+			e.refundFailure(ctx, fkey, now)
+		}
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
 	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, hashes, now)
 	if err != nil {
-		// Whether the attempt was counted is unknown: the slot stays taken.
+		// Whether the attempt was counted is unknown: a slot stays taken.
 		e.fixed.drop(req.VerifyID)
 		return Verification{}, e.lookupErr(ctx, "check code", err)
 	}
 	if !counted { // ended, expired, or another caller used the last attempt
-		e.refundFailure(ctx, fkey, now)
+		if !right {
+			e.refundFailure(ctx, fkey, now)
+		}
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
+	}
+	if right && rec.Status != StatusVerified {
+		// Cannot happen with a conforming Store: it compares the hash that
+		// it returned for this verification.
+		e.fixed.drop(rec.ID)
+		return Verification{}, internalErr("check code", fmt.Errorf("the store judged verification %s's matching code wrong", rec.ID))
 	}
 	if !rec.Status.Open() {
 		e.fixed.drop(rec.ID)
@@ -136,8 +170,10 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if rec.Status == StatusVerified {
 		// The code is verified: what follows is bookkeeping, whose
 		// failures are logged and emitted, never returned.
-		if err := e.resetFailures(ctx, fkey); err != nil {
-			e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
+		if failures.Value > 0 {
+			if err := e.resetFailures(ctx, fkey); err != nil {
+				e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
+			}
 		}
 		if err := e.countVerified(ctx, rec); err != nil {
 			e.bookkeepingFailed(ctx, rec, "count verification", err, now)

@@ -430,12 +430,26 @@ func (e *Engine) reserveFailure(ctx context.Context, key string, now time.Time) 
 	if res.OK {
 		return nil
 	}
-	if c := res.Counters[0]; c.Value >= int64(p.MaxFailures) {
+	if err := e.failuresRefuse(res.Counters[0], now); err != nil {
+		return err
+	}
+	return rateLimited("wrong codes for this recipient", res.RetryAfter)
+}
+
+// failuresRefuse answers a check for a recipient whose failures are c at
+// now, as a failure slot's Take decides it: E919 once MaxFailures are
+// counted, until the counter expires; E918 while the delay after the last
+// failure lasts; nil otherwise.
+func (e *Engine) failuresRefuse(c Counter, now time.Time) error {
+	if c.Value >= int64(e.protection.MaxFailures) {
 		err := invalid(ErrLocked, "", "too many wrong codes for this recipient; locked until %s", c.ExpiresAt.Format(time.RFC3339))
 		err.RetryAfter = c.ExpiresAt.Sub(now)
 		return err
 	}
-	return rateLimited("wrong codes for this recipient", res.RetryAfter)
+	if now.Before(c.NotBefore) {
+		return rateLimited("wrong codes for this recipient", c.NotBefore.Sub(now))
+	}
+	return nil
 }
 
 func (e *Engine) failureBackoff() Backoff {

@@ -1,0 +1,171 @@
+package verify_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
+)
+
+// countingCounters counts the writes an engine makes to the failure
+// counters ("fail:" keys) of the Counters it wraps.
+type countingCounters struct {
+	verify.Counters
+	takes, deletes atomic.Int64
+}
+
+func (c *countingCounters) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	for _, t := range takes {
+		if strings.HasPrefix(t.Key, "fail:") && t.Delta != 0 {
+			c.takes.Add(1)
+		}
+	}
+	return c.Counters.Take(ctx, now, takes)
+}
+
+func (c *countingCounters) DeleteCounter(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, "fail:") {
+		c.deletes.Add(1)
+	}
+	return c.Counters.DeleteCounter(ctx, key)
+}
+
+// TestRightCodeTakesNoSlot: a right code writes no failure counter when
+// the recipient has no failures; a wrong code takes a slot; the next right
+// code resets what the wrong ones counted.
+func TestRightCodeTakesNoSlot(t *testing.T) {
+	h := newHarness(t)
+	counters := &countingCounters{Counters: h.store}
+	eng := h.engine(verify.WithCounters(counters))
+	h.flow(verify.Step{Channel: "sms"})
+	send := func() (string, string) {
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, ok := h.lastMessage(v.ID)
+		require.True(t, ok)
+		return v.ID, m.Code
+	}
+
+	id, code := send()
+	_, err := eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code})
+	require.NoError(t, err)
+	assert.Zero(t, counters.takes.Load(), "a right code takes no failure slot")
+	assert.Zero(t, counters.deletes.Load(), "and has no failures to reset")
+
+	id, code = send()
+	_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: wrong(code)})
+	requireCode(t, err, verify.ErrInvalidOTP)
+	assert.Equal(t, int64(1), counters.takes.Load(), "a wrong code takes a slot")
+	_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), counters.deletes.Load(), "a right code resets the failures counted")
+	c, err := h.store.GetCounter(h.ctx, "fail:"+ana.Phone, h.clock.Now())
+	require.NoError(t, err)
+	assert.Zero(t, c.Value)
+}
+
+// TestRightCodeWaitsOutTheDelay: a right code is refused, consuming no
+// attempt, while the recipient must wait after many wrong codes, with the
+// wait a wrong code gets, and verifies once it has passed.
+func TestRightCodeWaitsOutTheDelay(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) {
+		p.FreeFailures, p.FailureDelay, p.MaxFailureDelay = 1, 2*time.Second, time.Minute
+	}))
+	h.flow(verify.Step{Channel: "sms"})
+	v, code := h.send()
+	_, err := h.check(v.ID, wrong(code))
+	requireCode(t, err, verify.ErrInvalidOTP)
+	_, err = h.check(v.ID, code)
+	e := requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, 2*time.Second, e.RetryAfter)
+	got, err := h.eng.Get(h.ctx, v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, 1, got.Attempts, "a refused right code consumes no attempt")
+	h.clock.Add(2 * time.Second)
+	_, err = h.check(v.ID, code)
+	require.NoError(t, err)
+}
+
+// TestRightAndWrongCodesRace releases right and wrong codes for one
+// recipient at once, on three engines, across many verifications: first
+// with the lockout near, where every answer is a verification, a judged
+// wrong code or the lockout, and the failures never pass MaxFailures; then
+// with the recipient locked out, where none verifies, none is judged and
+// no attempt is consumed.
+func TestRightAndWrongCodesRace(t *testing.T) {
+	const max, n = 5, 64
+	p := only(func(p *verify.Protection) { p.FreeFailures, p.MaxFailures, p.LockFor = 100, max, time.Hour })
+	h := protected(t, p)
+	h.flow(verify.Step{Channel: "sms"})
+	engines := []*verify.Engine{h.eng, h.engine(verify.WithProtection(p)), h.engine(verify.WithProtection(p))}
+	race := func() map[string]int {
+		ids, codes := make([]string, n), make([]string, n)
+		for i := range n {
+			v, code := h.send()
+			ids[i], codes[i] = v.ID, code
+		}
+		var mu sync.Mutex
+		answers := map[string]int{}
+		testutil.AtOnce(n, func(i int) {
+			code, kind := codes[i], "right"
+			if i%2 == 1 {
+				code, kind = wrong(code), "wrong"
+			}
+			_, err := engines[i%3].Check(h.ctx, verify.CheckRequest{VerifyID: ids[i], Code: code})
+			answer := "ok"
+			if e, ok := verify.AsError(err); ok {
+				answer = e.Code
+			} else if err != nil {
+				answer = err.Error()
+			}
+			mu.Lock()
+			answers[kind+" "+answer]++
+			mu.Unlock()
+		})
+		t.Logf("answers: %v", answers)
+		for _, id := range ids {
+			v, err := h.eng.Get(h.ctx, id)
+			require.NoError(t, err)
+			if v.Status != verify.StatusVerified {
+				answers["attempts"] += v.Attempts
+			}
+		}
+		return answers
+	}
+	failures := func() int64 {
+		c, err := h.store.GetCounter(h.ctx, "fail:"+ana.Phone, h.clock.Now())
+		require.NoError(t, err)
+		return c.Value
+	}
+
+	// Two wrong codes counted: three more lock the recipient out.
+	v, code := h.send()
+	for range 2 {
+		_, err := h.check(v.ID, wrong(code))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	a := race()
+	assert.Equal(t, n/2, a["right ok"]+a["right "+verify.ErrLocked.Code], "every right code verifies or is locked out")
+	assert.Equal(t, n/2, a["wrong "+verify.ErrInvalidOTP.Code]+a["wrong "+verify.ErrLocked.Code], "every wrong code is judged or locked out")
+	assert.Equal(t, a["wrong "+verify.ErrInvalidOTP.Code], a["attempts"], "only judged wrong codes consume attempts")
+	assert.LessOrEqual(t, failures(), int64(max))
+
+	// Locked out.
+	for failures() < max {
+		v, code := h.send()
+		_, err := h.check(v.ID, wrong(code))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	a = race()
+	assert.Equal(t, map[string]int{"right " + verify.ErrLocked.Code: n / 2, "wrong " + verify.ErrLocked.Code: n / 2, "attempts": 0}, a,
+		"a locked-out recipient's codes, right or wrong, are all refused, and consume no attempt")
+	assert.Equal(t, int64(max), failures())
+}
