@@ -24,9 +24,6 @@ func protected(t *testing.T, p verify.Protection, opts ...verify.Option) *harnes
 	return h
 }
 
-// off is a Rate that turns a limit off.
-var off = verify.Rate{Limit: -1}
-
 // only returns a Protection with every limit off but the ones set by fn.
 func only(fn func(p *verify.Protection)) verify.Protection {
 	p := verify.NoProtection()
