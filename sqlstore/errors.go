@@ -53,6 +53,13 @@ func sqliteTransient(err error) bool {
 	return false
 }
 
+// sqliteForeignKey reports whether err is SQLite's failed foreign key
+// (SQLITE_CONSTRAINT_FOREIGNKEY).
+func sqliteForeignKey(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == 787
+}
+
 // notFound is the error for a record that does not exist; errors.Is(err,
 // verify.ErrNotFound) holds for it.
 func notFound(op, kind, id string) error {

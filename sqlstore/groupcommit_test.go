@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -267,4 +268,34 @@ func TestGroupCommitSurvivesAPanic(t *testing.T) {
 	require.NoError(t, st.Write(ctx, func(exec func(string, ...any) error) error {
 		return exec(`INSERT INTO counters (name, value, updated_at, expires_at) VALUES ('after', 1, 0, 0)`)
 	}), "the next write goes through")
+}
+
+// TestRecordDeliveryWithoutForeignKeys: on a SQLite database handed to New
+// with foreign keys off, a delivery for a verification that does not
+// exist is still refused (ErrNotFound) and leaves no row behind.
+func TestRecordDeliveryWithoutForeignKeys(t *testing.T) {
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", ":memory:")
+	require.NoError(t, err)
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	st, err := sqlstore.New(db, sqlstore.SQLite)
+	require.NoError(t, err)
+	require.NoError(t, st.Migrate(ctx))
+	_, err = st.RecordDelivery(ctx, verify.DeliveryRecord{ID: "d1", VerificationID: "nobody", Step: 0, Channel: "sms",
+		Status: verify.DeliverySent, CreatedAt: start, UpdatedAt: start})
+	require.ErrorIs(t, err, verify.ErrNotFound)
+	var n int
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM deliveries`).Scan(&n))
+	assert.Zero(t, n, "no delivery without its verification")
+
+	require.NoError(t, st.CreateVerification(ctx, gcRecord("v1"), []verify.PendingStep{{Step: 0, DueAt: start}}))
+	changed, err := st.RecordDelivery(ctx, verify.DeliveryRecord{ID: "d2", VerificationID: "v1", Step: 0, Channel: "sms",
+		Status: verify.DeliverySent, CreatedAt: start, UpdatedAt: start})
+	require.NoError(t, err)
+	assert.True(t, changed)
+	v, err := st.GetVerification(ctx, "v1")
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusSent, v.Status)
+	require.Len(t, v.Deliveries, 1)
 }

@@ -366,6 +366,20 @@ const nextStatus = `CASE
 	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
 	ELSE status END`
 
+// sqliteMovedStatus is nextStatus for SQLite, which records the delivery
+// first and moves the verification's status only when the delivery $2 was
+// inserted or moved: a sent one was inserted (nothing moves to sent), so
+// the verification moves from pending to sent or delivered, and from sent
+// to delivered, never backwards.
+const sqliteMovedStatus = `CASE
+	WHEN status = 'pending' AND $2 IN ('sent', 'delivered') THEN $2
+	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
+	ELSE status END`
+
+// errNoVerification, returned by a write for a verification that does not
+// exist, rolls the write back; the caller answers ErrNotFound.
+var errNoVerification = errors.New("sqlstore: no such verification")
+
 // deliverySummary is SQLite's summary of verification $1's deliveries,
 // which Stats groups by (see migration 0004): a JSON array of [channel,
 // status, count] ordered by channel and status.
@@ -408,37 +422,51 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 			return false, wrap("record delivery", err)
 		}
 	} else {
-		// Write first, so that the transaction holds the write lock before
-		// it reads, whatever the connection's _txlock (New takes any
-		// *sql.DB).
+		// The delivery first: a write, so the transaction holds the write
+		// lock before it reads, whatever the connection's _txlock (New
+		// takes any *sql.DB). Then, if it was inserted or moved, one
+		// UPDATE of the verification moves its status and its delivery
+		// summary (which must count the delivery just written) and says
+		// whether it exists; a delivery for no verification is rolled
+		// back with the savepoint.
 		err := s.inTx(ctx, func(tx querier) error {
-			res, err := tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+` WHERE id = $1`,
-				d.VerificationID, string(d.Status), d.ID)
+			res, err := tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
+				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+moveDelivery, args...)
 			if err != nil {
+				if sqliteForeignKey(err) {
+					return errNoVerification // a new delivery for no verification
+				}
 				return err
 			}
 			n, err := res.RowsAffected()
-			if err != nil || n == 0 {
-				return err // n == 0: not found
+			if err != nil {
+				return err
+			}
+			if changed = n > 0; changed {
+				res, err = tx.ExecContext(ctx, `UPDATE verifications SET status = `+sqliteMovedStatus+`,
+					delivery_summary = `+deliverySummary+` WHERE id = $1`, d.VerificationID, string(d.Status))
+				if err == nil {
+					n, err = res.RowsAffected()
+				}
+			} else {
+				n = 0
+				err = tx.QueryRowContext(ctx, `SELECT count(*) FROM verifications WHERE id = $1`, d.VerificationID).Scan(&n)
+			}
+			switch {
+			case err != nil:
+				return err
+			case n == 0:
+				return errNoVerification
 			}
 			found = true
 			if d.Step >= 0 { // a step with a recorded delivery is done
-				if _, err := tx.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`, d.VerificationID, d.Step); err != nil {
-					return err
-				}
+				_, err = tx.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1 AND step = $2`, d.VerificationID, d.Step)
 			}
-			if res, err = tx.ExecContext(ctx, `INSERT INTO deliveries (`+deliveryCols+`)
-				VALUES ($3, $1, $4, $5, $6, $2, $7, $8, $9, $10)`+moveDelivery, args...); err != nil {
-				return err
-			}
-			if n, err = res.RowsAffected(); err != nil || n == 0 {
-				return err // n == 0: the delivery did not move
-			}
-			changed = true
-			_, err = tx.ExecContext(ctx, `UPDATE verifications SET delivery_summary = `+deliverySummary+` WHERE id = $1`,
-				d.VerificationID)
 			return err
 		})
+		if errors.Is(err, errNoVerification) {
+			found, changed, err = false, false, nil
+		}
 		if err != nil {
 			return false, wrap("record delivery", err)
 		}
