@@ -28,12 +28,13 @@ import (
 //     ends the verification as max_attempts.
 //
 // Only step 5 consumes an attempt. The protections of step 3 decide and
-// count in one step each: the per-IP limit is counted, then, for a wrong
-// code, one of the recipient's failure slots is reserved (Counters.Take
-// refuses it while the recipient is locked out or must wait), and only
-// then does the Store judge the code. A right code is no guess, so it
-// takes no slot: one read of the recipient's failures refuses it while
-// they are locked out or must wait, as the slot would. (The engine tells
+// count in one step each: the per-IP limit is counted; one read of the
+// recipient's failures refuses them while they are locked out or must
+// wait, whatever the code, so that a refusal takes the same time for a
+// right code and a wrong one; then a wrong code reserves one of the
+// recipient's failure slots (Counters.Take refuses it if racing checks
+// have locked the recipient out since), and only then does the Store
+// judge it. A right code is no guess and takes no slot. (The engine tells
 // the two apart by comparing the code's HMAC with the stored one, which it
 // remembers; the Store compares them again when it counts the attempt.)
 // However many checks race on any number of engines, at most MaxFailures
@@ -61,9 +62,9 @@ import (
 //
 // The parts of a verification that never change (recipient, flow, IP
 // allow-list, the code's HMAC) are remembered from Send and earlier Checks
-// on this engine, so a Check usually costs two Store calls: for a wrong
-// code the failure slot and the attempt, for a right one a read of the
-// failures and the attempt (and the reset, when there were failures).
+// on this engine, so a Check usually costs a read of the failures and the
+// attempt, and for a wrong code the failure slot between them (for a
+// right one, the reset after, when there were failures).
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -113,27 +114,30 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		}
 	}
 	fkey := failKey(parts.to)
-	// A right code is no guess: it takes no failure slot, and is refused
-	// only while the recipient is locked out or must wait, which one read
-	// of the failures tells. The code's HMAC is compared here with the
-	// stored one (the Store compares them again when it counts the
-	// attempt), so a wrong code's slot is still taken before the Store
-	// judges it.
+	// Every check first reads the recipient's failures, and a recipient
+	// locked out or made to wait is refused on that read alone, whatever
+	// the code: a refusal takes the same work, and so the same time, for a
+	// right code and a wrong one. Then a wrong code reserves one of the
+	// failure slots before the Store judges it (a check that raced this
+	// one to the lockout makes that refuse too). A right code is no guess
+	// and takes no slot. The engine tells them apart by comparing the
+	// code's HMAC with the stored one, which it remembers; the Store
+	// compares them again when it counts the attempt.
+	failures, err := e.counters.GetCounter(ctx, fkey, now)
+	if err != nil {
+		e.refund(ctx, perIP)
+		return refuse(storeErr(ctx, "read failures", err))
+	}
+	if err := e.failuresRefuse(failures, now); err != nil {
+		e.refund(ctx, perIP)
+		return refuse(err)
+	}
 	right := MatchHash(parts.codeHash, hashes)
-	var failures Counter // a right code's recipient's failures, as read
-	if right {
-		var err error
-		if failures, err = e.counters.GetCounter(ctx, fkey, now); err != nil {
-			e.refund(ctx, perIP)
-			return refuse(storeErr(ctx, "read failures", err))
-		}
-		if err := e.failuresRefuse(failures, now); err != nil {
+	if !right {
+		if err := e.reserveFailure(ctx, fkey, now); err != nil {
 			e.refund(ctx, perIP)
 			return refuse(err)
 		}
-	} else if err := e.reserveFailure(ctx, fkey, now); err != nil {
-		e.refund(ctx, perIP)
-		return refuse(err)
 	}
 	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
 		if !right {
@@ -170,7 +174,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if rec.Status == StatusVerified {
 		// The code is verified: what follows is bookkeeping, whose
 		// failures are logged and emitted, never returned.
-		if failures.Value > 0 {
+		if failures.Value > 0 || !right { // !right: a slot was taken
 			if err := e.resetFailures(ctx, fkey); err != nil {
 				e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
 			}

@@ -19,7 +19,14 @@ import (
 // counters ("fail:" keys) of the Counters it wraps.
 type countingCounters struct {
 	verify.Counters
-	takes, deletes atomic.Int64
+	takes, deletes, reads atomic.Int64
+}
+
+func (c *countingCounters) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	if strings.HasPrefix(key, "fail:") {
+		c.reads.Add(1)
+	}
+	return c.Counters.GetCounter(ctx, key, now)
 }
 
 func (c *countingCounters) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
@@ -70,6 +77,43 @@ func TestRightCodeTakesNoSlot(t *testing.T) {
 	c, err := h.store.GetCounter(h.ctx, "fail:"+ana.Phone, h.clock.Now())
 	require.NoError(t, err)
 	assert.Zero(t, c.Value)
+}
+
+// TestRefusalsLookAlike: while the recipient is locked out or must wait,
+// a right code and a wrong one are refused after the same Store calls (one
+// read of the failures), so that how long a refusal takes does not tell
+// an attacker which code was right.
+func TestRefusalsLookAlike(t *testing.T) {
+	h := protected(t, only(func(p *verify.Protection) {
+		p.FreeFailures, p.FailureDelay, p.MaxFailureDelay, p.MaxFailures = 1, time.Minute, time.Hour, 3
+	}))
+	counters := &countingCounters{Counters: h.store}
+	eng := h.engine(verify.WithProtection(only(func(p *verify.Protection) {
+		p.FreeFailures, p.FailureDelay, p.MaxFailureDelay, p.MaxFailures = 1, time.Minute, time.Hour, 3
+	})), verify.WithCounters(counters))
+	h.flow(verify.Step{Channel: "sms"})
+	v, code := h.send()
+	calls := func(c string) [3]int64 {
+		t.Helper()
+		before := [3]int64{counters.reads.Load(), counters.takes.Load(), counters.deletes.Load()}
+		_, err := eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: c})
+		e, ok := verify.AsError(err)
+		require.True(t, ok, "a refusal: %v", err)
+		require.Contains(t, []string{verify.ErrRateLimited.Code, verify.ErrLocked.Code}, e.Code)
+		return [3]int64{counters.reads.Load() - before[0], counters.takes.Load() - before[1], counters.deletes.Load() - before[2]}
+	}
+	_, err := h.check(v.ID, wrong(code)) // one failure: a minute's wait
+	requireCode(t, err, verify.ErrInvalidOTP)
+	assert.Equal(t, calls(wrong(code)), calls(code), "waiting: the same Store calls for a wrong code and the right one")
+	for range 2 {
+		h.clock.Add(time.Hour)
+		other, otherCode := h.send()
+		_, err := h.check(other.ID, wrong(otherCode))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	v, code = h.send()
+	assert.Equal(t, calls(wrong(code)), calls(code), "locked out: the same Store calls for a wrong code and the right one")
+	assert.Equal(t, [3]int64{1, 0, 0}, calls(code), "a refusal is one read")
 }
 
 // TestRightCodeWaitsOutTheDelay: a right code is refused, consuming no

@@ -113,3 +113,14 @@ func (s *Store) Write(ctx context.Context, fn func(exec func(query string, args 
 		})
 	})
 }
+
+// WriteOne runs fn as a write of one statement: on SQLite in a group
+// commit, without a savepoint of its own.
+func (s *Store) WriteOne(ctx context.Context, fn func(exec func(query string, args ...any) error) error) error {
+	return s.write(ctx, func(q querier) error {
+		return fn(func(query string, args ...any) error {
+			_, err := q.ExecContext(ctx, query, args...)
+			return err
+		})
+	})
+}

@@ -214,7 +214,9 @@ func (s *Store) runBatch(ops []*batchOp) {
 				_, err = q.ExecContext(ctx, `RELEASE w`)
 			}
 		case op.single && !statementError(op.err):
-			// SQLite may have rolled the transaction back.
+			// The statement may have changed the database before the
+			// error, or SQLite may have rolled the transaction back:
+			// nothing of the batch commits.
 			err = op.err
 		}
 		if errors.Is(op.err, errRollback) {
@@ -261,16 +263,20 @@ func (s *Store) runBatch(ops []*batchOp) {
 }
 
 // statementError reports whether err, from a write of one statement,
-// leaves the transaction as it was before the statement: an error that is
-// not SQLite's (sql.ErrNoRows from a conditional write that matched no
-// row), or one of SQLite's that fails the statement alone (a constraint,
-// a type mismatch, an error in the statement itself). Any other (SQLITE_FULL,
-// SQLITE_IOERR, SQLITE_NOMEM, SQLITE_BUSY, ...) may roll the whole
-// transaction back.
+// leaves the transaction as it was before the statement: sql.ErrNoRows
+// (a conditional write that matched no row, and so changed nothing), or
+// one of SQLite's errors that fail the statement alone (a constraint, a
+// type mismatch, an error in the statement itself). Anything else may
+// come after the statement changed the database (a Scan of what it
+// returned) or may have rolled the whole transaction back (SQLITE_FULL,
+// SQLITE_IOERR, SQLITE_NOMEM, SQLITE_BUSY, ...), and ends the batch.
 func statementError(err error) bool {
+	if errors.Is(err, sql.ErrNoRows) {
+		return true
+	}
 	var se *sqlite.Error
 	if !errors.As(err, &se) {
-		return true
+		return false
 	}
 	switch se.Code() & 0xff { // the primary result code
 	case 1, // SQLITE_ERROR

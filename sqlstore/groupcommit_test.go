@@ -43,6 +43,18 @@ func TestGroupCommit(t *testing.T) {
 
 	const n = 64
 	var created, duplicates, counted, refused atomic.Int64
+	// A write holds the lead while the writers queue behind it, so that
+	// on a loaded machine too they share commits.
+	hold, holding, held := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		held <- st.Write(ctx, func(func(string, ...any) error) error {
+			close(holding)
+			<-hold
+			return nil
+		})
+	}()
+	<-holding
+	time.AfterFunc(50*time.Millisecond, func() { close(hold) })
 	runConcurrently(n, func(i int) {
 		switch i % 4 {
 		case 0: // a taken idempotency key
@@ -78,6 +90,7 @@ func TestGroupCommit(t *testing.T) {
 			}
 		}
 	})
+	require.NoError(t, <-held)
 	assert.Equal(t, int64(16), duplicates.Load())
 	assert.Equal(t, int64(32), created.Load())
 	assert.Equal(t, int64(8), counted.Load(), "the limit holds across one transaction's writes")
@@ -298,4 +311,43 @@ func TestRecordDeliveryWithoutForeignKeys(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, verify.StatusSent, v.Status)
 	require.Len(t, v.Deliveries, 1)
+}
+
+// TestGroupCommitWriteOfOneStatementFailsAfterIt: a write of one statement
+// (no savepoint) that fails after its statement ran, as a Scan of what an
+// UPDATE ... RETURNING returned can, commits nothing: every writer told
+// nil has its row in the file, and no writer told an error has.
+func TestGroupCommitWriteOfOneStatementFailsAfterIt(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "verify.db")
+	st := open(t, "sqlite:"+path)
+	_, err := st.DB().ExecContext(ctx, `CREATE TABLE gc_one (n INTEGER PRIMARY KEY)`)
+	require.NoError(t, err)
+	const n = 64
+	failure := errors.New("failed after its statement")
+	errs := make([]error, n)
+	runConcurrently(n, func(i int) {
+		errs[i] = st.WriteOne(ctx, func(exec func(string, ...any) error) error {
+			if err := exec(`INSERT INTO gc_one (n) VALUES ($1)`, i); err != nil {
+				return err
+			}
+			if i%2 == 1 {
+				return failure
+			}
+			return nil
+		})
+	})
+	other := open(t, "sqlite:"+path)
+	for i := range n {
+		var count int
+		require.NoError(t, other.DB().QueryRowContext(ctx, `SELECT count(*) FROM gc_one WHERE n = $1`, i).Scan(&count))
+		if errs[i] == nil {
+			assert.Equal(t, 1, count, "writer %d was told its write is stored", i)
+		} else {
+			assert.Zero(t, count, "writer %d was told its write failed: %v", i, errs[i])
+		}
+		if i%2 == 1 {
+			assert.ErrorIs(t, errs[i], failure, "writer %d gets its own failure", i)
+		}
+	}
 }
