@@ -28,15 +28,23 @@ func TestConformanceSQLiteFile(t *testing.T) {
 // closed while idle.
 func TestConformanceSQLiteMemory(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) verify.Store {
-		db, err := sql.Open("sqlite", ":memory:?_pragma=foreign_keys(1)")
-		require.NoError(t, err)
-		db.SetMaxOpenConns(1)
-		t.Cleanup(func() { db.Close() })
-		st, err := sqlstore.New(db, sqlstore.SQLite)
-		require.NoError(t, err)
-		require.NoError(t, st.Migrate(context.Background()))
+		st, _ := newMemorySQLite(t, ":memory:?_pragma=foreign_keys(1)")
 		return st
 	})
+}
+
+// newMemorySQLite returns a migrated Store that New made over an in-memory
+// SQLite database opened with dsn, on one connection, and the database.
+func newMemorySQLite(t *testing.T, dsn string) (*sqlstore.Store, *sql.DB) {
+	t.Helper()
+	db, err := sql.Open("sqlite", dsn)
+	require.NoError(t, err)
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	st, err := sqlstore.New(db, sqlstore.SQLite)
+	require.NoError(t, err)
+	require.NoError(t, st.Migrate(context.Background()))
+	return st, db
 }
 
 func TestConformancePostgres(t *testing.T) {

@@ -2,7 +2,6 @@ package sqlstore_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -288,14 +287,8 @@ func TestGroupCommitSurvivesAPanic(t *testing.T) {
 // exist is still refused (ErrNotFound) and leaves no row behind.
 func TestRecordDeliveryWithoutForeignKeys(t *testing.T) {
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", ":memory:")
-	require.NoError(t, err)
-	db.SetMaxOpenConns(1)
-	t.Cleanup(func() { db.Close() })
-	st, err := sqlstore.New(db, sqlstore.SQLite)
-	require.NoError(t, err)
-	require.NoError(t, st.Migrate(ctx))
-	_, err = st.RecordDelivery(ctx, verify.DeliveryRecord{ID: "d1", VerificationID: "nobody", Step: 0, Channel: "sms",
+	st, db := newMemorySQLite(t, ":memory:") // foreign keys off
+	_, err := st.RecordDelivery(ctx, verify.DeliveryRecord{ID: "d1", VerificationID: "nobody", Step: 0, Channel: "sms",
 		Status: verify.DeliverySent, CreatedAt: start, UpdatedAt: start})
 	require.ErrorIs(t, err, verify.ErrNotFound)
 	var n int
