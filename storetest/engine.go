@@ -28,6 +28,7 @@ var engineTests = []struct {
 	fn   func(t *testing.T, s verify.Store)
 }{
 	{"LockoutUnderParallelWrongCodes", testLockoutUnderParallelWrongCodes},
+	{"LockoutUnderParallelRightAndWrongCodes", testLockoutUnderParallelRightAndWrongCodes},
 	{"FailureDelayUnderParallelWrongCodes", testFailureDelayUnderParallelWrongCodes},
 	{"ParallelResends", testParallelResends},
 	{"RefusedSendSpendsNothing", testRefusedSendSpendsNothing},
@@ -263,6 +264,71 @@ func testLockoutUnderParallelWrongCodes(t *testing.T, s verify.Store) {
 	assert.Equal(t, 3, got.Attempts, "attempts counted")
 	_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
 	assert.ErrorIs(t, err, verify.ErrLocked, "a locked recipient cannot verify even with the right code")
+}
+
+// testLockoutUnderParallelRightAndWrongCodes: right codes (each on a
+// verification of its own) and wrong ones race on three engines for one
+// recipient two wrong codes short of the lockout: every answer is a
+// verification, a judged wrong code or the lockout, and wrong codes
+// consume the only attempts. Then, with the recipient locked out, 64 more
+// at once are all refused, right or wrong, and consume no attempt.
+func testLockoutUnderParallelRightAndWrongCodes(t *testing.T, s verify.Store) {
+	r := newRig(t, s, failureProtection(4, 100, 0))
+	r.flow(verify.Flow{MaxAttempts: 100, Duplicates: verify.DuplicateAllow})
+	to := verify.Recipient{Phone: "+4791000009"}
+	race := func() (*answers, int) {
+		ids, codes := make([]string, 64), make([]string, 64)
+		for i := range ids {
+			v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: to})
+			require.NoError(t, err)
+			ids[i], codes[i] = v.ID, r.sms.codeFor(t, v.ID)
+		}
+		a := &answers{}
+		released(64, func(i int) {
+			code := codes[i]
+			if i%2 == 1 {
+				code = otherCode(code)
+			}
+			_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: ids[i], Code: code})
+			a.add(err)
+		})
+		a.noOther(t)
+		attempts := 0
+		for _, id := range ids {
+			v, err := s.GetVerification(r.ctx, id)
+			require.NoError(t, err)
+			if v.Status != verify.StatusVerified {
+				attempts += v.Attempts
+			}
+		}
+		return a, attempts
+	}
+	wrongs := func(n int) {
+		for range n {
+			v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: to})
+			require.NoError(t, err)
+			_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(r.sms.codeFor(t, v.ID))})
+			require.ErrorIs(t, err, verify.ErrInvalidOTP)
+		}
+	}
+	wrongs(2)
+	a, attempts := race()
+	assert.Equal(t, 64, a.codes["ok"]+a.codes[verify.ErrInvalidOTP.Code]+a.codes[verify.ErrLocked.Code], "answers: %v", a.codes)
+	assert.LessOrEqual(t, a.codes["ok"], 32, "only right codes verify: %v", a.codes)
+	assert.Equal(t, a.codes[verify.ErrInvalidOTP.Code], attempts, "only the wrong codes judged consume attempts")
+
+	// Lock the recipient out, whatever the race left.
+	for locked := false; !locked; {
+		v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: to})
+		require.NoError(t, err)
+		_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(r.sms.codeFor(t, v.ID))})
+		if locked = errors.Is(err, verify.ErrLocked); !locked {
+			require.ErrorIs(t, err, verify.ErrInvalidOTP)
+		}
+	}
+	a, attempts = race()
+	assert.Equal(t, map[string]int{verify.ErrLocked.Code: 64}, a.codes, "a locked-out recipient's codes, right or wrong, are refused")
+	assert.Zero(t, attempts, "and consume no attempt")
 }
 
 // testFailureDelayUnderParallelWrongCodes: past FreeFailures, no wrong
