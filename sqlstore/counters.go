@@ -321,11 +321,15 @@ var (
 	}
 	// pgWriteCounters writes back counters whose rows the transaction has
 	// locked, from one array per column ($5, not_before, may hold NULLs).
-	pgWriteCounters = `UPDATE counters SET value = u.value, updated_at = u.updated_at,
-		expires_at = u.expires_at, not_before = u.not_before
-		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
-			AS u (name, value, updated_at, expires_at, not_before)
-		WHERE counters.name = u.name`
+	// It is an upsert whose rows all conflict, rather than an UPDATE ...
+	// FROM unnest(...): a conflict is found through the primary key
+	// whatever the statistics say, where the join's plan, prepared while
+	// the table was small and not yet analysed, scanned the whole table
+	// on every Take once it had grown (1.9 ms a call at 20,000 counters).
+	pgWriteCounters = `INSERT INTO counters (` + counterCols + `)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+			expires_at = excluded.expires_at, not_before = excluded.not_before`
 	// sqliteTakes holds SQLite's statements for up to 8 keys, the most the
 	// engine names in one Take; more are built when needed.
 	sqliteTakes = func() (qs [9]takeQueries) {

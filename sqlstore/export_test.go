@@ -124,3 +124,6 @@ func (s *Store) WriteOne(ctx context.Context, fn func(exec func(query string, ar
 		})
 	})
 }
+
+// PGWriteCounters is PostgreSQL's write-back of a Take's counters.
+var PGWriteCounters = pgWriteCounters
