@@ -227,8 +227,8 @@ var (
 	// (or before migration delays) has last_sent_at NULL, which no cooldown
 	// holds back.
 	countSendUpdate = newConditional(`sends = sends + 1, last_sent_at = $2`,
-		isOpen+` AND sends < $3 AND expires_at > $2 AND ($4 OR last_sent_at IS NULL OR last_sent_at <= $5)`, false)
-	finishUpdate = newConditional(ending, isOpen, true)
+		isOpenByID+` AND sends < $3 AND expires_at > $2 AND ($4 OR last_sent_at IS NULL OR last_sent_at <= $5)`, false)
+	finishUpdate = newConditional(ending, isOpenByID, true)
 )
 
 // attemptUpdate returns Attempt for n hashes ($3 to $n+2): one UPDATE
@@ -248,7 +248,7 @@ func attemptUpdate(n int) conditional {
 		ended_at = CASE WHEN `+ends+` THEN $2 END,
 		verified_at = CASE WHEN `+match+` THEN $2 ELSE verified_at END,
 		sealed_code = CASE WHEN `+ends+` THEN NULL ELSE sealed_code END`,
-		isOpen+` AND attempts < max_attempts AND expires_at > $2`, true)
+		isOpenByID+` AND attempts < max_attempts AND expires_at > $2`, true)
 }
 
 // attemptUpdates holds attemptUpdate for up to three secrets.
