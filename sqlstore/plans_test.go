@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"strconv"
 	"strings"
@@ -144,10 +145,7 @@ func fill(t *testing.T, st *sqlstore.Store, analyze bool) {
 // analysed.
 func TestHotQueryPlansPreparedEmpty(t *testing.T) {
 	ctx := context.Background()
-	st := open(t, freshSchema(t))
-	conn, err := st.DB().Conn(ctx)
-	require.NoError(t, err)
-	defer conn.Close()
+	st, conn := genericPlans(t)
 	want := map[string]string{
 		"get":        "verifications_pkey",
 		"find-open":  "verifications_open_recipient",
@@ -156,8 +154,6 @@ func TestHotQueryPlansPreparedEmpty(t *testing.T) {
 		"attempt":    "verifications_pkey",
 		"count-one":  "counters_pkey",
 	}
-	_, err = conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`)
-	require.NoError(t, err)
 	queries := st.HotQueries("v00000042", start)
 	execute := func(name string) string {
 		args := make([]string, len(queries[name].Args))
@@ -172,7 +168,7 @@ func TestHotQueryPlansPreparedEmpty(t *testing.T) {
 		_, err = conn.ExecContext(ctx, execute(name)) // the plan is made now, on empty tables
 		require.NoError(t, err, name)
 	}
-	_, err = conn.ExecContext(ctx, `DELETE FROM counters`) // what count-one counted
+	_, err := conn.ExecContext(ctx, `DELETE FROM counters`) // what count-one counted
 	require.NoError(t, err)
 	fill(t, st, false)
 	for name, index := range want {
@@ -180,6 +176,21 @@ func TestHotQueryPlansPreparedEmpty(t *testing.T) {
 		assert.Contains(t, plan, index, "plan of %s:\n%s", name, plan)
 		assert.NotRegexp(t, `Seq Scan on (verifications|counters)`, plan, "plan of %s reads a whole table:\n%s", name, plan)
 	}
+}
+
+// genericPlans returns a Store on a fresh PostgreSQL schema and one of its
+// connections, which plans every prepared statement once, generically, as
+// PostgreSQL does for a statement after its first few runs.
+func genericPlans(t *testing.T) (*sqlstore.Store, *sql.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	st := open(t, freshSchema(t))
+	conn, err := st.DB().Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	_, err = conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`)
+	require.NoError(t, err)
+	return st, conn
 }
 
 // sqlLiteral writes v as a PostgreSQL literal.
@@ -211,12 +222,8 @@ func sqlLiteral(t *testing.T, v any) string {
 // unnest(...) scanned the whole table: 1.9 ms a call at 20,000 counters).
 func TestCounterWriteBackPlanOnAGrowingTable(t *testing.T) {
 	ctx := context.Background()
-	st := open(t, freshSchema(t))
-	conn, err := st.DB().Conn(ctx)
-	require.NoError(t, err)
-	defer conn.Close()
+	_, conn := genericPlans(t)
 	for _, stmt := range []string{
-		`SET plan_cache_mode = force_generic_plan`,
 		`PREPARE w (text[], bigint[], timestamptz[], timestamptz[], timestamptz[]) AS ` + sqlstore.PGWriteCounters,
 		// The plan is made now, on the empty table.
 		`EXECUTE w (ARRAY['k0'], ARRAY[1], ARRAY[now()], ARRAY[now()], ARRAY[NULL]::timestamptz[])`,
