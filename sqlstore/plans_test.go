@@ -26,6 +26,17 @@ func loadedRows(d sqlstore.Dialect) int {
 	return 200_000
 }
 
+// hotIndexes names, for each hot statement, the index its PostgreSQL plan
+// must use.
+var hotIndexes = map[string]string{
+	"get":        "verifications_pkey",
+	"find-open":  "verifications_open_recipient",
+	"count-send": "verifications_pkey",
+	"finish":     "verifications_pkey",
+	"attempt":    "verifications_pkey",
+	"count-one":  "counters_pkey",
+}
+
 // TestHotQueryPlans checks the plans of the statements every Send and
 // Check run, on tables preloaded with 200,000 verifications (one in ten
 // still open) and counters and analysed, as a service's are: each finds
@@ -34,14 +45,7 @@ func loadedRows(d sqlstore.Dialect) int {
 // attempt's UPDATE rather than the primary key.)
 func TestHotQueryPlans(t *testing.T) {
 	want := map[sqlstore.Dialect]map[string]string{
-		sqlstore.Postgres: {
-			"get":        "verifications_pkey",
-			"find-open":  "verifications_open_recipient",
-			"count-send": "verifications_pkey",
-			"finish":     "verifications_pkey",
-			"attempt":    "verifications_pkey",
-			"count-one":  "counters_pkey",
-		},
+		sqlstore.Postgres: hotIndexes,
 		sqlstore.SQLite: {
 			"get":        "(id=?)",
 			"find-open":  "verifications_open_recipient",
@@ -146,14 +150,7 @@ func fill(t *testing.T, st *sqlstore.Store, analyze bool) {
 func TestHotQueryPlansPreparedEmpty(t *testing.T) {
 	ctx := context.Background()
 	st, conn := genericPlans(t)
-	want := map[string]string{
-		"get":        "verifications_pkey",
-		"find-open":  "verifications_open_recipient",
-		"count-send": "verifications_pkey",
-		"finish":     "verifications_pkey",
-		"attempt":    "verifications_pkey",
-		"count-one":  "counters_pkey",
-	}
+	want := hotIndexes
 	queries := st.HotQueries("v00000042", start)
 	execute := func(name string) string {
 		args := make([]string, len(queries[name].Args))
