@@ -235,8 +235,7 @@ func (s *server) rejectTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.TrimSpace(req.Reason) == "" {
-		s.writeError(w, r, &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest,
-			Parameter: "reason", Message: "reason field is mandatory"})
+		s.writeError(w, r, missingField("reason"))
 		return
 	}
 	s.reviewTemplate(w, r, func(id string) error { return s.eng.RejectTemplate(r.Context(), id, req.Reason) })
@@ -259,9 +258,7 @@ func parseQuery(v url.Values) (verify.Query, error) {
 		FlowID: v.Get("flow_id"), Channel: v.Get("channel"), ForeignID: v.Get("foreign_id"),
 		Recipient: v.Get("recipient"), Cursor: v.Get("cursor"),
 	}
-	bad := func(p, msg string) error {
-		return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest, Parameter: p, Message: msg}
-	}
+	bad := func(p, msg string) error { return invalidParam(p, "%s", msg) }
 	for _, list := range v["status"] {
 		for _, st := range strings.Split(list, ",") {
 			if st = strings.TrimSpace(st); st != "" {
@@ -406,7 +403,7 @@ func (s *server) reportCSV(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", `attachment; filename="verifications.csv"`)
 	if err := s.eng.WriteCSV(r.Context(), w, q, verify.CSVOptions{Unmasked: unmasked(r.URL.Query())}); err != nil {
 		// The status is sent; all that is left is to log and cut the body.
-		s.log.ErrorContext(r.Context(), "writing the CSV report", "error", err)
+		s.st.logger.ErrorContext(r.Context(), "writing the CSV report", "error", err)
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -102,7 +102,7 @@ func (s *server) authorize(r *http.Request, a Authorizer) (*verify.Error, int) {
 	if ve, ok := verify.AsError(err); ok {
 		return ve, ve.HTTPStatus()
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request not authorized",
+	s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "request not authorized",
 		slog.String("route", r.Pattern), slog.String("error", err.Error()))
 	e := *verify.ErrUnauthorized
 	e.Message = "not authorized"
@@ -181,8 +181,7 @@ func (s *server) jsonBody(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mt != "application/json" {
-			s.writeErrorStatus(w, r, http.StatusUnsupportedMediaType, &verify.Error{Code: verify.ErrInvalidParameter.Code,
-				Type: verify.TypeRequest, Parameter: "Content-Type", Message: "Content-Type must be application/json"})
+			s.writeErrorStatus(w, r, http.StatusUnsupportedMediaType, invalidParam("Content-Type", "Content-Type must be application/json"))
 			return
 		}
 		h(w, r)

@@ -128,7 +128,7 @@ func (s *server) dashboardPage(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var buf bytes.Buffer
-	if err := s.dashboard.Execute(&buf, data); err != nil {
+	if err := dashboardTemplate.Execute(&buf, data); err != nil {
 		s.internalError(w, r, err)
 		return
 	}

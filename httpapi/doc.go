@@ -46,5 +46,8 @@
 // moment (E926), 500 with a reference to the log line for an internal
 // failure (E925), and 404 and 405 for paths and methods a handler does
 // not serve. Fields a vendor's API does not define are ignored, as the
-// vendors' APIs do; the admin API, OpenVerify's own, refuses them.
+// vendors' APIs do; the admin API, OpenVerify's own, refuses them. The
+// providers' delivery-report hooks (Hooks) are answered for the providers,
+// which read only the status: 204 once the report is taken, 403 for a bad
+// signature, 400 in plain text for a report they cannot read.
 package httpapi

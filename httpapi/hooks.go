@@ -39,7 +39,7 @@ func (s *server) deliveryReport(w http.ResponseWriter, r *http.Request, provider
 	if err := s.eng.ReportDelivery(r.Context(), id, status, detail); err != nil {
 		if ve, ok := verify.AsError(err); ok && ve.Code == verify.ErrNotFound.Code {
 			// An unknown or purged message: nothing to retry.
-			s.log.WarnContext(r.Context(), "delivery report for an unknown message", "provider", provider, "message", id)
+			s.st.logger.WarnContext(r.Context(), "delivery report for an unknown message", "provider", provider, "message", id)
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}

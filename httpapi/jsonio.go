@@ -63,7 +63,7 @@ func (s *server) writeErrorStatus(w http.ResponseWriter, r *http.Request, status
 // positive.
 func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 	if d > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(ceilSeconds(d)))
 	}
 }
 
@@ -83,7 +83,7 @@ func (s *server) logInternal(r *http.Request, err error) *verify.Error {
 	ref := make([]byte, 8)
 	rand.Read(ref)
 	reference := hex.EncodeToString(ref)
-	s.log.LogAttrs(r.Context(), slog.LevelError, "internal error",
+	s.st.logger.LogAttrs(r.Context(), slog.LevelError, "internal error",
 		slog.String("route", r.Pattern), slog.String("reference", reference), slog.String("error", err.Error()))
 	return &verify.Error{Code: verify.ErrInternal.Code, Type: verify.ErrInternal.Type,
 		Message: "internal error; the server log has the details under this reference", Reference: reference}
@@ -118,8 +118,7 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, dst any, strict 
 
 func readJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, strict bool) (*verify.Error, int) {
 	bad := func(parameter, format string, args ...any) (*verify.Error, int) {
-		return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest,
-			Parameter: parameter, Message: fmt.Sprintf(format, args...)}, http.StatusBadRequest
+		return invalidParam(parameter, format, args...), http.StatusBadRequest
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -205,3 +204,20 @@ func renameParams(err error, names map[string]string) error {
 	}
 	return &c
 }
+
+// invalidParam is an E809 for a request's parameter.
+func invalidParam(parameter, format string, args ...any) *verify.Error {
+	return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest, Parameter: parameter,
+		Message: fmt.Sprintf(format, args...)}
+}
+
+// missingField is an E800 for a request's missing field.
+func missingField(parameter string) *verify.Error {
+	return &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest, Parameter: parameter,
+		Message: parameter + " field is mandatory"}
+}
+
+// ceilSeconds is d in whole seconds, rounded up, as a Retry-After header
+// and an expires_in state a wait: a client that waits that long finds it
+// over, as the engine's own messages say (see verify's E918).
+func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }

@@ -56,8 +56,7 @@ func (s *server) kaleyraAuth(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	if s.st.sid != "" && r.PathValue("sid") != s.st.sid {
-		s.writeErrorStatus(w, r, http.StatusUnauthorized, &verify.Error{Code: verify.ErrInvalidParameter.Code,
-			Type: verify.TypeRequest, Parameter: "sid", Message: "sid does not belong to this api-key"})
+		s.writeErrorStatus(w, r, http.StatusUnauthorized, invalidParam("sid", "sid does not belong to this api-key"))
 		return false
 	}
 	return true

@@ -55,6 +55,7 @@ type settings struct {
 	maxBody      int64
 	logger       *slog.Logger
 	channelFlows map[string]string
+	flowChannels map[string]string // channelFlows' flows to their channels
 	adHoc        verify.Flow
 	inline       InlinePolicy
 	twilio       *TwilioHook
@@ -65,6 +66,12 @@ func newSettings(opts []Option) settings {
 	st := settings{maxBody: defaultMaxBody, logger: slog.Default()}
 	for _, o := range opts {
 		o(&st)
+	}
+	st.flowChannels = make(map[string]string, len(st.channelFlows))
+	for ch, id := range st.channelFlows {
+		if old, ok := st.flowChannels[id]; !ok || ch < old {
+			st.flowChannels[id] = ch
+		}
 	}
 	return st
 }
@@ -136,7 +143,8 @@ func WithLogger(l *slog.Logger) Option {
 // WithChannelFlows sends WAYSCloud requests for a channel through a
 // catalog flow, so an admin can manage its settings and templates:
 // channel name → flow ID. A channel without one runs as an ad-hoc flow (see
-// WAYSCloud).
+// WAYSCloud). A check's answer names a verification's channel by its
+// flow; for a flow that several channels share, the first by name.
 func WithChannelFlows(m map[string]string) Option {
 	return func(st *settings) { st.channelFlows = maps.Clone(m) }
 }

@@ -173,7 +173,7 @@ func TestClientIP(t *testing.T) {
 }
 
 func TestRetryAfter(t *testing.T) {
-	s := &server{log: discard}
+	s := &server{st: settings{logger: discard}}
 	rec := httptest.NewRecorder()
 	r := httptest.NewRequest("POST", "/v1/verify/send", nil)
 	s.writeError(rec, r, &verify.Error{Code: verify.ErrRateLimited.Code, Type: verify.TypeState, Message: "Too many requests", RetryAfter: 1500 * time.Millisecond})
@@ -208,4 +208,17 @@ func TestLogsNeverHoldCodes(t *testing.T) {
 	for _, c := range []string{"918273", "564738", code} {
 		assert.NotContains(t, out, c)
 	}
+}
+
+// TestChannelOfSharedFlow: a flow that several channels share is named
+// after the first of them by name, every time.
+func TestChannelOfSharedFlow(t *testing.T) {
+	s := &server{st: newSettings([]Option{WithChannelFlows(map[string]string{
+		"whatsapp": "f1", "sms": "f1", "viber": "f1", "voice": "f2"})})}
+	for range 20 {
+		assert.Equal(t, "sms", s.channelOf(verify.Verification{FlowID: "f1"}))
+		assert.Equal(t, "voice", s.channelOf(verify.Verification{FlowID: "f2"}))
+	}
+	assert.Equal(t, "email", s.channelOf(verify.Verification{FlowID: "other",
+		Deliveries: []verify.Delivery{{Channel: "email", Status: verify.DeliverySent}}}))
 }

@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"fmt"
-	"html/template"
 	"io"
 	"log/slog"
 	"net"
@@ -37,10 +35,8 @@ const defaultMaxBody = 16 << 10
 // server holds a handler's state: the engine and the settings. Each
 // constructor makes its own; none is shared between handlers.
 type server struct {
-	eng       *verify.Engine
-	st        settings
-	log       *slog.Logger
-	dashboard *template.Template
+	eng *verify.Engine
+	st  settings
 	// crossOrigin refuses the admin routes' state-changing requests made
 	// cross-site by a browser (see admin).
 	crossOrigin *http.CrossOriginProtection
@@ -49,10 +45,8 @@ type server struct {
 func newServer(eng *verify.Engine, opts []Option) *server {
 	st := newSettings(opts)
 	return &server{
-		eng:       eng,
-		st:        st,
-		log:       st.logger,
-		dashboard: dashboardTemplate,
+		eng: eng,
+		st:  st,
 		// No trusted origins: the dashboard, the only page served, posts
 		// nothing, so only the server's own origin and non-browser
 		// clients may change state.
@@ -108,8 +102,73 @@ func WAYSCloud(eng *verify.Engine, opts ...Option) http.Handler {
 // /api/v2/verify/send, GET /api/v2/verify/check/{id}/{token}, POST
 // /api/v2/verify/check and GET /api/v2/verify/search/{id}, with the key
 // as "Authorization: Bearer <key>" (WithAPIKeys) or the host's Authorizer.
-// The request's channels run as an ad-hoc flow; see thunderSend for how
-// each field of the request takes effect.
+// The request's channels run as an ad-hoc flow named "thundersms", whose
+// other settings WithAdHocFlow sets.
+//
+// Each field of a send request takes effect as follows.
+//
+//	channels[].name          a channel registered with the engine (E808 if not)
+//	channels[].recipient.to  the phone number (bare digits with the country
+//	                         code, as the reference writes them, get a "+") or,
+//	                         for an email channel, the address; every phone
+//	                         channel must name the same number
+//	channels[].order         the order channels are tried in (0 first; each its
+//	                         own); without it, the order of the list
+//	channels[].wait          seconds to wait, if the code is not verified, before
+//	                         the next channel (0 to 86400, default 30); a failed
+//	                         channel moves on at once. The last channel's wait has
+//	                         nothing to wait for
+//	channels[].from          the sender ID, if InlinePolicy.Senders allows it
+//	                         (WithInlinePolicy); otherwise E809, since a request
+//	                         must not send under any name it likes. Without it,
+//	                         the channel's own sender
+//	channels[].language      the language of that channel's message ("en_US" is
+//	                         taken as en-US): the voice call's text-to-speech,
+//	                         for one. Other channels keep the recipient's
+//	                         language, guessed from the number's country code
+//	channels[].flow_id       not applied: it names an IVR flow on ThunderSMS's
+//	                         voice platform, which OpenVerify has no counterpart
+//	                         of (its voice channels read the code out); accepted,
+//	                         at most 64 characters
+//	channels[].ttl           range-checked (30 to 1,209,600 seconds), not applied:
+//	                         no channel here takes a per-message lifetime; those
+//	                         that take one (Twilio's ValidityPeriod) get the
+//	                         code's own expiry
+//	payload.length           the code's length, 4 to 10 (default 6), a number or
+//	                         a string
+//	payload.timeout          how long the code stays valid, 1 to 86400 seconds
+//	                         (default 120), counted from the last channel's turn:
+//	                         the code expires timeout seconds after the last
+//	                         channel is due, so that every channel's message
+//	                         gives the recipient the whole timeout to type it.
+//	                         With the reference's example (four channels, each
+//	                         waiting 60 s, timeout 60) the channels go out at 0,
+//	                         60, 120 and 180 s while the code is unverified, and
+//	                         the code expires at 240 s. The answer's expire_at
+//	                         says when; the waits plus timeout are at most 24 h
+//	payload.token            a custom code of payload.length characters
+//	payload.ip_address       the end user's IP address, for the flow's IP
+//	                         allow-list and the per-IP limits; a masked address
+//	                         as the reference shows it ("192.168.*.*", whole
+//	                         octets from the right) is taken as its network's
+//	                         first address (192.168.0.0), so the limits count the
+//	                         network as one client. Without it, the connection's
+//	                         address
+//	foreign_id               the caller's reference, echoed as foreign_id (null
+//	                         when none)
+//	template                 the message text for every channel, {token} (or
+//	                         {code}) standing for the code, if InlinePolicy.Text
+//	                         allows it (at most InlinePolicy.MaxText characters);
+//	                         otherwise E917, since the text has not been approved.
+//	                         Without it, the built-in text in the message's
+//	                         language
+//
+// The parameter table names foreign_id, template, timeout, length, token and
+// ip_address without placing them; each is read from payload or from the top
+// level of the request (the same field in both must agree, E809 if not).
+// Fields the reference does not define are ignored. The answer is
+// {"id","status":"sent","foreign_id","created_at","expire_at"} with times
+// as "2006-01-02 15:04:05" in UTC; a refusal is Kaleyra's error envelope.
 func ThunderSMS(eng *verify.Engine, opts ...Option) http.Handler {
 	return handler(eng, opts, (*server).thunderRoutes)
 }
@@ -211,9 +270,7 @@ func (s *server) jsonMisses(mux *http.ServeMux) http.Handler {
 		case http.StatusMethodNotAllowed:
 			allow := rec.header.Get("Allow")
 			w.Header().Set("Allow", allow)
-			s.writeErrorStatus(w, r, http.StatusMethodNotAllowed, &verify.Error{Code: verify.ErrInvalidParameter.Code,
-				Type: verify.TypeRequest, Parameter: "method",
-				Message: fmt.Sprintf("method %s is not allowed here; allowed: %s", r.Method, allow)})
+			s.writeErrorStatus(w, r, http.StatusMethodNotAllowed, invalidParam("method", "method %s is not allowed here; allowed: %s", r.Method, allow))
 		case http.StatusNotFound:
 			s.writeErrorStatus(w, r, http.StatusNotFound, &verify.Error{Code: verify.ErrNotFound.Code,
 				Type: verify.TypeState, Parameter: "path", Message: "no such endpoint: " + r.URL.Path})
@@ -273,7 +330,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		if route == "" {
 			route = r.Method + " (no route)"
 		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("route", route),
 			slog.Int("status", sw.status),
 			slog.Int("bytes", sw.bytes),

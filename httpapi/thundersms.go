@@ -141,87 +141,13 @@ type thunderSearchResponse struct {
 // thunderNames are ThunderSMS's names for the engine's parameters.
 var thunderNames = map[string]string{"verify_id": "id", "otp": "payload.token", "OTP": "token", "language": "channels.language"}
 
-func thunderError(parameter, format string, args ...any) *verify.Error {
-	return &verify.Error{Code: verify.ErrInvalidParameter.Code, Type: verify.TypeRequest, Parameter: parameter,
-		Message: fmt.Sprintf(format, args...)}
-}
-
-func thunderMissing(parameter string) *verify.Error {
-	return &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest, Parameter: parameter,
-		Message: parameter + " field is mandatory"}
-}
-
 // thunderSend starts a verification from the request's channels, which
 // run as an ad-hoc flow (verify.SendRequest.Flow) named "thundersms": the
 // catalog does not grow however many distinct requests arrive, and every
 // send counts as the flow verify.AdHocFlowID("thundersms") for the
 // per-flow rate limit, the Duplicates policy and reports. WithAdHocFlow
 // sets its other settings (brand, attempts, allow-lists, ...).
-//
-// Each field of the reference takes effect as follows.
-//
-//	channels[].name          a channel registered with the engine (E808 if not)
-//	channels[].recipient.to  the phone number (bare digits with the country
-//	                         code, as the reference writes them, get a "+") or,
-//	                         for an email channel, the address; every phone
-//	                         channel must name the same number
-//	channels[].order         the order channels are tried in (0 first; each its
-//	                         own); without it, the order of the list
-//	channels[].wait          seconds to wait, if the code is not verified, before
-//	                         the next channel (0 to 86400, default 30); a failed
-//	                         channel moves on at once. The last channel's wait has
-//	                         nothing to wait for
-//	channels[].from          the sender ID, if InlinePolicy.Senders allows it
-//	                         (WithInlinePolicy); otherwise E809, since a request
-//	                         must not send under any name it likes. Without it,
-//	                         the channel's own sender
-//	channels[].language      the language of that channel's message ("en_US" is
-//	                         taken as en-US): the voice call's text-to-speech,
-//	                         for one. Other channels keep the recipient's
-//	                         language, guessed from the number's country code
-//	channels[].flow_id       not applied: it names an IVR flow on ThunderSMS's
-//	                         voice platform, which OpenVerify has no counterpart
-//	                         of (its voice channels read the code out); accepted,
-//	                         at most 64 characters
-//	channels[].ttl           range-checked (30 to 1,209,600 seconds), not applied:
-//	                         no channel here takes a per-message lifetime; those
-//	                         that take one (Twilio's ValidityPeriod) get the
-//	                         code's own expiry
-//	payload.length           the code's length, 4 to 10 (default 6), a number or
-//	                         a string
-//	payload.timeout          how long the code stays valid, 1 to 86400 seconds
-//	                         (default 120), counted from the last channel's turn:
-//	                         the code expires timeout seconds after the last
-//	                         channel is due, so that every channel's message
-//	                         gives the recipient the whole timeout to type it.
-//	                         With the reference's example (four channels, each
-//	                         waiting 60 s, timeout 60) the channels go out at 0,
-//	                         60, 120 and 180 s while the code is unverified, and
-//	                         the code expires at 240 s. The answer's expire_at
-//	                         says when; the waits plus timeout are at most 24 h
-//	payload.token            a custom code of payload.length characters
-//	payload.ip_address       the end user's IP address, for the flow's IP
-//	                         allow-list and the per-IP limits; a masked address
-//	                         as the reference shows it ("192.168.*.*", whole
-//	                         octets from the right) is taken as its network's
-//	                         first address (192.168.0.0), so the limits count the
-//	                         network as one client. Without it, the connection's
-//	                         address
-//	foreign_id               the caller's reference, echoed as foreign_id (null
-//	                         when none)
-//	template                 the message text for every channel, {token} (or
-//	                         {code}) standing for the code, if InlinePolicy.Text
-//	                         allows it (at most InlinePolicy.MaxText characters);
-//	                         otherwise E917, since the text has not been approved.
-//	                         Without it, the built-in text in the message's
-//	                         language
-//
-// The parameter table names foreign_id, template, timeout, length, token and
-// ip_address without placing them; each is read from payload or from the top
-// level of the request (the same field in both must agree, E809 if not).
-// Fields the reference does not define are ignored. The answer is
-// {"id","status":"sent","foreign_id","created_at","expire_at"} with times
-// as "2006-01-02 15:04:05" in UTC; a refusal is Kaleyra's error envelope.
+// (ThunderSMS's doc says how each field takes effect.)
 func (s *server) thunderSend(w http.ResponseWriter, r *http.Request) {
 	if !s.requireKey(w, r, "Authorization") {
 		return
@@ -331,32 +257,32 @@ func (s *server) thunderRequest(req thunderSendRequest) (verify.SendRequest, []i
 		return verify.SendRequest{}, nil, err
 	}
 	if len(req.Channels) == 0 {
-		return verify.SendRequest{}, nil, thunderMissing("channels")
+		return verify.SendRequest{}, nil, missingField("channels")
 	}
 	if len(req.Channels) > thunderMaxChannels {
-		return verify.SendRequest{}, nil, thunderError("channels", "at most %d channels, got %d", thunderMaxChannels, len(req.Channels))
+		return verify.SendRequest{}, nil, invalidParam("channels", "at most %d channels, got %d", thunderMaxChannels, len(req.Channels))
 	}
 	length, timeout := 6, thunderDefaultTimeout
 	if p.Length.Set {
 		if p.Length.V < 4 || p.Length.V > 10 {
-			return verify.SendRequest{}, nil, thunderError("payload.length", "payload.length must be 4 to 10, got %d", p.Length.V)
+			return verify.SendRequest{}, nil, invalidParam("payload.length", "payload.length must be 4 to 10, got %d", p.Length.V)
 		}
 		length = p.Length.V
 	}
 	if p.Timeout.Set {
 		if p.Timeout.V < 1 || p.Timeout.V > 86400 {
-			return verify.SendRequest{}, nil, thunderError("payload.timeout", "payload.timeout must be 1 to 86400 seconds, got %d", p.Timeout.V)
+			return verify.SendRequest{}, nil, invalidParam("payload.timeout", "payload.timeout must be 1 to 86400 seconds, got %d", p.Timeout.V)
 		}
 		timeout = p.Timeout.V
 	}
 	if p.Token != "" && len(p.Token) != length {
-		return verify.SendRequest{}, nil, thunderError("payload.token", "payload.token must have payload.length (%d) characters", length)
+		return verify.SendRequest{}, nil, invalidParam("payload.token", "payload.token must have payload.length (%d) characters", length)
 	}
 	sr := verify.SendRequest{Code: p.Token, ForeignID: p.ForeignID}
 	if p.IPAddress != "" {
 		ip, ok := maskedIP(p.IPAddress)
 		if !ok {
-			return verify.SendRequest{}, nil, thunderError("payload.ip_address", "payload.ip_address must be an IPv4 or IPv6 address, or a masked IPv4 address such as 192.168.*.*")
+			return verify.SendRequest{}, nil, invalidParam("payload.ip_address", "payload.ip_address must be an IPv4 or IPv6 address, or a masked IPv4 address such as 192.168.*.*")
 		}
 		sr.IPAddress = ip
 	}
@@ -388,7 +314,7 @@ func (s *server) thunderRequest(req thunderSendRequest) (verify.SendRequest, []i
 	}
 	f.TTL = last + time.Duration(timeout)*time.Second
 	if f.TTL > 24*time.Hour {
-		return verify.SendRequest{}, nil, thunderError("payload.timeout", "the channels' waits (%d s) plus payload.timeout (%d s) must be at most 24 hours", int(last/time.Second), timeout)
+		return verify.SendRequest{}, nil, invalidParam("payload.timeout", "the channels' waits (%d s) plus payload.timeout (%d s) must be at most 24 hours", int(last/time.Second), timeout)
 	}
 	sr.Flow = &f
 	return sr, pos, nil
@@ -412,11 +338,11 @@ func (s *server) thunderChannels(in []thunderChannel, to *verify.Recipient) ([]t
 			order = c.Order.V
 		}
 		if order < 0 || seen[order] {
-			return nil, nil, thunderError(param+".order", "each channel needs its own order, 0 or more")
+			return nil, nil, invalidParam(param+".order", "each channel needs its own order, 0 or more")
 		}
 		seen[order] = true
 		if c.Name == "" {
-			return nil, nil, thunderMissing(param + ".name")
+			return nil, nil, missingField(param + ".name")
 		}
 		addressing, ok := s.eng.Addressing(c.Name)
 		if !ok {
@@ -424,30 +350,30 @@ func (s *server) thunderChannels(in []thunderChannel, to *verify.Recipient) ([]t
 				Parameter: param + ".name", Message: "channel " + strconv.Quote(c.Name) + " is not registered"}
 		}
 		if c.Wait.Set && (c.Wait.V < 0 || c.Wait.V > 86400) {
-			return nil, nil, thunderError(param+".wait", "wait must be 0 to 86400 seconds, got %d", c.Wait.V)
+			return nil, nil, invalidParam(param+".wait", "wait must be 0 to 86400 seconds, got %d", c.Wait.V)
 		}
 		if c.TTL.Set && (c.TTL.V < thunderMinTTL || c.TTL.V > thunderMaxTTL) {
-			return nil, nil, thunderError(param+".ttl", "ttl must be %d to %d seconds, got %d", thunderMinTTL, thunderMaxTTL, c.TTL.V)
+			return nil, nil, invalidParam(param+".ttl", "ttl must be %d to %d seconds, got %d", thunderMinTTL, thunderMaxTTL, c.TTL.V)
 		}
 		if len(c.FlowID) > thunderMaxFlowID {
-			return nil, nil, thunderError(param+".flow_id", "flow_id must be at most %d characters", thunderMaxFlowID)
+			return nil, nil, invalidParam(param+".flow_id", "flow_id must be at most %d characters", thunderMaxFlowID)
 		}
 		if c.From != "" && !s.senderAllowed(c.From) {
-			return nil, nil, thunderError(param+".from", "sender ID %q is not allowed on this server; leave from out to use the channel's own sender", c.From)
+			return nil, nil, invalidParam(param+".from", "sender ID %q is not allowed on this server; leave from out to use the channel's own sender", c.From)
 		}
 		addr := strings.TrimSpace(c.Recipient.To)
 		if addr == "" {
-			return nil, nil, thunderMissing(param + ".recipient.to")
+			return nil, nil, missingField(param + ".recipient.to")
 		}
 		if addressing == verify.ByEmail {
 			if to.Email != "" && to.Email != addr {
-				return nil, nil, thunderError(param+".recipient.to", "every email channel must have the same recipient")
+				return nil, nil, invalidParam(param+".recipient.to", "every email channel must have the same recipient")
 			}
 			to.Email = addr
 		} else {
 			addr = e164ish(addr)
 			if to.Phone != "" && to.Phone != addr {
-				return nil, nil, thunderError(param+".recipient.to", "every phone channel must have the same recipient")
+				return nil, nil, invalidParam(param+".recipient.to", "every phone channel must have the same recipient")
 			}
 			to.Phone = addr
 		}
@@ -503,7 +429,7 @@ func mergeParams(payload, top thunderParams) (thunderParams, error) {
 		case *p == "":
 			*p = t
 		case *p != t:
-			return thunderError(name, "%s and payload.%s differ; give one", name, name)
+			return invalidParam(name, "%s and payload.%s differ; give one", name, name)
 		}
 		return nil
 	}
@@ -513,7 +439,7 @@ func mergeParams(payload, top thunderParams) (thunderParams, error) {
 		case !p.Set:
 			*p = t
 		case p.V != t.V:
-			return thunderError(name, "%s and payload.%s differ; give one", name, name)
+			return invalidParam(name, "%s and payload.%s differ; give one", name, name)
 		}
 		return nil
 	}

@@ -91,8 +91,7 @@ func (s *server) waysSend(w http.ResponseWriter, r *http.Request) {
 // (WithChannelFlows) or a one-step ad-hoc flow on it.
 func (s *server) waysRequest(req waysSendRequest) (verify.SendRequest, *verify.Error) {
 	if req.Channel == "" {
-		return verify.SendRequest{}, &verify.Error{Code: verify.ErrMissingField.Code, Type: verify.TypeRequest,
-			Parameter: "channel", Message: "channel field is mandatory"}
+		return verify.SendRequest{}, missingField("channel")
 	}
 	addressing, ok := s.eng.Addressing(req.Channel)
 	if !ok {
@@ -122,7 +121,7 @@ func waysExpiresIn(v verify.Verification, now time.Time) int {
 	if left <= 0 {
 		return 0
 	}
-	return int((left + time.Second - 1) / time.Second)
+	return ceilSeconds(left)
 }
 
 // The statuses of an answer besides WAYSCloud's own "sent", "verified" and
@@ -300,10 +299,8 @@ func (s *server) waysAdmit(w http.ResponseWriter, r *http.Request, dst any) bool
 // of a WAYSCloud send (a catalog flow WithChannelFlows names, or its
 // ad-hoc flow), else its first delivery that did not fail.
 func (s *server) channelOf(v verify.Verification) string {
-	for ch, id := range s.st.channelFlows {
-		if id == v.FlowID {
-			return ch
-		}
+	if ch, ok := s.st.flowChannels[v.FlowID]; ok {
+		return ch
 	}
 	for _, d := range v.Deliveries {
 		if d.Status != verify.DeliveryFailed {

@@ -61,7 +61,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer, r
 		}
 		return def
 	}
-	flags := flag.NewFlagSet("server", flag.ContinueOnError)
+	flags := flag.NewFlagSet("openverify", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.StringVar(&o.addr, "addr", env("VERIFY_ADDR", "localhost:8080"), "address to listen on (env VERIFY_ADDR)")
 	flags.StringVar(&o.db, "db", env("VERIFY_DB", "sqlite:openverify.db"), "database: sqlite:path, file:path, postgres://... or memstore (in memory, gone at exit) (env VERIFY_DB)")

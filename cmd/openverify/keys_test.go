@@ -95,11 +95,7 @@ func TestGeneratedKeysAreKept(t *testing.T) {
 
 // TestMemstoreDatabase: -db memstore runs on an in-memory store.
 func TestMemstoreDatabase(t *testing.T) {
-	dir := t.TempDir()
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	require.NoError(t, os.Chdir(dir))
-	t.Cleanup(func() { os.Chdir(wd) })
+	t.Chdir(t.TempDir())
 	base, out := start(t, []string{"-addr", "127.0.0.1:0", "-db", "memstore"}, map[string]string{"VERIFY_API_KEY": "k"})
 	assert.Contains(t, out.String(), "database: memstore")
 	assert.Equal(t, http.StatusOK, send(t, base, "k"))
