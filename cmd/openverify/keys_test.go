@@ -95,7 +95,8 @@ func TestGeneratedKeysAreKept(t *testing.T) {
 
 // TestMemstoreDatabase: -db memstore runs on an in-memory store.
 func TestMemstoreDatabase(t *testing.T) {
-	t.Chdir(t.TempDir())
+	dir := t.TempDir()
+	t.Chdir(dir)
 	base, out := start(t, []string{"-addr", "127.0.0.1:0", "-db", "memstore"}, map[string]string{"VERIFY_API_KEY": "k"})
 	assert.Contains(t, out.String(), "database: memstore")
 	assert.Equal(t, http.StatusOK, send(t, base, "k"))
