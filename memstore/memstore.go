@@ -55,18 +55,18 @@ type shard struct {
 	steps map[string][]verify.Step
 }
 
-// get returns the verification id as a record, and whether it is open
-// (in recs, where the caller may change it through the pointer) or ended
-// (a copy from done). The caller holds the shard's lock.
-func (sh *shard) get(id string) (r *verify.VerificationRecord, live, ok bool) {
+// get returns the verification id as a record: the stored one (in recs,
+// where the caller may change it through the pointer) while it is open,
+// a copy from done once it has ended. The caller holds the shard's lock.
+func (sh *shard) get(id string) (r *verify.VerificationRecord, ok bool) {
 	if r, ok := sh.recs[id]; ok {
-		return r, true, true
+		return r, true
 	}
 	if e, ok := sh.done[id]; ok {
 		rec := e.expand(id)
-		return &rec, false, true
+		return &rec, true
 	}
-	return nil, false, false
+	return nil, false
 }
 
 // has reports whether the shard holds the verification id.

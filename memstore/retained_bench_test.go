@@ -52,7 +52,6 @@ func BenchmarkRetained(b *testing.B) {
 		b.Fatal(err)
 	}
 	before := liveHeap()
-	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		v, err := eng.Send(ctx, verify.SendRequest{To: verify.Recipient{Phone: phone(i)}, IPAddress: "203.0.113.7",
 			ForeignID: "order-" + strconv.Itoa(1000000+i)})
@@ -66,7 +65,6 @@ func BenchmarkRetained(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.StopTimer()
 	b.ReportMetric(float64(liveHeap()-before)/float64(b.N), "B/retained")
 	runtime.KeepAlive(st)
 }

@@ -74,7 +74,7 @@ func (s *Store) GetVerification(ctx context.Context, id string) (verify.Verifica
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, _, ok := sh.get(id)
+	r, ok := sh.get(id)
 	if !ok {
 		return verify.VerificationRecord{}, verify.ErrNotFound
 	}
@@ -89,11 +89,11 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, live, ok := sh.get(id)
+	r, ok := sh.get(id)
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !live || !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
+	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
 		return *r, false, nil
 	}
 	r.Attempts++
@@ -114,11 +114,11 @@ func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r, live, ok := sh.get(id)
+	r, ok := sh.get(id)
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !live || !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) || coolingDown(r.LastSentAt, cooldown, now) {
+	if !r.Status.Open() || r.Sends >= max || !now.Before(r.ExpiresAt) || coolingDown(r.LastSentAt, cooldown, now) {
 		return *r, false, nil
 	}
 	r.Sends++
@@ -142,12 +142,12 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	}
 	sh := s.shard(id)
 	sh.mu.Lock()
-	r, live, ok := sh.get(id)
+	r, ok := sh.get(id)
 	if !ok {
 		sh.mu.Unlock()
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	if !live || !r.Status.Open() {
+	if !r.Status.Open() {
 		out := *r
 		sh.mu.Unlock()
 		return out, false, nil

@@ -34,7 +34,6 @@ var hotIndexes = map[string]string{
 	"count-send": "verifications_pkey",
 	"finish":     "verifications_pkey",
 	"attempt":    "verifications_pkey",
-	"count-one":  "counters_pkey",
 }
 
 // TestHotQueryPlans checks the plans of the statements every Send and
@@ -165,8 +164,6 @@ func TestHotQueryPlansPreparedEmpty(t *testing.T) {
 		_, err = conn.ExecContext(ctx, execute(name)) // the plan is made now, on empty tables
 		require.NoError(t, err, name)
 	}
-	_, err := conn.ExecContext(ctx, `DELETE FROM counters`) // what count-one counted
-	require.NoError(t, err)
 	fill(t, st, false)
 	for name, index := range want {
 		plan := queryPlan(t, conn, st.Dialect(), execute(name))
@@ -230,18 +227,9 @@ func TestCounterWriteBackPlanOnAGrowingTable(t *testing.T) {
 		_, err := conn.ExecContext(ctx, stmt)
 		require.NoError(t, err, stmt)
 	}
-	rows, err := conn.QueryContext(ctx, `EXPLAIN EXECUTE w (ARRAY['k1', 'k2'], ARRAY[1, 2], ARRAY[now(), now()],
+	plan := queryPlan(t, conn, sqlstore.Postgres, `EXECUTE w (ARRAY['k1', 'k2'], ARRAY[1, 2], ARRAY[now(), now()],
 		ARRAY[now(), now()], ARRAY[NULL, NULL]::timestamptz[])`)
-	require.NoError(t, err)
-	defer rows.Close()
-	var plan strings.Builder
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan.WriteString(line + "\n")
-	}
-	require.NoError(t, rows.Err())
-	t.Logf("plan:\n%s", plan.String())
-	assert.NotContains(t, plan.String(), "Seq Scan", "the write-back reads the whole table")
-	assert.Contains(t, plan.String(), "counters_pkey")
+	t.Logf("plan:\n%s", plan)
+	assert.NotContains(t, plan, "Seq Scan", "the write-back reads the whole table")
+	assert.Contains(t, plan, "counters_pkey")
 }

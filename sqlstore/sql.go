@@ -221,7 +221,8 @@ func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
 // at once (waiting out other processes' writers with the busy timeout),
 // and fn runs in a group commit with other callers' writes (see
 // batcher): under a savepoint of its own, rolled back to it for
-// errRollback or an error.
+// errRollback or an error. On PostgreSQL it is a transaction of its own
+// (pgx keeps the prepared statements).
 func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 	if s.batch != nil {
 		return s.batch.do(ctx, fn, false)
@@ -230,22 +231,14 @@ func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 	if err != nil {
 		return err
 	}
-	var missed []string
-	switch err = fn(runner{s: s, tx: tx, missed: &missed}); {
+	switch err = fn(runner{s: s, tx: tx}); {
 	case errors.Is(err, errRollback):
-		err = tx.Rollback()
+		return tx.Rollback()
 	case err != nil:
 		_ = tx.Rollback()
 		return err
-	default:
-		err = tx.Commit()
 	}
-	// The connection is free again: prepare what the transaction ran
-	// unprepared, for next time. A failure here only costs speed.
-	for _, q := range missed {
-		_, _ = s.prepared(ctx, q)
-	}
-	return err
+	return tx.Commit()
 }
 
 // tv encodes a time for a NOT NULL column: integer microseconds since the

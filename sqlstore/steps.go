@@ -44,7 +44,6 @@ func (s *Store) ClaimDue(ctx context.Context, now, leaseUntil time.Time, limit i
 	}
 	var out []verify.PendingStep
 	err := s.write(ctx, func(q querier) error {
-		out = out[:0]
 		rows, err := q.QueryContext(ctx, query, s.tv(now), s.tv(leaseUntil), limit)
 		if err != nil {
 			return err

@@ -366,16 +366,6 @@ const nextStatus = `CASE
 	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
 	ELSE status END`
 
-// sqliteMovedStatus is nextStatus for SQLite, which records the delivery
-// first and moves the verification's status only when the delivery $2 was
-// inserted or moved: a sent one was inserted (nothing moves to sent), so
-// the verification moves from pending to sent or delivered, and from sent
-// to delivered, never backwards.
-const sqliteMovedStatus = `CASE
-	WHEN status = 'pending' AND $2 IN ('sent', 'delivered') THEN $2
-	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
-	ELSE status END`
-
 // errNoVerification, returned by a write for a verification that does not
 // exist, rolls the write back; the caller answers ErrNotFound.
 var errNoVerification = errors.New("sqlstore: no such verification")
@@ -443,8 +433,11 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 				return err
 			}
 			if changed = n > 0; changed {
-				res, err = tx.ExecContext(ctx, `UPDATE verifications SET status = `+sqliteMovedStatus+`,
-					delivery_summary = `+deliverySummary+` WHERE id = $1`, d.VerificationID, string(d.Status))
+				// nextStatus's check for an earlier delivery finds the one
+				// just written: a sent one was inserted, as nothing moves
+				// to sent.
+				res, err = tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+`,
+					delivery_summary = `+deliverySummary+` WHERE id = $1`, d.VerificationID, string(d.Status), d.ID)
 				if err == nil {
 					n, err = res.RowsAffected()
 				}

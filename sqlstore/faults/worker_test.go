@@ -21,6 +21,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/sqlstore"
 )
 
@@ -277,28 +278,10 @@ type workerProc struct {
 	id, pid int
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
-	out     *lockedBuffer
+	out     *testutil.Buffer // the worker's output
 	done    chan struct{}
 	err     error // from Wait, once done is closed
 	killed  bool
-}
-
-// lockedBuffer collects a worker's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // workerOpts is what a worker does besides running Run.
@@ -321,7 +304,7 @@ func (s *scenario) startWorker(id int, o workerOpts) *workerProc {
 		envSecret+"="+hex.EncodeToString(s.secret),
 		envSenders+"="+strconv.Itoa(o.senders),
 		envConcurrency+"="+strconv.Itoa(o.concurrency))
-	w := &workerProc{id: id, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	w := &workerProc{id: id, cmd: cmd, out: &testutil.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.out, w.out
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
