@@ -56,8 +56,8 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 			return verify.Taken{}, wrap("take counters", fmt.Errorf("counter %q is named by more than one take", keys[i]))
 		}
 	}
-	q := s.takeQueries(len(keys))
 	if checksOnly {
+		q := s.takeQueries(len(keys))
 		var args []any
 		if s.pg() {
 			args = []any{keys}
@@ -70,6 +70,16 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 		}
 		return decide(cur, takes, now), nil
 	}
+	if s.pgBatches != nil {
+		return s.pgBatches.takes.do(ctx, takeReq{keys: keys, takes: takes, now: now})
+	}
+	return s.takeOne(ctx, keys, takes, now)
+}
+
+// takeOne is Take's own statement or transaction for takes that count,
+// whose keys are sorted.
+func (s *Store) takeOne(ctx context.Context, keys []string, takes []verify.Take, now time.Time) (verify.Taken, error) {
+	q := s.takeQueries(len(keys))
 	var (
 		res verify.Taken
 		err error
@@ -195,19 +205,33 @@ var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
 	WHERE c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
 	RETURNING value, updated_at, expires_at, not_before`
 
-// pgTake is Take's transaction on PostgreSQL. database/sql would spend a
+// pgTake is Take's transaction on PostgreSQL (see pgLocked).
+func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, now time.Time) (verify.Taken, error) {
+	var res verify.Taken
+	err := s.pgLocked(ctx, keys, now, func(cur map[string]verify.Counter) (string, []any) {
+		if res = decide(cur, takes, now); !res.OK {
+			return "", nil
+		}
+		return s.writeCounters(takes, res.Counters)
+	})
+	return res, err
+}
+
+// pgLocked is the transaction of Take on PostgreSQL: it locks the
+// counters named by keys (sorted), creating the missing ones as expired at
+// now, hands them to decide, and runs the write-back decide returns and
+// commits, or rolls back if it returns "". database/sql would spend a
 // round trip on each of BEGIN, the lock statement, the write-back and
 // COMMIT; pgx pipelines them on one connection instead, two at a time:
 // BEGIN with the lock statement, then the write-back with COMMIT (or
-// ROLLBACK alone). The statements and the locking are those of Take.
-func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, now time.Time) (verify.Taken, error) {
+// ROLLBACK alone).
+func (s *Store) pgLocked(ctx context.Context, keys []string, now time.Time, decide func(cur map[string]verify.Counter) (string, []any)) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return verify.Taken{}, err
+		return err
 	}
 	defer conn.Close()
-	var res verify.Taken
-	err = conn.Raw(func(driverConn any) error {
+	return conn.Raw(func(driverConn any) error {
 		dc, ok := driverConn.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("the PostgreSQL connection is a %T, not pgx's *stdlib.Conn", driverConn)
@@ -225,11 +249,7 @@ func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, 
 		if err := errors.Join(err, br.Close()); err != nil {
 			return pgRollback(ctx, c, err)
 		}
-		res = decide(cur, takes, now)
-		query, args := "", []any(nil)
-		if res.OK {
-			query, args = s.writeCounters(takes, res.Counters)
-		}
+		query, args := decide(cur)
 		if query == "" { // refused, or nothing to write
 			return pgRollback(ctx, c, nil)
 		}
@@ -243,7 +263,6 @@ func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, 
 		}
 		return nil
 	})
-	return res, err
 }
 
 // pgRollback rolls back the transaction open on c and returns err. If the
@@ -266,15 +285,15 @@ func pgxCounters(rows pgx.Rows, err error) (map[string]verify.Counter, error) {
 	return scanCounters(rows)
 }
 
-// counterRows is what scanCounters needs of *sql.Rows and pgx.Rows.
-type counterRows interface {
+// scannedRows is what the scanners need of *sql.Rows and pgx.Rows.
+type scannedRows interface {
 	Next() bool
 	Scan(dest ...any) error
 	Err() error
 }
 
 // scanCounters reads rows of counterCols into counters by name.
-func scanCounters(rows counterRows) (map[string]verify.Counter, error) {
+func scanCounters(rows scannedRows) (map[string]verify.Counter, error) {
 	out := make(map[string]verify.Counter)
 	for rows.Next() {
 		var (
@@ -428,29 +447,13 @@ func (s *Store) writeCounters(takes []verify.Take, counters []verify.Counter) (s
 		return "", nil
 	}
 	if s.pg() {
-		var (
-			names      = make([]string, 0, n)
-			values     = make([]int64, 0, n)
-			updated    = make([]time.Time, 0, n)
-			expires    = make([]time.Time, 0, n)
-			notBefores = make([]*time.Time, 0, n) // nil is NULL
-		)
+		names, changed := make([]string, 0, n), make([]verify.Counter, 0, n)
 		for i, t := range takes {
-			if t.Delta == 0 {
-				continue
+			if t.Delta != 0 {
+				names, changed = append(names, t.Key), append(changed, counters[i])
 			}
-			c := counters[i]
-			var nb *time.Time
-			if !c.NotBefore.IsZero() {
-				nb = &c.NotBefore
-			}
-			names = append(names, t.Key)
-			values = append(values, c.Value)
-			updated = append(updated, c.UpdatedAt.UTC())
-			expires = append(expires, c.ExpiresAt.UTC())
-			notBefores = append(notBefores, nb)
 		}
-		return pgWriteCounters, []any{names, values, updated, expires, notBefores}
+		return pgWriteCounters, pgCounterArgs(names, changed)
 	}
 	args := make([]any, 0, 5*n)
 	for i, t := range takes {
@@ -463,8 +466,36 @@ func (s *Store) writeCounters(takes []verify.Take, counters []verify.Counter) (s
 	return s.takeQueries(n).write, args
 }
 
-// GetCounter implements verify.Store.
+// pgCounterArgs are pgWriteCounters's arguments for the counters named.
+func pgCounterArgs(names []string, counters []verify.Counter) []any {
+	var (
+		values     = make([]int64, len(names))
+		updated    = make([]time.Time, len(names))
+		expires    = make([]time.Time, len(names))
+		notBefores = make([]*time.Time, len(names)) // nil is NULL
+	)
+	for i := range names {
+		c := counters[i]
+		values[i], updated[i], expires[i] = c.Value, c.UpdatedAt.UTC(), c.ExpiresAt.UTC()
+		if !c.NotBefore.IsZero() {
+			nb := c.NotBefore.UTC()
+			notBefores[i] = &nb
+		}
+	}
+	return []any{names, values, updated, expires, notBefores}
+}
+
+// GetCounter implements verify.Store. On PostgreSQL concurrent calls
+// share one statement (see combiner).
 func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	if s.pgBatches != nil {
+		return s.pgBatches.counters.do(ctx, counterReq{key, now})
+	}
+	return s.getCounter(ctx, key, now)
+}
+
+// getCounter is GetCounter's own statement.
+func (s *Store) getCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
 	var c verify.Counter
 	err := s.run().QueryRowContext(ctx, `SELECT value, updated_at, expires_at, not_before FROM counters
 		WHERE name = $1 AND expires_at > $2`, key, s.tv(now)).

@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,3 +126,144 @@ func (s *Store) WriteOne(ctx context.Context, fn func(exec func(query string, ar
 
 // PGWriteCounters is PostgreSQL's write-back of a Take's counters.
 var PGWriteCounters = pgWriteCounters
+
+// BatchQueries returns PostgreSQL's batched statements (see combiner),
+// with arguments for a batch of the verifications ids (at least two) at
+// now, by name, for the query-plan tests; and pgProbesOnly, which runs
+// before each in its transaction.
+func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuery, string) {
+	var (
+		vs []newVerification
+		ds []verify.DeliveryRecord
+		as []attemptReq
+		cs []counterReq
+	)
+	for i, id := range ids {
+		v := verify.VerificationRecord{ID: id, FlowID: "flow", Status: verify.StatusPending,
+			To: verify.Recipient{Phone: "+4740000001"}, CodeHash: []byte("0123456789abcdef0123456789abcdef"),
+			CreatedAt: now, ExpiresAt: now.Add(5 * time.Minute), MaxAttempts: 5}
+		vs = append(vs, newVerification{v, []verify.PendingStep{{Step: 0, DueAt: now, LeaseUntil: now.Add(time.Minute)}}})
+		ds = append(ds, verify.DeliveryRecord{ID: id + "-d", VerificationID: id, Status: verify.DeliverySent,
+			Channel: "sms", CreatedAt: now, UpdatedAt: now})
+		as = append(as, attemptReq{id, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, now})
+		cs = append(cs, counterReq{"recipient:+4740000" + strconv.Itoa(i), now})
+	}
+	create, err := createArgs(vs)
+	if err != nil {
+		panic(err)
+	}
+	return map[string]ReportQuery{
+		"create":   {pgCreateBatch, create},
+		"delivery": {pgDeliveryBatch, deliveryArgs(ds)},
+		"attempt":  {pgAttemptBatch, attemptArgs(as)},
+		"counters": {pgCounterBatch, counterArgs(cs)},
+	}, pgProbesOnly
+}
+
+// Batched runs calls as one batch of PostgreSQL's combined statements, as
+// concurrent callers' calls would be, and returns each call's answer; it
+// is the batch's only user while it runs.
+type Batched struct{ s *Store }
+
+// Batched returns the Store's batches; nil on SQLite.
+func (s *Store) Batched() *Batched {
+	if s.pgBatches == nil {
+		return nil
+	}
+	return &Batched{s}
+}
+
+func runBatch[Req, Res any](ctx context.Context, run func(context.Context, []*call[Req, Res]), rs []Req) ([]Res, []error) {
+	batch := make([]*call[Req, Res], len(rs))
+	for i, r := range rs {
+		batch[i] = &call[Req, Res]{ctx: ctx, req: r, done: make(chan struct{})}
+	}
+	run(ctx, batch)
+	res, errs := make([]Res, len(rs)), make([]error, len(rs))
+	for i, cl := range batch {
+		res[i], errs[i] = cl.res, cl.err
+	}
+	return res, errs
+}
+
+// Create stores verifications, each with its steps, in one batch.
+func (b *Batched) Create(ctx context.Context, vs []verify.VerificationRecord, steps [][]verify.PendingStep) []error {
+	rs := make([]newVerification, len(vs))
+	for i, v := range vs {
+		rs[i] = newVerification{v, steps[i]}
+	}
+	_, errs := runBatch(ctx, b.s.createBatch, rs)
+	return errs
+}
+
+// RecordDeliveries records deliveries in one batch.
+func (b *Batched) RecordDeliveries(ctx context.Context, ds []verify.DeliveryRecord) ([]bool, []error) {
+	return runBatch(ctx, b.s.deliveryBatch, ds)
+}
+
+// Attempt is one attempt of a batch.
+type Attempt struct {
+	ID     string
+	Hashes [][]byte
+	Now    time.Time
+}
+
+// Attempts counts attempts in one batch.
+func (b *Batched) Attempts(ctx context.Context, as []Attempt) ([]verify.VerificationRecord, []bool, []error) {
+	rs := make([]attemptReq, len(as))
+	for i, a := range as {
+		rs[i] = attemptReq{a.ID, a.Hashes, a.Now}
+	}
+	res, errs := runBatch(ctx, b.s.attemptBatch, rs)
+	recs, counted := make([]verify.VerificationRecord, len(res)), make([]bool, len(res))
+	for i, r := range res {
+		recs[i], counted[i] = r.rec, r.counted
+	}
+	return recs, counted, errs
+}
+
+// Counters reads counters, each at its time, in one batch.
+func (b *Batched) Counters(ctx context.Context, keys []string, nows []time.Time) ([]verify.Counter, []error) {
+	rs := make([]counterReq, len(keys))
+	for i, k := range keys {
+		rs[i] = counterReq{k, nows[i]}
+	}
+	return runBatch(ctx, b.s.counterBatch, rs)
+}
+
+// Takes runs Takes that count, each at its time, in one batch.
+func (b *Batched) Takes(ctx context.Context, nows []time.Time, takes [][]verify.Take) ([]verify.Taken, []error) {
+	rs := make([]takeReq, len(takes))
+	for i, ts := range takes {
+		keys := make([]string, len(ts))
+		for j, t := range ts {
+			keys[j] = t.Key
+		}
+		slices.Sort(keys)
+		rs[i] = takeReq{keys, ts, nows[i]}
+	}
+	return runBatch(ctx, b.s.takeBatch, rs)
+}
+
+// RunAlone returns how many batched statements failed and had their calls
+// run again one at a time.
+func (s *Store) RunAlone() int64 {
+	if s.pgBatches == nil {
+		return 0
+	}
+	return s.pgBatches.alone.Load()
+}
+
+// Combined returns how many batches PostgreSQL's combiners have run, and
+// how many calls they held.
+func (s *Store) Combined() (batches, calls int64) {
+	if s.pgBatches == nil {
+		return 0, 0
+	}
+	b := s.pgBatches
+	for _, c := range []interface{ counts() (int64, int64) }{&b.create, &b.deliveries, &b.attempts, &b.counters, &b.takes} {
+		n, m := c.counts()
+		batches, calls = batches+n, calls+m
+	}
+	return batches, calls
+}

@@ -436,6 +436,12 @@ func withDeliveries(from, where, order string) string {
 // verification once per delivery (or once, with NULL delivery columns).
 func scanVerifications(rows *sql.Rows) ([]verify.VerificationRecord, error) {
 	defer rows.Close()
+	return scanVerificationRows(rows)
+}
+
+// scanVerificationRows is scanVerifications for database/sql's rows or
+// pgx's, which the caller closes.
+func scanVerificationRows(rows scannedRows) ([]verify.VerificationRecord, error) {
 	var (
 		out  []verify.VerificationRecord
 		cur  verify.VerificationRecord

@@ -76,7 +76,10 @@ type Store struct {
 	owned   bool       // Close closes db
 	stmts   *stmtCache // SQLite only
 	batch   *batcher   // SQLite only: group commit (see batcher)
-	wal     *walKeeper // runs the checkpoints of a SQLite file Open opened
+	// pgBatches merges concurrent calls into one statement (PostgreSQL
+	// only; see combiner).
+	pgBatches *pgBatches
+	wal       *walKeeper // runs the checkpoints of a SQLite file Open opened
 }
 
 var _ verify.Store = (*Store)(nil)
@@ -104,6 +107,8 @@ func New(db *sql.DB, dialect Dialect) (*Store, error) {
 	if dialect == SQLite {
 		s.stmts = &stmtCache{stmts: make(map[string]*sql.Stmt)}
 		s.batch = &batcher{run: s.runBatch}
+	} else {
+		s.pgBatches = newPGBatches(s)
 	}
 	return s, nil
 }

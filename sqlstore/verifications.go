@@ -33,8 +33,19 @@ func readyAt(p verify.PendingStep) time.Time {
 }
 
 // CreateVerification implements verify.Store. The pending steps are stored
-// under v.ID whatever their VerificationID says.
+// under v.ID whatever their VerificationID says. On PostgreSQL concurrent
+// calls share one statement (see combiner).
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
+	if s.pgBatches != nil {
+		_, err := s.pgBatches.create.do(ctx, newVerification{v, steps})
+		return err
+	}
+	return s.createOne(ctx, v, steps)
+}
+
+// createOne is CreateVerification's own statement (or, on SQLite,
+// transaction).
+func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
 	stepsJSON, err := encodeJSON(v.Steps)
 	if err != nil {
 		return wrap("create verification", err)
@@ -231,24 +242,31 @@ var (
 	finishUpdate = newConditional(ending, isOpenByID, true)
 )
 
-// attemptUpdate returns Attempt for n hashes ($3 to $n+2): one UPDATE
-// that counts the attempt, compares the code and ends the verification
-// when it is verified or out of attempts (on PostgreSQL with the step
-// deletion and the read of the deliveries in the same statement). A wrong
-// attempt that leaves it open changes no indexed column, so on PostgreSQL
-// it is a heap-only update.
+// attemptUpdate returns Attempt for n hashes ($3 to $n+2) at $2: one
+// UPDATE that counts the attempt, compares the code and ends the
+// verification when it is verified or out of attempts (on PostgreSQL with
+// the step deletion and the read of the deliveries in the same
+// statement). A wrong attempt that leaves it open changes no indexed
+// column, so on PostgreSQL it is a heap-only update.
 func attemptUpdate(n int) conditional {
 	match := "FALSE"
 	if n > 0 {
 		match = `code_hash IN (` + placeholders(3, n+2) + `)`
 	}
+	set, where := attemptSet(match, "$2")
+	return newConditional(set, where, true)
+}
+
+// attemptSet is Attempt's SET list and condition, for a code that matches
+// where match holds, at the time now (both SQL expressions).
+func attemptSet(match, now string) (set, where string) {
 	ends := `(` + match + ` OR attempts + 1 >= max_attempts)`
-	return newConditional(`attempts = attempts + 1,
-		status = CASE WHEN `+match+` THEN 'verified' WHEN attempts + 1 >= max_attempts THEN 'max_attempts' ELSE status END,
-		ended_at = CASE WHEN `+ends+` THEN $2 END,
-		verified_at = CASE WHEN `+match+` THEN $2 ELSE verified_at END,
-		sealed_code = CASE WHEN `+ends+` THEN NULL ELSE sealed_code END`,
-		isOpenByID+` AND attempts < max_attempts AND expires_at > $2`, true)
+	set = `attempts = attempts + 1,
+		status = CASE WHEN ` + match + ` THEN 'verified' WHEN attempts + 1 >= max_attempts THEN 'max_attempts' ELSE status END,
+		ended_at = CASE WHEN ` + ends + ` THEN ` + now + ` END,
+		verified_at = CASE WHEN ` + match + ` THEN ` + now + ` ELSE verified_at END,
+		sealed_code = CASE WHEN ` + ends + ` THEN NULL ELSE sealed_code END`
+	return set, isOpenByID + ` AND attempts < max_attempts AND expires_at > ` + now
 }
 
 // attemptUpdates holds attemptUpdate for up to three secrets.
@@ -320,6 +338,15 @@ func (s *Store) current(ctx context.Context, op, id string) (verify.Verification
 // ended verification's steps and the read of its deliveries follow in the
 // same transaction.
 func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
+	if s.pgBatches != nil {
+		a, err := s.pgBatches.attempts.do(ctx, attemptReq{id, hashes, now})
+		return a.rec, a.counted, err
+	}
+	return s.attemptOne(ctx, id, hashes, now)
+}
+
+// attemptOne is Attempt's own statement (on SQLite, transaction).
+func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
 	var c conditional
 	if len(hashes) < len(attemptUpdates) {
 		c = attemptUpdates[len(hashes)]
@@ -359,12 +386,18 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 // case can reach a pending verification without the delivery moving, for
 // a delivery that is delivered, or sent, has moved the verification on
 // already.
-const nextStatus = `CASE
-	WHEN status = 'pending' AND $2 = 'delivered' THEN $2
-	WHEN status = 'pending' AND $2 = 'sent'
-		AND NOT EXISTS (SELECT 1 FROM deliveries WHERE id = $3 AND status <> 'sent') THEN $2
-	WHEN status = 'sent' AND $2 = 'delivered' THEN $2
+var nextStatus = nextStatusOf("$2", "$3")
+
+// nextStatusOf is nextStatus for the delivery status and ID given as SQL
+// expressions.
+func nextStatusOf(status, deliveryID string) string {
+	return `CASE
+	WHEN status = 'pending' AND ` + status + ` = 'delivered' THEN ` + status + `
+	WHEN status = 'pending' AND ` + status + ` = 'sent'
+		AND NOT EXISTS (SELECT 1 FROM deliveries WHERE id = ` + deliveryID + ` AND status <> 'sent') THEN ` + status + `
+	WHEN status = 'sent' AND ` + status + ` = 'delivered' THEN ` + status + `
 	ELSE status END`
+}
 
 // errNoVerification, returned by a write for a verification that does not
 // exist, rolls the write back; the caller answers ErrNotFound.
@@ -387,8 +420,17 @@ const moveDelivery = ` ON CONFLICT (id) DO UPDATE SET status = excluded.status, 
 	WHERE (deliveries.status = 'sent' AND excluded.status IN ('delivered', 'failed'))
 		OR (deliveries.status = 'failed' AND excluded.status = 'delivered')`
 
-// RecordDelivery implements verify.Store.
+// RecordDelivery implements verify.Store. On PostgreSQL concurrent calls
+// for different verifications share one statement (see combiner).
 func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bool, error) {
+	if s.pgBatches != nil {
+		return s.pgBatches.deliveries.do(ctx, d)
+	}
+	return s.recordOne(ctx, d)
+}
+
+// recordOne is RecordDelivery's own statement (on SQLite, transaction).
+func (s *Store) recordOne(ctx context.Context, d verify.DeliveryRecord) (bool, error) {
 	args := []any{d.VerificationID, string(d.Status), d.ID, d.Step, d.Channel, d.From,
 		d.ProviderID, d.Error, s.tv(d.CreatedAt), s.tv(d.UpdatedAt)}
 	var found, changed bool

@@ -1,0 +1,562 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/openverify/verify"
+)
+
+// pgBatches are the PostgreSQL Store's combiners: the hot calls of a
+// Send and a Check, each merged across concurrent callers into one
+// statement over arrays (see combiner). A batch of one runs the call's own
+// statement. Each batched statement does for every call what that one
+// does, and in the same lock order (the verification's row first).
+type pgBatches struct {
+	create     combiner[newVerification, struct{}]
+	deliveries combiner[verify.DeliveryRecord, bool]
+	attempts   combiner[attemptReq, attempted]
+	counters   combiner[counterReq, verify.Counter]
+	takes      combiner[takeReq, verify.Taken]
+	// alone counts the batched statements that failed and were run again
+	// one call at a time, for tests.
+	alone atomic.Int64
+}
+
+func newPGBatches(s *Store) *pgBatches {
+	b := &pgBatches{}
+	b.create.op, b.deliveries.op, b.attempts.op, b.counters.op = "create verification", "record delivery", "attempt", "get counter"
+	b.takes.op = "take counters"
+	b.create.run = s.createBatch
+	b.deliveries.run = s.deliveryBatch
+	b.deliveries.key = func(d verify.DeliveryRecord) string { return d.VerificationID }
+	b.attempts.run = s.attemptBatch
+	b.attempts.key = func(a attemptReq) string { return a.id }
+	b.counters.run = s.counterBatch
+	b.takes.run = s.takeBatch
+	return b
+}
+
+// newVerification is a CreateVerification call.
+type newVerification struct {
+	v     verify.VerificationRecord
+	steps []verify.PendingStep
+}
+
+// attemptReq is an Attempt call, and attempted its answer.
+type attemptReq struct {
+	id     string
+	hashes [][]byte
+	now    time.Time
+}
+
+type attempted struct {
+	rec     verify.VerificationRecord
+	counted bool
+}
+
+// counterReq is a GetCounter call.
+type counterReq struct {
+	key string
+	now time.Time
+}
+
+// takeReq is a Take call that counts, with its keys sorted.
+type takeReq struct {
+	keys  []string
+	takes []verify.Take
+	now   time.Time
+}
+
+// statementFailed reports whether err is PostgreSQL's refusal of the
+// statement (a constraint, a value out of range, a deadlock, ...): an
+// ERROR, after which the transaction was rolled back and nothing of it
+// was done. A lost connection, a cancellation or a FATAL error (the
+// server shutting down) leaves unknown whether it committed.
+func statementFailed(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Severity == "ERROR" && !strings.HasPrefix(pe.Code, "57P")
+}
+
+// pgProbesOnly makes the rest of its transaction plan every table access
+// as index probes. PostgreSQL plans for the table sizes it believes, and
+// believes a table never analysed to be ten pages; a prepared statement
+// keeps the plan it first made for the connection's life. For one row a
+// primary-key probe wins whatever the belief, but for a batch of rows a
+// scan of "ten pages" and a hash join beat one probe each, and that plan,
+// kept while the table grows to millions of rows, reads all of them on
+// every call. A batch is at most maxCombined rows, for which probes are
+// always right, so its statement runs with sequential scans, hash joins
+// and merge joins off: for its own transaction only (set_config's third
+// argument), so the plan it makes, and keeps, is made that way.
+const pgProbesOnly = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+	set_config('enable_mergejoin', 'off', true)`
+
+// pgBatch runs query with args after pgProbesOnly, both in one round trip
+// and one transaction, and hands its rows to scan. It returns once the
+// transaction has committed, or with the error that ended it.
+func (s *Store) pgBatch(ctx context.Context, query string, args []any, scan func(rows pgx.Rows) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(driverConn any) error {
+		dc, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("the PostgreSQL connection is a %T, not pgx's *stdlib.Conn", driverConn)
+		}
+		// One pipeline with one Sync: PostgreSQL runs it as one implicit
+		// transaction, which commits at the Sync that Close waits for.
+		var b pgx.Batch
+		b.Queue(pgProbesOnly)
+		b.Queue(query, args...)
+		br := dc.Conn().SendBatch(ctx, &b)
+		_, err := br.Exec()
+		if err == nil {
+			var rows pgx.Rows
+			if rows, err = br.Query(); err == nil {
+				err = scan(rows)
+				rows.Close()
+				err = cmp.Or(err, rows.Err())
+			}
+		}
+		return errors.Join(err, br.Close())
+	})
+}
+
+// reqs returns the requests of a batch's calls.
+func reqs[Req, Res any](batch []*call[Req, Res]) []Req {
+	out := make([]Req, len(batch))
+	for i, cl := range batch {
+		out[i] = cl.req
+	}
+	return out
+}
+
+// byVerification orders a batch by the verification each call changes,
+// the order in which its statement locks their rows: two statements that
+// lock rows of one table in one order cannot deadlock on them.
+func byVerification[Req, Res any](batch []*call[Req, Res], id func(Req) string) {
+	slices.SortFunc(batch, func(a, b *call[Req, Res]) int { return strings.Compare(id(a.req), id(b.req)) })
+}
+
+// eachAlone answers every call of a batch by running it alone: after the
+// batched statement failed on one call's data, each call gets the answer
+// its own statement gives.
+func eachAlone[Req, Res any](ctx context.Context, batch []*call[Req, Res], one func(ctx context.Context, req Req) (Res, error)) {
+	for _, cl := range batch {
+		cl.res, cl.err = one(ctx, cl.req)
+	}
+}
+
+// failAll answers every call of a batch with err.
+func failAll[Req, Res any](batch []*call[Req, Res], err error) {
+	var zero Res
+	for _, cl := range batch {
+		cl.res, cl.err = zero, err
+	}
+}
+
+// createBatch stores a batch of verifications and their pending steps in
+// one statement. A verification that clashes with a stored one (its ID,
+// its idempotency key, an exclusive verification open for its flow and
+// recipient) is skipped by ON CONFLICT DO NOTHING, and its call then runs
+// alone, which answers the clash as CreateVerification does.
+func (s *Store) createBatch(ctx context.Context, batch []*call[newVerification, struct{}]) {
+	one := func(ctx context.Context, nv newVerification) (struct{}, error) {
+		return struct{}{}, s.createOne(ctx, nv.v, nv.steps)
+	}
+	if len(batch) == 1 {
+		eachAlone(ctx, batch, one)
+		return
+	}
+	args, err := createArgs(reqs(batch))
+	if err != nil {
+		// Steps that cannot be encoded: each call alone answers its own.
+		eachAlone(ctx, batch, one)
+		return
+	}
+	stored := make(map[string]bool, len(batch))
+	err = s.pgBatch(ctx, pgCreateBatch, args, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			stored[id] = true
+		}
+		return nil
+	})
+	switch {
+	case err != nil && statementFailed(err):
+		s.pgBatches.alone.Add(1)
+		eachAlone(ctx, batch, one)
+	case err != nil:
+		failAll(batch, wrap("create verification", err))
+	default:
+		for _, cl := range batch {
+			if !stored[cl.req.v.ID] {
+				cl.res, cl.err = one(ctx, cl.req)
+			}
+		}
+	}
+}
+
+// createArgs are pgCreateBatch's arguments for vs.
+func createArgs(vs []newVerification) ([]any, error) {
+	n := len(vs)
+	var (
+		ids, flows, foreign, status, phones, emails, ips, keys = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		brands, langs, fallbacks, stepsJSON, ipsJSON           = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		requestHashes, codeHashes, sealed                      = make([][]byte, n), make([][]byte, n), make([][]byte, n)
+		charsets, lengths, attempts, maxAttempts, sends        = make([]int, n), make([]int, n), make([]int, n), make([]int, n), make([]int, n)
+		created, expires                                       = make([]time.Time, n), make([]time.Time, n)
+		lastSent, verified, ended                              = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+		exclusive                                              = make([]bool, n)
+		stepIDs                                                []string
+		stepNums, stepTries                                    []int
+		stepDue, stepReady                                     []time.Time
+		stepLease                                              []*time.Time
+		encodeErr                                              error
+	)
+	utc := func(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+	nullable := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		t = utc(t)
+		return &t
+	}
+	for i, nv := range vs {
+		v := nv.v
+		var err error
+		if stepsJSON[i], err = encodeJSON(v.Steps); err == nil {
+			ipsJSON[i], err = encodeJSON(v.AllowedIPs)
+		}
+		encodeErr = cmp.Or(encodeErr, err)
+		ids[i], flows[i], foreign[i], status[i] = v.ID, v.FlowID, v.ForeignID, string(v.Status)
+		phones[i], emails[i], ips[i], keys[i] = v.To.Phone, v.To.Email, v.IPAddress, v.IdempotencyKey
+		brands[i], langs[i], fallbacks[i] = v.Brand, v.Language, v.FallbackLanguage
+		requestHashes[i], codeHashes[i], sealed[i] = v.RequestHash, v.CodeHash, v.SealedCode
+		charsets[i], lengths[i], attempts[i], maxAttempts[i], sends[i] = int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends
+		created[i], expires[i] = utc(v.CreatedAt), utc(v.ExpiresAt)
+		lastSent[i], verified[i] = nullable(v.LastSentAt), nullable(v.VerifiedAt)
+		if !v.Status.Open() { // as endedAt
+			t := utc(v.EndedAt)
+			ended[i] = &t
+		}
+		exclusive[i] = v.Exclusive
+		for _, p := range nv.steps {
+			stepIDs = append(stepIDs, v.ID)
+			stepNums, stepTries = append(stepNums, p.Step), append(stepTries, p.Tries)
+			stepDue, stepReady = append(stepDue, utc(p.DueAt)), append(stepReady, utc(readyAt(p)))
+			stepLease = append(stepLease, nullable(p.LeaseUntil))
+		}
+	}
+	if encodeErr != nil {
+		return nil, encodeErr
+	}
+	return []any{
+		ids, flows, foreign, status, phones, emails, ips, keys, requestHashes, brands, langs, fallbacks,
+		codeHashes, sealed, charsets, lengths, attempts, maxAttempts, sends, lastSent, stepsJSON, ipsJSON,
+		created, expires, verified, ended, exclusive,
+		stepIDs, stepNums, stepDue, stepLease, stepReady, stepTries,
+	}, nil
+}
+
+// pgCreateBatch is CreateVerification for arrays of verifications ($1 to
+// $27, verificationCols in order) and of pending steps ($28 to $33). It
+// returns the IDs of the verifications it stored; a step is stored with
+// its verification.
+const pgCreateBatch = `WITH v AS (INSERT INTO verifications (` + verificationCols + `)
+	SELECT id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
+		NULLIF(idempotency_key, ''), request_hash, brand, language, fallback_language,
+		code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, last_sent_at,
+		steps::json, allowed_ips::json, created_at, expires_at, verified_at, ended_at, NULLIF(exclusive, FALSE)
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+		$8::text[], $9::bytea[], $10::text[], $11::text[], $12::text[],
+		$13::bytea[], $14::bytea[], $15::integer[], $16::integer[], $17::integer[], $18::integer[], $19::integer[],
+		$20::timestamptz[], $21::text[], $22::text[],
+		$23::timestamptz[], $24::timestamptz[], $25::timestamptz[], $26::timestamptz[], $27::boolean[])
+		AS r(id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
+			idempotency_key, request_hash, brand, language, fallback_language,
+			code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, last_sent_at,
+			steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)
+	ON CONFLICT DO NOTHING
+	RETURNING id),
+s AS (INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at, tries)
+	SELECT p.* FROM unnest($28::text[], $29::integer[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::integer[])
+		AS p(verification_id, step, due_at, lease_until, ready_at, tries)
+	WHERE p.verification_id IN (SELECT id FROM v))
+SELECT id FROM v`
+
+// deliveryBatch records a batch of deliveries, for distinct
+// verifications, in one statement.
+func (s *Store) deliveryBatch(ctx context.Context, batch []*call[verify.DeliveryRecord, bool]) {
+	if len(batch) == 1 {
+		eachAlone(ctx, batch, s.recordOne)
+		return
+	}
+	byVerification(batch, func(d verify.DeliveryRecord) string { return d.VerificationID })
+	n := len(batch)
+	type outcome struct{ found, changed bool }
+	out := make([]outcome, 0, n)
+	err := s.pgBatch(ctx, pgDeliveryBatch, deliveryArgs(reqs(batch)),
+		func(rows pgx.Rows) error {
+			for rows.Next() {
+				var o outcome
+				if err := rows.Scan(&o.found, &o.changed); err != nil {
+					return err
+				}
+				out = append(out, o)
+			}
+			return nil
+		})
+	if err == nil && len(out) != n {
+		err = fmt.Errorf("sqlstore: record deliveries: the statement answered for %d of %d", len(out), n)
+	}
+	switch {
+	case err != nil && statementFailed(err):
+		s.pgBatches.alone.Add(1)
+		eachAlone(ctx, batch, s.recordOne)
+	case err != nil:
+		failAll(batch, wrap("record delivery", err))
+	default:
+		for i, cl := range batch {
+			if !out[i].found {
+				cl.err = notFound("record delivery", "verification", cl.req.VerificationID)
+			}
+			cl.res = out[i].changed
+		}
+	}
+}
+
+// deliveryArgs are pgDeliveryBatch's arguments for ds.
+func deliveryArgs(ds []verify.DeliveryRecord) []any {
+	n := len(ds)
+	var (
+		vids, statuses, ids, channels, senders, providerIDs, errs = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		steps                                                     = make([]int, n)
+		created, updated                                          = make([]time.Time, n), make([]time.Time, n)
+	)
+	for i, d := range ds {
+		vids[i], statuses[i], ids[i], steps[i] = d.VerificationID, string(d.Status), d.ID, d.Step
+		channels[i], senders[i], providerIDs[i], errs[i] = d.Channel, d.From, d.ProviderID, d.Error
+		created[i], updated[i] = d.CreatedAt.UTC().Truncate(time.Microsecond), d.UpdatedAt.UTC().Truncate(time.Microsecond)
+	}
+	return []any{vids, statuses, ids, steps, channels, senders, providerIDs, errs, created, updated}
+}
+
+// pgDeliveryBatch is RecordDelivery's statement for arrays of deliveries
+// ($1 to $10 as its $1 to $10), each for a different verification. It
+// answers, for each in order, whether its verification exists and whether
+// the delivery was inserted or moved.
+var pgDeliveryBatch = `WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[],
+		$5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+		WITH ORDINALITY AS r(vid, dstatus, did, step, channel, sender, provider_id, error, created_at, updated_at, i)),
+	moved AS (UPDATE verifications SET status = ` + nextStatusOf("r.dstatus", "r.did") + `
+		FROM r WHERE verifications.id = r.vid RETURNING verifications.id),
+	done AS (DELETE FROM pending_steps USING r
+		WHERE pending_steps.verification_id = r.vid AND pending_steps.step = r.step AND r.step >= 0),
+	ins AS (INSERT INTO deliveries (` + deliveryCols + `)
+		SELECT r.did, r.vid, r.step, r.channel, r.sender, r.dstatus, r.provider_id, r.error, r.created_at, r.updated_at
+		FROM r JOIN moved ON moved.id = r.vid` + moveDelivery + ` RETURNING id)
+	SELECT EXISTS (SELECT 1 FROM moved WHERE moved.id = r.vid), EXISTS (SELECT 1 FROM ins WHERE ins.id = r.did)
+	FROM r ORDER BY r.i`
+
+// attemptBatch counts a batch of attempts, on distinct verifications, in
+// one statement. A verification the statement left alone (ended, expired,
+// out of attempts, or missing) is read alone, as Attempt answers it.
+func (s *Store) attemptBatch(ctx context.Context, batch []*call[attemptReq, attempted]) {
+	one := func(ctx context.Context, a attemptReq) (attempted, error) {
+		rec, counted, err := s.attemptOne(ctx, a.id, a.hashes, a.now)
+		return attempted{rec, counted}, err
+	}
+	if len(batch) == 1 {
+		eachAlone(ctx, batch, one)
+		return
+	}
+	byVerification(batch, func(a attemptReq) string { return a.id })
+	var recs []verify.VerificationRecord
+	err := s.pgBatch(ctx, pgAttemptBatch, attemptArgs(reqs(batch)), func(rows pgx.Rows) (err error) {
+		recs, err = scanVerificationRows(rows)
+		return err
+	})
+	switch {
+	case err != nil && statementFailed(err):
+		s.pgBatches.alone.Add(1)
+		eachAlone(ctx, batch, one)
+	case err != nil:
+		failAll(batch, wrap("attempt", err))
+	default:
+		byID := make(map[string]verify.VerificationRecord, len(recs))
+		for _, r := range recs {
+			byID[r.ID] = r
+		}
+		for _, cl := range batch {
+			if r, ok := byID[cl.req.id]; ok {
+				cl.res = attempted{r, true}
+				continue
+			}
+			rec, _, err := s.current(ctx, "attempt", cl.req.id)
+			cl.res, cl.err = attempted{rec: rec}, err
+		}
+	}
+}
+
+// attemptArgs are pgAttemptBatch's arguments for as.
+func attemptArgs(as []attemptReq) []any {
+	n := len(as)
+	ids, nows := make([]string, n), make([]time.Time, n)
+	var hashIDs []string
+	var hashes [][]byte
+	for i, a := range as {
+		ids[i], nows[i] = a.id, a.now.UTC().Truncate(time.Microsecond)
+		for _, h := range a.hashes {
+			hashIDs, hashes = append(hashIDs, a.id), append(hashes, h)
+		}
+	}
+	return []any{ids, nows, hashIDs, hashes}
+}
+
+// pgAttemptBatch is Attempt's statement for an array of verification IDs
+// ($1) and the times of their attempts ($2), with their code hashes as
+// pairs of a verification ID ($3) and a hash ($4). It returns, as
+// withDeliveries, the verifications it counted an attempt on.
+var pgAttemptBatch = func() string {
+	set, where := attemptSet(`COALESCE(code_hash = ANY (r.hashes), FALSE)`, "r.at")
+	return `WITH r AS (SELECT r.vid, r.at, (SELECT array_agg(h.hash) FROM unnest($3::text[], $4::bytea[]) AS h(vid, hash)
+			WHERE h.vid = r.vid) AS hashes
+		FROM unnest($1::text[], $2::timestamptz[]) AS r(vid, at)),
+	v AS (UPDATE verifications SET ` + set + ` FROM r WHERE verifications.id = r.vid AND ` + where + `
+		RETURNING verifications.*),
+	p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v WHERE NOT v.` + isOpen + `))
+	` + withDeliveries("v", "", "")
+}()
+
+// counterArgs are pgCounterBatch's arguments for cs.
+func counterArgs(cs []counterReq) []any {
+	keys, nows := make([]string, len(cs)), make([]time.Time, len(cs))
+	for i, c := range cs {
+		keys[i], nows[i] = c.key, c.now.UTC().Truncate(time.Microsecond)
+	}
+	return []any{keys, nows}
+}
+
+// pgCounterBatch is GetCounter's statement for arrays of keys ($1) and
+// times ($2): for each key's counter that exists and has not expired by
+// its time, the key's place in the array (from 1) and the counter.
+const pgCounterBatch = `SELECT r.i, c.value, c.updated_at, c.expires_at, c.not_before
+	FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS r(name, at, i)
+	JOIN counters c ON c.name = r.name AND c.expires_at > r.at`
+
+// counterBatch reads a batch of counters in one statement.
+func (s *Store) counterBatch(ctx context.Context, batch []*call[counterReq, verify.Counter]) {
+	one := func(ctx context.Context, c counterReq) (verify.Counter, error) {
+		return s.getCounter(ctx, c.key, c.now)
+	}
+	if len(batch) == 1 {
+		eachAlone(ctx, batch, one)
+		return
+	}
+	n := len(batch)
+	err := s.pgBatch(ctx, pgCounterBatch, counterArgs(reqs(batch)), func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				i int
+				c verify.Counter
+			)
+			if err := rows.Scan(&i, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+				return err
+			}
+			if i < 1 || i > n {
+				return errors.New("sqlstore: get counters: a row for no key")
+			}
+			batch[i-1].res = c
+		}
+		return nil
+	})
+	if err != nil {
+		// A read changes nothing: every call gets the error, or runs
+		// alone if the statement was refused.
+		for _, cl := range batch {
+			cl.res = verify.Counter{}
+		}
+		if statementFailed(err) {
+			s.pgBatches.alone.Add(1)
+			eachAlone(ctx, batch, one)
+		} else {
+			failAll(batch, wrap("get counter", err))
+		}
+	}
+}
+
+// takeBatch decides a batch of Takes in one transaction: it locks the
+// counters of them all (in the order of their names, as every Take does),
+// decides each call in turn on the counters as the calls before it left
+// them, as if they ran one after another, and writes back every counter
+// that changed in one statement. A call that is refused changes nothing.
+func (s *Store) takeBatch(ctx context.Context, batch []*call[takeReq, verify.Taken]) {
+	one := func(ctx context.Context, t takeReq) (verify.Taken, error) {
+		return s.takeOne(ctx, t.keys, t.takes, t.now)
+	}
+	if len(batch) == 1 {
+		eachAlone(ctx, batch, one)
+		return
+	}
+	var keys []string
+	oldest := batch[0].req.now
+	for _, cl := range batch {
+		keys = append(keys, cl.req.keys...)
+		if cl.req.now.Before(oldest) {
+			oldest = cl.req.now
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	// A counter the lock creates expires at the earliest call's now, so
+	// that every call finds it expired: the zero Counter.
+	err := s.pgLocked(ctx, keys, oldest, func(cur map[string]verify.Counter) (string, []any) {
+		changed := make(map[string]bool)
+		for _, cl := range batch {
+			res := decide(cur, cl.req.takes, cl.req.now)
+			cl.res = res
+			if !res.OK {
+				continue
+			}
+			for i, t := range cl.req.takes {
+				if t.Delta != 0 {
+					cur[t.Key], changed[t.Key] = res.Counters[i], true
+				}
+			}
+		}
+		if len(changed) == 0 {
+			return "", nil
+		}
+		names := slices.Sorted(maps.Keys(changed))
+		counters := make([]verify.Counter, len(names))
+		for i, n := range names {
+			counters[i] = cur[n]
+		}
+		return pgWriteCounters, pgCounterArgs(names, counters)
+	})
+	switch {
+	case err != nil && statementFailed(err):
+		s.pgBatches.alone.Add(1)
+		eachAlone(ctx, batch, one)
+	case err != nil:
+		failAll(batch, wrap("take counters", err))
+	}
+}

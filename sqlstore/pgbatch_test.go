@@ -1,0 +1,394 @@
+package sqlstore_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+	"github.com/openverify/verify/sqlstore"
+)
+
+// The tests below run PostgreSQL's batched statements (see combiner)
+// directly, on batches built to hold every case the statement must answer
+// per call, as concurrent callers would fill them.
+
+// batchRecord is a new open verification on flow "flow" for phone, whose
+// code hashes to hash.
+func batchRecord(id, phone string, hash []byte) verify.VerificationRecord {
+	return verify.VerificationRecord{
+		ID: id, FlowID: "flow", Status: verify.StatusPending, To: verify.Recipient{Phone: phone},
+		CodeHash: hash, SealedCode: []byte("sealed"), Language: "en", FallbackLanguage: "en",
+		Steps:     []verify.Step{{Channel: "sms"}},
+		CreatedAt: start, ExpiresAt: start.Add(5 * time.Minute), MaxAttempts: 3,
+	}
+}
+
+func batched(t *testing.T) (*sqlstore.Store, *sqlstore.Batched) {
+	t.Helper()
+	st := open(t, freshSchema(t))
+	return st, st.Batched()
+}
+
+func TestBatchedCreate(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	keyed := batchRecord("stored-keyed", "+4740000001", nil)
+	keyed.IdempotencyKey = "k1"
+	exclusive := batchRecord("stored-exclusive", "+4740000002", nil)
+	exclusive.Exclusive = true
+	require.NoError(t, st.CreateVerification(ctx, keyed, nil))
+	require.NoError(t, st.CreateVerification(ctx, exclusive, nil))
+
+	step := func(id string) []verify.PendingStep {
+		return []verify.PendingStep{{Step: 1, DueAt: start.Add(time.Minute)}, {Step: 0, DueAt: start, LeaseUntil: start.Add(time.Minute)}}
+	}
+	ok1 := batchRecord("ok1", "+4740000003", nil)
+	dupKey := batchRecord("dup-key", "+4740000004", nil)
+	dupKey.IdempotencyKey = "k1"
+	clash := batchRecord("clash", "+4740000002", nil)
+	clash.Exclusive = true
+	ok2 := batchRecord("ok2", "+4740000005", nil)
+	ok2.IdempotencyKey = "k2"
+	sameKey := batchRecord("same-key", "+4740000006", nil)
+	sameKey.IdempotencyKey = "k2"
+	sameID := batchRecord("ok1", "+4740000007", nil)
+	ended := batchRecord("ended", "+4740000008", nil)
+	ended.Status, ended.EndedAt = verify.StatusCanceled, start
+
+	errs := b.Create(ctx,
+		[]verify.VerificationRecord{ok1, dupKey, clash, ok2, sameKey, sameID, ended},
+		[][]verify.PendingStep{step("ok1"), step("dup-key"), step("clash"), nil, step("same-key"), step("ok1"), nil})
+	require.NoError(t, errs[0])
+	assert.ErrorIs(t, errs[1], verify.ErrDuplicate)
+	assert.ErrorIs(t, errs[2], verify.ErrOpenExists)
+	require.NoError(t, errs[3])
+	assert.ErrorIs(t, errs[4], verify.ErrDuplicate)
+	require.Error(t, errs[5], "a second verification with one ID")
+	assert.NotErrorIs(t, errs[5], verify.ErrDuplicate)
+	require.NoError(t, errs[6])
+
+	// Each stored verification as CreateVerification stores it, its steps
+	// with it; nothing of a refused one.
+	for _, want := range []verify.VerificationRecord{ok1, ok2, ended} {
+		got, err := st.GetVerification(ctx, want.ID)
+		require.NoError(t, err)
+		assert.Equal(t, want.To, got.To)
+		assert.Equal(t, want.Status, got.Status)
+		assert.Equal(t, want.IdempotencyKey, got.IdempotencyKey)
+		assert.Equal(t, want.Steps, got.Steps)
+		assert.Equal(t, want.ExpiresAt, got.ExpiresAt)
+	}
+	got, err := st.FindByIdempotencyKey(ctx, "k2")
+	require.NoError(t, err)
+	assert.Equal(t, "ok2", got.ID)
+	assert.Equal(t, 2, countRows(t, st, `pending_steps WHERE verification_id = 'ok1'`))
+	assert.Equal(t, 0, countRows(t, st, `pending_steps WHERE verification_id <> 'ok1'`))
+	assert.Equal(t, 1, countRows(t, st, `pending_steps WHERE verification_id = 'ok1' AND lease_until IS NOT NULL`))
+	assert.Equal(t, 1, countRows(t, st, `verifications WHERE id = 'ended' AND ended_at IS NOT NULL`))
+	assert.Equal(t, 5, countRows(t, st, `verifications`))
+
+	// A value PostgreSQL refuses (a NUL in text) fails the batched
+	// statement; every call is then answered alone, and only that one
+	// fails.
+	bad := batchRecord("bad", "+4740000009", nil)
+	bad.Brand = "a\x00b"
+	errs = b.Create(ctx,
+		[]verify.VerificationRecord{batchRecord("ok3", "+4740000010", nil), bad, batchRecord("ok4", "+4740000011", nil)},
+		[][]verify.PendingStep{step("ok3"), step("bad"), nil})
+	require.NoError(t, errs[0])
+	require.Error(t, errs[1])
+	require.NoError(t, errs[2])
+	assert.Equal(t, 0, countRows(t, st, `verifications WHERE id = 'bad'`))
+	assert.Equal(t, 2, countRows(t, st, `pending_steps WHERE verification_id = 'ok3'`))
+}
+
+func TestBatchedDeliveries(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	for _, id := range []string{"v1", "v2", "v3"} {
+		require.NoError(t, st.CreateVerification(ctx, batchRecord(id, "+47"+id, nil),
+			[]verify.PendingStep{{Step: 0, DueAt: start, LeaseUntil: start.Add(time.Minute)}}))
+	}
+	delivery := func(id, vid string, step int, status verify.DeliveryStatus) verify.DeliveryRecord {
+		return verify.DeliveryRecord{ID: id, VerificationID: vid, Step: step, Channel: "sms", Status: status,
+			ProviderID: "p-" + id, CreatedAt: start, UpdatedAt: start}
+	}
+	changed, errs := b.RecordDeliveries(ctx, []verify.DeliveryRecord{
+		delivery("d1", "v1", 0, verify.DeliverySent),
+		delivery("dx", "missing", 0, verify.DeliverySent),
+		delivery("d2", "v2", 0, verify.DeliveryDelivered),
+		delivery("d3", "v3", -1, verify.DeliveryFailed),
+	})
+	require.NoError(t, errs[0])
+	assert.ErrorIs(t, errs[1], verify.ErrNotFound)
+	require.NoError(t, errs[2])
+	require.NoError(t, errs[3])
+	assert.Equal(t, []bool{true, false, true, true}, changed)
+	want := map[string]verify.Status{"v1": verify.StatusSent, "v2": verify.StatusDelivered, "v3": verify.StatusPending}
+	for id, status := range want {
+		v, err := st.GetVerification(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, status, v.Status, id)
+		require.Len(t, v.Deliveries, 1, id)
+	}
+	// A recorded delivery's step is done; a delivery outside the steps
+	// (-1) leaves them.
+	assert.Equal(t, 0, countRows(t, st, `pending_steps WHERE verification_id IN ('v1', 'v2')`))
+	assert.Equal(t, 1, countRows(t, st, `pending_steps WHERE verification_id = 'v3'`))
+	assert.Equal(t, 0, countRows(t, st, `deliveries WHERE id = 'dx'`))
+
+	// Forward only: the same report again changes nothing, a late sent
+	// after delivered moves nothing back, and failed moves to delivered.
+	changed, errs = b.RecordDeliveries(ctx, []verify.DeliveryRecord{
+		delivery("d1", "v1", 0, verify.DeliverySent),
+		delivery("d2", "v2", 0, verify.DeliverySent),
+		delivery("d3", "v3", -1, verify.DeliveryDelivered),
+	})
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, []bool{false, false, true}, changed)
+	want = map[string]verify.Status{"v1": verify.StatusSent, "v2": verify.StatusDelivered, "v3": verify.StatusDelivered}
+	for id, status := range want {
+		v, err := st.GetVerification(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, status, v.Status, id)
+	}
+}
+
+func TestBatchedAttempts(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	right, wrong := []byte("right-hash-0123456789abcdef01234"), []byte("wrong-hash-0123456789abcdef01234")
+	for _, id := range []string{"right", "wrong", "ended", "last", "expired", "rotated"} {
+		v := batchRecord(id, "+47"+id, right)
+		if id == "last" {
+			v.Attempts = v.MaxAttempts - 1
+		}
+		if id == "expired" {
+			v.ExpiresAt = start.Add(-time.Second)
+		}
+		require.NoError(t, st.CreateVerification(ctx, v, []verify.PendingStep{{Step: 1, DueAt: start.Add(time.Minute)}}))
+	}
+	_, _, err := st.Finish(ctx, "ended", verify.StatusCanceled, start)
+	require.NoError(t, err)
+	now := start.Add(time.Second)
+	recs, counted, errs := b.Attempts(ctx, []sqlstore.Attempt{
+		{ID: "right", Hashes: [][]byte{right}, Now: now},
+		{ID: "wrong", Hashes: [][]byte{wrong}, Now: now},
+		{ID: "ended", Hashes: [][]byte{right}, Now: now},
+		{ID: "missing", Hashes: [][]byte{right}, Now: now},
+		{ID: "last", Hashes: [][]byte{wrong}, Now: now},
+		{ID: "expired", Hashes: [][]byte{right}, Now: now},
+		{ID: "rotated", Hashes: [][]byte{wrong, right}, Now: now}, // the code's hash under each secret
+	})
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.NoError(t, errs[2])
+	assert.ErrorIs(t, errs[3], verify.ErrNotFound)
+	require.NoError(t, errs[4])
+	require.NoError(t, errs[5])
+	require.NoError(t, errs[6])
+	assert.Equal(t, []bool{true, true, false, false, true, false, true}, counted)
+
+	assert.Equal(t, verify.StatusVerified, recs[0].Status)
+	assert.Equal(t, 1, recs[0].Attempts)
+	assert.Equal(t, now, recs[0].VerifiedAt)
+	assert.Nil(t, recs[0].SealedCode, "an ended verification keeps no sealed code")
+	assert.Equal(t, verify.StatusPending, recs[1].Status)
+	assert.Equal(t, 1, recs[1].Attempts)
+	assert.NotNil(t, recs[1].SealedCode)
+	assert.Equal(t, verify.StatusCanceled, recs[2].Status)
+	assert.Equal(t, 0, recs[2].Attempts)
+	assert.Equal(t, verify.StatusMaxAttempts, recs[4].Status)
+	assert.Equal(t, verify.StatusPending, recs[5].Status, "an expired verification is ended by ExpireDue, not by a check")
+	assert.Equal(t, 0, recs[5].Attempts)
+	assert.Equal(t, verify.StatusVerified, recs[6].Status)
+	// The steps of those the attempt ended are gone with them.
+	assert.Equal(t, 0, countRows(t, st, `pending_steps WHERE verification_id IN ('right', 'last', 'rotated', 'ended')`))
+	assert.Equal(t, 2, countRows(t, st, `pending_steps WHERE verification_id IN ('wrong', 'expired')`))
+	for i, id := range []string{"right", "wrong", "last"} {
+		v, err := st.GetVerification(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, recs[[]int{0, 1, 4}[i]].Status, v.Status, id)
+		assert.Equal(t, recs[[]int{0, 1, 4}[i]].Attempts, v.Attempts, id)
+	}
+}
+
+func TestBatchedCounters(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	for _, k := range []string{"a", "b"} {
+		res, err := st.Take(ctx, start, []verify.Take{{Key: k, Delta: 2, Max: verify.NoLimit, ExpiresAt: start.Add(time.Minute)}})
+		require.NoError(t, err)
+		require.True(t, res.OK)
+	}
+	later := start.Add(2 * time.Minute)
+	got, errs := b.Counters(ctx, []string{"a", "missing", "b", "a"}, []time.Time{start, start, later, start.Add(time.Second)})
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int64(2), got[0].Value)
+	assert.Equal(t, start.Add(time.Minute), got[0].ExpiresAt)
+	assert.Equal(t, verify.Counter{}, got[1])
+	assert.Equal(t, verify.Counter{}, got[2], "expired at its time")
+	assert.Equal(t, got[0], got[3], "one key twice")
+}
+
+// TestBatchedTakes: the calls of a batch are decided in turn, each on the
+// counters as the ones before it left them, all or nothing per call, as
+// if they had run one after another.
+func TestBatchedTakes(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	exp := start.Add(time.Hour)
+	one := func(key string, max int64) []verify.Take {
+		return []verify.Take{{Key: key, Delta: 1, Max: max, ExpiresAt: exp}}
+	}
+	calls := [][]verify.Take{
+		one("k", 3), one("k", 3), one("a", 10), one("k", 3),
+		{{Key: "a", Delta: 1, Max: 10, ExpiresAt: exp}, {Key: "k", Delta: 1, Max: 3, ExpiresAt: exp}}, // refused by k: a stays
+		one("k", 3),
+		{{Key: "k", Delta: -1, Max: verify.NoLimit}}, // a refund makes room
+		one("k", 3),
+		{{Key: "z", Delta: 0, Max: verify.NoLimit}}, // a check changes nothing
+	}
+	nows := make([]time.Time, len(calls))
+	for i := range nows {
+		nows[i] = start.Add(time.Duration(i) * time.Millisecond)
+	}
+	res, errs := b.Takes(ctx, nows, calls)
+	var ok []bool
+	for i, err := range errs {
+		require.NoError(t, err)
+		ok = append(ok, res[i].OK)
+	}
+	assert.Equal(t, []bool{true, true, true, true, false, false, true, true, true}, ok)
+	assert.Equal(t, 1, res[4].Refused, "the second take (k) refused")
+	assert.Equal(t, int64(3), res[3].Counters[0].Value)
+	assert.Equal(t, int64(2), res[6].Counters[0].Value)
+	for key, want := range map[string]int64{"k": 3, "a": 1, "z": 0} {
+		c, err := st.GetCounter(ctx, key, start.Add(time.Second))
+		require.NoError(t, err)
+		assert.Equal(t, want, c.Value, key)
+	}
+	// A batch in which every call is refused writes nothing.
+	res, errs = b.Takes(ctx, nows[:2], [][]verify.Take{one("k", 3), one("k", 3)})
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	assert.False(t, res[0].OK)
+	assert.False(t, res[1].OK)
+}
+
+// TestConcurrentCallsShareStatements releases 64 Send+Check pairs at once
+// on three engines sharing one PostgreSQL Store's database: every pair
+// verifies, and the calls went through shared statements.
+func TestConcurrentCallsShareStatements(t *testing.T) {
+	c := newCluster(t, freshSchema(t), 3, fallbackFlow)
+	const callers = 64
+	var (
+		ready, wg sync.WaitGroup
+		gate      = make(chan struct{})
+		failures  = make(chan error, callers)
+	)
+	ready.Add(callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			eng := c.inst[i%len(c.inst)].eng
+			ctx := context.Background()
+			ready.Done()
+			<-gate
+			v, err := eng.Send(ctx, verify.SendRequest{To: verify.Recipient{Phone: fmt.Sprintf("+1%03d5550%03d", 201+i, i), Email: fmt.Sprintf("u%d@example.com", i)}})
+			if err != nil {
+				failures <- err
+				return
+			}
+			msgs := c.sms.sent(v.ID)
+			if len(msgs) != 1 {
+				failures <- assert.AnError
+				return
+			}
+			if _, err := eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: msgs[0].Code}); err != nil {
+				failures <- err
+			}
+		}()
+	}
+	ready.Wait()
+	close(gate)
+	wg.Wait()
+	close(failures)
+	for err := range failures {
+		t.Error(err)
+	}
+	var batches, calls int64
+	for _, in := range c.inst {
+		b, n := in.store.Combined()
+		batches, calls = batches+b, calls+n
+	}
+	t.Logf("%d calls in %d statements", calls, batches)
+	assert.Greater(t, calls, batches, "no two calls shared a statement")
+}
+
+// TestBatchesLockInOneOrder: three Stores on one database record
+// deliveries and count attempts on the same verifications, each caller in
+// its own order, 96 at once. Every batched statement locks the rows in
+// the order of their IDs, so none deadlocks with another (PostgreSQL
+// would abort one, and its calls would be run again one at a time).
+func TestBatchesLockInOneOrder(t *testing.T) {
+	ctx := context.Background()
+	dsn := freshSchema(t)
+	stores := []*sqlstore.Store{open(t, dsn), open(t, dsn), open(t, dsn)}
+	const verifications, callers = 24, 96
+	ids := make([]string, verifications)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("v%02d", i)
+		v := batchRecord(ids[i], fmt.Sprintf("+1%03d5550100", 201+i), []byte("right"))
+		v.MaxAttempts = 1_000_000
+		require.NoError(t, stores[0].CreateVerification(ctx, v, nil))
+	}
+	var (
+		wg   sync.WaitGroup
+		gate = make(chan struct{})
+	)
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := stores[c%len(stores)]
+			order := slices.Clone(ids)
+			rand.New(rand.NewPCG(uint64(c), 0)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+			<-gate
+			for i, id := range order {
+				var err error
+				if (c+i)%2 == 0 {
+					_, err = st.RecordDelivery(ctx, verify.DeliveryRecord{ID: fmt.Sprintf("d-%d-%d", c, i), VerificationID: id,
+						Step: -1, Channel: "sms", Status: verify.DeliverySent, CreatedAt: start, UpdatedAt: start})
+				} else {
+					_, _, err = st.Attempt(ctx, id, [][]byte{[]byte("wrong")}, start)
+				}
+				assert.NoError(t, err)
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	var alone int64
+	for _, st := range stores {
+		alone += st.RunAlone()
+	}
+	assert.Zero(t, alone, "a batched statement failed (a deadlock?) and its calls ran again one at a time")
+	var attempts, deliveries int
+	require.NoError(t, stores[0].DB().QueryRowContext(ctx, `SELECT sum(attempts) FROM verifications`).Scan(&attempts))
+	require.NoError(t, stores[0].DB().QueryRowContext(ctx, `SELECT count(*) FROM deliveries`).Scan(&deliveries))
+	assert.Equal(t, callers*verifications, attempts+deliveries, "every attempt and delivery counted once")
+}
