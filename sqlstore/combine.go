@@ -7,20 +7,20 @@ import (
 	"sync/atomic"
 )
 
-// On PostgreSQL a statement's fixed cost (parsing the message, binding,
+// On PostgreSQL a statement's fixed cost (the protocol messages, binding,
 // starting the executor, the commit) outweighs the rows it writes, and the
 // database's CPU, not the round trip, is what runs out first under load.
 // So the Store merges concurrent calls of one kind (creating a
 // verification, recording a delivery, counting an attempt, reading a
-// counter) into one statement over arrays of their arguments: a combiner
-// queues the calls, and a batch takes the queue and runs it as one
-// statement, which commits (or fails) as one. Each caller is answered
-// after the statement that holds its call has committed, with its own
-// outcome; a statement that fails on one call's data is run again one
-// call at a time (see the run functions), so one caller's refusal never
-// fails the others'. Calls that must not share a statement (two that
-// update the same row) wait for the next batch. A caller alone, with
-// nothing in flight, runs at once in a batch of one.
+// counter, taking counters) into one statement over arrays of their
+// arguments, or for Take one transaction: a combiner queues the calls, and
+// a batch takes the queue and runs it, committing (or failing) as one.
+// Each caller is answered after the commit that holds its call, with its
+// own answer; a statement that fails on one call's data is run again one
+// call at a time (see pgbatch.go), so one caller's refusal never fails
+// the others'. Calls that must not share a statement (two that update one
+// row) wait for the next batch. A caller alone, with nothing of its kind
+// running, runs at once in a batch of one.
 
 // maxCombined is the most calls one statement carries.
 const maxCombined = 64

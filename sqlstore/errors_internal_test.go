@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -26,5 +27,28 @@ func TestWrapMarksLostConnections(t *testing.T) {
 	}
 	if other := wrap("attempt", errors.New("syntax error at or near")); verify.IsTransient(other) {
 		t.Errorf("%v: transient", other)
+	}
+}
+
+// TestStatementFailed: a batched statement is run again call by call only
+// after an ERROR, which rolled it back; not after a lost connection, a
+// cancellation or a FATAL error, after which it may have committed.
+func TestStatementFailed(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.PgError{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "23505"}, true},
+		{fmt.Errorf("batch: %w", &pgconn.PgError{Severity: "ERREUR", SeverityUnlocalized: "ERROR", Code: "40P01"}), true},
+		{&pgconn.PgError{Severity: "ERROR", Code: "22021"}, true}, // a server too old to send the unlocalized severity
+		{&pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "57P01"}, false},
+		{&pgconn.PgError{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "57P01"}, false},
+		{pgconn.ErrConnClosed, false},
+		{context.Canceled, false},
+		{errors.New("unexpected EOF"), false},
+	} {
+		if got := statementFailed(c.err); got != c.want {
+			t.Errorf("statementFailed(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

@@ -86,7 +86,7 @@ type takeReq struct {
 // server shutting down) leaves unknown whether it committed.
 func statementFailed(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Severity == "ERROR" && !strings.HasPrefix(pe.Code, "57P")
+	return errors.As(err, &pe) && cmp.Or(pe.SeverityUnlocalized, pe.Severity) == "ERROR" && !strings.HasPrefix(pe.Code, "57P")
 }
 
 // pgProbesOnly makes the rest of its transaction plan every table access
