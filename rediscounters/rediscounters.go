@@ -24,6 +24,10 @@
 // On Redis Cluster the keys of one Take must share a hash slot: the
 // default prefix, "{openverify}:", puts every counter in one.
 //
+// Concurrent calls share round trips: the Takes and GetCounters that come
+// while one round trip is out go together in the next, as one pipeline
+// (each Take still its own script, run atomically, in turn).
+//
 // Redis's own durability applies: with the default RDB snapshots, a
 // restart loses the counts since the last snapshot; turn on the AOF
 // (appendonly yes) where lockouts must survive a crash.
@@ -43,6 +47,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/combine"
 )
 
 // Counters is a verify.Counters backend on Redis.
@@ -50,6 +55,21 @@ type Counters struct {
 	rdb    redis.UniversalClient
 	prefix string
 	grace  time.Duration
+	calls  combine.Combiner[command, reply]
+}
+
+// command is a Take (its script's keys and arguments) or a GetCounter
+// (get, the counter's key), and reply its answer: the script's numbers,
+// or the counter's fields.
+type command struct {
+	keys []string
+	args []any
+	get  string
+}
+
+type reply struct {
+	take []int64
+	get  []any
 }
 
 var _ verify.Counters = (*Counters)(nil)
@@ -82,6 +102,7 @@ func New(rdb redis.UniversalClient, opts ...Option) *Counters {
 	for _, o := range opts {
 		o(c)
 	}
+	c.calls.Run = c.pipeline
 	return c
 }
 
@@ -107,15 +128,25 @@ func (c *Counters) Take(ctx context.Context, now time.Time, takes []verify.Take)
 	if len(takes) == 0 {
 		return verify.ApplyTakes(nil, nil, now), nil
 	}
+	cmd, err := c.takeCommand(now, takes)
+	if err != nil {
+		return verify.Taken{}, err
+	}
+	r, err := c.calls.Do(ctx, cmd)
+	return taken(r.take, err, len(takes))
+}
+
+// takeCommand is the script call of a Take.
+func (c *Counters) takeCommand(now time.Time, takes []verify.Take) (command, error) {
 	keys := make([]string, len(takes))
 	args := make([]any, 0, 2+6*len(takes))
 	args = append(args, micros(now), c.grace.Microseconds())
 	for i, t := range takes {
 		if t.Key == "" {
-			return verify.Taken{}, errors.New("rediscounters: take with an empty key")
+			return command{}, errors.New("rediscounters: take with an empty key")
 		}
 		if t.Delta > maxExact || t.Delta < -maxExact {
-			return verify.Taken{}, fmt.Errorf("rediscounters: take %q: delta %d is beyond ±2^53", t.Key, t.Delta)
+			return command{}, fmt.Errorf("rediscounters: take %q: delta %d is beyond ±2^53", t.Key, t.Delta)
 		}
 		keys[i] = c.prefix + t.Key
 		limit := t.Max
@@ -130,20 +161,24 @@ func (c *Counters) Take(ctx context.Context, now time.Time, takes []verify.Take)
 			t.Backoff.Free, min(int64(t.Backoff.Base), maxExact), min(int64(t.Backoff.Max), maxExact))
 	}
 	if dup := duplicate(keys); dup != "" {
-		return verify.Taken{}, fmt.Errorf("rediscounters: counter %q is named by more than one take", dup[len(c.prefix):])
+		return command{}, fmt.Errorf("rediscounters: counter %q is named by more than one take", dup[len(c.prefix):])
 	}
-	raw, err := takeScript.Run(ctx, c.rdb, keys, args...).Int64Slice()
+	return command{keys: keys, args: args}, nil
+}
+
+// taken reads the reply of a Take of n takes.
+func taken(raw []int64, err error, n int) (verify.Taken, error) {
 	if err != nil {
 		return verify.Taken{}, fmt.Errorf("rediscounters: take: %w", err)
 	}
-	if len(raw) != 3+4*len(takes) {
-		return verify.Taken{}, fmt.Errorf("rediscounters: take: the script returned %d numbers for %d takes", len(raw), len(takes))
+	if len(raw) != 3+4*n {
+		return verify.Taken{}, fmt.Errorf("rediscounters: take: the script returned %d numbers for %d takes", len(raw), n)
 	}
-	res := verify.Taken{OK: raw[0] == 1, Refused: int(raw[1]), Counters: make([]verify.Counter, len(takes))}
+	res := verify.Taken{OK: raw[0] == 1, Refused: int(raw[1]), Counters: make([]verify.Counter, n)}
 	if !res.OK {
 		res.RetryAfter = time.Duration(raw[2]) * time.Microsecond
 	}
-	for i := range takes {
+	for i := range n {
 		res.Counters[i] = counterOf(raw[3+4*i : 7+4*i])
 	}
 	return res, nil
@@ -151,7 +186,8 @@ func (c *Counters) Take(ctx context.Context, now time.Time, takes []verify.Take)
 
 // GetCounter implements verify.Counters.
 func (c *Counters) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
-	vals, err := c.rdb.HMGet(ctx, c.prefix+key, "v", "u", "e", "n").Result()
+	r, err := c.calls.Do(ctx, command{get: c.prefix + key})
+	vals := r.get
 	if err != nil {
 		return verify.Counter{}, fmt.Errorf("rediscounters: get counter: %w", err)
 	}
@@ -231,6 +267,49 @@ func (c *Counters) PurgeCounters(ctx context.Context, before time.Time, limit in
 		return deleted, fmt.Errorf("rediscounters: purge counters: %w", err)
 	}
 	return deleted, nil
+}
+
+// pipeline runs a batch of calls in one round trip (a batch of one on its
+// own), and answers each with its own reply or error. A Take whose script
+// Redis does not have cached yet (NOSCRIPT, which ran nothing) runs again
+// with the script.
+func (c *Counters) pipeline(ctx context.Context, batch []*combine.Call[command, reply]) {
+	if len(batch) == 1 {
+		cl := batch[0]
+		cl.Res, cl.Err = c.one(ctx, cl.Req)
+		return
+	}
+	pipe := c.rdb.Pipeline()
+	cmds := make([]redis.Cmder, len(batch))
+	for i, cl := range batch {
+		if cl.Req.get != "" {
+			cmds[i] = pipe.HMGet(ctx, cl.Req.get, "v", "u", "e", "n")
+		} else {
+			cmds[i] = takeScript.EvalSha(ctx, pipe, cl.Req.keys, cl.Req.args...)
+		}
+	}
+	_, _ = pipe.Exec(ctx) // each command holds its own error
+	for i, cl := range batch {
+		switch cmd := cmds[i].(type) {
+		case *redis.SliceCmd:
+			cl.Res.get, cl.Err = cmd.Result()
+		case *redis.Cmd:
+			cl.Res.take, cl.Err = cmd.Int64Slice()
+			if cl.Err != nil && redis.HasErrorPrefix(cl.Err, "NOSCRIPT") {
+				cl.Res, cl.Err = c.one(ctx, cl.Req)
+			}
+		}
+	}
+}
+
+// one runs a call on its own.
+func (c *Counters) one(ctx context.Context, cmd command) (reply, error) {
+	if cmd.get != "" {
+		vals, err := c.rdb.HMGet(ctx, cmd.get, "v", "u", "e", "n").Result()
+		return reply{get: vals}, err
+	}
+	raw, err := takeScript.Run(ctx, c.rdb, cmd.keys, cmd.args...).Int64Slice()
+	return reply{take: raw}, err
 }
 
 // micros is t in microseconds since the Unix epoch; 0 for the zero time.

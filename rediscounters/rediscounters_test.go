@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,4 +87,86 @@ func TestBackoffAsApplyTakes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPipelinedTakes: the Takes of one pipeline run in turn, each atomic
+// and all or nothing, as if one after another; a script Redis has dropped
+// from its cache (NOSCRIPT) is sent again, and its Take counted once.
+func TestPipelinedTakes(t *testing.T) {
+	ctx := context.Background()
+	c := newCounters(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	exp := now.Add(time.Hour)
+	one := func(key string, max int64) []verify.Take {
+		return []verify.Take{{Key: key, Delta: 1, Max: max, ExpiresAt: exp}}
+	}
+	for _, flush := range []bool{false, true} {
+		if flush {
+			require.NoError(t, redisClient(t).ScriptFlush(ctx).Err())
+		}
+		k := fmt.Sprint("k-", flush)
+		calls := [][]verify.Take{
+			one(k, 2), one(k, 2),
+			{{Key: "a", Delta: 1, Max: 100, ExpiresAt: exp}, {Key: k, Delta: 1, Max: 2, ExpiresAt: exp}}, // refused by k
+			one(k, 2),
+			{{Key: k, Delta: -1, Max: verify.NoLimit}},
+			one(k, 2),
+		}
+		nows := make([]time.Time, len(calls))
+		for i := range nows {
+			nows[i] = now
+		}
+		res, errs := c.TakeBatch(ctx, nows, calls)
+		var ok []bool
+		for i, err := range errs {
+			require.NoError(t, err, "flushed %v, take %d", flush, i)
+			ok = append(ok, res[i].OK)
+		}
+		assert.Equal(t, []bool{true, true, false, false, true, true}, ok, "flushed %v", flush)
+		got, err := c.GetCounter(ctx, k, now)
+		require.NoError(t, err)
+		assert.Equal(t, int64(2), got.Value)
+	}
+	a, err := c.GetCounter(ctx, "a", now)
+	require.NoError(t, err)
+	assert.Zero(t, a.Value, "a refused Take counts nothing")
+}
+
+// TestConcurrentCallsSharePipelines: 64 callers released at once, each
+// taking one of 40 slots and reading the counter, share round trips, and
+// exactly 40 are counted.
+func TestConcurrentCallsSharePipelines(t *testing.T) {
+	ctx := context.Background()
+	c := newCounters(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const callers, slots = 64, 40
+	var (
+		wg      sync.WaitGroup
+		gate    = make(chan struct{})
+		granted atomic.Int32
+	)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			res, err := c.Take(ctx, now, []verify.Take{{Key: "slots", Delta: 1, Max: slots, ExpiresAt: now.Add(time.Hour)}})
+			if !assert.NoError(t, err) {
+				return
+			}
+			if res.OK {
+				granted.Add(1)
+			}
+			got, err := c.GetCounter(ctx, "slots", now)
+			assert.NoError(t, err)
+			assert.GreaterOrEqual(t, got.Value, int64(1))
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	assert.Equal(t, int32(slots), granted.Load())
+	trips, calls := c.Pipelined()
+	t.Logf("%d calls in %d round trips", calls, trips)
+	assert.Equal(t, int64(2*callers), calls)
+	assert.Less(t, trips, calls, "no two calls shared a round trip")
 }

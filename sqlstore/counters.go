@@ -71,7 +71,7 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 		return decide(cur, takes, now), nil
 	}
 	if s.pgBatches != nil {
-		return s.pgBatches.takes.do(ctx, takeReq{keys: keys, takes: takes, now: now})
+		return s.pgBatches.takes.Do(ctx, takeReq{keys: keys, takes: takes, now: now})
 	}
 	return s.takeOne(ctx, keys, takes, now)
 }
@@ -486,10 +486,10 @@ func pgCounterArgs(names []string, counters []verify.Counter) []any {
 }
 
 // GetCounter implements verify.Store. On PostgreSQL concurrent calls
-// share one statement (see combiner).
+// share one statement (see pgbatch.go).
 func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
 	if s.pgBatches != nil {
-		return s.pgBatches.counters.do(ctx, counterReq{key, now})
+		return s.pgBatches.counters.Do(ctx, counterReq{key, now})
 	}
 	return s.getCounter(ctx, key, now)
 }

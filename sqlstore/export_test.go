@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/combine"
 )
 
 // ReportQuery is one SQL statement with its arguments.
@@ -173,15 +174,17 @@ func (s *Store) Batched() *Batched {
 	return &Batched{s}
 }
 
-func runBatch[Req, Res any](ctx context.Context, run func(context.Context, []*call[Req, Res]), rs []Req) ([]Res, []error) {
-	batch := make([]*call[Req, Res], len(rs))
+func runBatch[Req, Res any](ctx context.Context, run func(context.Context, []*combine.Call[Req, Res]), rs []Req) ([]Res, []error) {
+	batch := make([]*combine.Call[Req, Res], len(rs))
 	for i, r := range rs {
-		batch[i] = &call[Req, Res]{ctx: ctx, req: r, done: make(chan struct{})}
+		batch[i] = &combine.Call[Req, Res]{Ctx: ctx, Req: r}
 	}
+	// Answers in the order of rs, whatever order run leaves the batch in.
+	order := slices.Clone(batch)
 	run(ctx, batch)
 	res, errs := make([]Res, len(rs)), make([]error, len(rs))
-	for i, cl := range batch {
-		res[i], errs[i] = cl.res, cl.err
+	for i, cl := range order {
+		res[i], errs[i] = cl.Res, cl.Err
 	}
 	return res, errs
 }
@@ -261,8 +264,8 @@ func (s *Store) Combined() (batches, calls int64) {
 		return 0, 0
 	}
 	b := s.pgBatches
-	for _, c := range []interface{ counts() (int64, int64) }{&b.create, &b.deliveries, &b.attempts, &b.counters, &b.takes} {
-		n, m := c.counts()
+	for _, c := range []interface{ Counts() (int64, int64) }{&b.create, &b.deliveries, &b.attempts, &b.counters, &b.takes} {
+		n, m := c.Counts()
 		batches, calls = batches+n, calls+m
 	}
 	return batches, calls

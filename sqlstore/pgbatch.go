@@ -16,19 +16,20 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/combine"
 )
 
 // pgBatches are the PostgreSQL Store's combiners: the hot calls of a
 // Send and a Check, each merged across concurrent callers into one
-// statement over arrays (see combiner). A batch of one runs the call's own
+// statement over arrays (see package combine). A batch of one runs the call's own
 // statement. Each batched statement does for every call what that one
 // does, and in the same lock order (the verification's row first).
 type pgBatches struct {
-	create     combiner[newVerification, struct{}]
-	deliveries combiner[verify.DeliveryRecord, bool]
-	attempts   combiner[attemptReq, attempted]
-	counters   combiner[counterReq, verify.Counter]
-	takes      combiner[takeReq, verify.Taken]
+	create     combine.Combiner[newVerification, struct{}]
+	deliveries combine.Combiner[verify.DeliveryRecord, bool]
+	attempts   combine.Combiner[attemptReq, attempted]
+	counters   combine.Combiner[counterReq, verify.Counter]
+	takes      combine.Combiner[takeReq, verify.Taken]
 	// alone counts the batched statements that failed and were run again
 	// one call at a time, for tests.
 	alone atomic.Int64
@@ -36,16 +37,19 @@ type pgBatches struct {
 
 func newPGBatches(s *Store) *pgBatches {
 	b := &pgBatches{}
-	b.create.op, b.deliveries.op, b.attempts.op, b.counters.op = "create verification", "record delivery", "attempt", "get counter"
-	b.takes.op = "take counters"
-	b.create.run = s.createBatch
-	b.deliveries.run = s.deliveryBatch
-	b.deliveries.key = func(d verify.DeliveryRecord) string { return d.VerificationID }
-	b.attempts.run = s.attemptBatch
-	b.attempts.key = func(a attemptReq) string { return a.id }
-	b.counters.run = s.counterBatch
-	b.takes.run = s.takeBatch
+	b.create.Run, b.create.Leave = s.createBatch, leave("create verification")
+	b.deliveries.Run, b.deliveries.Leave = s.deliveryBatch, leave("record delivery")
+	b.deliveries.Key = func(d verify.DeliveryRecord) string { return d.VerificationID }
+	b.attempts.Run, b.attempts.Leave = s.attemptBatch, leave("attempt")
+	b.attempts.Key = func(a attemptReq) string { return a.id }
+	b.counters.Run, b.counters.Leave = s.counterBatch, leave("get counter")
+	b.takes.Run, b.takes.Leave = s.takeBatch, leave("take counters")
 	return b
+}
+
+// leave wraps the error of a caller who left a batch, as op's.
+func leave(op string) func(error) error {
+	return func(err error) error { return wrap(op, err) }
 }
 
 // newVerification is a CreateVerification call.
@@ -136,37 +140,11 @@ func (s *Store) pgBatch(ctx context.Context, query string, args []any, scan func
 	})
 }
 
-// reqs returns the requests of a batch's calls.
-func reqs[Req, Res any](batch []*call[Req, Res]) []Req {
-	out := make([]Req, len(batch))
-	for i, cl := range batch {
-		out[i] = cl.req
-	}
-	return out
-}
-
 // byVerification orders a batch by the verification each call changes,
 // the order in which its statement locks their rows: two statements that
 // lock rows of one table in one order cannot deadlock on them.
-func byVerification[Req, Res any](batch []*call[Req, Res], id func(Req) string) {
-	slices.SortFunc(batch, func(a, b *call[Req, Res]) int { return strings.Compare(id(a.req), id(b.req)) })
-}
-
-// eachAlone answers every call of a batch by running it alone: after the
-// batched statement failed on one call's data, each call gets the answer
-// its own statement gives.
-func eachAlone[Req, Res any](ctx context.Context, batch []*call[Req, Res], one func(ctx context.Context, req Req) (Res, error)) {
-	for _, cl := range batch {
-		cl.res, cl.err = one(ctx, cl.req)
-	}
-}
-
-// failAll answers every call of a batch with err.
-func failAll[Req, Res any](batch []*call[Req, Res], err error) {
-	var zero Res
-	for _, cl := range batch {
-		cl.res, cl.err = zero, err
-	}
+func byVerification[Req, Res any](batch []*combine.Call[Req, Res], id func(Req) string) {
+	slices.SortFunc(batch, func(a, b *combine.Call[Req, Res]) int { return strings.Compare(id(a.Req), id(b.Req)) })
 }
 
 // createBatch stores a batch of verifications and their pending steps in
@@ -174,18 +152,18 @@ func failAll[Req, Res any](batch []*call[Req, Res], err error) {
 // its idempotency key, an exclusive verification open for its flow and
 // recipient) is skipped by ON CONFLICT DO NOTHING, and its call then runs
 // alone, which answers the clash as CreateVerification does.
-func (s *Store) createBatch(ctx context.Context, batch []*call[newVerification, struct{}]) {
+func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerification, struct{}]) {
 	one := func(ctx context.Context, nv newVerification) (struct{}, error) {
 		return struct{}{}, s.createOne(ctx, nv.v, nv.steps)
 	}
 	if len(batch) == 1 {
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 		return
 	}
-	args, err := createArgs(reqs(batch))
+	args, err := createArgs(combine.Reqs(batch))
 	if err != nil {
 		// Steps that cannot be encoded: each call alone answers its own.
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 		return
 	}
 	stored := make(map[string]bool, len(batch))
@@ -202,13 +180,13 @@ func (s *Store) createBatch(ctx context.Context, batch []*call[newVerification, 
 	switch {
 	case err != nil && statementFailed(err):
 		s.pgBatches.alone.Add(1)
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 	case err != nil:
-		failAll(batch, wrap("create verification", err))
+		combine.Fail(batch, wrap("create verification", err))
 	default:
 		for _, cl := range batch {
-			if !stored[cl.req.v.ID] {
-				cl.res, cl.err = one(ctx, cl.req)
+			if !stored[cl.Req.v.ID] {
+				cl.Res, cl.Err = one(ctx, cl.Req)
 			}
 		}
 	}
@@ -304,16 +282,16 @@ SELECT id FROM v`
 
 // deliveryBatch records a batch of deliveries, for distinct
 // verifications, in one statement.
-func (s *Store) deliveryBatch(ctx context.Context, batch []*call[verify.DeliveryRecord, bool]) {
+func (s *Store) deliveryBatch(ctx context.Context, batch []*combine.Call[verify.DeliveryRecord, bool]) {
 	if len(batch) == 1 {
-		eachAlone(ctx, batch, s.recordOne)
+		combine.EachAlone(ctx, batch, s.recordOne)
 		return
 	}
 	byVerification(batch, func(d verify.DeliveryRecord) string { return d.VerificationID })
 	n := len(batch)
 	type outcome struct{ found, changed bool }
 	out := make([]outcome, 0, n)
-	err := s.pgBatch(ctx, pgDeliveryBatch, deliveryArgs(reqs(batch)),
+	err := s.pgBatch(ctx, pgDeliveryBatch, deliveryArgs(combine.Reqs(batch)),
 		func(rows pgx.Rows) error {
 			for rows.Next() {
 				var o outcome
@@ -330,15 +308,15 @@ func (s *Store) deliveryBatch(ctx context.Context, batch []*call[verify.Delivery
 	switch {
 	case err != nil && statementFailed(err):
 		s.pgBatches.alone.Add(1)
-		eachAlone(ctx, batch, s.recordOne)
+		combine.EachAlone(ctx, batch, s.recordOne)
 	case err != nil:
-		failAll(batch, wrap("record delivery", err))
+		combine.Fail(batch, wrap("record delivery", err))
 	default:
 		for i, cl := range batch {
 			if !out[i].found {
-				cl.err = notFound("record delivery", "verification", cl.req.VerificationID)
+				cl.Err = notFound("record delivery", "verification", cl.Req.VerificationID)
 			}
-			cl.res = out[i].changed
+			cl.Res = out[i].changed
 		}
 	}
 }
@@ -379,39 +357,39 @@ var pgDeliveryBatch = `WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $
 // attemptBatch counts a batch of attempts, on distinct verifications, in
 // one statement. A verification the statement left alone (ended, expired,
 // out of attempts, or missing) is read alone, as Attempt answers it.
-func (s *Store) attemptBatch(ctx context.Context, batch []*call[attemptReq, attempted]) {
+func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptReq, attempted]) {
 	one := func(ctx context.Context, a attemptReq) (attempted, error) {
 		rec, counted, err := s.attemptOne(ctx, a.id, a.hashes, a.now)
 		return attempted{rec, counted}, err
 	}
 	if len(batch) == 1 {
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 		return
 	}
 	byVerification(batch, func(a attemptReq) string { return a.id })
 	var recs []verify.VerificationRecord
-	err := s.pgBatch(ctx, pgAttemptBatch, attemptArgs(reqs(batch)), func(rows pgx.Rows) (err error) {
+	err := s.pgBatch(ctx, pgAttemptBatch, attemptArgs(combine.Reqs(batch)), func(rows pgx.Rows) (err error) {
 		recs, err = scanVerificationRows(rows)
 		return err
 	})
 	switch {
 	case err != nil && statementFailed(err):
 		s.pgBatches.alone.Add(1)
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 	case err != nil:
-		failAll(batch, wrap("attempt", err))
+		combine.Fail(batch, wrap("attempt", err))
 	default:
 		byID := make(map[string]verify.VerificationRecord, len(recs))
 		for _, r := range recs {
 			byID[r.ID] = r
 		}
 		for _, cl := range batch {
-			if r, ok := byID[cl.req.id]; ok {
-				cl.res = attempted{r, true}
+			if r, ok := byID[cl.Req.id]; ok {
+				cl.Res = attempted{r, true}
 				continue
 			}
-			rec, _, err := s.current(ctx, "attempt", cl.req.id)
-			cl.res, cl.err = attempted{rec: rec}, err
+			rec, _, err := s.current(ctx, "attempt", cl.Req.id)
+			cl.Res, cl.Err = attempted{rec: rec}, err
 		}
 	}
 }
@@ -463,16 +441,16 @@ const pgCounterBatch = `SELECT r.i, c.value, c.updated_at, c.expires_at, c.not_b
 	JOIN counters c ON c.name = r.name AND c.expires_at > r.at`
 
 // counterBatch reads a batch of counters in one statement.
-func (s *Store) counterBatch(ctx context.Context, batch []*call[counterReq, verify.Counter]) {
+func (s *Store) counterBatch(ctx context.Context, batch []*combine.Call[counterReq, verify.Counter]) {
 	one := func(ctx context.Context, c counterReq) (verify.Counter, error) {
 		return s.getCounter(ctx, c.key, c.now)
 	}
 	if len(batch) == 1 {
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 		return
 	}
 	n := len(batch)
-	err := s.pgBatch(ctx, pgCounterBatch, counterArgs(reqs(batch)), func(rows pgx.Rows) error {
+	err := s.pgBatch(ctx, pgCounterBatch, counterArgs(combine.Reqs(batch)), func(rows pgx.Rows) error {
 		for rows.Next() {
 			var (
 				i int
@@ -484,7 +462,7 @@ func (s *Store) counterBatch(ctx context.Context, batch []*call[counterReq, veri
 			if i < 1 || i > n {
 				return errors.New("sqlstore: get counters: a row for no key")
 			}
-			batch[i-1].res = c
+			batch[i-1].Res = c
 		}
 		return nil
 	})
@@ -492,13 +470,13 @@ func (s *Store) counterBatch(ctx context.Context, batch []*call[counterReq, veri
 		// A read changes nothing: every call gets the error, or runs
 		// alone if the statement was refused.
 		for _, cl := range batch {
-			cl.res = verify.Counter{}
+			cl.Res = verify.Counter{}
 		}
 		if statementFailed(err) {
 			s.pgBatches.alone.Add(1)
-			eachAlone(ctx, batch, one)
+			combine.EachAlone(ctx, batch, one)
 		} else {
-			failAll(batch, wrap("get counter", err))
+			combine.Fail(batch, wrap("get counter", err))
 		}
 	}
 }
@@ -508,20 +486,20 @@ func (s *Store) counterBatch(ctx context.Context, batch []*call[counterReq, veri
 // decides each call in turn on the counters as the calls before it left
 // them, as if they ran one after another, and writes back every counter
 // that changed in one statement. A call that is refused changes nothing.
-func (s *Store) takeBatch(ctx context.Context, batch []*call[takeReq, verify.Taken]) {
+func (s *Store) takeBatch(ctx context.Context, batch []*combine.Call[takeReq, verify.Taken]) {
 	one := func(ctx context.Context, t takeReq) (verify.Taken, error) {
 		return s.takeOne(ctx, t.keys, t.takes, t.now)
 	}
 	if len(batch) == 1 {
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 		return
 	}
 	var keys []string
-	oldest := batch[0].req.now
+	oldest := batch[0].Req.now
 	for _, cl := range batch {
-		keys = append(keys, cl.req.keys...)
-		if cl.req.now.Before(oldest) {
-			oldest = cl.req.now
+		keys = append(keys, cl.Req.keys...)
+		if cl.Req.now.Before(oldest) {
+			oldest = cl.Req.now
 		}
 	}
 	slices.Sort(keys)
@@ -531,12 +509,12 @@ func (s *Store) takeBatch(ctx context.Context, batch []*call[takeReq, verify.Tak
 	err := s.pgLocked(ctx, keys, oldest, func(cur map[string]verify.Counter) (string, []any) {
 		changed := make(map[string]bool)
 		for _, cl := range batch {
-			res := decide(cur, cl.req.takes, cl.req.now)
-			cl.res = res
+			res := decide(cur, cl.Req.takes, cl.Req.now)
+			cl.Res = res
 			if !res.OK {
 				continue
 			}
-			for i, t := range cl.req.takes {
+			for i, t := range cl.Req.takes {
 				if t.Delta != 0 {
 					cur[t.Key], changed[t.Key] = res.Counters[i], true
 				}
@@ -555,8 +533,8 @@ func (s *Store) takeBatch(ctx context.Context, batch []*call[takeReq, verify.Tak
 	switch {
 	case err != nil && statementFailed(err):
 		s.pgBatches.alone.Add(1)
-		eachAlone(ctx, batch, one)
+		combine.EachAlone(ctx, batch, one)
 	case err != nil:
-		failAll(batch, wrap("take counters", err))
+		combine.Fail(batch, wrap("take counters", err))
 	}
 }

@@ -34,10 +34,10 @@ func readyAt(p verify.PendingStep) time.Time {
 
 // CreateVerification implements verify.Store. The pending steps are stored
 // under v.ID whatever their VerificationID says. On PostgreSQL concurrent
-// calls share one statement (see combiner).
+// calls share one statement (see pgbatch.go).
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
 	if s.pgBatches != nil {
-		_, err := s.pgBatches.create.do(ctx, newVerification{v, steps})
+		_, err := s.pgBatches.create.Do(ctx, newVerification{v, steps})
 		return err
 	}
 	return s.createOne(ctx, v, steps)
@@ -339,7 +339,7 @@ func (s *Store) current(ctx context.Context, op, id string) (verify.Verification
 // same transaction.
 func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
 	if s.pgBatches != nil {
-		a, err := s.pgBatches.attempts.do(ctx, attemptReq{id, hashes, now})
+		a, err := s.pgBatches.attempts.Do(ctx, attemptReq{id, hashes, now})
 		return a.rec, a.counted, err
 	}
 	return s.attemptOne(ctx, id, hashes, now)
@@ -421,10 +421,10 @@ const moveDelivery = ` ON CONFLICT (id) DO UPDATE SET status = excluded.status, 
 		OR (deliveries.status = 'failed' AND excluded.status = 'delivered')`
 
 // RecordDelivery implements verify.Store. On PostgreSQL concurrent calls
-// for different verifications share one statement (see combiner).
+// for different verifications share one statement (see pgbatch.go).
 func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bool, error) {
 	if s.pgBatches != nil {
-		return s.pgBatches.deliveries.do(ctx, d)
+		return s.pgBatches.deliveries.Do(ctx, d)
 	}
 	return s.recordOne(ctx, d)
 }

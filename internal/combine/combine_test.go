@@ -1,4 +1,4 @@
-package sqlstore
+package combine
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 // answer each call with its request, and which holds its first batch
 // until release is closed.
 type gatedCombiner struct {
-	combiner[string, string]
+	Combiner[string, string]
 	mu      sync.Mutex
 	batches [][]string
 	started chan struct{} // closed when the first batch runs
@@ -27,11 +27,11 @@ type gatedCombiner struct {
 
 func newGated(key func(string) string) *gatedCombiner {
 	g := &gatedCombiner{started: make(chan struct{}), release: make(chan struct{})}
-	g.op, g.key = "test", key
+	g.Key = key
 	first := true
-	g.run = func(ctx context.Context, batch []*call[string, string]) {
+	g.Run = func(ctx context.Context, batch []*Call[string, string]) {
 		g.mu.Lock()
-		g.batches = append(g.batches, reqs(batch))
+		g.batches = append(g.batches, Reqs(batch))
 		g.ctxs = append(g.ctxs, ctx)
 		wait := first
 		first = false
@@ -41,7 +41,7 @@ func newGated(key func(string) string) *gatedCombiner {
 			<-g.release
 		}
 		for _, cl := range batch {
-			cl.res = "answer to " + cl.req
+			cl.Res = "answer to " + cl.Req
 		}
 	}
 	return g
@@ -53,8 +53,8 @@ func (g *gatedCombiner) queued(t *testing.T, n int) {
 	require.Eventually(t, func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		g.combiner.mu.Lock()
-		defer g.combiner.mu.Unlock()
+		g.Combiner.mu.Lock()
+		defer g.Combiner.mu.Unlock()
 		return len(g.queue) == n
 	}, 5*time.Second, time.Millisecond)
 }
@@ -81,12 +81,12 @@ func (p *pending) returned() bool {
 	}
 }
 
-// doAsync calls g.do(ctx, req) in a goroutine.
+// doAsync calls g.Do(ctx, req) in a goroutine.
 func (g *gatedCombiner) doAsync(ctx context.Context, req string) *pending {
 	p := &pending{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		res, err := g.do(ctx, req)
+		res, err := g.Do(ctx, req)
 		if err == nil && res != "answer to "+req {
 			err = fmt.Errorf("%s answered %q", req, res)
 		}
@@ -114,29 +114,29 @@ func TestCombinerBatchesWhatQueues(t *testing.T) {
 		require.NoError(t, p.wait())
 	}
 	assert.Equal(t, [][]string{{"a0"}, {"b1", "c2", "d4"}, {"b3"}, {"b5"}}, g.batches)
-	batches, calls := g.counts()
+	batches, calls := g.Counts()
 	assert.Equal(t, int64(4), batches)
 	assert.Equal(t, int64(6), calls)
 }
 
-// TestCombinerBatchSize: no batch holds more than maxCombined calls.
+// TestCombinerBatchSize: no batch holds more than DefaultMaxBatch calls.
 func TestCombinerBatchSize(t *testing.T) {
 	ctx := context.Background()
 	g := newGated(nil)
 	first := g.doAsync(ctx, "first")
 	<-g.started
 	var rest []*pending
-	for i := range maxCombined + 3 {
+	for i := range DefaultMaxBatch + 3 {
 		rest = append(rest, g.doAsync(ctx, fmt.Sprint(i)))
 	}
-	g.queued(t, maxCombined+3)
+	g.queued(t, DefaultMaxBatch+3)
 	close(g.release)
 	require.NoError(t, first.wait())
 	for _, p := range rest {
 		require.NoError(t, p.wait())
 	}
 	require.Len(t, g.batches, 3)
-	assert.Len(t, g.batches[1], maxCombined)
+	assert.Len(t, g.batches[1], DefaultMaxBatch)
 	assert.Len(t, g.batches[2], 3)
 }
 
@@ -192,13 +192,13 @@ func TestCombinerCallerLeavesARunningBatch(t *testing.T) {
 	a := g2.doAsync(ctx3, "a")
 	b := g2.doAsync(ctx2, "b")
 	g2.queued(t, 2)
-	g2.run = func(ctx context.Context, batch []*call[string, string]) {
+	g2.Run = func(ctx context.Context, batch []*Call[string, string]) {
 		// The second batch: both callers are in it.
 		cancel3()
 		require.Eventually(t, a.returned, 5*time.Second, time.Millisecond)
 		assert.NoError(t, ctx.Err(), "one caller is still waiting")
 		for _, cl := range batch {
-			cl.res = "answer to " + cl.req
+			cl.Res = "answer to " + cl.Req
 		}
 	}
 	close(g2.release)
@@ -215,21 +215,20 @@ func TestCombinerUnderLoad(t *testing.T) {
 		mu  sync.Mutex
 		ran []string
 	)
-	var c combiner[string, string]
-	c.op = "test"
-	c.key = func(req string) string { return req[:2] }
-	c.run = func(ctx context.Context, batch []*call[string, string]) {
+	var c Combiner[string, string]
+	c.Key = func(req string) string { return req[:2] }
+	c.Run = func(ctx context.Context, batch []*Call[string, string]) {
 		keys := map[string]bool{}
 		for _, cl := range batch {
-			k := cl.req[:2]
+			k := cl.Req[:2]
 			if keys[k] {
 				panic("two calls with one key in a batch")
 			}
 			keys[k] = true
-			cl.res = "answer to " + cl.req
+			cl.Res = "answer to " + cl.Req
 		}
 		mu.Lock()
-		ran = append(ran, reqs(batch)...)
+		ran = append(ran, Reqs(batch)...)
 		mu.Unlock()
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -251,7 +250,7 @@ func TestCombinerUnderLoad(t *testing.T) {
 			}
 			req := fmt.Sprintf("%02d-%d", i%20, i)
 			<-gate
-			res, err := c.do(ctx, req)
+			res, err := c.Do(ctx, req)
 			switch {
 			case err == nil:
 				assert.Equal(t, "answer to "+req, res)
