@@ -365,22 +365,16 @@ func (e *Engine) countSent(ctx context.Context, prefix string, now time.Time) er
 		return nil
 	}
 	end := windowEnd(now, c.Window)
-	window := prefix + ":" + end.Format(time.RFC3339)
-	// One Take counts the send and reads the window's verifications (a
-	// take of 0), both as they stand under the same lock.
-	res, err := e.counters.Take(ctx, now, []Take{
-		{Key: "conv:sent:" + window, Delta: 1, Max: NoLimit, ExpiresAt: end},
-		{Key: "conv:ok:" + window, Delta: 0, Max: NoLimit},
-	})
+	sent, err := e.count(ctx, "conv:sent:"+prefix+":"+end.Format(time.RFC3339), 1, end, now)
 	if err != nil {
 		return storeErr(ctx, "count send", err)
 	}
-	if !res.OK || len(res.Counters) != 2 {
-		return internalErr("count send", fmt.Errorf("the counters refused or mis-answered a take with no limit: %+v", res))
-	}
-	sent, ok := res.Counters[0].Value, res.Counters[1]
 	if sent < int64(c.MinSends) {
 		return nil
+	}
+	ok, err := e.counters.GetCounter(ctx, "conv:ok:"+prefix+":"+end.Format(time.RFC3339), now)
+	if err != nil {
+		return storeErr(ctx, "get counter", err)
 	}
 	if float64(ok.Value) < c.Threshold*float64(sent) {
 		if _, err := e.count(ctx, blockKey(prefix), 1, now.Add(c.BlockFor), now); err != nil {

@@ -1,6 +1,14 @@
 // Package combine merges concurrent calls of one kind into batches, for
 // stores whose backend does much less work for one request of many items
-// than for many requests of one.
+// than for many requests of one item.
+//
+// A Combiner queues the calls of one kind, and a batch takes the queue and
+// runs it as one request to the backend (one statement, one transaction,
+// one pipeline), which the Run function answers call by call. One batch
+// of a kind runs at a time: the calls that come meanwhile go together in
+// the next. A caller alone, with nothing of its kind running, runs at once
+// in a batch of one. Calls that must not share a batch (two that update
+// one row) name the same Key, and wait for the next.
 package combine
 
 import (
@@ -9,14 +17,6 @@ import (
 	"sync"
 	"sync/atomic"
 )
-
-// A Combiner queues the calls of one kind, and a batch takes the queue and
-// runs it as one request to the backend (one statement, one transaction,
-// one pipeline), which the Run function answers call by call. One batch
-// of a kind runs at a time: the calls that come meanwhile go together in
-// the next. A caller alone, with nothing of its kind running, runs at once
-// in a batch of one. Calls that must not share a batch (two that update
-// one row) name the same Key, and wait for the next.
 
 // DefaultMaxBatch is the most calls a batch holds unless MaxBatch says
 // otherwise.
@@ -41,10 +41,10 @@ type Combiner[Req, Res any] struct {
 
 	mu    sync.Mutex
 	queue []*Call[Req, Res]
-	// busy is set while a batch runs: one statement of a kind runs at a
-	// time, and the calls that come meanwhile go together in the next.
-	// (Two or three at a time made smaller batches, and fewer pairs a
-	// second, at 32 callers on two cores.)
+	// busy is set while a batch runs: one batch runs at a time, and the
+	// calls that come meanwhile go together in the next. (Two or three at
+	// a time made smaller batches, and fewer PostgreSQL pairs a second, at
+	// 32 callers on two cores.)
 	busy bool
 	// batches and calls count what ran, for tests and benchmarks.
 	batches, calls atomic.Int64
@@ -62,8 +62,8 @@ type Call[Req, Res any] struct {
 // Do queues req and returns its answer once its batch has run. A caller
 // whose ctx ends while req still waits in the queue takes it out and
 // returns ctx's error: nothing of it ran. One whose ctx ends while its
-// batch runs returns ctx's error too, and the statement may still commit
-// its call, as one of its own could after it was cancelled.
+// batch runs returns ctx's error too, and the backend may still carry out
+// its call, as it could a request of its own that was cancelled.
 func (c *Combiner[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	cl := &Call[Req, Res]{Ctx: ctx, Req: req, done: make(chan struct{})}
 	c.mu.Lock()
