@@ -301,8 +301,11 @@ func errExists(kind, id string) error { return &existsError{kind, id} }
 // slice's growth.
 type timeHeap []timeEntry
 
+// timeEntry's time is in nanoseconds (see nanos): a time.Time would make
+// every entry 16 bytes larger, and the heaps hold one per retained
+// verification, which the garbage collector scans.
 type timeEntry struct {
-	at time.Time
+	at int64
 	id string
 }
 
@@ -312,7 +315,7 @@ func (h *timeHeap) push(e timeEntry) {
 	i := len(a) - 1
 	for i > 0 {
 		parent := (i - 1) / 2
-		if !a[i].at.Before(a[parent].at) {
+		if a[i].at >= a[parent].at {
 			break
 		}
 		a[i], a[parent] = a[parent], a[i]
@@ -331,10 +334,10 @@ func (h *timeHeap) pop() timeEntry {
 	i := 0
 	for {
 		l, r, m := 2*i+1, 2*i+2, i
-		if l < len(a) && a[l].at.Before(a[m].at) {
+		if l < len(a) && a[l].at < a[m].at {
 			m = l
 		}
-		if r < len(a) && a[r].at.Before(a[m].at) {
+		if r < len(a) && a[r].at < a[m].at {
 			m = r
 		}
 		if m == i {
@@ -352,7 +355,7 @@ func (h *timeHeap) popBefore(t time.Time, inclusive bool) (timeEntry, bool) {
 		return timeEntry{}, false
 	}
 	top := (*h)[0]
-	if top.at.After(t) || (!inclusive && top.at.Equal(t)) {
+	if n := nanos(t); top.at > n || (!inclusive && top.at == n) {
 		return timeEntry{}, false
 	}
 	return h.pop(), true

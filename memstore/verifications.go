@@ -56,11 +56,11 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	sh.mu.Unlock()
 	if open {
 		s.expiryMu.Lock()
-		s.expiries.push(timeEntry{expiresAt, id})
+		s.expiries.push(timeEntry{nanos(expiresAt), id})
 		s.expiryMu.Unlock()
 	} else {
 		s.endedMu.Lock()
-		s.ended.push(timeEntry{endedAt, id})
+		s.ended.push(timeEntry{nanos(endedAt), id})
 		s.endedMu.Unlock()
 	}
 	return nil
@@ -175,7 +175,7 @@ func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time
 	}
 	s.stepsMu.Unlock()
 	s.endedMu.Lock()
-	s.ended.push(timeEntry{now, r.ID})
+	s.ended.push(timeEntry{nanos(now), r.ID})
 	s.endedMu.Unlock()
 	sh := s.shard(r.ID)
 	sh.done[r.ID] = sh.compactRecord(r)
