@@ -134,7 +134,14 @@ func BenchmarkStore(b *testing.B) {
 			parallel := func(eng *verify.Engine) func(b *testing.B) {
 				return func(b *testing.B) {
 					batches, writes, grouped := st.GroupCommits()
+					statements, calls := st.Combined()
 					rate := runParallel(b, func() bool { return sendAndCheck(b, eng, req()) })
+					if s2, c2 := st.Combined(); c2 > calls {
+						// How many calls a PostgreSQL statement carries
+						// (see pgbatch.go), and how many a pair makes.
+						b.ReportMetric(float64(c2-calls)/float64(s2-statements), "calls/statement")
+						b.ReportMetric(float64(c2-calls)/float64(b.N), "calls/pair")
+					}
 					if grouped {
 						// How many writes a pair makes, and how many a
 						// commit carries (SQLite's group commit).

