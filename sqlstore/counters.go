@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/openverify/verify"
 )
@@ -226,17 +225,7 @@ func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, 
 // BEGIN with the lock statement, then the write-back with COMMIT (or
 // ROLLBACK alone).
 func (s *Store) pgLocked(ctx context.Context, keys []string, now time.Time, decide func(cur map[string]verify.Counter) (string, []any)) error {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(driverConn any) error {
-		dc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("the PostgreSQL connection is a %T, not pgx's *stdlib.Conn", driverConn)
-		}
-		c := dc.Conn()
+	return s.withPgx(ctx, func(c *pgx.Conn) error {
 		var begin pgx.Batch
 		begin.Queue(`BEGIN`)
 		begin.Queue(pgTakeQueries.lock, keys, s.tv(now))

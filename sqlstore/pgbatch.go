@@ -111,22 +111,13 @@ const pgProbesOnly = `SELECT set_config('enable_seqscan', 'off', true), set_conf
 // and one transaction, and hands its rows to scan. It returns once the
 // transaction has committed, or with the error that ended it.
 func (s *Store) pgBatch(ctx context.Context, query string, args []any, scan func(rows pgx.Rows) error) error {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(driverConn any) error {
-		dc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("the PostgreSQL connection is a %T, not pgx's *stdlib.Conn", driverConn)
-		}
+	return s.withPgx(ctx, func(c *pgx.Conn) error {
 		// One pipeline with one Sync: PostgreSQL runs it as one implicit
 		// transaction, which commits at the Sync that Close waits for.
 		var b pgx.Batch
 		b.Queue(pgProbesOnly)
 		b.Queue(query, args...)
-		br := dc.Conn().SendBatch(ctx, &b)
+		br := c.SendBatch(ctx, &b)
 		_, err := br.Exec()
 		if err == nil {
 			var rows pgx.Rows
@@ -137,6 +128,41 @@ func (s *Store) pgBatch(ctx context.Context, query string, args []any, scan func
 			}
 		}
 		return errors.Join(err, br.Close())
+	})
+}
+
+// failed answers a batch whose statement ended with err, and reports
+// whether it did: after an ERROR, which rolled everything back, each call
+// runs again alone and gets its own answer; after any other error, whose
+// outcome is unknown, every call gets it. With no error the caller answers
+// the calls from the statement's rows.
+func failed[Req, Res any](s *Store, ctx context.Context, batch []*combine.Call[Req, Res], err error, op string,
+	one func(context.Context, Req) (Res, error)) bool {
+	switch {
+	case err == nil:
+		return false
+	case statementFailed(err):
+		s.pgBatches.alone.Add(1)
+		combine.EachAlone(ctx, batch, one)
+	default:
+		combine.Fail(batch, wrap(op, err))
+	}
+	return true
+}
+
+// withPgx runs f on one of the pool's connections as pgx's own.
+func (s *Store) withPgx(ctx context.Context, f func(c *pgx.Conn) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(driverConn any) error {
+		dc, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("the PostgreSQL connection is a %T, not pgx's *stdlib.Conn", driverConn)
+		}
+		return f(dc.Conn())
 	})
 }
 
@@ -177,17 +203,12 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 		}
 		return nil
 	})
-	switch {
-	case err != nil && statementFailed(err):
-		s.pgBatches.alone.Add(1)
-		combine.EachAlone(ctx, batch, one)
-	case err != nil:
-		combine.Fail(batch, wrap("create verification", err))
-	default:
-		for _, cl := range batch {
-			if !stored[cl.Req.v.ID] {
-				cl.Res, cl.Err = one(ctx, cl.Req)
-			}
+	if failed(s, ctx, batch, err, "create verification", one) {
+		return
+	}
+	for _, cl := range batch {
+		if !stored[cl.Req.v.ID] {
+			cl.Res, cl.Err = one(ctx, cl.Req)
 		}
 	}
 }
@@ -305,19 +326,14 @@ func (s *Store) deliveryBatch(ctx context.Context, batch []*combine.Call[verify.
 	if err == nil && len(out) != n {
 		err = fmt.Errorf("sqlstore: record deliveries: the statement answered for %d of %d", len(out), n)
 	}
-	switch {
-	case err != nil && statementFailed(err):
-		s.pgBatches.alone.Add(1)
-		combine.EachAlone(ctx, batch, s.recordOne)
-	case err != nil:
-		combine.Fail(batch, wrap("record delivery", err))
-	default:
-		for i, cl := range batch {
-			if !out[i].found {
-				cl.Err = notFound("record delivery", "verification", cl.Req.VerificationID)
-			}
-			cl.Res = out[i].changed
+	if failed(s, ctx, batch, err, "record delivery", s.recordOne) {
+		return
+	}
+	for i, cl := range batch {
+		if !out[i].found {
+			cl.Err = notFound("record delivery", "verification", cl.Req.VerificationID)
 		}
+		cl.Res = out[i].changed
 	}
 }
 
@@ -372,25 +388,20 @@ func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptR
 		recs, err = scanVerificationRows(rows)
 		return err
 	})
-	switch {
-	case err != nil && statementFailed(err):
-		s.pgBatches.alone.Add(1)
-		combine.EachAlone(ctx, batch, one)
-	case err != nil:
-		combine.Fail(batch, wrap("attempt", err))
-	default:
-		byID := make(map[string]verify.VerificationRecord, len(recs))
-		for _, r := range recs {
-			byID[r.ID] = r
+	if failed(s, ctx, batch, err, "attempt", one) {
+		return
+	}
+	byID := make(map[string]verify.VerificationRecord, len(recs))
+	for _, r := range recs {
+		byID[r.ID] = r
+	}
+	for _, cl := range batch {
+		if r, ok := byID[cl.Req.id]; ok {
+			cl.Res = attempted{r, true}
+			continue
 		}
-		for _, cl := range batch {
-			if r, ok := byID[cl.Req.id]; ok {
-				cl.Res = attempted{r, true}
-				continue
-			}
-			rec, _, err := s.current(ctx, "attempt", cl.Req.id)
-			cl.Res, cl.Err = attempted{rec: rec}, err
-		}
+		rec, _, err := s.current(ctx, "attempt", cl.Req.id)
+		cl.Res, cl.Err = attempted{rec: rec}, err
 	}
 }
 
@@ -467,18 +478,12 @@ func (s *Store) counterBatch(ctx context.Context, batch []*combine.Call[counterR
 		return nil
 	})
 	if err != nil {
-		// A read changes nothing: every call gets the error, or runs
-		// alone if the statement was refused.
+		// Rows read before the error are not answers.
 		for _, cl := range batch {
 			cl.Res = verify.Counter{}
 		}
-		if statementFailed(err) {
-			s.pgBatches.alone.Add(1)
-			combine.EachAlone(ctx, batch, one)
-		} else {
-			combine.Fail(batch, wrap("get counter", err))
-		}
 	}
+	failed(s, ctx, batch, err, "get counter", one)
 }
 
 // takeBatch decides a batch of Takes in one transaction: it locks the
@@ -530,11 +535,5 @@ func (s *Store) takeBatch(ctx context.Context, batch []*combine.Call[takeReq, ve
 		}
 		return pgWriteCounters, pgCounterArgs(names, counters)
 	})
-	switch {
-	case err != nil && statementFailed(err):
-		s.pgBatches.alone.Add(1)
-		combine.EachAlone(ctx, batch, one)
-	case err != nil:
-		combine.Fail(batch, wrap("take counters", err))
-	}
+	failed(s, ctx, batch, err, "take counters", one)
 }
