@@ -128,7 +128,7 @@ func (s *Store) WriteOne(ctx context.Context, fn func(exec func(query string, ar
 // PGWriteCounters is PostgreSQL's write-back of a Take's counters.
 var PGWriteCounters = pgWriteCounters
 
-// BatchQueries returns PostgreSQL's batched statements (see combiner),
+// BatchQueries returns PostgreSQL's batched statements (see pgbatch.go),
 // with arguments for a batch of the verifications ids (at least two) at
 // now, by name, for the query-plan tests; and pgProbesOnly, which runs
 // before each in its transaction.

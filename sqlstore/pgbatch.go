@@ -19,11 +19,17 @@ import (
 	"github.com/openverify/verify/internal/combine"
 )
 
-// pgBatches are the PostgreSQL Store's combiners: the hot calls of a
-// Send and a Check, each merged across concurrent callers into one
-// statement over arrays (see package combine). A batch of one runs the call's own
-// statement. Each batched statement does for every call what that one
-// does, and in the same lock order (the verification's row first).
+// Under load a PostgreSQL statement's fixed cost (the protocol messages,
+// binding, starting the executor, the commit) outweighs the rows it
+// writes, and the database's CPU runs out before the round trips do. So
+// the Store merges concurrent calls of one kind into one statement over
+// arrays, or for Take one transaction (see package combine), and answers
+// each caller with its own outcome after the commit that holds its call.
+//
+// pgBatches are the PostgreSQL Store's combiners: the hot calls of a Send
+// and a Check. A batch of one runs the call's own statement. Each batched
+// statement does for every call what that one does, and in the same lock
+// order (the verification's row first; verifications in ID order).
 type pgBatches struct {
 	create     combine.Combiner[newVerification, struct{}]
 	deliveries combine.Combiner[verify.DeliveryRecord, bool]

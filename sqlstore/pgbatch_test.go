@@ -16,7 +16,7 @@ import (
 	"github.com/openverify/verify/sqlstore"
 )
 
-// The tests below run PostgreSQL's batched statements (see combiner)
+// The tests below run PostgreSQL's batched statements (see pgbatch.go)
 // directly, on batches built to hold every case the statement must answer
 // per call, as concurrent callers would fill them.
 

@@ -230,7 +230,7 @@ func sqlLiteral(t *testing.T, v any) string {
 }
 
 // TestBatchedStatementPlans: the statements that carry many callers'
-// calls at once (see combiner), planned generically on empty tables as
+// calls at once (see pgbatch.go), planned generically on empty tables as
 // they run (after pgProbesOnly, in their transaction), still reach each
 // row through an index on 200,000 verifications and counters the planner
 // has not analysed. Without pgProbesOnly their plans hash-joined a

@@ -77,7 +77,7 @@ type Store struct {
 	stmts   *stmtCache // SQLite only
 	batch   *batcher   // SQLite only: group commit (see batcher)
 	// pgBatches merges concurrent calls into one statement (PostgreSQL
-	// only; see combiner).
+	// only; see pgbatch.go).
 	pgBatches *pgBatches
 	wal       *walKeeper // runs the checkpoints of a SQLite file Open opened
 }
