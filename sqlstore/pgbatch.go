@@ -44,6 +44,7 @@ type pgBatches struct {
 func newPGBatches(s *Store) *pgBatches {
 	b := &pgBatches{}
 	b.create.Run, b.create.Leave = s.createBatch, leave("create verification")
+	b.create.Key = func(nv newVerification) string { return nv.v.ID }
 	b.deliveries.Run, b.deliveries.Leave = s.deliveryBatch, leave("record delivery")
 	b.deliveries.Key = func(d verify.DeliveryRecord) string { return d.VerificationID }
 	b.attempts.Run, b.attempts.Leave = s.attemptBatch, leave("attempt")
@@ -172,6 +173,22 @@ func (s *Store) withPgx(ctx context.Context, f func(c *pgx.Conn) error) error {
 	})
 }
 
+// distinct reports whether no two calls of a batch name one verification.
+// The Combiners' keys keep such calls apart; in one statement they would
+// be answered as one (a verification created, or an attempt counted,
+// once for both), so a batch that holds them anyway runs call by call.
+func distinct[Req, Res any](batch []*combine.Call[Req, Res], id func(Req) string) bool {
+	seen := make(map[string]bool, len(batch))
+	for _, cl := range batch {
+		k := id(cl.Req)
+		if seen[k] {
+			return false
+		}
+		seen[k] = true
+	}
+	return true
+}
+
 // byVerification orders a batch by the verification each call changes,
 // the order in which its statement locks their rows: two statements that
 // lock rows of one table in one order cannot deadlock on them.
@@ -189,6 +206,10 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 		return struct{}{}, s.createOne(ctx, nv.v, nv.steps)
 	}
 	if len(batch) == 1 {
+		combine.EachAlone(ctx, batch, one)
+		return
+	}
+	if !distinct(batch, func(nv newVerification) string { return nv.v.ID }) {
 		combine.EachAlone(ctx, batch, one)
 		return
 	}
@@ -314,6 +335,10 @@ func (s *Store) deliveryBatch(ctx context.Context, batch []*combine.Call[verify.
 		combine.EachAlone(ctx, batch, s.recordOne)
 		return
 	}
+	if !distinct(batch, func(d verify.DeliveryRecord) string { return d.VerificationID }) {
+		combine.EachAlone(ctx, batch, s.recordOne)
+		return
+	}
 	byVerification(batch, func(d verify.DeliveryRecord) string { return d.VerificationID })
 	n := len(batch)
 	type outcome struct{ found, changed bool }
@@ -385,6 +410,10 @@ func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptR
 		return attempted{rec, counted}, err
 	}
 	if len(batch) == 1 {
+		combine.EachAlone(ctx, batch, one)
+		return
+	}
+	if !distinct(batch, func(a attemptReq) string { return a.id }) {
 		combine.EachAlone(ctx, batch, one)
 		return
 	}

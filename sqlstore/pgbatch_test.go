@@ -59,21 +59,24 @@ func TestBatchedCreate(t *testing.T) {
 	ok2.IdempotencyKey = "k2"
 	sameKey := batchRecord("same-key", "+4740000006", nil)
 	sameKey.IdempotencyKey = "k2"
-	sameID := batchRecord("ok1", "+4740000007", nil)
+	storedID := batchRecord("ok0", "+4740000007", nil)
+	require.NoError(t, st.CreateVerification(ctx, storedID, nil))
+	sameID := batchRecord("ok0", "+4740000012", nil)
 	ended := batchRecord("ended", "+4740000008", nil)
 	ended.Status, ended.EndedAt = verify.StatusCanceled, start
 
 	errs := b.Create(ctx,
 		[]verify.VerificationRecord{ok1, dupKey, clash, ok2, sameKey, sameID, ended},
-		[][]verify.PendingStep{step("ok1"), step("dup-key"), step("clash"), nil, step("same-key"), step("ok1"), nil})
+		[][]verify.PendingStep{step("ok1"), step("dup-key"), step("clash"), nil, step("same-key"), nil, nil})
 	require.NoError(t, errs[0])
 	assert.ErrorIs(t, errs[1], verify.ErrDuplicate)
 	assert.ErrorIs(t, errs[2], verify.ErrOpenExists)
 	require.NoError(t, errs[3])
 	assert.ErrorIs(t, errs[4], verify.ErrDuplicate)
-	require.Error(t, errs[5], "a second verification with one ID")
+	require.Error(t, errs[5], "a second verification with a stored one's ID")
 	assert.NotErrorIs(t, errs[5], verify.ErrDuplicate)
 	require.NoError(t, errs[6])
+	assert.Zero(t, st.RunAlone(), "a clash sent the whole batch to run alone")
 
 	// Each stored verification as CreateVerification stores it, its steps
 	// with it; nothing of a refused one.
@@ -93,7 +96,19 @@ func TestBatchedCreate(t *testing.T) {
 	assert.Equal(t, 0, countRows(t, st, `pending_steps WHERE verification_id <> 'ok1'`))
 	assert.Equal(t, 1, countRows(t, st, `pending_steps WHERE verification_id = 'ok1' AND lease_until IS NOT NULL`))
 	assert.Equal(t, 1, countRows(t, st, `verifications WHERE id = 'ended' AND ended_at IS NOT NULL`))
-	assert.Equal(t, 5, countRows(t, st, `verifications`))
+	assert.Equal(t, 6, countRows(t, st, `verifications`))
+	got, err = st.GetVerification(ctx, "ok0")
+	require.NoError(t, err)
+	assert.Equal(t, storedID.To, got.To, "the stored verification is left as it was")
+
+	// Two calls with one ID, and no steps to clash: one is stored, and
+	// the other is refused, not answered with the first's success.
+	errs = b.Create(ctx,
+		[]verify.VerificationRecord{batchRecord("twice", "+4740000013", nil), batchRecord("twice", "+4740000014", nil)},
+		[][]verify.PendingStep{nil, nil})
+	require.NoError(t, errs[0])
+	require.Error(t, errs[1])
+	assert.Equal(t, 1, countRows(t, st, `verifications WHERE id = 'twice'`))
 
 	// A value PostgreSQL refuses (a NUL in text) fails the batched
 	// statement; every call is then answered alone, and only that one
@@ -391,4 +406,33 @@ func TestBatchesLockInOneOrder(t *testing.T) {
 	require.NoError(t, stores[0].DB().QueryRowContext(ctx, `SELECT sum(attempts) FROM verifications`).Scan(&attempts))
 	require.NoError(t, stores[0].DB().QueryRowContext(ctx, `SELECT count(*) FROM deliveries`).Scan(&deliveries))
 	assert.Equal(t, callers*verifications, attempts+deliveries, "every attempt and delivery counted once")
+}
+
+// TestBatchedCallsOnOneVerification: two attempts, or two deliveries, on
+// one verification in one batch (which the Store's combiners keep apart)
+// are each counted and recorded, not answered as one.
+func TestBatchedCallsOnOneVerification(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	require.NoError(t, st.CreateVerification(ctx, batchRecord("v", "+4740000001", []byte("right")), nil))
+	wrong := [][]byte{[]byte("wrong")}
+	_, counted, errs := b.Attempts(ctx, []sqlstore.Attempt{{ID: "v", Hashes: wrong, Now: start}, {ID: "v", Hashes: wrong, Now: start}})
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	assert.Equal(t, []bool{true, true}, counted)
+	v, err := st.GetVerification(ctx, "v")
+	require.NoError(t, err)
+	assert.Equal(t, 2, v.Attempts, "both attempts counted")
+
+	d := func(id string, status verify.DeliveryStatus) verify.DeliveryRecord {
+		return verify.DeliveryRecord{ID: id, VerificationID: "v", Step: -1, Channel: "sms", Status: status, CreatedAt: start, UpdatedAt: start}
+	}
+	changed, errs := b.RecordDeliveries(ctx, []verify.DeliveryRecord{d("d1", verify.DeliverySent), d("d2", verify.DeliveryDelivered)})
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	assert.Equal(t, []bool{true, true}, changed)
+	v, err = st.GetVerification(ctx, "v")
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusDelivered, v.Status)
+	assert.Len(t, v.Deliveries, 2)
 }
