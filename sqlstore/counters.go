@@ -416,7 +416,7 @@ func ordered(byName map[string]verify.Counter, takes []verify.Take) []verify.Cou
 func storedCounter(c verify.Counter) verify.Counter {
 	for _, t := range []*time.Time{&c.UpdatedAt, &c.ExpiresAt, &c.NotBefore} {
 		if !t.IsZero() {
-			*t = t.UTC().Truncate(time.Microsecond)
+			*t = asStored(*t)
 		}
 	}
 	return c

@@ -257,14 +257,6 @@ func createArgs(vs []newVerification) ([]any, error) {
 		stepLease                                              []*time.Time
 		encodeErr                                              error
 	)
-	utc := func(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-	nullable := func(t time.Time) *time.Time {
-		if t.IsZero() {
-			return nil
-		}
-		t = utc(t)
-		return &t
-	}
 	for i, nv := range vs {
 		v := nv.v
 		var err error
@@ -277,18 +269,18 @@ func createArgs(vs []newVerification) ([]any, error) {
 		brands[i], langs[i], fallbacks[i] = v.Brand, v.Language, v.FallbackLanguage
 		requestHashes[i], codeHashes[i], sealed[i] = v.RequestHash, v.CodeHash, v.SealedCode
 		charsets[i], lengths[i], attempts[i], maxAttempts[i], sends[i] = int(v.Charset), v.CodeLength, v.Attempts, v.MaxAttempts, v.Sends
-		created[i], expires[i] = utc(v.CreatedAt), utc(v.ExpiresAt)
-		lastSent[i], verified[i] = nullable(v.LastSentAt), nullable(v.VerifiedAt)
+		created[i], expires[i] = asStored(v.CreatedAt), asStored(v.ExpiresAt)
+		lastSent[i], verified[i] = asStoredOrNil(v.LastSentAt), asStoredOrNil(v.VerifiedAt)
 		if !v.Status.Open() { // as endedAt
-			t := utc(v.EndedAt)
+			t := asStored(v.EndedAt)
 			ended[i] = &t
 		}
 		exclusive[i] = v.Exclusive
 		for _, p := range nv.steps {
 			stepIDs = append(stepIDs, v.ID)
 			stepNums, stepTries = append(stepNums, p.Step), append(stepTries, p.Tries)
-			stepDue, stepReady = append(stepDue, utc(p.DueAt)), append(stepReady, utc(readyAt(p)))
-			stepLease = append(stepLease, nullable(p.LeaseUntil))
+			stepDue, stepReady = append(stepDue, asStored(p.DueAt)), append(stepReady, asStored(readyAt(p)))
+			stepLease = append(stepLease, asStoredOrNil(p.LeaseUntil))
 		}
 	}
 	if encodeErr != nil {
@@ -379,7 +371,7 @@ func deliveryArgs(ds []verify.DeliveryRecord) []any {
 	for i, d := range ds {
 		vids[i], statuses[i], ids[i], steps[i] = d.VerificationID, string(d.Status), d.ID, d.Step
 		channels[i], senders[i], providerIDs[i], errs[i] = d.Channel, d.From, d.ProviderID, d.Error
-		created[i], updated[i] = d.CreatedAt.UTC().Truncate(time.Microsecond), d.UpdatedAt.UTC().Truncate(time.Microsecond)
+		created[i], updated[i] = asStored(d.CreatedAt), asStored(d.UpdatedAt)
 	}
 	return []any{vids, statuses, ids, steps, channels, senders, providerIDs, errs, created, updated}
 }
@@ -447,7 +439,7 @@ func attemptArgs(as []attemptReq) []any {
 	var hashIDs []string
 	var hashes [][]byte
 	for i, a := range as {
-		ids[i], nows[i] = a.id, a.now.UTC().Truncate(time.Microsecond)
+		ids[i], nows[i] = a.id, asStored(a.now)
 		for _, h := range a.hashes {
 			hashIDs, hashes = append(hashIDs, a.id), append(hashes, h)
 		}
@@ -474,7 +466,7 @@ var pgAttemptBatch = func() string {
 func counterArgs(cs []counterReq) []any {
 	keys, nows := make([]string, len(cs)), make([]time.Time, len(cs))
 	for i, c := range cs {
-		keys[i], nows[i] = c.key, c.now.UTC().Truncate(time.Microsecond)
+		keys[i], nows[i] = c.key, asStored(c.now)
 	}
 	return []any{keys, nows}
 }
@@ -512,13 +504,7 @@ func (s *Store) counterBatch(ctx context.Context, batch []*combine.Call[counterR
 		}
 		return nil
 	})
-	if err != nil {
-		// Rows read before the error are not answers.
-		for _, cl := range batch {
-			cl.Res = verify.Counter{}
-		}
-	}
-	failed(s, ctx, batch, err, "get counter", one)
+	failed(s, ctx, batch, err, "get counter", one) // answers every call anew on an error
 }
 
 // takeBatch decides a batch of Takes in one transaction: it locks the

@@ -241,11 +241,23 @@ func (s *Store) inTx(ctx context.Context, fn func(q querier) error) error {
 	return tx.Commit()
 }
 
+// asStored returns t as the Store keeps it: UTC, to the microsecond.
+func asStored(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// asStoredOrNil is asStored for a nullable column: nil for the zero time.
+func asStoredOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = asStored(t)
+	return &t
+}
+
 // tv encodes a time for a NOT NULL column: integer microseconds since the
 // Unix epoch on SQLite, a UTC time.Time (timestamptz) on PostgreSQL. The
 // zero time is stored as itself (0001-01-01 UTC).
 func (s *Store) tv(t time.Time) any {
-	t = t.UTC().Truncate(time.Microsecond)
+	t = asStored(t)
 	if s.pg() {
 		return t
 	}

@@ -97,9 +97,9 @@ func (s *Store) Reschedule(ctx context.Context, now time.Time, steps []verify.Pe
 			if err != nil {
 				return err
 			}
-			p.DueAt = p.DueAt.UTC().Truncate(time.Microsecond)
+			p.DueAt = asStored(p.DueAt)
 			if !p.LeaseUntil.IsZero() {
-				p.LeaseUntil = p.LeaseUntil.UTC().Truncate(time.Microsecond)
+				p.LeaseUntil = asStored(p.LeaseUntil)
 			}
 			out = append(out, p)
 		}
