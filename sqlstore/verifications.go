@@ -79,7 +79,7 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 	}
 	if s.pg() {
 		// One statement, so one round trip: the CTE's insert and the outer
-		// one commit together, and the foreign key is checked at the end.
+		// one commit together.
 		_, err := s.run().ExecContext(ctx, `WITH v AS (`+insertVerification+`) `+insertSteps.String(), args...)
 		return s.createErr(v, err)
 	}
@@ -527,8 +527,8 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 		// The rows are chosen once (MATERIALIZED; a plan that scanned the
 		// locking subquery again would skip the rows just updated and take
 		// more than limit), and rows another instance is finishing are
-		// skipped, not waited for. NO KEY UPDATE, the lock the UPDATE takes
-		// anyway, lets deliveries being recorded check their foreign key.
+		// skipped, not waited for. NO KEY UPDATE is the lock the UPDATE
+		// takes anyway.
 		rows, err := s.run().QueryContext(ctx, `WITH due AS MATERIALIZED (`+due+` FOR NO KEY UPDATE SKIP LOCKED),
 			v AS (`+set+isOpen+` AND id IN (SELECT id FROM due) RETURNING id),
 			p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v))
@@ -555,9 +555,10 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 }
 
 // Purge implements verify.Store. Deliveries and pending steps go with
-// their verification (ON DELETE CASCADE; on SQLite also explicitly, in case
-// the connection has foreign keys off). Counters are left alone: they have
-// PurgeCounters.
+// their verification: on PostgreSQL by a trigger on the DELETE (see
+// migration 0007), on SQLite by ON DELETE CASCADE and also explicitly, in
+// case the connection has foreign keys off. Counters are left alone: they
+// have PurgeCounters.
 func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
