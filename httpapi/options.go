@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/openverify/verify"
 )
@@ -52,6 +53,7 @@ type settings struct {
 	apiAuth      Authorizer
 	adminAuth    Authorizer
 	trustProxy   bool
+	sessionLife  time.Duration
 	maxBody      int64
 	logger       *slog.Logger
 	channelFlows map[string]string
@@ -63,7 +65,7 @@ type settings struct {
 }
 
 func newSettings(opts []Option) settings {
-	st := settings{maxBody: defaultMaxBody, logger: slog.Default()}
+	st := settings{maxBody: defaultMaxBody, logger: slog.Default(), sessionLife: defaultSessionLife}
 	for _, o := range opts {
 		o(&st)
 	}
@@ -115,9 +117,25 @@ func WithSID(sid string) Option {
 
 // WithTrustProxy takes the client IP from the last X-Forwarded-For entry
 // (the one a reverse proxy in front appended) instead of the connection's
-// address. Use it only behind a proxy that sets the header.
+// address, and takes X-Forwarded-Proto https as HTTPS, so that the
+// console's cookies are marked Secure. Use it only behind a proxy that
+// sets the headers.
 func WithTrustProxy() Option {
 	return func(st *settings) { st.trustProxy = true }
+}
+
+// defaultSessionLife is how long a console sign-in lasts by default.
+const defaultSessionLife = 12 * time.Hour
+
+// WithSessionLifetime sets how long a console sign-in lasts, from the
+// sign-in (by the engine's clock); the default is 12 hours. d <= 0 keeps
+// it.
+func WithSessionLifetime(d time.Duration) Option {
+	return func(st *settings) {
+		if d > 0 {
+			st.sessionLife = d
+		}
+	}
 }
 
 // WithMaxBody limits request bodies to n bytes (413 beyond). The default

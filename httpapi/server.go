@@ -173,12 +173,16 @@ func ThunderSMS(eng *verify.Engine, opts ...Option) http.Handler {
 	return handler(eng, opts, (*server).thunderRoutes)
 }
 
-// Admin returns the admin API and dashboard under /admin/: flows,
-// templates, verifications, stats and the CSV report. Requests carry an
-// admin key (WithAdminKeys) or pass the host's admin Authorizer
+// Admin returns the admin API under /admin/ (flows, templates,
+// verifications, stats and the CSV report) and the console, its pages for
+// operators, under /admin/console/ (GET /admin/ leads there). API requests
+// carry an admin key (WithAdminKeys) or pass the host's admin Authorizer
 // (WithAdminAuthorizer); without either, every request is refused. A
 // state-changing request a browser makes cross-site is refused first (403),
-// and one with a body needs Content-Type application/json (415).
+// and one with a body needs Content-Type application/json (415). The
+// console signs operators in with an admin key and a session cookie
+// (WithSessionLifetime), or admits whom the admin Authorizer admits; its
+// forms carry CSRF tokens.
 func Admin(eng *verify.Engine, opts ...Option) http.Handler {
 	return handler(eng, opts, (*server).adminRoutes)
 }
@@ -212,7 +216,7 @@ func (s *server) thunderRoutes(mux *http.ServeMux) {
 }
 
 func (s *server) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /admin/{$}", s.admin(s.dashboardPage))
+	s.consoleRoutes(mux)
 	mux.HandleFunc("GET /admin/flows", s.admin(s.listFlows))
 	mux.HandleFunc("POST /admin/flows", s.admin(s.jsonBody(s.createFlow)))
 	mux.HandleFunc("GET /admin/flows/{id}", s.admin(s.getFlow))

@@ -434,7 +434,7 @@ func printBanner(w io.Writer, addr string, o options, chans []namedChannel) {
 	if o.keysFile != "" && !o.generatedAPIKey && !o.generatedAdminKey {
 		fmt.Fprintf(w, "  keys: the ones made up at the first start, kept in %s\n", o.keysFile)
 	}
-	fmt.Fprintf(w, "  dashboard: %s/admin/ (any user name, the admin key as password)\n", base)
+	fmt.Fprintf(w, "  console:   %s/admin/console/ (sign in with the admin key)\n", base)
 }
 
 // redactDSN hides a PostgreSQL password.

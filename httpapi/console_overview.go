@@ -1,36 +1,18 @@
 package httpapi
 
 import (
-	"bytes"
-	"embed"
 	"errors"
-	"fmt"
-	"html/template"
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/openverify/verify"
 )
 
-//go:embed templates/dashboard.html
-var templateFS embed.FS
-
-var dashboardTemplate = template.Must(template.New("dashboard.html").Funcs(template.FuncMap{
-	"percent": func(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) },
-	"seconds": func(d time.Duration) string {
-		if d == 0 {
-			return "–"
-		}
-		return d.Round(100 * time.Millisecond).String()
-	},
-}).ParseFS(templateFS, "templates/dashboard.html"))
-
 // recentRows is how many verifications the dashboard lists.
 const recentRows = 25
 
-type dashboardData struct {
+type overviewData struct {
 	Notice   string
 	Stats    verify.Stats
 	Channels []channelRow
@@ -55,18 +37,18 @@ type recentRow struct {
 	Attempts                               int
 }
 
-// dashboardPage renders the dashboard: totals and conversion per channel
-// for the verifications the query selects (all by default; the same
-// filters as /admin/stats), and the most recent ones with masked
+// overviewPage renders the console's overview: totals and conversion per
+// channel for the verifications the query selects (all by default; the
+// same filters as /admin/stats), and the most recent ones with masked
 // recipients.
-func (s *server) dashboardPage(w http.ResponseWriter, r *http.Request) {
+func (s *server) overviewPage(w http.ResponseWriter, r *http.Request, c consoleReq) {
 	ctx := r.Context()
 	q, err := parseQuery(r.URL.Query())
 	if err != nil {
-		s.writeError(w, r, err)
+		s.engineError(w, r, c, err)
 		return
 	}
-	data := dashboardData{CSV: "/admin/report.csv"}
+	data := overviewData{CSV: "/admin/report.csv"}
 	if enc := r.URL.Query(); len(enc) > 0 {
 		enc.Del("unmasked")
 		enc.Del("limit")
@@ -79,7 +61,7 @@ func (s *server) dashboardPage(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, verify.ErrReportsUnsupported) {
 		data.Notice = "This store does not support reports (verify.ReportStore), so there is nothing to show."
 	} else if err != nil {
-		s.writeError(w, r, err)
+		s.engineError(w, r, c, err)
 		return
 	}
 	data.Stats = st
@@ -103,7 +85,7 @@ func (s *server) dashboardPage(w http.ResponseWriter, r *http.Request) {
 		rq.Limit, rq.Cursor = recentRows, ""
 		page, err := s.eng.List(ctx, rq)
 		if err != nil {
-			s.writeError(w, r, err)
+			s.engineError(w, r, c, err)
 			return
 		}
 		for _, v := range page.Verifications {
@@ -127,14 +109,5 @@ func (s *server) dashboardPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	var buf bytes.Buffer
-	if err := dashboardTemplate.Execute(&buf, data); err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
-	buf.WriteTo(w)
+	s.render(w, r, http.StatusOK, "overview", c, consolePage{Title: "Overview", Nav: "overview", Data: data})
 }
