@@ -112,7 +112,7 @@ func (s *server) authorize(r *http.Request, a Authorizer) (*verify.Error, int) {
 // admin wraps an admin handler with two checks, in this order:
 //
 //  1. Cross-origin protection. Browsers keep sending the basic-auth
-//     password once the dashboard was opened, so a page on another site
+//     password once it was given, so a page on another site
 //     could otherwise post to /admin with it. A state-changing request
 //     (any method but GET, HEAD and OPTIONS) is refused with 403, E924
 //     naming the header that gave it away, when the browser says it is
@@ -124,10 +124,10 @@ func (s *server) authorize(r *http.Request, a Authorizer) (*verify.Error, int) {
 //     basic-auth prompt.
 //  2. The host's admin Authorizer (WithAdminAuthorizer), or else the admin
 //     key: in the X-Admin-Key header, or as the password of HTTP basic auth
-//     (any user name), which is what a browser sends for the dashboard. A
+//     (any user name), which is what a browser sends once asked. A
 //     missing or wrong key is 401 with E924.
 //
-// GET routes (the dashboard, the lists, report.csv) pass the first check
+// GET routes (the lists, report.csv) pass the first check
 // whatever their origin, so links to them keep working; they change
 // nothing. The routes that take a JSON body add jsonBody.
 func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {

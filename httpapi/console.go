@@ -90,14 +90,26 @@ var consolePages = func() map[string]*template.Template {
 	return out
 }()
 
-// consoleCSS is the console's stylesheet.
-var consoleCSS = func() []byte {
-	b, err := consoleFS.ReadFile("templates/console/console.css")
+// consoleAsset is one of the console's files, read once.
+func consoleAsset(name string) []byte {
+	b, err := consoleFS.ReadFile("templates/console/" + name)
 	if err != nil {
 		panic(err)
 	}
 	return b
-}()
+}
+
+// asset serves a file the pages load, the same for everyone (no sign-in
+// needed), cached for an hour.
+func asset(contentType string, body []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", contentType)
+		h.Set("Cache-Control", "public, max-age=3600")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.Write(body)
+	}
+}
 
 // consoleReq is what the console knows about a request it admitted.
 type consoleReq struct {
@@ -130,13 +142,8 @@ func (s *server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /admin/{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, consolePath, http.StatusSeeOther)
 	})
-	mux.HandleFunc("GET "+consolePath+"console.css", func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "text/css; charset=utf-8")
-		h.Set("Cache-Control", "public, max-age=3600")
-		h.Set("X-Content-Type-Options", "nosniff")
-		w.Write(consoleCSS)
-	})
+	mux.HandleFunc("GET "+consolePath+"console.css", asset("text/css; charset=utf-8", consoleAsset("console.css")))
+	mux.HandleFunc("GET "+consolePath+"icon.svg", asset("image/svg+xml", consoleAsset("icon.svg")))
 	mux.HandleFunc("GET "+consolePath+"sign-in", s.signInPage)
 	mux.HandleFunc("POST "+consolePath+"sign-in", s.signIn)
 	mux.HandleFunc("POST "+consolePath+"sign-out", s.console(s.signOut))

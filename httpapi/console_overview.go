@@ -9,7 +9,7 @@ import (
 	"github.com/openverify/verify"
 )
 
-// recentRows is how many verifications the dashboard lists.
+// recentRows is how many verifications the overview lists.
 const recentRows = 25
 
 type overviewData struct {

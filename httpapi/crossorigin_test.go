@@ -12,8 +12,8 @@ import (
 	"github.com/openverify/verify"
 )
 
-// browserAuth is the basic-auth header a browser keeps sending once the
-// dashboard was opened, the credential a cross-site form post rides on.
+// browserAuth is the basic-auth header a browser keeps sending once it
+// was given, the credential a cross-site form post rides on.
 var browserAuth = "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("admin:"+testAdminKey))
 
 // errorOf decodes the JSON error envelope.

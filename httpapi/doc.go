@@ -1,8 +1,8 @@
 // Package httpapi serves an OpenVerify engine over HTTP: the wire formats
 // of Kaleyra Verify (/v1/{sid}/verify), WAYSCloud Verify (/v1/verify/...)
-// and ThunderSMS Verify (/api/v2/verify/...), an admin API and dashboard
-// under /admin/, and delivery-report webhooks for Twilio and Kaleyra under
-// /hooks/.
+// and ThunderSMS Verify (/api/v2/verify/...), an admin API under /admin/
+// with the operators' console under /admin/console/, and delivery-report
+// webhooks for Twilio and Kaleyra under /hooks/.
 //
 // Each is an http.Handler built from an *verify.Engine and options, to
 // mount in the host's own mux behind its own middleware:

@@ -114,7 +114,7 @@ func ExampleThunderSMS() {
 	// ACME ACME: ***** is your code
 }
 
-// The admin API and dashboard can be mounted alone, behind the host's own
+// The admin API and console can be mounted alone, behind the host's own
 // admin check.
 func ExampleAdmin() {
 	eng, _ := newEngine()

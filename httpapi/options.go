@@ -94,9 +94,9 @@ func WithAuthorizer(a Authorizer) Option {
 	return func(st *settings) { st.apiAuth = a }
 }
 
-// WithAdminKeys sets the keys the admin API and dashboard accept, in the
-// X-Admin-Key header or as the password of HTTP basic auth (any user name),
-// compared in constant time. Without keys or an admin Authorizer, every
+// WithAdminKeys sets the keys the admin API accepts, in the X-Admin-Key
+// header or as the password of HTTP basic auth (any user name), and the
+// console signs operators in with, compared in constant time. Without keys or an admin Authorizer, every
 // admin request is refused (401).
 func WithAdminKeys(keys ...string) Option {
 	return func(st *settings) { st.adminKeys = hashKeys(keys) }

@@ -1,7 +1,7 @@
 // Command openverify is OpenVerify's runnable HTTP server: it speaks the wire
 // formats of Kaleyra Verify, WAYSCloud Verify and ThunderSMS Verify over one
-// engine, with admin endpoints, delivery-report webhooks and a small
-// dashboard.
+// engine, with admin endpoints, a console for operators and
+// delivery-report webhooks.
 //
 // With no flags and no environment it keeps its state in the SQLite file
 // openverify.db in the working directory and writes the codes it "sends" to

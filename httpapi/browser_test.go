@@ -1,0 +1,260 @@
+package httpapi
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The console in a real browser: headless Chromium (Debian's chromium
+// package; CHROMIUM names another binary), driven with chromedp. Without
+// one the tests skip, except under CI=true, where they fail.
+//
+//	go test ./httpapi -run Browser -screenshots
+//
+// also writes the README's screenshots to docs/screenshots.
+var screenshots = flag.Bool("screenshots", false, "write the console's screenshots to docs/screenshots")
+
+// chromium is the browser binary, or "".
+func chromium() string {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// browser is a headless Chromium tab for one test, with what the pages
+// logged as errors (a Content-Security-Policy violation, a failed load).
+type browser struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	errors []string
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	path := chromium()
+	if path == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no Chromium to run the browser tests (install Debian's chromium package, or set CHROMIUM)")
+		}
+		t.Skip("no Chromium (install Debian's chromium package, or set CHROMIUM): browser tests skipped")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // CI runs as root
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-gpu", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
+	b := &browser{ctx: ctx}
+	require.NoError(t, chromedp.Listen(ctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *log.EventEntryAdded:
+			// The form answered 400 on purpose is the one error a
+			// page may log.
+			if ev.Entry.Level == log.EntryLevelError && !strings.HasSuffix(ev.Entry.URL, "/flows/new") {
+				msg = fmt.Sprintf("%s: %s (%s)", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL)
+			}
+		case *runtime.EventExceptionThrown:
+			msg = ev.ExceptionDetails.Text
+		}
+		if msg != "" {
+			b.mu.Lock()
+			b.errors = append(b.errors, msg)
+			b.mu.Unlock()
+		}
+	}))
+	_, err := chromedp.Call(ctx, log.Enable, cdp.Empty{})
+	require.NoError(t, err)
+	_, err = chromedp.Call(ctx, runtime.Enable, cdp.Empty{})
+	require.NoError(t, err)
+	return b
+}
+
+// do runs actions, failing the test on an error.
+func (b *browser) do(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(b.ctx, actions...))
+}
+
+// text is the trimmed text of the first element sel matches.
+func (b *browser) text(t *testing.T, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	require.NoError(t, err, sel)
+	return strings.TrimSpace(s)
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](t *testing.T, b *browser, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr))
+	require.NoError(t, err, expr)
+	return v
+}
+
+// count is how many elements sel matches.
+func (b *browser) count(t *testing.T, sel string) int {
+	t.Helper()
+	return eval[int](t, b, fmt.Sprintf("document.querySelectorAll(%q).length", sel))
+}
+
+// shot writes a full-page screenshot of the page to docs/screenshots/name
+// when the test runs with -screenshots.
+func (b *browser) shot(t *testing.T, name string) {
+	t.Helper()
+	if !*screenshots {
+		return
+	}
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	dir := filepath.Join("..", "docs", "screenshots")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name), png, 0o644))
+}
+
+// pageErrors is what the pages logged as errors so far.
+func (b *browser) pageErrors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.errors...)
+}
+
+// TestBrowserConsole signs in with the keyboard alone, creates and
+// approves a template, creates a flow with two steps that uses it, starts
+// verifications through the API and watches them appear on the overview,
+// and checks that a narrow window still shows everything and that no page
+// broke its Content-Security-Policy.
+func TestBrowserConsole(t *testing.T) {
+	b := newBrowser(t)
+	h := newHarness(t)
+	base := h.srv.URL + consolePath
+
+	// Sign in with the keyboard: the skip link, then the name and key
+	// fields in tab order, then Enter.
+	b.do(t, chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#sign-in")))
+	loc, err := chromedp.Run(b.ctx, chromedp.Location())
+	require.NoError(t, err)
+	assert.Contains(t, loc, "/admin/console/sign-in?next=")
+	b.shot(t, "sign-in.png")
+	b.do(t,
+		chromedp.KeyEvent(kb.Tab), // the skip link
+		chromedp.KeyEvent(kb.Tab), // name
+		chromedp.KeyEvent("Ana Operator"),
+		chromedp.KeyEvent(kb.Tab), // key
+		chromedp.KeyEvent(testAdminKey),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS("#who")),
+	)
+	assert.Equal(t, "Ana Operator", b.text(t, "#who"))
+
+	// A template, approved.
+	b.do(t,
+		chromedp.Navigate(base+"templates"),
+		chromedp.SendKeys(chromedp.CSS("#t-name"), "login-sms"),
+		chromedp.SetValue(chromedp.CSS("#t-channel"), "sms"),
+		chromedp.SendKeys(chromedp.CSS("#t-body"), "{brand}: {code} is your login code. It expires in {minutes} minutes."),
+		chromedp.Click(chromedp.CSS("#create-template")),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	)
+	assert.Equal(t, "Template created; it is pending until approved.", b.text(t, "#flash"))
+	b.do(t,
+		chromedp.Click(chromedp.CSS(`#templates-pending tr[data-name="login-sms"] button.approve`)),
+		chromedp.WaitVisible(chromedp.CSS(`#templates-approved tr[data-name="login-sms"]`)),
+	)
+	assert.Equal(t, 0, b.count(t, "#templates-pending tr.template"))
+	b.shot(t, "templates.png")
+
+	// A flow: SMS with the template, then a voice call 30 s later. First
+	// with a delay the form cannot read, shown beside its field.
+	b.do(t,
+		chromedp.Navigate(base+"flows/new"),
+		chromedp.SendKeys(chromedp.CSS("#name"), "login"),
+		chromedp.SendKeys(chromedp.CSS("#brand"), "Acme"),
+		chromedp.SetValue(chromedp.CSS(`[id="steps[0].channel"]`), "sms"),
+		chromedp.SetValue(chromedp.CSS(`[id="steps[1].channel"]`), "voice"),
+		chromedp.SendKeys(chromedp.CSS(`[id="steps[1].after"]`), "soon"),
+		chromedp.Click(chromedp.CSS("#save-flow")),
+		chromedp.WaitVisible(chromedp.CSS(`[id="steps[1].after-error"]`)),
+	)
+	assert.Contains(t, b.text(t, `[id="steps[1].after-error"]`), "Enter a duration")
+	tmplValue := eval[string](t, b, `[...document.querySelectorAll('[id="steps[0].template"] option')].find(o => o.text.startsWith("login-sms")).value`)
+	b.do(t,
+		chromedp.SetValue(chromedp.CSS(`[id="steps[0].template"]`), tmplValue),
+		chromedp.SetValue(chromedp.CSS(`[id="steps[1].after"]`), "30s"),
+	)
+	b.do(t,
+		chromedp.Click(chromedp.CSS("#save-flow")),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	)
+	assert.Equal(t, "Flow created.", b.text(t, "#flash"))
+	f := h.flowByName("login")
+	require.Len(t, f.Steps, 2)
+	assert.Equal(t, tmplValue, f.Steps[0].Template)
+	assert.Equal(t, 30*time.Second, f.Steps[1].After)
+	assert.Equal(t, "sms → voice after 30s", b.text(t, fmt.Sprintf(`tr[data-id=%q] .route`, f.ID)))
+	b.do(t, chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-id=%q] a`, f.ID))), chromedp.WaitVisible(chromedp.CSS("#flow-form")))
+	assert.Equal(t, "30s", eval[string](t, b, `document.getElementById("steps[1].after").value`))
+	b.shot(t, "flow-editor.png")
+
+	// Verifications started through the API appear on the overview.
+	b.do(t, chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#total")))
+	assert.Equal(t, "0", b.text(t, "#total"))
+	ids, _ := h.seed()
+	b.do(t, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#total")))
+	assert.Equal(t, "3", b.text(t, "#total"))
+	assert.Equal(t, 3, b.count(t, "#recent tr.verification"))
+	assert.Equal(t, 1, b.count(t, fmt.Sprintf(`#recent tr[data-id=%q]`, ids[0])))
+	b.shot(t, "overview.png")
+
+	// A phone-sized window: nothing wider than the page but the tables,
+	// which scroll inside their own boxes.
+	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates"} {
+		b.do(t,
+			chromedp.EmulateViewport(360, 740),
+			chromedp.Navigate(base+path),
+			chromedp.WaitVisible(chromedp.CSS("main")),
+		)
+		overflow := eval[bool](t, b, `document.documentElement.scrollWidth > window.innerWidth`)
+		assert.False(t, overflow, "%s is wider than a 360 px window", "/admin/console/"+path)
+	}
+
+	// Sign out: the console asks for the key again.
+	b.do(t,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(base),
+		chromedp.Click(chromedp.CSS("#sign-out")),
+		chromedp.WaitVisible(chromedp.CSS("#sign-in")),
+	)
+	assert.Equal(t, "You have signed out.", b.text(t, "#flash"))
+
+	assert.Empty(t, b.pageErrors(), "the pages logged errors (a blocked resource breaks the CSP)")
+}
