@@ -95,8 +95,10 @@ type Verifications interface {
 	// then ends the verification as Finish does: as verified when CodeHash
 	// equals one of hashes (the code's HMAC under each configured secret),
 	// or else as max_attempts when Attempts has reached MaxAttempts; it
-	// returns the updated record with counted = true. Otherwise it changes
-	// nothing and returns the current record with counted = false. However
+	// returns the updated record with counted = true. A counted attempt
+	// also appends CheckAttempt{At: now, Right: whether it verified} to
+	// Checks, in the same step. Otherwise it changes nothing and returns
+	// the current record with counted = false. However
 	// many callers race, at most MaxAttempts attempts are ever counted and
 	// at most one of them verifies. Unknown ID: ErrNotFound.
 	//
@@ -268,6 +270,10 @@ type VerificationRecord struct {
 
 	Attempts    int
 	MaxAttempts int
+	// Checks are the attempts Attempt counted, oldest first: one per
+	// Attempts (fewer for a record stored before the Store kept them).
+	// CreateVerification ignores them: a new verification has none.
+	Checks []CheckAttempt
 	// Sends counts Send and Resend deliveries of the code, and LastSentAt
 	// is when the latest of them was counted (CreatedAt for the first).
 	Sends      int
@@ -289,6 +295,13 @@ type VerificationRecord struct {
 	// Deliveries are filled in by the Store on every record it returns,
 	// oldest first; they are ignored by CreateVerification.
 	Deliveries []DeliveryRecord
+}
+
+// CheckAttempt is one check of a code that the Store counted: when, and
+// whether the code was right.
+type CheckAttempt struct {
+	At    time.Time `json:"at"`
+	Right bool      `json:"right"`
 }
 
 // DeliveryRecord is one attempt to deliver the code on one channel.

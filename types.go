@@ -123,6 +123,9 @@ type Verification struct {
 	ExpiresAt         time.Time  `json:"expires_at"`
 	VerifiedAt        time.Time  `json:"verified_at,omitzero"`
 	Deliveries        []Delivery `json:"deliveries"`
+	// Checks are the checks of its code that counted, oldest first (not
+	// the ones refused before reaching it: a lockout, a rate limit).
+	Checks []CheckAttempt `json:"checks,omitempty"`
 }
 
 // String summarises the verification.
@@ -145,6 +148,7 @@ func (r *VerificationRecord) public() Verification {
 		ExpiresAt:         r.ExpiresAt,
 		VerifiedAt:        r.VerifiedAt,
 		Deliveries:        make([]Delivery, len(r.Deliveries)),
+		Checks:            r.Checks,
 	}
 	for i, d := range r.Deliveries {
 		v.Deliveries[i] = Delivery{

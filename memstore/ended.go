@@ -31,6 +31,7 @@ type endedRec struct {
 	steps             []verify.Step // shared: never written into
 	allowedIPs        []string
 	deliveries        []endedDelivery
+	checks            []endedCheck
 
 	createdAt, expiresAt, verifiedAt, endedAt, lastSentAt int64
 
@@ -39,6 +40,12 @@ type endedRec struct {
 	charset                      verify.Charset
 	status                       verify.Status
 	exclusive                    bool
+}
+
+// endedCheck is a verify.CheckAttempt.
+type endedCheck struct {
+	at    int64
+	right bool
 }
 
 // endedDelivery is a verify.DeliveryRecord without the verification's ID.
@@ -78,6 +85,12 @@ func (sh *shard) compactRecord(r *verify.VerificationRecord) *endedRec {
 	if len(r.AllowedIPs) == 0 {
 		e.allowedIPs = nil
 	}
+	if len(r.Checks) > 0 {
+		e.checks = make([]endedCheck, len(r.Checks))
+		for i, c := range r.Checks {
+			e.checks[i] = endedCheck{nanos(c.At), c.Right}
+		}
+	}
 	switch {
 	case one != nil:
 		one.delivery[0] = compactDelivery(&r.Deliveries[0])
@@ -113,6 +126,12 @@ func (e *endedRec) expand(id string) verify.VerificationRecord {
 		LastSentAt: timeOf(e.lastSentAt), Steps: e.steps, AllowedIPs: e.allowedIPs,
 		CreatedAt: timeOf(e.createdAt), ExpiresAt: timeOf(e.expiresAt), VerifiedAt: timeOf(e.verifiedAt),
 		EndedAt: timeOf(e.endedAt),
+	}
+	if len(e.checks) > 0 {
+		r.Checks = make([]verify.CheckAttempt, len(e.checks))
+		for i, c := range e.checks {
+			r.Checks[i] = verify.CheckAttempt{At: timeOf(c.at), Right: c.right}
+		}
 	}
 	if len(e.deliveries) > 0 {
 		r.Deliveries = make([]verify.DeliveryRecord, len(e.deliveries))

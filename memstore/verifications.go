@@ -25,7 +25,7 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	v.CodeHash, v.SealedCode, v.RequestHash = b[:h:h], b[h:sc:sc], b[sc:]
 	v.Steps = slices.Clone(v.Steps)
 	v.AllowedIPs = slices.Clone(v.AllowedIPs)
-	v.Deliveries = nil
+	v.Deliveries, v.Checks = nil, nil
 	if v.Status.Open() {
 		v.EndedAt = time.Time{}
 	}
@@ -97,8 +97,10 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 		return *r, false, nil
 	}
 	r.Attempts++
+	right := verify.MatchHash(r.CodeHash, hashes)
+	r.Checks = append(r.Checks, verify.CheckAttempt{At: now, Right: right})
 	switch {
-	case verify.MatchHash(r.CodeHash, hashes):
+	case right:
 		s.end(r, verify.StatusVerified, now)
 	case r.Attempts >= r.MaxAttempts:
 		s.end(r, verify.StatusMaxAttempts, now)

@@ -90,7 +90,7 @@ func (s *Store) HotQueries(id string, now time.Time) map[string]ReportQuery {
 		"count-send": {cond(countSendUpdate), []any{id, t, 5, true, t}},
 		"finish":     {cond(finishUpdate), []any{id, t, "canceled"}},
 	}
-	out["attempt"] = ReportQuery{cond(attemptUpdates[1]), []any{id, t, []byte("0123456789abcdef0123456789abcdef")}}
+	out["attempt"] = ReportQuery{cond(attemptUpdates[1]), []any{id, t, "1764150000123456", []byte("0123456789abcdef0123456789abcdef")}}
 	return out
 }
 

@@ -435,27 +435,28 @@ func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptR
 // attemptArgs are pgAttemptBatch's arguments for as.
 func attemptArgs(as []attemptReq) []any {
 	n := len(as)
-	ids, nows := make([]string, n), make([]time.Time, n)
+	ids, nows, entries := make([]string, n), make([]time.Time, n), make([]string, n)
 	var hashIDs []string
 	var hashes [][]byte
 	for i, a := range as {
-		ids[i], nows[i] = a.id, asStored(a.now)
+		ids[i], nows[i], entries[i] = a.id, asStored(a.now), checkEntry(a.now)
 		for _, h := range a.hashes {
 			hashIDs, hashes = append(hashIDs, a.id), append(hashes, h)
 		}
 	}
-	return []any{ids, nows, hashIDs, hashes}
+	return []any{ids, nows, hashIDs, hashes, entries}
 }
 
 // pgAttemptBatch is Attempt's statement for an array of verification IDs
 // ($1) and the times of their attempts ($2), with their code hashes as
-// pairs of a verification ID ($3) and a hash ($4). It returns, as
+// pairs of a verification ID ($3) and a hash ($4), and the checkEntry of
+// each time ($5). It returns, as
 // withDeliveries, the verifications it counted an attempt on.
 var pgAttemptBatch = func() string {
-	set, where := attemptSet(`COALESCE(code_hash = ANY (r.hashes), FALSE)`, "r.at")
-	return `WITH r AS (SELECT r.vid, r.at, (SELECT array_agg(h.hash) FROM unnest($3::text[], $4::bytea[]) AS h(vid, hash)
+	set, where := attemptSet(`COALESCE(code_hash = ANY (r.hashes), FALSE)`, "r.at", "r.entry")
+	return `WITH r AS (SELECT r.vid, r.at, r.entry, (SELECT array_agg(h.hash) FROM unnest($3::text[], $4::bytea[]) AS h(vid, hash)
 			WHERE h.vid = r.vid) AS hashes
-		FROM unnest($1::text[], $2::timestamptz[]) AS r(vid, at)),
+		FROM unnest($1::text[], $2::timestamptz[], $5::text[]) AS r(vid, at, entry)),
 	v AS (UPDATE verifications SET ` + set + ` FROM r WHERE verifications.id = r.vid AND ` + where + `
 		RETURNING verifications.*),
 	p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v WHERE NOT v.` + isOpen + `))

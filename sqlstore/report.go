@@ -119,7 +119,7 @@ func (s *Store) listQuery(q verify.Query, after verify.Cursor, limit int) (strin
 	if after.ID != "" {
 		f.and("(v.created_at, v.id) < (" + f.bind(s.tv(after.CreatedAt)) + ", " + f.bind(after.ID) + ")")
 	}
-	page := `(SELECT ` + prefixed("v", verificationCols) + ` FROM verifications v ` + f.where() + `
+	page := `(SELECT ` + prefixed("v", verificationReadCols) + ` FROM verifications v ` + f.where() + `
 		ORDER BY v.created_at DESC, v.id DESC LIMIT ` + f.bind(limit) + `) v`
 	return withDeliveries(page, "", "v.created_at DESC, v.id DESC"), f.args
 }

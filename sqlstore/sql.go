@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,10 @@ const verificationCols = `id, flow_id, foreign_id, status, to_phone, to_email, i
 	idempotency_key, request_hash, brand, language, fallback_language,
 	code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, last_sent_at, steps, allowed_ips,
 	created_at, expires_at, verified_at, ended_at, exclusive`
+
+// verificationReadCols are the columns a verification is read from:
+// verificationCols and checks, which only Attempt writes.
+const verificationReadCols = verificationCols + `, checks`
 
 const deliveryCols = `id, verification_id, step, channel, sender, status, provider_id, error, created_at, updated_at`
 
@@ -369,9 +374,47 @@ func verificationDest(v *verify.VerificationRecord) []any {
 		bytesDest{&v.CodeHash}, bytesDest{&v.SealedCode}, &v.Charset, &v.CodeLength,
 		&v.Attempts, &v.MaxAttempts, &v.Sends, timeDest{&v.LastSentAt}, jsonDest{&v.Steps}, jsonDest{&v.AllowedIPs},
 		timeDest{&v.CreatedAt}, timeDest{&v.ExpiresAt}, timeDest{&v.VerifiedAt}, timeDest{&v.EndedAt},
-		flagDest{&v.Exclusive},
+		flagDest{&v.Exclusive}, checksDest{&v.Checks},
 	}
 }
+
+// checksDest scans the checks column (see migration checks): entries of
+// Unix microseconds and r or w, comma-separated.
+type checksDest struct{ cs *[]verify.CheckAttempt }
+
+func (d checksDest) Scan(src any) error {
+	var text string
+	switch v := src.(type) {
+	case nil:
+	case string:
+		text = v
+	case []byte:
+		text = string(v)
+	default:
+		return fmt.Errorf("sqlstore: checks column holds %T", src)
+	}
+	*d.cs = nil
+	if text == "" {
+		return nil
+	}
+	out := make([]verify.CheckAttempt, 0, strings.Count(text, ",")+1)
+	for e := range strings.SplitSeq(text, ",") {
+		if len(e) < 2 || (e[len(e)-1] != 'r' && e[len(e)-1] != 'w') {
+			return fmt.Errorf("sqlstore: checks column entry %q is not microseconds and r or w", e)
+		}
+		us, err := strconv.ParseInt(e[:len(e)-1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("sqlstore: checks column entry %q: %w", e, err)
+		}
+		out = append(out, verify.CheckAttempt{At: time.UnixMicro(us).UTC(), Right: e[len(e)-1] == 'r'})
+	}
+	*d.cs = out
+	return nil
+}
+
+// checkEntry is the checks column's text for a check at now, without its
+// r or w, which the statement adds.
+func checkEntry(now time.Time) string { return strconv.FormatInt(asStored(now).UnixMicro(), 10) }
 
 // flag encodes a flag column that is TRUE or NULL, never FALSE (see
 // migration exclusive).
@@ -438,7 +481,7 @@ func withDeliveries(from, where, order string) string {
 	if order != "" {
 		order += ", "
 	}
-	return `SELECT ` + prefixed("v", verificationCols) + `, ` + prefixed("d", deliveryCols) + `
+	return `SELECT ` + prefixed("v", verificationReadCols) + `, ` + prefixed("d", deliveryCols) + `
 	FROM ` + from + ` LEFT JOIN deliveries d ON d.verification_id = v.id
 	` + where + `
 	ORDER BY ` + order + `v.id, d.created_at, d.seq`

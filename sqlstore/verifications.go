@@ -221,7 +221,7 @@ func newConditional(set, where string, deleteSteps bool) conditional {
 	}
 	return conditional{
 		pg:          pg + " " + withDeliveries("v", "", ""),
-		sqlite:      update + ` RETURNING ` + verificationCols,
+		sqlite:      update + ` RETURNING ` + verificationReadCols,
 		deleteSteps: deleteSteps,
 	}
 }
@@ -242,7 +242,8 @@ var (
 	finishUpdate = newConditional(ending, isOpenByID, true)
 )
 
-// attemptUpdate returns Attempt for n hashes ($3 to $n+2) at $2: one
+// attemptUpdate returns Attempt for n hashes ($4 to $n+3) at $2 (whose
+// checkEntry is $3): one
 // UPDATE that counts the attempt, compares the code and ends the
 // verification when it is verified or out of attempts (on PostgreSQL with
 // the step deletion and the read of the deliveries in the same
@@ -251,17 +252,20 @@ var (
 func attemptUpdate(n int) conditional {
 	match := "FALSE"
 	if n > 0 {
-		match = `code_hash IN (` + placeholders(3, n+2) + `)`
+		match = `code_hash IN (` + placeholders(4, n+3) + `)`
 	}
-	set, where := attemptSet(match, "$2")
+	set, where := attemptSet(match, "$2", "$3")
 	return newConditional(set, where, true)
 }
 
 // attemptSet is Attempt's SET list and condition, for a code that matches
-// where match holds, at the time now (both SQL expressions).
-func attemptSet(match, now string) (set, where string) {
+// where match holds, at the time now, whose checkEntry is entry (SQL
+// expressions all three).
+func attemptSet(match, now, entry string) (set, where string) {
 	ends := `(` + match + ` OR attempts + 1 >= max_attempts)`
 	set = `attempts = attempts + 1,
+		checks = checks || CASE WHEN checks = '' THEN '' ELSE ',' END || CAST(` + entry + ` AS TEXT) ||
+			CASE WHEN ` + match + ` THEN 'r' ELSE 'w' END,
 		status = CASE WHEN ` + match + ` THEN 'verified' WHEN attempts + 1 >= max_attempts THEN 'max_attempts' ELSE status END,
 		ended_at = CASE WHEN ` + ends + ` THEN ` + now + ` END,
 		verified_at = CASE WHEN ` + match + ` THEN ` + now + ` ELSE verified_at END,
@@ -353,8 +357,8 @@ func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now 
 	} else {
 		c = attemptUpdate(len(hashes))
 	}
-	args := make([]any, 0, 2+len(hashes))
-	args = append(args, id, s.tv(now))
+	args := make([]any, 0, 3+len(hashes))
+	args = append(args, id, s.tv(now), checkEntry(now))
 	for _, h := range hashes {
 		args = append(args, h)
 	}

@@ -47,11 +47,14 @@ func testVerificationRoundTrip(t *testing.T, s verificationStore) {
 	requireNotFound(t, err, "GetVerification of an unknown ID")
 
 	v := sampleVerification(5, 5*time.Minute)
-	create(t, s, v, steps(v))
+	checked := v
+	checked.Checks = []verify.CheckAttempt{{At: base, Right: true}}
+	create(t, s, checked, steps(v))
 	got, err := s.GetVerification(ctx(), v.ID)
 	require.NoError(t, err)
 	assertRecord(t, v, got)
 	assert.Empty(t, got.Deliveries)
+	assert.Empty(t, got.Checks, "CreateVerification ignores Checks")
 	assert.True(t, got.EndedAt.IsZero(), "EndedAt is zero while open")
 
 	// Both steps were stored with the verification.
@@ -182,11 +185,13 @@ func testAttempt(t *testing.T, s verificationStore) {
 	claimed := claimAll(t, s, at(time.Hour))
 	assert.NotContains(t, claimed, v.ID+"/0", "the last attempt deletes the pending steps")
 	assert.NotContains(t, claimed, v.ID+"/1", "the last attempt deletes the pending steps")
+	assertChecks(t, got.Checks, "three wrong", checkAt(time.Second, false), checkAt(time.Second, false), checkAt(2*time.Second, false))
 	got, counted, err = s.Attempt(ctx(), v.ID, rightCode, at(3*time.Second))
 	require.NoError(t, err)
 	assert.False(t, counted, "an attempt beyond MaxAttempts is not counted")
 	assert.Equal(t, 3, got.Attempts, "Attempts never exceeds MaxAttempts")
 	assert.Equal(t, verify.StatusMaxAttempts, got.Status, "not even the right code verifies it then")
+	assertChecks(t, got.Checks, "an attempt not counted is not kept", checkAt(time.Second, false), checkAt(time.Second, false), checkAt(2*time.Second, false))
 
 	// The right code, matched by any of the hashes, verifies it.
 	r := sampleVerification(3, time.Minute)
@@ -205,9 +210,11 @@ func testAttempt(t *testing.T, s verificationStore) {
 	claimed = claimAll(t, s, at(time.Hour))
 	assert.NotContains(t, claimed, r.ID+"/0", "verifying deletes the pending steps")
 	assert.NotContains(t, claimed, r.ID+"/1", "verifying deletes the pending steps")
+	assertChecks(t, got.Checks, "a wrong and the right code", checkAt(time.Second, false), checkAt(2*time.Second, true))
 	stored, err := s.GetVerification(ctx(), r.ID)
 	require.NoError(t, err)
 	assert.Equal(t, verify.StatusVerified, stored.Status, "the ending is stored")
+	assertChecks(t, stored.Checks, "the checks are stored", checkAt(time.Second, false), checkAt(2*time.Second, true))
 	_, counted, err = s.Attempt(ctx(), r.ID, rightCode, at(3*time.Second))
 	require.NoError(t, err)
 	assert.False(t, counted, "a verified verification takes no more attempts")
@@ -232,6 +239,7 @@ func testAttempt(t *testing.T, s verificationStore) {
 	require.NoError(t, err)
 	assert.False(t, counted, "no attempt is counted at or after ExpiresAt")
 	assert.Equal(t, 0, got.Attempts)
+	assert.Empty(t, got.Checks, "nor kept")
 	assert.Equal(t, verify.StatusPending, got.Status, "Attempt does not expire it")
 
 	// Ended: nothing is counted.
@@ -306,6 +314,28 @@ func testAttemptConcurrent(t *testing.T, s verificationStore) {
 	got, err = s.GetVerification(ctx(), right.ID)
 	require.NoError(t, err)
 	assert.Equal(t, 1, got.Attempts, "the attempts after the verifying one are not counted")
+	assertChecks(t, got.Checks, "one check of the racing right codes is kept", checkAt(time.Second, true))
+	got, err = s.GetVerification(ctx(), wrong.ID)
+	require.NoError(t, err)
+	assert.Len(t, got.Checks, max, "one check per counted attempt")
+}
+
+// checkAt is the check of a code at base+d.
+func checkAt(d time.Duration, right bool) verify.CheckAttempt {
+	return verify.CheckAttempt{At: at(d), Right: right}
+}
+
+// assertChecks asserts that got are the checks want, in order, with their
+// times to the microsecond.
+func assertChecks(t *testing.T, got []verify.CheckAttempt, what string, want ...verify.CheckAttempt) {
+	t.Helper()
+	if !assert.Len(t, got, len(want), "%s: Checks", what) {
+		return
+	}
+	for i := range want {
+		assert.Equal(t, want[i].Right, got[i].Right, "%s: check %d's Right", what, i)
+		sameTime(t, want[i].At, got[i].At, fmt.Sprintf("%s: check %d's At", what, i))
+	}
 }
 
 // getVerification returns the stored record of id.
