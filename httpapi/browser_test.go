@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/openverify/verify"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -151,8 +152,9 @@ func (b *browser) pageErrors() []string {
 // TestBrowserConsole signs in with the keyboard alone, creates and
 // approves a template, creates a flow with two steps that uses it, starts
 // verifications through the API and watches them appear on the overview,
-// and checks that a narrow window still shows everything and that no page
-// broke its Content-Security-Policy.
+// finds one and reads its timeline, cancels another, and checks that a
+// narrow window still shows everything and that no page broke its
+// Content-Security-Policy.
 func TestBrowserConsole(t *testing.T) {
 	b := newBrowser(t)
 	h := newHarness(t)
@@ -164,7 +166,6 @@ func TestBrowserConsole(t *testing.T) {
 	loc, err := chromedp.Run(b.ctx, chromedp.Location())
 	require.NoError(t, err)
 	assert.Contains(t, loc, "/admin/console/sign-in?next=")
-	b.shot(t, "sign-in.png")
 	b.do(t,
 		chromedp.KeyEvent(kb.Tab), // the skip link
 		chromedp.KeyEvent(kb.Tab), // name
@@ -235,9 +236,54 @@ func TestBrowserConsole(t *testing.T) {
 	assert.Equal(t, 1, b.count(t, fmt.Sprintf(`#recent tr[data-id=%q]`, ids[0])))
 	b.shot(t, "overview.png")
 
+	// A verification on the two-step flow: a wrong code, the voice call
+	// 30 s later, its receipt, then the right code. Its timeline shows
+	// each, in order; the search finds it by foreign ID.
+	v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: verify.Recipient{Phone: "+4741234567"}, ForeignID: "order-1042"})
+	require.NoError(t, err)
+	code := h.code("sms")
+	h.clock.Add(8 * time.Second)
+	_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: wrongCode(code)})
+	require.Error(t, err)
+	h.clock.Add(25 * time.Second)
+	_, err = h.eng.ProcessDue(h.ctx)
+	require.NoError(t, err)
+	got, err := h.eng.Get(h.ctx, v.ID)
+	require.NoError(t, err)
+	require.Len(t, got.Deliveries, 2, "the voice step fired")
+	h.clock.Add(4 * time.Second)
+	require.NoError(t, h.eng.ReportDelivery(h.ctx, got.Deliveries[1].ID, verify.DeliveryDelivered, ""))
+	h.clock.Add(9 * time.Second)
+	_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: h.code("voice")})
+	require.NoError(t, err)
+	b.do(t,
+		chromedp.Navigate(base+"verifications"),
+		chromedp.SendKeys(chromedp.CSS("#foreign_id"), "order-1042"),
+		chromedp.Click(chromedp.CSS("#search-button")),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-id=%q]`, v.ID))),
+	)
+	assert.Equal(t, 1, b.count(t, "#results tr.verification"))
+	b.do(t,
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-id=%q] a`, v.ID))),
+		chromedp.WaitVisible(chromedp.CSS("#timeline")),
+	)
+	assert.Equal(t, "created sent check sent receipt check ended",
+		eval[string](t, b, `[...document.querySelectorAll("#timeline li")].map(li => li.dataset.kind).join(" ")`))
+	assert.Equal(t, "verified", b.text(t, "#status"))
+	b.shot(t, "verification.png")
+
+	// Cancel an open one from its page.
+	b.do(t,
+		chromedp.Navigate(base+"verifications/"+ids[1]),
+		chromedp.Click(chromedp.CSS("#cancel")),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	)
+	assert.Equal(t, "Verification canceled.", b.text(t, "#flash"))
+	assert.Equal(t, "canceled", b.text(t, "#status"))
+
 	// A phone-sized window: nothing wider than the page but the tables,
 	// which scroll inside their own boxes.
-	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates"} {
+	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates", "verifications", "verifications/" + v.ID} {
 		b.do(t,
 			chromedp.EmulateViewport(360, 740),
 			chromedp.Navigate(base+path),
@@ -257,4 +303,13 @@ func TestBrowserConsole(t *testing.T) {
 	assert.Equal(t, "You have signed out.", b.text(t, "#flash"))
 
 	assert.Empty(t, b.pageErrors(), "the pages logged errors (a blocked resource breaks the CSP)")
+}
+
+// wrongCode is a code of code's length that is not code.
+func wrongCode(code string) string {
+	w := strings.Repeat("0", len(code))
+	if w == code {
+		w = strings.Repeat("1", len(code))
+	}
+	return w
 }

@@ -154,6 +154,10 @@ func (s *server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+consolePath+"flows/{id}", s.console(s.flowFormPage))
 	mux.HandleFunc("POST "+consolePath+"flows/{id}", s.console(s.saveFlowForm))
 	mux.HandleFunc("POST "+consolePath+"flows/{id}/delete", s.console(s.deleteFlowForm))
+	mux.HandleFunc("GET "+consolePath+"verifications", s.console(s.verificationsPage))
+	mux.HandleFunc("GET "+consolePath+"verifications/{id}", s.console(s.verificationPage))
+	mux.HandleFunc("POST "+consolePath+"verifications/{id}/cancel", s.console(s.consoleAction(s.eng.Cancel, "verification-canceled")))
+	mux.HandleFunc("POST "+consolePath+"verifications/{id}/resend", s.console(s.consoleAction(s.eng.Resend, "verification-resent")))
 	mux.HandleFunc("GET "+consolePath+"templates", s.console(s.templatesPage))
 	mux.HandleFunc("POST "+consolePath+"templates", s.console(s.createTemplateForm))
 	mux.HandleFunc("POST "+consolePath+"templates/{id}/approve", s.console(s.approveTemplateForm))
@@ -285,13 +289,15 @@ func flashOf(r *http.Request) string {
 
 // flashes are the messages a form's redirect may show, by key.
 var flashes = map[string]string{
-	"flow-created":      "Flow created.",
-	"flow-saved":        "Flow saved.",
-	"flow-deleted":      "Flow deleted.",
-	"template-created":  "Template created; it is pending until approved.",
-	"template-approved": "Template approved.",
-	"template-rejected": "Template rejected.",
-	"signed-out":        "You have signed out.",
+	"flow-created":          "Flow created.",
+	"flow-saved":            "Flow saved.",
+	"flow-deleted":          "Flow deleted.",
+	"template-created":      "Template created; it is pending until approved.",
+	"template-approved":     "Template approved.",
+	"template-rejected":     "Template rejected.",
+	"signed-out":            "You have signed out.",
+	"verification-canceled": "Verification canceled.",
+	"verification-resent":   "Code sent again.",
 }
 
 // formatDuration writes d the way the console's forms read it back

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/xml"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -613,4 +614,115 @@ func errorsOf(p page) []string {
 		out = append(out, n.attr["id"]+": "+n.Text())
 	}
 	return out
+}
+
+func TestConsoleVerifications(t *testing.T) {
+	h := newHarness(t)
+	ids, _ := h.seed() // a: verified; b: a wrong code, open; c: verified by email
+	cs := h.signIn("Ana")
+
+	res := cs.get("/admin/console/verifications")
+	require.Equal(t, http.StatusOK, res.status, res.String())
+	rows := res.doc.find(hasClass("verification"))
+	require.Len(t, rows, 3)
+	assert.Equal(t, ids[2], rows[0].attr["data-id"], "newest first")
+	var recipients []string
+	for _, row := range rows {
+		recipients = append(recipients, row.find(hasClass("recipient"))[0].Text())
+	}
+	assert.Equal(t, []string{"a***@example.com", "+47******32", "+47******67"}, recipients, "masked")
+
+	find := func(query string) []string {
+		t.Helper()
+		res := cs.get("/admin/console/verifications?" + query)
+		require.Equal(t, http.StatusOK, res.status, "%s: %v", query, errorsOf(res))
+		var out []string
+		for _, row := range res.doc.find(hasClass("verification")) {
+			out = append(out, row.attr["data-id"])
+		}
+		return out
+	}
+	assert.Equal(t, []string{ids[0]}, find("recipient="+url.QueryEscape(" +4791234567 ")))
+	assert.Equal(t, []string{ids[1]}, find("foreign_id=b"))
+	assert.Equal(t, []string{ids[2], ids[0]}, find("status=verified"))
+	assert.Equal(t, []string{ids[2], ids[1], ids[0]}, find("status=verified&status=sent"))
+	assert.Equal(t, []string{ids[1], ids[0]}, find("flow_id="+h.smsFlow))
+	day := testStart.Format(time.DateOnly)
+	assert.Len(t, find("from="+day+"&to="+day), 3, "a day's dates include the whole day")
+	assert.Empty(t, find("to="+testStart.AddDate(0, 0, -1).Format(time.DateOnly)))
+	full := cs.get("/admin/console/verifications?unmasked=1&foreign_id=a")
+	assert.Equal(t, "+4791234567", full.doc.find(hasClass("recipient"))[0].Text())
+	bad := cs.get("/admin/console/verifications?from=yesterday")
+	assert.Equal(t, http.StatusBadRequest, bad.status)
+	assert.Contains(t, byID(bad.doc, "search-error").Text(), "from must be")
+
+	// Pages of 50, newest first, with a link to the next.
+	for i := range consolePageSize {
+		h.clock.Add(time.Millisecond)
+		h.generate(fmt.Sprintf(`{"to":{"mobile":"+47900%05d"}}`, i))
+	}
+	first := cs.get("/admin/console/verifications")
+	assert.Len(t, first.doc.find(hasClass("verification")), consolePageSize)
+	next := byID(first.doc, "next-page").attr["href"]
+	require.NotEmpty(t, next)
+	second := cs.get(next)
+	require.Equal(t, http.StatusOK, second.status)
+	assert.Len(t, second.doc.find(hasClass("verification")), 3)
+	assert.Empty(t, byID(second.doc, "next-page").attr["href"])
+}
+
+func TestConsoleVerificationTimeline(t *testing.T) {
+	h := newHarness(t)
+	ids, codes := h.seed()
+	cs := h.signIn("Ana")
+
+	// b: sent, then a wrong code; still open.
+	pg := cs.get("/admin/console/verifications/" + ids[1])
+	require.Equal(t, http.StatusOK, pg.status, pg.String())
+	kinds := func(p page) []string {
+		var out []string
+		for _, li := range byID(p.doc, "timeline").find(hasClass("event")) {
+			out = append(out, li.attr["data-kind"])
+		}
+		return out
+	}
+	assert.Equal(t, []string{"created", "sent", "check"}, kinds(pg))
+	assert.Equal(t, "+47******32", byID(pg.doc, "recipient").Text())
+	assert.Contains(t, byID(pg.doc, "timeline").Text(), "Check 1: a wrong code.")
+	assert.Equal(t, "1 of 5", byID(pg.doc, "attempts").Text())
+	for _, code := range codes {
+		assert.NotContains(t, pg.String(), code, "no code on the page")
+	}
+	assert.Equal(t, "+4798765432", byID(cs.get("/admin/console/verifications/"+ids[1]+"?unmasked=1").doc, "recipient").Text())
+
+	// A receipt is an event of its own; a cancel ends it, and a resend
+	// after that is refused beside the timeline.
+	v, err := h.eng.Get(h.ctx, ids[1])
+	require.NoError(t, err)
+	h.clock.Add(2 * time.Second)
+	require.NoError(t, h.eng.ReportDelivery(h.ctx, v.Deliveries[0].ID, verify.DeliveryDelivered, ""))
+	h.clock.Add(time.Second)
+	pg = cs.get("/admin/console/verifications/" + ids[1])
+	assert.Equal(t, []string{"created", "sent", "check", "receipt"}, kinds(pg))
+	res := cs.post("/admin/console/verifications/"+ids[1]+"/cancel", pg.form(t))
+	require.Equal(t, http.StatusSeeOther, res.status, "%v", errorsOf(res))
+	pg = cs.get(res.header.Get("Location"))
+	assert.Equal(t, "Verification canceled.", byID(pg.doc, "flash").Text())
+	assert.Equal(t, "canceled", byID(pg.doc, "status").Text())
+	assert.Equal(t, []string{"created", "sent", "check", "receipt", "ended"}, kinds(pg))
+	assert.Empty(t, byID(pg.doc, "actions").attr, "no actions on an ended verification")
+	res = cs.post("/admin/console/verifications/"+ids[1]+"/resend", pg.form(t))
+	assert.GreaterOrEqual(t, res.status, 400)
+	assert.Less(t, res.status, 500)
+	assert.NotEmpty(t, byID(res.doc, "action-error").Text(), "the engine's refusal, on the page")
+
+	// a: the right code, then verified.
+	pg = cs.get("/admin/console/verifications/" + ids[0])
+	assert.Equal(t, []string{"created", "sent", "check", "ended"}, kinds(pg))
+	assert.Contains(t, byID(pg.doc, "timeline").Text(), "Check 1: the right code.")
+	assert.Contains(t, byID(pg.doc, "timeline").Text(), "Verified.")
+
+	assert.Equal(t, http.StatusNotFound, cs.get("/admin/console/verifications/no-such-id").status)
+	res = cs.post("/admin/console/verifications/no-such-id/cancel", pg.form(t))
+	assert.Equal(t, http.StatusNotFound, res.status)
 }
