@@ -260,6 +260,8 @@ func TestBrowserConsole(t *testing.T) {
 		chromedp.Navigate(base+"verifications"),
 		chromedp.SendKeys(chromedp.CSS("#foreign_id"), "order-1042"),
 		chromedp.Click(chromedp.CSS("#search-button")),
+		// The unfiltered list had others; the search's page has not.
+		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`tr[data-id=%q]`, ids[0]))),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-id=%q]`, v.ID))),
 	)
 	assert.Equal(t, 1, b.count(t, "#results tr.verification"))
