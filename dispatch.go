@@ -627,8 +627,9 @@ func (e *Engine) Run(ctx context.Context) error {
 
 // Purge deletes verifications that ended longer ago than the retention
 // period (WithRetention), with their deliveries, and returns how many. It
-// also deletes the protection counters that have expired (they count as
-// zero already). Run calls it hourly.
+// also deletes the audit entries older than the retention period (when the
+// store keeps them, AuditStore) and the protection counters that have
+// expired (they count as zero already). Run calls it hourly.
 func (e *Engine) Purge(ctx context.Context) (int, error) {
 	now := e.now()
 	before := now.Add(-e.retention)
@@ -642,6 +643,9 @@ func (e *Engine) Purge(ctx context.Context) (int, error) {
 		if n < e.batch {
 			break
 		}
+	}
+	if err := e.purgeAudit(ctx, before); err != nil {
+		return total, err
 	}
 	// Counters are small rows, many per verification: larger batches.
 	counterBatch := 10 * e.batch

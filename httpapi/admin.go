@@ -135,6 +135,7 @@ func (s *server) createFlow(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, s.apiActor(r), "flow.create", f.ID, f.Name)
 	s.writeJSON(w, r, http.StatusCreated, dataEnvelope[flowJSON]{flowToJSON(f)})
 }
 
@@ -162,6 +163,7 @@ func (s *server) updateFlow(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, s.apiActor(r), "flow.update", f.ID, f.Name)
 	s.writeJSON(w, r, http.StatusOK, dataEnvelope[flowJSON]{flowToJSON(f)})
 }
 
@@ -170,6 +172,7 @@ func (s *server) deleteFlow(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, s.apiActor(r), "flow.delete", r.PathValue("id"), "")
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -211,6 +214,7 @@ func (s *server) createTemplate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, s.apiActor(r), "template.create", t.ID, t.Name)
 	s.writeJSON(w, r, http.StatusCreated, dataEnvelope[verify.Template]{t})
 }
 
@@ -224,7 +228,7 @@ func (s *server) getTemplate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) approveTemplate(w http.ResponseWriter, r *http.Request) {
-	s.reviewTemplate(w, r, func(id string) error { return s.eng.ApproveTemplate(r.Context(), id) })
+	s.reviewTemplate(w, r, "template.approve", "", func(id string) error { return s.eng.ApproveTemplate(r.Context(), id) })
 }
 
 func (s *server) rejectTemplate(w http.ResponseWriter, r *http.Request) {
@@ -238,15 +242,16 @@ func (s *server) rejectTemplate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, missingField("reason"))
 		return
 	}
-	s.reviewTemplate(w, r, func(id string) error { return s.eng.RejectTemplate(r.Context(), id, req.Reason) })
+	s.reviewTemplate(w, r, "template.reject", req.Reason, func(id string) error { return s.eng.RejectTemplate(r.Context(), id, req.Reason) })
 }
 
-func (s *server) reviewTemplate(w http.ResponseWriter, r *http.Request, review func(id string) error) {
+func (s *server) reviewTemplate(w http.ResponseWriter, r *http.Request, action, detail string, review func(id string) error) {
 	id := r.PathValue("id")
 	if err := review(id); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	s.audit(r, s.apiActor(r), action, id, detail)
 	s.getTemplate(w, r)
 }
 
@@ -288,6 +293,18 @@ func parseQuery(v url.Values) (verify.Query, error) {
 	return q, nil
 }
 
+// revealDetail describes, for the audit log, a search whose recipients
+// were shown in full: its filters.
+func revealDetail(v url.Values) string {
+	v = cloneValues(v)
+	v.Del("unmasked")
+	v.Del("cursor")
+	if e := v.Encode(); e != "" {
+		return "search " + e
+	}
+	return "all verifications"
+}
+
 func unmasked(v url.Values) bool {
 	b, _ := strconv.ParseBool(v.Get("unmasked"))
 	return b
@@ -314,29 +331,39 @@ func (s *server) listVerifications(w http.ResponseWriter, r *http.Request) {
 		for i := range page.Verifications {
 			page.Verifications[i] = maskVerification(page.Verifications[i])
 		}
+	} else {
+		s.audit(r, s.apiActor(r), "verifications.reveal", "", revealDetail(r.URL.Query()))
 	}
 	s.writeJSON(w, r, http.StatusOK, page)
 }
 
 func (s *server) getVerification(w http.ResponseWriter, r *http.Request) {
-	s.verificationAction(w, r, s.eng.Get)
+	s.verificationAction(w, r, "", s.eng.Get)
 }
 
 func (s *server) cancelVerification(w http.ResponseWriter, r *http.Request) {
-	s.verificationAction(w, r, s.eng.Cancel)
+	s.verificationAction(w, r, "verification.cancel", s.eng.Cancel)
 }
 
 func (s *server) resendVerification(w http.ResponseWriter, r *http.Request) {
-	s.verificationAction(w, r, s.eng.Resend)
+	s.verificationAction(w, r, "verification.resend", s.eng.Resend)
 }
 
-func (s *server) verificationAction(w http.ResponseWriter, r *http.Request, act func(ctx context.Context, id string) (verify.Verification, error)) {
+// verificationAction runs act on the verification in the path and answers
+// it, masked unless asked; action names it in the audit log ("" for a
+// read). Showing a recipient in full is recorded too.
+func (s *server) verificationAction(w http.ResponseWriter, r *http.Request, action string, act func(ctx context.Context, id string) (verify.Verification, error)) {
 	v, err := act(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if !unmasked(r.URL.Query()) {
+	if action != "" {
+		s.audit(r, s.apiActor(r), action, v.ID, "")
+	}
+	if unmasked(r.URL.Query()) {
+		s.audit(r, s.apiActor(r), "verification.reveal", v.ID, "")
+	} else {
 		v = maskVerification(v)
 	}
 	s.writeJSON(w, r, http.StatusOK, dataEnvelope[verify.Verification]{v})
@@ -398,6 +425,9 @@ func (s *server) reportCSV(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.eng.List(r.Context(), probe); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if unmasked(r.URL.Query()) {
+		s.audit(r, s.apiActor(r), "verifications.reveal", "", "CSV, "+revealDetail(r.URL.Query()))
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="verifications.csv"`)

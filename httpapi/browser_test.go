@@ -283,9 +283,16 @@ func TestBrowserConsole(t *testing.T) {
 	assert.Equal(t, "Verification canceled.", b.text(t, "#flash"))
 	assert.Equal(t, "canceled", b.text(t, "#status"))
 
+	// The audit log has what was done above, newest first.
+	b.do(t, chromedp.Navigate(base+"audit"), chromedp.WaitVisible(chromedp.CSS("#audit")))
+	assert.Equal(t, "verification.cancel", b.text(t, "#audit tr.entry:first-child .action"))
+	assert.Equal(t, "Ana Operator", b.text(t, "#audit tr.entry:first-child .actor"))
+	assert.Equal(t, 1, b.count(t, `#audit tr.entry[data-action="console.sign-in"]`))
+	assert.Equal(t, 1, b.count(t, `#audit tr.entry[data-action="template.approve"]`))
+
 	// A phone-sized window: nothing wider than the page but the tables,
 	// which scroll inside their own boxes.
-	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates", "verifications", "verifications/" + v.ID} {
+	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates", "verifications", "verifications/" + v.ID, "audit"} {
 		b.do(t,
 			chromedp.EmulateViewport(360, 740),
 			chromedp.Navigate(base+path),

@@ -65,7 +65,8 @@ var consoleFuncs = template.FuncMap{
 	"smsOptions": func() map[string]string {
 		return map[string]string{"web_otp_domain": "WebOTP domain", "app_hash": "Android app hash"}
 	},
-	"has": func(ss []string, s string) bool { return slices.Contains(ss, s) },
+	"hasPrefix": strings.HasPrefix,
+	"has":       func(ss []string, s string) bool { return slices.Contains(ss, s) },
 	"hasTemplate": func(ts []verify.Template, id string) bool {
 		return slices.ContainsFunc(ts, func(t verify.Template) bool { return t.ID == id })
 	},
@@ -113,8 +114,8 @@ func asset(contentType string, body []byte) http.HandlerFunc {
 
 // consoleReq is what the console knows about a request it admitted.
 type consoleReq struct {
-	// who is the operator: the name given at sign-in, or "admin" under
-	// the host's Authorizer.
+	// who is the operator: the name given at sign-in, or under the host's
+	// Authorizer the name WithActor gives ("admin" without it).
 	who string
 	// csrf is the token the page's forms carry.
 	csrf string
@@ -156,8 +157,9 @@ func (s *server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+consolePath+"flows/{id}/delete", s.console(s.deleteFlowForm))
 	mux.HandleFunc("GET "+consolePath+"verifications", s.console(s.verificationsPage))
 	mux.HandleFunc("GET "+consolePath+"verifications/{id}", s.console(s.verificationPage))
-	mux.HandleFunc("POST "+consolePath+"verifications/{id}/cancel", s.console(s.consoleAction(s.eng.Cancel, "verification-canceled")))
-	mux.HandleFunc("POST "+consolePath+"verifications/{id}/resend", s.console(s.consoleAction(s.eng.Resend, "verification-resent")))
+	mux.HandleFunc("POST "+consolePath+"verifications/{id}/cancel", s.console(s.consoleAction(s.eng.Cancel, "verification.cancel", "verification-canceled")))
+	mux.HandleFunc("POST "+consolePath+"verifications/{id}/resend", s.console(s.consoleAction(s.eng.Resend, "verification.resend", "verification-resent")))
+	mux.HandleFunc("GET "+consolePath+"audit", s.console(s.auditPage))
 	mux.HandleFunc("GET "+consolePath+"templates", s.console(s.templatesPage))
 	mux.HandleFunc("POST "+consolePath+"templates", s.console(s.createTemplateForm))
 	mux.HandleFunc("POST "+consolePath+"templates/{id}/approve", s.console(s.approveTemplateForm))
@@ -182,7 +184,7 @@ func (s *server) console(h consoleHandler) http.HandlerFunc {
 				s.consoleError(w, r, status, ve.Message)
 				return
 			}
-			c = consoleReq{who: "admin", csrf: s.formCSRF(w, r)}
+			c = consoleReq{who: s.authorizedActor(r), csrf: s.formCSRF(w, r)}
 		} else {
 			sess, ok := s.requestSession(r)
 			if !ok {

@@ -190,12 +190,12 @@ func (s *server) saveFlowForm(w http.ResponseWriter, r *http.Request, c consoleR
 		return
 	}
 	var err error
-	flash := "flow-created"
+	flash, action := "flow-created", "flow.create"
 	if form.ID != "" {
-		_, err = s.eng.UpdateFlow(ctx, f)
-		flash = "flow-saved"
+		f, err = s.eng.UpdateFlow(ctx, f)
+		flash, action = "flow-saved", "flow.update"
 	} else {
-		_, err = s.eng.CreateFlow(ctx, f)
+		f, err = s.eng.CreateFlow(ctx, f)
 	}
 	if err != nil {
 		ve, ok := verify.AsError(err)
@@ -207,6 +207,7 @@ func (s *server) saveFlowForm(w http.ResponseWriter, r *http.Request, c consoleR
 		s.renderFlowForm(w, r, c, ve.HTTPStatus(), form)
 		return
 	}
+	s.audit(r, c.who, action, f.ID, f.Name)
 	redirectFlash(w, r, consolePath+"flows", flash)
 }
 
@@ -362,5 +363,6 @@ func (s *server) deleteFlowForm(w http.ResponseWriter, r *http.Request, c consol
 		s.engineError(w, r, c, err)
 		return
 	}
+	s.audit(r, c.who, "flow.delete", r.PathValue("id"), "")
 	redirectFlash(w, r, consolePath+"flows", "flow-deleted")
 }

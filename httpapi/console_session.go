@@ -231,6 +231,7 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	if !keyMatches(key, s.st.adminKeys) {
 		s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "console sign-in refused",
 			slog.String("name", name), slog.String("ip", s.clientIP(r)))
+		s.audit(r, name, "console.sign-in-refused", "", "from "+s.clientIP(r))
 		msg := "That is not an admin key."
 		if key == "" {
 			msg = "Enter the admin key."
@@ -243,6 +244,7 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	s.setCookie(w, r, sessionCookie, sess.encode(), int(s.st.sessionLife/time.Second))
 	s.setCookie(w, r, csrfCookie, "", -1)
 	s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "console sign-in", slog.String("name", name), slog.String("ip", s.clientIP(r)))
+	s.audit(r, name, "console.sign-in", "", "admin key "+keyFingerprint(key)+" from "+s.clientIP(r))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
@@ -251,6 +253,7 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 // sign-out works until then, or until its admin key is removed.
 func (s *server) signOut(w http.ResponseWriter, r *http.Request, c consoleReq) {
 	s.setCookie(w, r, sessionCookie, "", -1)
+	s.audit(r, c.who, "console.sign-out", "", "")
 	redirectFlash(w, r, consolePath+"sign-in", "signed-out")
 }
 

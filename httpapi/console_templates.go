@@ -60,7 +60,8 @@ func (s *server) createTemplateForm(w http.ResponseWriter, r *http.Request, c co
 	v := r.PostForm
 	t := verify.Template{Name: strings.TrimSpace(v.Get("name")), Channel: v.Get("channel"),
 		Body: strings.TrimSpace(v.Get("body")), Language: strings.TrimSpace(v.Get("language"))}
-	if _, err := s.eng.CreateTemplate(r.Context(), t); err != nil {
+	t, err := s.eng.CreateTemplate(r.Context(), t)
+	if err != nil {
 		ve, ok := verify.AsError(err)
 		if !ok || ve.Code == verify.ErrInternal.Code {
 			s.engineError(w, r, c, err)
@@ -73,6 +74,7 @@ func (s *server) createTemplateForm(w http.ResponseWriter, r *http.Request, c co
 		s.renderTemplates(w, r, c, ve.HTTPStatus(), v, map[string]string{field: ve.Message})
 		return
 	}
+	s.audit(r, c.who, "template.create", t.ID, t.Name)
 	redirectFlash(w, r, consolePath+"templates", "template-created")
 }
 
@@ -81,6 +83,7 @@ func (s *server) approveTemplateForm(w http.ResponseWriter, r *http.Request, c c
 		s.engineError(w, r, c, err)
 		return
 	}
+	s.audit(r, c.who, "template.approve", r.PathValue("id"), "")
 	redirectFlash(w, r, consolePath+"templates", "template-approved")
 }
 
@@ -97,5 +100,6 @@ func (s *server) rejectTemplateForm(w http.ResponseWriter, r *http.Request, c co
 		s.engineError(w, r, c, err)
 		return
 	}
+	s.audit(r, c.who, "template.reject", r.PathValue("id"), reason)
 	redirectFlash(w, r, consolePath+"templates", "template-rejected")
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -725,4 +726,97 @@ func TestConsoleVerificationTimeline(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, cs.get("/admin/console/verifications/no-such-id").status)
 	res = cs.post("/admin/console/verifications/no-such-id/cancel", pg.form(t))
 	assert.Equal(t, http.StatusNotFound, res.status)
+}
+
+// auditActions is the audit log's entries as "actor action target",
+// oldest first.
+func (h *harness) auditActions() []string {
+	h.t.Helper()
+	page, err := h.eng.AuditLog(h.ctx, verify.AuditQuery{Limit: 1000})
+	require.NoError(h.t, err)
+	var out []string
+	for i := len(page.Entries) - 1; i >= 0; i-- {
+		e := page.Entries[i]
+		out = append(out, strings.TrimSpace(e.Actor+" "+e.Action+" "+e.Target))
+	}
+	return out
+}
+
+func TestConsoleAudit(t *testing.T) {
+	h := newHarness(t)
+	ids, _ := h.seed()
+	cs := h.console()
+	signin := cs.get("/admin/console/sign-in")
+	cs.post("/admin/console/sign-in", signin.form(t, "name", "Mallory", "key", "guess"))
+	res := cs.post("/admin/console/sign-in", signin.form(t, "name", "Ana", "key", testAdminKey))
+	require.Equal(t, http.StatusSeeOther, res.status)
+
+	pg := cs.get("/admin/console/templates")
+	res = cs.post("/admin/console/templates", pg.form(t, "name", "login", "channel", "sms", "body", "Code {code}"))
+	require.Equal(t, http.StatusSeeOther, res.status)
+	tmpl := cs.get("/admin/console/templates").doc.find(func(n *node) bool { return n.attr["data-name"] == "login" })[0].attr["data-id"]
+	cs.post("/admin/console/templates/"+tmpl+"/reject", pg.form(t, "reason", "too short"))
+	cs.post("/admin/console/flows/new", pg.form(t, "name", "login", "steps[0].channel", "sms"))
+	cs.post("/admin/console/flows/new", pg.form(t, "name", "", "steps[0].channel", "sms")) // refused: not recorded
+	cs.post("/admin/console/verifications/"+ids[1]+"/cancel", pg.form(t))
+	cs.get("/admin/console/verifications/" + ids[0] + "?unmasked=1")
+	cs.get("/admin/console/verifications?unmasked=1&status=verified")
+	flow := h.flowByName("login")
+
+	// The admin API records its callers by their key's fingerprint.
+	api := "admin key " + keyFingerprint(testAdminKey)
+	require.Equal(t, http.StatusNoContent, h.do("DELETE", "/admin/flows/"+flow.ID, "", adminKey).status)
+	require.Equal(t, http.StatusOK, h.do("GET", "/admin/verifications/"+ids[2]+"?unmasked=1", "", adminKey).status)
+	require.Equal(t, http.StatusOK, h.do("GET", "/admin/verifications/"+ids[2], "", adminKey).status) // masked: not recorded
+
+	assert.Equal(t, []string{
+		"Mallory console.sign-in-refused",
+		"Ana console.sign-in",
+		"Ana template.create " + tmpl,
+		"Ana template.reject " + tmpl,
+		"Ana flow.create " + flow.ID,
+		"Ana verification.cancel " + ids[1],
+		"Ana verification.reveal " + ids[0],
+		"Ana verifications.reveal",
+		api + " flow.delete " + flow.ID,
+		api + " verification.reveal " + ids[2],
+	}, h.auditActions())
+
+	// The console's page, newest first, with filters.
+	page := cs.get("/admin/console/audit")
+	require.Equal(t, http.StatusOK, page.status, page.String())
+	rows := page.doc.find(hasClass("entry"))
+	require.Len(t, rows, 10)
+	assert.Equal(t, "verification.reveal", rows[0].attr["data-action"])
+	assert.Equal(t, api, rows[0].find(hasClass("actor"))[0].Text())
+	page = cs.get("/admin/console/audit?actor=Ana&action=template.reject")
+	rows = page.doc.find(hasClass("entry"))
+	require.Len(t, rows, 1)
+	assert.Equal(t, "too short", rows[0].find(hasClass("detail"))[0].Text())
+	assert.Equal(t, http.StatusBadRequest, cs.get("/admin/console/audit?cursor=bogus").status)
+
+	// And the admin API's.
+	res2 := h.do("GET", "/admin/audit?actor=Ana&limit=2", "", adminKey)
+	require.Equal(t, http.StatusOK, res2.status, res2.String())
+	var out verify.AuditPage
+	require.NoError(t, json.Unmarshal(res2.body, &out))
+	assert.Len(t, out.Entries, 2)
+	assert.NotEmpty(t, out.Next)
+	assert.Equal(t, "verifications.reveal", out.Entries[0].Action)
+}
+
+// Under the host's Authorizer, WithActor names the operator.
+func TestConsoleAuditActor(t *testing.T) {
+	h := newHarness(t, WithAdminAuthorizer(func(r *http.Request) error { return nil }),
+		WithActor(func(r *http.Request) string { return r.Header.Get("X-User") }))
+	cs := h.console()
+	pg := cs.get("/admin/console/templates", "X-User: ana@example.com")
+	require.Equal(t, "ana@example.com", byID(pg.doc, "who").Text())
+	res := cs.post("/admin/console/templates", pg.form(t, "name", "login", "channel", "sms", "body", "Code {code}"), "X-User: ana@example.com")
+	require.Equal(t, http.StatusSeeOther, res.status)
+	require.Equal(t, http.StatusOK, h.do("GET", "/admin/verifications?unmasked=1", "").status)
+	actions := h.auditActions()
+	require.Len(t, actions, 2)
+	assert.True(t, strings.HasPrefix(actions[0], "ana@example.com template.create "), actions[0])
+	assert.Equal(t, "admin verifications.reveal", actions[1], "without a name, admin")
 }

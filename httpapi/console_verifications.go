@@ -78,6 +78,9 @@ func (s *server) verificationsPage(w http.ResponseWriter, r *http.Request, c con
 		}
 		data.Error, status = ve.Message, ve.HTTPStatus()
 	default:
+		if data.Unmasked {
+			s.audit(r, c.who, "verifications.reveal", "", revealDetail(v))
+		}
 		names := flowNames(flows)
 		for _, vr := range page.Verifications {
 			data.Rows = append(data.Rows, rowOf(vr, names, data.Unmasked))
@@ -200,6 +203,9 @@ func (s *server) showVerification(w http.ResponseWriter, r *http.Request, c cons
 		to = verify.MaskRecipient(to)
 	}
 	data.Recipient = strings.TrimSpace(to.Phone + " " + to.Email)
+	if data.Unmasked && status == http.StatusOK {
+		s.audit(r, c.who, "verification.reveal", v.ID, "")
+	}
 	data.Timeline = timeline(v, data.Recipient, data.Flow)
 	s.render(w, r, status, "verification", c, consolePage{Title: "Verification", Nav: "verifications", Flash: flashOf(r), Data: data})
 }
@@ -302,7 +308,7 @@ func maxTime(a, b time.Time) time.Time {
 // consoleAction runs act (Cancel or Resend) on the verification in
 // the path and shows it again: with a flash when it worked, with the
 // engine's refusal (a cooldown, an ended verification) when it did not.
-func (s *server) consoleAction(act func(ctx context.Context, id string) (verify.Verification, error), flash string) consoleHandler {
+func (s *server) consoleAction(act func(ctx context.Context, id string) (verify.Verification, error), action, flash string) consoleHandler {
 	return func(w http.ResponseWriter, r *http.Request, c consoleReq) {
 		id := r.PathValue("id")
 		if _, err := act(r.Context(), id); err != nil {
@@ -314,6 +320,7 @@ func (s *server) consoleAction(act func(ctx context.Context, id string) (verify.
 			s.showVerification(w, r, c, ve.HTTPStatus(), ve.Message)
 			return
 		}
+		s.audit(r, c.who, action, id, "")
 		redirectFlash(w, r, consolePath+"verifications/"+url.PathEscape(id), flash)
 	}
 }

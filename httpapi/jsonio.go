@@ -51,6 +51,11 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			Type: verify.ErrInternal.Type, Message: "the store does not support reports (verify.ReportStore)"})
 		return
 	}
+	if errors.Is(err, verify.ErrAuditUnsupported) {
+		s.writeErrorStatus(w, r, http.StatusNotImplemented, &verify.Error{Code: verify.ErrInternal.Code,
+			Type: verify.ErrInternal.Type, Message: "the store keeps no audit log (verify.AuditStore)"})
+		return
+	}
 	s.internalError(w, r, err)
 }
 

@@ -52,6 +52,7 @@ type settings struct {
 	adminKeys    [][sha256.Size]byte
 	apiAuth      Authorizer
 	adminAuth    Authorizer
+	actor        func(*http.Request) string
 	trustProxy   bool
 	sessionLife  time.Duration
 	maxBody      int64
@@ -106,6 +107,15 @@ func WithAdminKeys(keys ...string) Option {
 // instead of the admin keys. The cross-origin check still comes first.
 func WithAdminAuthorizer(a Authorizer) Option {
 	return func(st *settings) { st.adminAuth = a }
+}
+
+// WithActor names, for the audit log, who made an admin request that the
+// admin Authorizer (WithAdminAuthorizer) admitted: the console's operator
+// and the admin API's caller. Without it they are "admin". (Requests
+// admitted by an admin key are named by the key's fingerprint, and the
+// console's sessions by the name given at sign-in.)
+func WithActor(f func(*http.Request) string) Option {
+	return func(st *settings) { st.actor = f }
 }
 
 // WithSID sets the account SID of Kaleyra's paths, /v1/{sid}/verify: a

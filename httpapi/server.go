@@ -174,7 +174,7 @@ func ThunderSMS(eng *verify.Engine, opts ...Option) http.Handler {
 }
 
 // Admin returns the admin API under /admin/ (flows, templates,
-// verifications, stats and the CSV report) and the console, its pages for
+// verifications, stats, the CSV report and the audit log) and the console, its pages for
 // operators, under /admin/console/ (GET /admin/ leads there). API requests
 // carry an admin key (WithAdminKeys) or pass the host's admin Authorizer
 // (WithAdminAuthorizer); without either, every request is refused. A
@@ -233,6 +233,7 @@ func (s *server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/verifications/{id}/resend", s.admin(s.resendVerification))
 	mux.HandleFunc("GET /admin/stats", s.admin(s.stats))
 	mux.HandleFunc("GET /admin/report.csv", s.admin(s.reportCSV))
+	mux.HandleFunc("GET /admin/audit", s.admin(s.listAudit))
 }
 
 func (s *server) hookRoutes(mux *http.ServeMux) {

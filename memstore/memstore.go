@@ -41,6 +41,9 @@ type Store struct {
 
 	idx      index
 	counters [shardCount]counterShard
+
+	auditMu sync.Mutex
+	audit   []verify.AuditEntry // oldest first: At, then ID
 }
 
 var _ verify.Store = (*Store)(nil)

@@ -9,7 +9,8 @@
 // The suite has a part for each capability of a Store, and its subtests are
 // named after them: Catalog (flows and templates), Verifications
 // (verifications and their deliveries), StepQueue (the pending fallback
-// steps) and Counters. Run runs every part, and the Engine part, which runs
+// steps), Counters and, for a store that implements the optional
+// verify.AuditStore, Audit. Run runs every part, and the Engine part, which runs
 // engines on the store the way they race in production. A Counters backend
 // built on its own (on Redis, say, for verify.WithCounters) runs only its
 // part:
@@ -46,6 +47,13 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 	runPart(t, "Verifications", verificationTests, func(t *testing.T) verificationStore { return newStore(t) })
 	runPart(t, "StepQueue", stepQueueTests, func(t *testing.T) verificationStore { return newStore(t) })
 	runPart(t, "Counters", counterTests, func(t *testing.T) verify.Counters { return newStore(t) })
+	runPart(t, "Audit", auditTests, func(t *testing.T) verify.AuditStore {
+		as, ok := newStore(t).(verify.AuditStore)
+		if !ok {
+			t.Skip("the store does not implement verify.AuditStore (optional)")
+		}
+		return as
+	})
 	runEngine(t, newStore)
 }
 
