@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"math"
 	"time"
 )
@@ -155,4 +156,23 @@ func ApplyTakes(current []Counter, takes []Take, now time.Time) Taken {
 		current[i] = t.Apply(current[i], now)
 	}
 	return out
+}
+
+// NamedCounter is a counter with its key, as ListCounters returns it.
+type NamedCounter struct {
+	Key string
+	Counter
+}
+
+// CounterLister is the optional Counters ability behind the console's
+// protection page (Engine.Lockouts and Engine.Blocks): listing counters by
+// key prefix. memstore, sqlstore and rediscounters have it. It is meant for
+// operators' screens, not for the path of a request: a store may scan
+// every counter to answer it.
+type CounterLister interface {
+	// ListCounters returns up to limit counters whose key starts with
+	// prefix and that have not expired at now, in the store's order of
+	// keys (the same for every call), strictly after the key after when
+	// after is not empty.
+	ListCounters(ctx context.Context, prefix string, now time.Time, after string, limit int) ([]NamedCounter, error)
 }

@@ -335,7 +335,7 @@ func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now tim
 	return a, nil
 }
 
-func blockKey(prefix string) string { return "block:prefix:" + prefix }
+func blockKey(prefix string) string { return blockPrefix + prefix }
 
 // blocked records and answers a blocked Send.
 func (e *Engine) blocked(ctx context.Context, a SendAttempt, reason string, retryAfter time.Duration) error {
@@ -405,7 +405,7 @@ func windowEnd(t time.Time, w time.Duration) time.Time {
 }
 
 // failKey names the counter of a recipient's consecutive wrong codes.
-func failKey(to Recipient) string { return "fail:" + recipientKey(to) }
+func failKey(to Recipient) string { return failPrefix + recipientKey(to) }
 
 // reserveFailure takes one of the recipient's failure slots before a code
 // is compared, deciding and counting in one Counters.Take: it is refused

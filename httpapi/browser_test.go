@@ -283,16 +283,40 @@ func TestBrowserConsole(t *testing.T) {
 	assert.Equal(t, "Verification canceled.", b.text(t, "#flash"))
 	assert.Equal(t, "canceled", b.text(t, "#status"))
 
+	// A locked-out recipient, unlocked by typing the number; a blocked
+	// prefix, unblocked from its row.
+	now := h.clock.Now()
+	_, err = h.store.Take(h.ctx, now, []verify.Take{
+		{Key: "fail:+4741234567", Delta: 100, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)},
+		{Key: "block:prefix:+4790", Delta: 1, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)},
+	})
+	require.NoError(t, err)
+	b.do(t, chromedp.Navigate(base+"protection"), chromedp.WaitVisible(chromedp.CSS("#lockouts")))
+	assert.Equal(t, "+47******67", b.text(t, "#lockouts tr.lockout.locked .recipient"))
+	assert.Equal(t, "locked out", b.text(t, "#lockouts tr.lockout.locked .state"))
+	b.shot(t, "protection.png")
+	b.do(t,
+		chromedp.SendKeys(chromedp.CSS("#unlock-recipient"), "+4741234567"),
+		chromedp.Click(chromedp.CSS("#unlock")),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	)
+	assert.Equal(t, 0, b.count(t, "#lockouts tr.lockout.locked"), "the seed's wrong code stays counted; the lockout is gone")
+	b.do(t,
+		chromedp.Click(chromedp.CSS(`#blocks tr[data-prefix="+4790"] button.unblock`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#blocks tr[data-prefix="+4790"]`)),
+	)
+	assert.Equal(t, "Prefix unblocked.", b.text(t, "#flash"))
+
 	// The audit log has what was done above, newest first.
 	b.do(t, chromedp.Navigate(base+"audit"), chromedp.WaitVisible(chromedp.CSS("#audit")))
-	assert.Equal(t, "verification.cancel", b.text(t, "#audit tr.entry:first-child .action"))
+	assert.Equal(t, "prefix.unblock", b.text(t, "#audit tr.entry:first-child .action"))
 	assert.Equal(t, "Ana Operator", b.text(t, "#audit tr.entry:first-child .actor"))
 	assert.Equal(t, 1, b.count(t, `#audit tr.entry[data-action="console.sign-in"]`))
 	assert.Equal(t, 1, b.count(t, `#audit tr.entry[data-action="template.approve"]`))
 
 	// A phone-sized window: nothing wider than the page but the tables,
 	// which scroll inside their own boxes.
-	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates", "verifications", "verifications/" + v.ID, "audit"} {
+	for _, path := range []string{"", "flows", "flows/" + f.ID, "templates", "verifications", "verifications/" + v.ID, "protection", "audit"} {
 		b.do(t,
 			chromedp.EmulateViewport(360, 740),
 			chromedp.Navigate(base+path),

@@ -159,6 +159,9 @@ func (s *server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+consolePath+"verifications/{id}", s.console(s.verificationPage))
 	mux.HandleFunc("POST "+consolePath+"verifications/{id}/cancel", s.console(s.consoleAction(s.eng.Cancel, "verification.cancel", "verification-canceled")))
 	mux.HandleFunc("POST "+consolePath+"verifications/{id}/resend", s.console(s.consoleAction(s.eng.Resend, "verification.resend", "verification-resent")))
+	mux.HandleFunc("GET "+consolePath+"protection", s.console(s.protectionPage))
+	mux.HandleFunc("POST "+consolePath+"protection/unlock", s.console(s.unlockForm))
+	mux.HandleFunc("POST "+consolePath+"protection/unblock", s.console(s.unblockForm))
 	mux.HandleFunc("GET "+consolePath+"audit", s.console(s.auditPage))
 	mux.HandleFunc("GET "+consolePath+"templates", s.console(s.templatesPage))
 	mux.HandleFunc("POST "+consolePath+"templates", s.console(s.createTemplateForm))
@@ -300,6 +303,8 @@ var flashes = map[string]string{
 	"signed-out":            "You have signed out.",
 	"verification-canceled": "Verification canceled.",
 	"verification-resent":   "Code sent again.",
+	"unlocked":              "Recipient unlocked: their wrong codes no longer count.",
+	"unblocked":             "Prefix unblocked.",
 }
 
 // formatDuration writes d the way the console's forms read it back

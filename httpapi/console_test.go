@@ -820,3 +820,46 @@ func TestConsoleAuditActor(t *testing.T) {
 	assert.True(t, strings.HasPrefix(actions[0], "ana@example.com template.create "), actions[0])
 	assert.Equal(t, "admin verifications.reveal", actions[1], "without a name, admin")
 }
+
+func TestConsoleProtection(t *testing.T) {
+	h := newHarness(t)
+	now := h.clock.Now()
+	for _, tk := range []verify.Take{
+		{Key: "fail:+4791234567", Delta: 100, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)}, // NoProtection's MaxFailures
+		{Key: "fail:ana@example.com", Delta: 2, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)},
+		{Key: "block:prefix:+4790", Delta: 1, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)},
+	} {
+		_, err := h.store.Take(h.ctx, now, []verify.Take{tk})
+		require.NoError(t, err)
+	}
+	cs := h.signIn("Ana")
+	pg := cs.get("/admin/console/protection")
+	require.Equal(t, http.StatusOK, pg.status, pg.String())
+	rows := byID(pg.doc, "lockouts").find(hasClass("lockout"))
+	require.Len(t, rows, 2)
+	assert.Equal(t, "+47******67", rows[0].find(hasClass("recipient"))[0].Text())
+	assert.Equal(t, "100", rows[0].find(hasClass("failures"))[0].Text())
+	assert.Equal(t, "locked out", rows[0].find(hasClass("state"))[0].Text())
+	assert.Equal(t, "a***@example.com", rows[1].find(hasClass("recipient"))[0].Text())
+	assert.Equal(t, "counting", rows[1].find(hasClass("state"))[0].Text())
+	assert.Empty(t, pg.doc.find(hasClass("unlock")), "no row Unlock while masked")
+	assert.NotContains(t, pg.String(), "+4791234567", "no full number in the page, hidden or not")
+	assert.Len(t, byID(pg.doc, "blocks").find(hasClass("block")), 1)
+
+	full := cs.get("/admin/console/protection?unmasked=1")
+	require.Len(t, full.doc.find(hasClass("unlock")), 2)
+	res := cs.post("/admin/console/protection/unlock", full.form(t, "recipient", "+4791234567"))
+	require.Equal(t, http.StatusSeeOther, res.status, "%v", errorsOf(res))
+	res = cs.post("/admin/console/protection/unlock", pg.form(t, "recipient", " "))
+	assert.Equal(t, http.StatusBadRequest, res.status)
+	assert.NotEmpty(t, byID(res.doc, "protection-error").Text())
+	res = cs.post("/admin/console/protection/unblock", pg.form(t, "prefix", "+4790"))
+	require.Equal(t, http.StatusSeeOther, res.status)
+
+	pg = cs.get("/admin/console/protection?flash=unlocked")
+	assert.Equal(t, "Recipient unlocked: their wrong codes no longer count.", byID(pg.doc, "flash").Text())
+	assert.Len(t, byID(pg.doc, "lockouts").find(hasClass("lockout")), 1)
+	assert.Empty(t, byID(pg.doc, "blocks").find(hasClass("block")))
+	actions := h.auditActions()
+	assert.Equal(t, []string{"Ana console.sign-in", "Ana lockouts.reveal", "Ana recipient.unlock +47******67", "Ana prefix.unblock +4790"}, actions)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,4 +114,30 @@ func (s *Store) PurgeCounters(ctx context.Context, before time.Time, limit int) 
 		sh.mu.Unlock()
 	}
 	return n, nil
+}
+
+var _ verify.CounterLister = (*Store)(nil)
+
+// ListCounters implements verify.CounterLister, in byte order of keys. It
+// reads every counter.
+func (s *Store) ListCounters(ctx context.Context, prefix string, now time.Time, after string, limit int) ([]verify.NamedCounter, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var out []verify.NamedCounter
+	for i := range s.counters {
+		sh := &s.counters[i]
+		sh.mu.Lock()
+		for k, c := range sh.m {
+			if strings.HasPrefix(k, prefix) && k > after && now.Before(c.ExpiresAt) {
+				out = append(out, verify.NamedCounter{Key: k, Counter: c})
+			}
+		}
+		sh.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b verify.NamedCounter) int { return strings.Compare(a.Key, b.Key) })
+	if len(out) > limit {
+		out = out[:max(limit, 0)]
+	}
+	return out, nil
 }

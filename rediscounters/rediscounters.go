@@ -41,6 +41,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -191,17 +192,11 @@ func (c *Counters) GetCounter(ctx context.Context, key string, now time.Time) (v
 	if err != nil {
 		return verify.Counter{}, fmt.Errorf("rediscounters: get counter: %w", err)
 	}
-	var raw [4]int64
-	for i, v := range vals {
-		if v == nil {
-			return verify.Counter{}, nil
-		}
-		s, _ := v.(string)
-		if raw[i], err = strconv.ParseInt(s, 10, 64); err != nil {
-			return verify.Counter{}, fmt.Errorf("rediscounters: get counter %q: field %d is %q", key, i, s)
-		}
+	raw, ok, err := rawCounter(vals)
+	if err != nil {
+		return verify.Counter{}, fmt.Errorf("rediscounters: get counter %q: %w", key, err)
 	}
-	if raw[2] <= micros(now) {
+	if !ok || raw[2] <= micros(now) {
 		return verify.Counter{}, nil
 	}
 	return counterOf(raw[:]), nil
@@ -329,6 +324,24 @@ func timeOf(us int64) time.Time {
 }
 
 // counterOf reads value, updated, expires and not-before.
+// rawCounter reads a counter's hash fields v, u, e and n, as HMGET
+// returns them; ok is false when the counter does not exist.
+func rawCounter(vals []any) (raw [4]int64, ok bool, err error) {
+	if len(vals) != len(raw) {
+		return raw, false, fmt.Errorf("%d fields, not %d", len(vals), len(raw))
+	}
+	for i, v := range vals {
+		if v == nil {
+			return raw, false, nil
+		}
+		s, _ := v.(string)
+		if raw[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return raw, false, fmt.Errorf("field %d is %q", i, s)
+		}
+	}
+	return raw, true, nil
+}
+
 func counterOf(raw []int64) verify.Counter {
 	return verify.Counter{Value: raw[0], UpdatedAt: timeOf(raw[1]), ExpiresAt: timeOf(raw[2]), NotBefore: timeOf(raw[3])}
 }
@@ -356,4 +369,72 @@ func escapeGlob(s string) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+var _ verify.CounterLister = (*Counters)(nil)
+
+// ListCounters implements verify.CounterLister, in byte order of keys. It
+// SCANs every key under the prefix (on a cluster, every primary's) and
+// reads the matching ones in pipelines.
+func (c *Counters) ListCounters(ctx context.Context, prefix string, now time.Time, after string, limit int) ([]verify.NamedCounter, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	scan := func(ctx context.Context, node redis.UniversalClient) error {
+		var cursor uint64
+		for {
+			found, next, err := node.Scan(ctx, cursor, escapeGlob(c.prefix+prefix)+"*", 1000).Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			for _, k := range found {
+				if key := strings.TrimPrefix(k, c.prefix); key > after {
+					keys = append(keys, key)
+				}
+			}
+			mu.Unlock()
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+		}
+	}
+	var err error
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return scan(ctx, node) })
+	} else {
+		err = scan(ctx, c.rdb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rediscounters: list counters: %w", err)
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys) // SCAN may return a key twice
+	var out []verify.NamedCounter
+	for len(keys) > 0 && len(out) < limit {
+		batch := keys[:min(len(keys), 100)]
+		keys = keys[len(batch):]
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(batch))
+		for i, k := range batch {
+			cmds[i] = pipe.HMGet(ctx, c.prefix+k, "v", "u", "e", "n")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("rediscounters: list counters: %w", err)
+		}
+		for i, k := range batch {
+			raw, ok, err := rawCounter(cmds[i].Val())
+			if err != nil {
+				return nil, fmt.Errorf("rediscounters: list counters: %q: %w", k, err)
+			}
+			if ok && raw[2] > micros(now) && len(out) < limit {
+				out = append(out, verify.NamedCounter{Key: k, Counter: counterOf(raw[:])})
+			}
+		}
+	}
+	return out, nil
 }

@@ -533,3 +533,35 @@ func (s *Store) PurgeCounters(ctx context.Context, before time.Time, limit int) 
 	}
 	return int(n), nil
 }
+
+var _ verify.CounterLister = (*Store)(nil)
+
+// ListCounters implements verify.CounterLister, in byte order of keys (on
+// PostgreSQL by the "C" collation, whatever the database's). It is a scan
+// of the counters table: the primary key cannot serve a prefix under every
+// collation, and another index would cost every Take.
+func (s *Store) ListCounters(ctx context.Context, prefix string, now time.Time, after string, limit int) ([]verify.NamedCounter, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	name := "name"
+	if s.pg() {
+		name = `name COLLATE "C"`
+	}
+	rows, err := s.run().QueryContext(ctx, `SELECT `+counterCols+` FROM counters
+		WHERE substr(name, 1, $1) = $2 AND expires_at > $3 AND `+name+` > $4
+		ORDER BY `+name+` LIMIT $5`, len(prefix), prefix, s.tv(now), after, limit)
+	if err != nil {
+		return nil, wrap("list counters", err)
+	}
+	defer rows.Close()
+	var out []verify.NamedCounter
+	for rows.Next() {
+		var c verify.NamedCounter
+		if err := rows.Scan(&c.Key, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+			return nil, wrap("list counters", err)
+		}
+		out = append(out, c)
+	}
+	return out, wrap("list counters", rows.Err())
+}

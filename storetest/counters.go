@@ -586,3 +586,50 @@ func testTakeConcurrentRefunds(t *testing.T, s verify.Counters) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(0), c.Value, "every take was refunded: the counter is back at zero")
 }
+
+// testListCounters checks verify.CounterLister, for the backends that
+// have it.
+func testListCounters(t *testing.T, s verify.Counters) {
+	l, ok := s.(verify.CounterLister)
+	if !ok {
+		t.Skip("the backend does not implement verify.CounterLister (optional)")
+	}
+	list := func(prefix string, now time.Time, after string, limit int) []string {
+		t.Helper()
+		got, err := l.ListCounters(ctx(), prefix, now, after, limit)
+		require.NoError(t, err)
+		out := make([]string, 0, len(got))
+		for _, c := range got {
+			out = append(out, fmt.Sprintf("%s=%d", c.Key, c.Value))
+		}
+		return out
+	}
+	assert.Empty(t, list("fail:", base, "", 10))
+	exp := at(time.Hour)
+	for _, tk := range []verify.Take{
+		take("fail:+4791234567", 3, verify.NoLimit, exp),
+		take("fail:ana@example.com", 5, verify.NoLimit, exp),
+		take("fail:+4790000000", 1, verify.NoLimit, at(time.Minute)),
+		take("block:prefix:+4790", 1, verify.NoLimit, exp),
+		take("fail", 1, verify.NoLimit, exp),      // the prefix, not under it
+		take("xfail:+47", 1, verify.NoLimit, exp), // the prefix inside, not at the start
+		take("fail:*?[", 2, verify.NoLimit, exp),  // glob characters are plain text
+	} {
+		requireOK(t, mustTake(t, s, base, tk), tk.Key)
+	}
+	// A counter at zero that has not expired is listed: a refund brought it
+	// there.
+	requireOK(t, mustTake(t, s, base, take("fail:zero@example.com", 1, verify.NoLimit, exp)), "zero")
+	requireOK(t, mustTake(t, s, base, take("fail:zero@example.com", -1, verify.NoLimit, exp)), "zero")
+
+	all := []string{"fail:*?[=2", "fail:+4790000000=1", "fail:+4791234567=3", "fail:ana@example.com=5", "fail:zero@example.com=0"}
+	assert.Equal(t, all, list("fail:", base, "", 10), "keys under the prefix, in byte order")
+	assert.Equal(t, []string{"block:prefix:+4790=1"}, list("block:prefix:", base, "", 10))
+	assert.Equal(t, all[:2], list("fail:", base, "", 2), "at most limit")
+	assert.Equal(t, all[2:4], list("fail:", base, "fail:+4790000000", 2), "strictly after after")
+	assert.Equal(t, []string{"fail:*?[=2", "fail:+4791234567=3", "fail:ana@example.com=5", "fail:zero@example.com=0"},
+		list("fail:", at(time.Minute), "", 10), "not the counters expired at now")
+	assert.Equal(t, []string{"fail:*?[=2"}, list("fail:*", base, "", 10), "a prefix with glob characters")
+	assert.Len(t, list("", base, "", 100), 8, "every live counter under the empty prefix")
+	assert.Empty(t, list("fail:", base, "", 0), "limit 0")
+}

@@ -141,6 +141,7 @@ var counterTests = []test[verify.Counters]{
 	{"TakeConcurrentBackoff", testTakeConcurrentBackoff},
 	{"TakeConcurrentKeys", testTakeConcurrentKeys},
 	{"TakeConcurrentRefunds", testTakeConcurrentRefunds},
+	{"ListCounters", testListCounters},
 }
 
 // runPart runs tests as parallel subtests of a parallel subtest named part,
