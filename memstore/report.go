@@ -64,3 +64,13 @@ func (s *Store) Stats(ctx context.Context, q verify.Query) (verify.Stats, error)
 	}
 	return verify.ComputeStats(s.matching(q)), nil
 }
+
+var _ verify.TrendStore = (*Store)(nil)
+
+// Trends implements verify.TrendStore by scanning every record.
+func (s *Store) Trends(ctx context.Context, q verify.TrendQuery) (verify.Trends, error) {
+	if err := ctxErr(ctx); err != nil {
+		return verify.Trends{}, err
+	}
+	return verify.ComputeTrends(s.matching(q.Query), q), nil
+}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -166,4 +167,87 @@ func assertStats(t *testing.T, want, got verify.Stats) {
 		w.Conversion, g.Conversion, w.MedianTimeToVerify, g.MedianTimeToVerify = 0, 0, 0, 0
 		assert.Equal(t, w, g, "Flows[%s]", k)
 	}
+}
+
+// testTrends checks verify.TrendStore, for the stores that have it,
+// against verify.ComputeTrends over the same records.
+func testTrends(t *testing.T, s verificationStore) {
+	ts, ok := s.(verify.TrendStore)
+	if !ok {
+		t.Logf("%T does not implement verify.TrendStore; Trends is unavailable with it", s)
+		return
+	}
+	// 30 verifications 25 minutes apart, over two flows: some with a
+	// fallback step, some with a failed first delivery, some resent;
+	// verified ones taking 1 to 30 seconds.
+	var all []verify.VerificationRecord
+	for i := range 30 {
+		v := sampleVerification(5, time.Hour)
+		v.FlowID = []string{"flow-a", "flow-b"}[i%2]
+		v.CreatedAt = at(time.Duration(i) * 25 * time.Minute)
+		v.ExpiresAt = v.CreatedAt.Add(time.Hour)
+		create(t, s, v, nil)
+		st0 := verify.DeliverySent
+		if i%7 == 0 {
+			st0 = verify.DeliveryFailed
+		}
+		record(t, s, delivery(v, v.ID+"-0", 0, st0, v.CreatedAt))
+		if i%3 == 0 {
+			record(t, s, delivery(v, v.ID+"-1", 1, verify.DeliveryDelivered, v.CreatedAt.Add(30*time.Second)))
+		}
+		if i%5 == 0 {
+			record(t, s, delivery(v, v.ID+"-r", -1, verify.DeliverySent, v.CreatedAt.Add(40*time.Second)))
+		}
+		if i%2 == 0 || i%3 == 0 {
+			_, _, err := s.Finish(ctx(), v.ID, verify.StatusVerified, v.CreatedAt.Add(time.Duration(i+1)*time.Second))
+			require.NoError(t, err)
+		}
+		got, err := s.GetVerification(ctx(), v.ID)
+		require.NoError(t, err)
+		all = append(all, got)
+	}
+	for i, q := range []verify.TrendQuery{
+		{Query: verify.Query{From: base, To: at(13 * time.Hour)}, Bucket: time.Hour},
+		{Query: verify.Query{From: base.Add(-3 * time.Hour), To: base.Add(45 * time.Hour)}, Bucket: 24 * time.Hour},
+		{Query: verify.Query{From: at(90 * time.Minute), To: at(7*time.Hour + 17*time.Minute), FlowID: "flow-b"}, Bucket: time.Hour},
+		{Query: verify.Query{From: base, To: at(13 * time.Hour), Statuses: []verify.Status{verify.StatusVerified}}, Bucket: time.Hour},
+		{Query: verify.Query{From: at(20 * time.Hour), To: at(30 * time.Hour)}, Bucket: time.Hour},
+	} {
+		var want []verify.VerificationRecord
+		for j := range all {
+			if q.Matches(&all[j]) {
+				want = append(want, all[j])
+			}
+		}
+		got, err := ts.Trends(ctx(), q)
+		require.NoError(t, err, "query %d", i)
+		exp := verify.ComputeTrends(want, q)
+		assert.Equal(t, nonEmpty(exp.Buckets), nonEmpty(got.Buckets), "query %d: buckets", i)
+		assert.Equal(t, exp.TimeToVerify50, got.TimeToVerify50, "query %d: p50", i)
+		assert.Equal(t, exp.TimeToVerify95, got.TimeToVerify95, "query %d: p95", i)
+		assert.Equal(t, exp.Steps, got.Steps, "query %d: steps", i)
+		assert.Equal(t, exp.Resends, got.Resends, "query %d: resends", i)
+	}
+	// The fixture's figures, to check ComputeTrends itself.
+	q := verify.TrendQuery{Query: verify.Query{From: base, To: at(13 * time.Hour)}, Bucket: time.Hour}
+	exp := verify.ComputeTrends(all, q)
+	assert.Equal(t, []int{30, 10}, exp.Steps)
+	assert.Equal(t, 6, exp.Resends)
+	assert.Equal(t, 15*time.Second, exp.TimeToVerify50, "20 verified: the 10th fastest")
+	assert.Equal(t, 28*time.Second, exp.TimeToVerify95, "the 19th")
+	assert.Equal(t, verify.TrendBucket{Start: base, Created: 3, Sent: 3, Verified: 2}, exp.Buckets[0], "0, 25 and 50 minutes; #0's first delivery failed, its fallback did not; #0 and #2 verified")
+}
+
+// nonEmpty is buckets without the empty ones, in order of Start, with
+// times in UTC to the microsecond.
+func nonEmpty(bs []verify.TrendBucket) []verify.TrendBucket {
+	var out []verify.TrendBucket
+	for _, b := range bs {
+		if b.Created > 0 {
+			b.Start = b.Start.UTC().Truncate(time.Microsecond)
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(a, b verify.TrendBucket) int { return a.Start.Compare(b.Start) })
+	return out
 }

@@ -110,6 +110,7 @@ var verificationTests = []test[verificationStore]{
 	{"FindOpen", testFindOpen},
 	{"Exclusive", testExclusive},
 	{"Reports", testReports},
+	{"Trends", testTrends},
 }
 
 var stepQueueTests = []test[verificationStore]{

@@ -1,0 +1,169 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/openverify/verify"
+)
+
+var _ verify.TrendStore = (*Store)(nil)
+
+// Trends implements verify.TrendStore with three aggregates in one
+// read-only transaction, as Stats runs its own:
+//
+//   - per bucket (the bucket's index computed from created_at) the
+//     verifications, those with a delivery that did not fail and those
+//     verified: on PostgreSQL with a semi-join on deliveries, on SQLite
+//     grouped by the delivery summary as Stats does;
+//   - the 50th and 95th percentiles of the time to verify: percentile_disc
+//     on PostgreSQL; on SQLite the rows at those ranks of the sorted times,
+//     cut with LIMIT 1 OFFSET;
+//   - the verifications per delivery step, and those resent.
+func (s *Store) Trends(ctx context.Context, q verify.TrendQuery) (verify.Trends, error) {
+	tr, err := s.trends(ctx, q)
+	return tr, wrap("trends", err)
+}
+
+func (s *Store) trends(ctx context.Context, q verify.TrendQuery) (verify.Trends, error) {
+	var tr verify.Trends
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.pg() {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := s.db.BeginTx(ctx, opts)
+	if err != nil {
+		return tr, err
+	}
+	defer tx.Rollback()
+
+	f := s.filter(q.Query)
+	var bucket string
+	if s.pg() {
+		bucket = `FLOOR(EXTRACT(EPOCH FROM v.created_at - ` + f.bind(q.From) + `::timestamptz) / ` + f.bind(q.Bucket.Seconds()) + `)::bigint`
+	} else {
+		bucket = `(v.created_at - ` + f.bind(q.From.UnixMicro()) + `) / ` + f.bind(q.Bucket.Microseconds())
+	}
+	buckets := map[int64]*verify.TrendBucket{}
+	at := func(i int64) *verify.TrendBucket {
+		b := buckets[i]
+		if b == nil {
+			b = &verify.TrendBucket{Start: q.From.Add(time.Duration(i) * q.Bucket)}
+			buckets[i] = b
+		}
+		return b
+	}
+	verified := 0
+	if s.pg() {
+		err = eachRow(ctx, tx, `SELECT `+bucket+` AS b, COUNT(*),
+			COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.verification_id = v.id AND d.status <> 'failed')),
+			COUNT(*) FILTER (WHERE v.status = 'verified')
+			FROM verifications v `+f.where()+` GROUP BY b`, f.args, func(rows *sql.Rows) error {
+			var i int64
+			var created, sent, ver int
+			if err := rows.Scan(&i, &created, &sent, &ver); err != nil {
+				return err
+			}
+			b := at(i)
+			b.Created, b.Sent, b.Verified = created, sent, ver
+			verified += ver
+			return nil
+		})
+	} else {
+		err = eachRow(ctx, tx, `SELECT `+bucket+` AS b, v.status, v.delivery_summary, COUNT(*)
+			FROM verifications v `+f.where()+` GROUP BY b, v.status, v.delivery_summary`, f.args, func(rows *sql.Rows) error {
+			var (
+				i       int64
+				status  verify.Status
+				summary string
+				k       int
+			)
+			if err := rows.Scan(&i, &status, &summary, &k); err != nil {
+				return err
+			}
+			entries, err := parseSummary(summary)
+			if err != nil {
+				return err
+			}
+			b := at(i)
+			b.Created += k
+			for _, e := range entries {
+				if e.status != verify.DeliveryFailed {
+					b.Sent += k
+					break
+				}
+			}
+			if status == verify.StatusVerified {
+				b.Verified += k
+				verified += k
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return tr, err
+	}
+	for _, b := range buckets {
+		tr.Buckets = append(tr.Buckets, *b)
+	}
+
+	if verified > 0 {
+		g := s.filter(q.Query)
+		where := g.where("v.status = 'verified'", "v.verified_at IS NOT NULL")
+		var p50, p95 sql.NullInt64
+		if s.pg() {
+			d := `(EXTRACT(EPOCH FROM v.verified_at - v.created_at) * 1000000)::bigint`
+			err = tx.QueryRowContext(ctx, `SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY `+d+`),
+				percentile_disc(0.95) WITHIN GROUP (ORDER BY `+d+`) FROM verifications v `+where, g.args...).Scan(&p50, &p95)
+		} else {
+			// Nearest rank: the ceil(p * n)th smallest, as percentile_disc.
+			rank := func(p int) int { return max((p*verified+99)/100, 1) }
+			nth := func(k int) string {
+				return `(SELECT v.verified_at - v.created_at AS d FROM verifications v ` + where + ` ORDER BY d LIMIT 1 OFFSET ` + g.bind(k-1) + `)`
+			}
+			err = tx.QueryRowContext(ctx, `SELECT `+nth(rank(50))+`, `+nth(rank(95)), g.args...).Scan(&p50, &p95)
+		}
+		if err != nil {
+			return tr, err
+		}
+		tr.TimeToVerify50, tr.TimeToVerify95 = time.Duration(p50.Int64)*time.Microsecond, time.Duration(p95.Int64)*time.Microsecond
+	}
+
+	h := s.filter(q.Query)
+	err = eachRow(ctx, tx, `SELECT d.step, COUNT(DISTINCT d.verification_id) FROM verifications v
+		JOIN deliveries d ON d.verification_id = v.id `+h.where()+` GROUP BY d.step`, h.args, func(rows *sql.Rows) error {
+		var step, n int
+		if err := rows.Scan(&step, &n); err != nil {
+			return err
+		}
+		if step < 0 {
+			tr.Resends += n
+			return nil
+		}
+		for len(tr.Steps) <= step {
+			tr.Steps = append(tr.Steps, 0)
+		}
+		tr.Steps[step] = n
+		return nil
+	})
+	if err != nil {
+		return tr, err
+	}
+	return tr, tx.Commit()
+}
+
+// eachRow runs query and hands each row to fn.
+func eachRow(ctx context.Context, tx *sql.Tx, query string, args []any, fn func(*sql.Rows) error) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
