@@ -592,7 +592,8 @@ func hasDelivery(rec VerificationRecord, id string) bool {
 // Run delivers fallback steps as they fall due until ctx is done: it calls
 // ProcessDue, then sleeps on the engine's clock until the next step is due
 // or the poll interval (WithPollInterval) has passed, whichever is first.
-// Once an hour it also calls Purge. Store and channel errors are logged and
+// Every 10 seconds it writes the refusal counts (FlushRefusals), and once an
+// hour it calls Purge. Store and channel errors are logged and
 // retried at the next wake-up, never returned; Run returns nil when ctx is
 // done. With a mock clock, advancing the clock drives Run.
 func (e *Engine) Run(ctx context.Context) error {
@@ -601,6 +602,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		_, err := e.ProcessDue(ctx)
 		if err != nil && ctx.Err() == nil {
 			e.log.LogAttrs(ctx, slog.LevelError, "verify: processing due steps", slog.String("error", err.Error()))
+		}
+		if err := e.flushRefusalsDue(ctx); err != nil && ctx.Err() == nil {
+			e.log.LogAttrs(ctx, slog.LevelError, "verify: writing refusal counts", slog.String("error", err.Error()))
 		}
 		now := e.clock.Now()
 		if !now.Before(nextPurge) {

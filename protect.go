@@ -288,7 +288,7 @@ func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, no
 			return Allowance{}, storeErr(ctx, "check prefix block", err)
 		}
 		if c.Value > 0 {
-			return Allowance{}, e.blocked(ctx, a, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(now))
+			return Allowance{}, e.blocked(ctx, a, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(now))
 		}
 	}
 	limits, rows := e.sendLimits(flowID, a)
@@ -301,6 +301,7 @@ func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, no
 	}
 	if !allowed.OK {
 		what := e.protection.sendLimitTable()[rows[allowed.Refused]].what
+		e.refused(limitReason(what), now)
 		err := rateLimited(what, allowed.RetryAfter)
 		e.emit(ctx, Event{Type: EventRateLimited, FlowID: flowID, Time: now, ErrorCode: err.Code, Reason: what})
 		return Allowance{}, err
@@ -330,6 +331,7 @@ func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now tim
 		return Allowance{}, storeErr(ctx, "rate limit", err)
 	}
 	if !a.OK {
+		e.refused(limitReason(what), now)
 		return Allowance{}, rateLimited(what, a.RetryAfter)
 	}
 	return a, nil
@@ -338,8 +340,9 @@ func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now tim
 func blockKey(prefix string) string { return blockPrefix + prefix }
 
 // blocked records and answers a blocked Send.
-func (e *Engine) blocked(ctx context.Context, a SendAttempt, reason string, retryAfter time.Duration) error {
+func (e *Engine) blocked(ctx context.Context, a SendAttempt, category, reason string, retryAfter time.Duration) error {
 	now := e.now()
+	e.refused(category, now)
 	e.log.LogAttrs(ctx, warnLevel, "verify: send blocked",
 		logStr("flow", a.FlowID), logStr("prefix", a.Prefix), logStr("country", a.Country), logStr("reason", reason))
 	e.emit(ctx, Event{Type: EventBlocked, FlowID: a.FlowID, Time: now, ErrorCode: ErrBlocked.Code, Reason: reason})
@@ -433,6 +436,7 @@ func (e *Engine) reserveFailure(ctx context.Context, key string, now time.Time) 
 	if err := e.failuresRefuse(res.Counters[0], now); err != nil {
 		return err
 	}
+	e.refused(RefusalWaiting, now)
 	return rateLimited("wrong codes for this recipient", res.RetryAfter)
 }
 
@@ -442,11 +446,13 @@ func (e *Engine) reserveFailure(ctx context.Context, key string, now time.Time) 
 // failure lasts; nil otherwise.
 func (e *Engine) failuresRefuse(c Counter, now time.Time) error {
 	if c.Value >= int64(e.protection.MaxFailures) {
+		e.refused(RefusalLocked, now)
 		err := invalid(ErrLocked, "", "too many wrong codes for this recipient; locked until %s", c.ExpiresAt.Format(time.RFC3339))
 		err.RetryAfter = c.ExpiresAt.Sub(now)
 		return err
 	}
 	if now.Before(c.NotBefore) {
+		e.refused(RefusalWaiting, now)
 		return rateLimited("wrong codes for this recipient", c.NotBefore.Sub(now))
 	}
 	return nil

@@ -153,7 +153,7 @@ func (e *Engine) resolveSend(ctx context.Context, req SendRequest) (sendPlan, er
 func (e *Engine) admit(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
 	if e.sendHook != nil {
 		if err := e.sendHook(ctx, p.attempt); err != nil {
-			return Allowance{}, e.blocked(ctx, p.attempt, err.Error(), 0)
+			return Allowance{}, e.blocked(ctx, p.attempt, RefusalSendHook, err.Error(), 0)
 		}
 	}
 	return e.admitSend(ctx, p.flow.ID, p.attempt, now)

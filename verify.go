@@ -39,6 +39,7 @@ import (
 // concurrent use.
 type Engine struct {
 	config
+	refusals refusalTally
 	store    Store
 	channels map[string]Channel
 	keys     *keyring
