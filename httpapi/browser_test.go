@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -157,7 +158,7 @@ func (b *browser) pageErrors() []string {
 // Content-Security-Policy.
 func TestBrowserConsole(t *testing.T) {
 	b := newBrowser(t)
-	h := newHarness(t)
+	h := newHarness(t, WithSessionLifetime(72*time.Hour)) // the test moves the clock a day on
 	base := h.srv.URL + consolePath
 
 	// Sign in with the keyboard: the skip link, then the name and key
@@ -234,6 +235,18 @@ func TestBrowserConsole(t *testing.T) {
 	assert.Equal(t, "3", b.text(t, "#total"))
 	assert.Equal(t, 3, b.count(t, "#recent tr.verification"))
 	assert.Equal(t, 1, b.count(t, fmt.Sprintf(`#recent tr[data-id=%q]`, ids[0])))
+
+	// A day of traffic on the two-step flow, for the charts: every hour
+	// some verifications, most verified within seconds, some after the
+	// voice call; and refusals, as the engine writes them.
+	total := 3 + dayOfTraffic(t, h, f.ID)
+	b.do(t, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#chart-volume svg")))
+	assert.Equal(t, strconv.Itoa(total), b.text(t, "#total"))
+	for id, points := range map[string]int{"#chart-volume svg.line circle.point": 72, "#chart-conversion svg.line circle.point": 24,
+		"#chart-steps svg.bars g.bar": 2, "#chart-ttv svg.bars g.bar": 2, "#chart-refused svg.bars g.bar": 2} {
+		assert.Equal(t, points, b.count(t, id), id)
+	}
+	assert.Equal(t, 12, b.count(t, "#chart-funnel svg.bars g.bar"), "sms, voice and email: four figures each")
 	b.shot(t, "overview.png")
 
 	// A verification on the two-step flow: a wrong code, the voice call
@@ -275,8 +288,10 @@ func TestBrowserConsole(t *testing.T) {
 	b.shot(t, "verification.png")
 
 	// Cancel an open one from its page.
+	open, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: verify.Recipient{Phone: "+4741230000"}})
+	require.NoError(t, err)
 	b.do(t,
-		chromedp.Navigate(base+"verifications/"+ids[1]),
+		chromedp.Navigate(base+"verifications/"+open.ID),
 		chromedp.Click(chromedp.CSS("#cancel")),
 		chromedp.WaitVisible(chromedp.CSS("#flash")),
 	)
@@ -345,4 +360,41 @@ func wrongCode(code string) string {
 		w = strings.Repeat("1", len(code))
 	}
 	return w
+}
+
+// dayOfTraffic sends verifications on flow over the next 23 hours of the
+// harness's clock, checks most of them, lets some wait for the fallback,
+// writes two reasons of refusals, and returns how many it started.
+func dayOfTraffic(t *testing.T, h *harness, flow string) int {
+	t.Helper()
+	n := 0
+	for hour := range 23 {
+		for k := range 3 + (hour*7)%5 {
+			v, err := h.eng.Send(h.ctx, verify.SendRequest{FlowID: flow, To: verify.Recipient{Phone: fmt.Sprintf("+4745%02d%04d", hour, k)}})
+			require.NoError(t, err)
+			n++
+			code := h.code("sms")
+			switch {
+			case k%4 == 3: // never verified
+			case k%3 == 2: // after the voice call
+				h.clock.Add(31 * time.Second)
+				_, err = h.eng.ProcessDue(h.ctx)
+				require.NoError(t, err)
+				_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+				require.NoError(t, err)
+			default:
+				h.clock.Add(time.Duration(5+k*3) * time.Second)
+				_, err = h.eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+				require.NoError(t, err)
+			}
+		}
+		hourKey := strconv.FormatInt(h.clock.Now().Unix()/3600, 10)
+		_, err := h.store.Take(h.ctx, h.clock.Now(), []verify.Take{
+			{Key: "stats:refused:" + hourKey + ":limit: codes sent to this recipient", Delta: int64(hour % 4), Max: verify.NoLimit, ExpiresAt: h.clock.Now().Add(48 * time.Hour)},
+			{Key: "stats:refused:" + hourKey + ":" + verify.RefusalLocked, Delta: int64(hour % 3), Max: verify.NoLimit, ExpiresAt: h.clock.Now().Add(48 * time.Hour)},
+		})
+		require.NoError(t, err)
+		h.clock.Set(h.clock.Now().Truncate(time.Hour).Add(time.Hour))
+	}
+	return n
 }

@@ -83,10 +83,10 @@ var consolePages = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(p, "templates/console/"), ".html")
-		if name == "layout" {
+		if name == "layout" || name == "charts" {
 			continue
 		}
-		out[name] = template.Must(template.Must(layout.Clone()).ParseFS(consoleFS, p))
+		out[name] = template.Must(template.Must(layout.Clone()).ParseFS(consoleFS, p, "templates/console/charts.html"))
 	}
 	return out
 }()

@@ -3,8 +3,10 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/openverify/verify"
 )
@@ -12,9 +14,29 @@ import (
 // recentRows is how many verifications the overview lists.
 const recentRows = 25
 
+// overviewRange is a range the overview offers: how far back from now, in
+// buckets of what size.
+type overviewRange struct {
+	Key, Label string
+	Buckets    int
+	Bucket     time.Duration
+}
+
+var overviewRanges = []overviewRange{
+	{"24h", "Last 24 hours", 24, time.Hour},
+	{"7d", "Last 7 days", 7, 24 * time.Hour},
+	{"30d", "Last 30 days", 30, 24 * time.Hour},
+}
+
 type overviewData struct {
 	Notice   string
+	Range    string
+	Ranges   []overviewRange
+	FlowID   string
+	Flows    []verify.Flow
+	From, To time.Time
 	Stats    verify.Stats
+	Charts   overviewCharts
 	Channels []channelRow
 	Statuses []statusRow
 	Recent   []recentRow
@@ -37,34 +59,61 @@ type recentRow struct {
 	Attempts                               int
 }
 
-// overviewPage renders the console's overview: totals and conversion per
-// channel for the verifications the query selects (all by default; the
-// same filters as /admin/stats), and the most recent ones with masked
+// overviewPage renders the console's overview for a range (the last 24
+// hours by hour, the last 7 or 30 days by day; "range") and a flow
+// ("flow_id", all by default): the totals, the charts, the figures by
+// channel and by status, and the most recent verifications with masked
 // recipients.
 func (s *server) overviewPage(w http.ResponseWriter, r *http.Request, c consoleReq) {
 	ctx := r.Context()
-	q, err := parseQuery(r.URL.Query())
+	v := r.URL.Query()
+	rg := overviewRanges[0]
+	if k := v.Get("range"); k != "" {
+		i := slices.IndexFunc(overviewRanges, func(o overviewRange) bool { return o.Key == k })
+		if i < 0 {
+			s.render(w, r, http.StatusBadRequest, "error", c, consolePage{Title: "Bad request", Data: "range must be one of 24h, 7d or 30d."})
+			return
+		}
+		rg = overviewRanges[i]
+	}
+	// Whole buckets, the current one last.
+	to := s.eng.Now().Truncate(rg.Bucket).Add(rg.Bucket)
+	from := to.Add(-time.Duration(rg.Buckets) * rg.Bucket)
+	q := verify.Query{From: from, To: to, FlowID: v.Get("flow_id")}
+	data := overviewData{Range: rg.Key, Ranges: overviewRanges, FlowID: q.FlowID, From: from, To: to}
+	csv := url.Values{"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+	if q.FlowID != "" {
+		csv.Set("flow_id", q.FlowID)
+	}
+	data.CSV = "/admin/report.csv?" + csv.Encode()
+
+	flows, err := s.eng.Flows(ctx)
 	if err != nil {
 		s.engineError(w, r, c, err)
 		return
 	}
-	data := overviewData{CSV: "/admin/report.csv"}
-	if enc := r.URL.Query(); len(enc) > 0 {
-		enc.Del("unmasked")
-		enc.Del("limit")
-		enc.Del("cursor")
-		if e := enc.Encode(); e != "" {
-			data.CSV += "?" + e
-		}
-	}
+	data.Flows = flows
 	st, err := s.eng.Stats(ctx, q)
 	if errors.Is(err, verify.ErrReportsUnsupported) {
 		data.Notice = "This store does not support reports (verify.ReportStore), so there is nothing to show."
+		s.render(w, r, http.StatusOK, "overview", c, consolePage{Title: "Overview", Nav: "overview", Data: data})
+		return
 	} else if err != nil {
 		s.engineError(w, r, c, err)
 		return
 	}
 	data.Stats = st
+	tr, err := s.eng.Trends(ctx, verify.TrendQuery{Query: q, Bucket: rg.Bucket})
+	if err != nil && !errors.Is(err, verify.ErrTrendsUnsupported) {
+		s.engineError(w, r, c, err)
+		return
+	}
+	refusals, err := s.eng.Refusals(ctx, from, to)
+	if err != nil && !errors.Is(err, verify.ErrListingUnsupported) {
+		s.engineError(w, r, c, err)
+		return
+	}
+	data.Charts = chartsOf(tr, st, refusals, rg.Bucket)
 	for name, c := range st.Channels {
 		data.Channels = append(data.Channels, channelRow{name, c})
 	}
@@ -74,40 +123,16 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request, c consoleR
 	}
 	slices.SortFunc(data.Statuses, func(a, b statusRow) int { return strings.Compare(string(a.Status), string(b.Status)) })
 
-	if data.Notice == "" {
-		flowNames := map[string]string{}
-		if flows, err := s.eng.Flows(ctx); err == nil {
-			for _, f := range flows {
-				flowNames[f.ID] = f.Name
-			}
-		}
-		rq := q
-		rq.Limit, rq.Cursor = recentRows, ""
-		page, err := s.eng.List(ctx, rq)
-		if err != nil {
-			s.engineError(w, r, c, err)
-			return
-		}
-		for _, v := range page.Verifications {
-			to := verify.MaskRecipient(v.To)
-			var chans []string
-			for _, d := range v.Deliveries {
-				if !slices.Contains(chans, d.Channel) {
-					chans = append(chans, d.Channel)
-				}
-			}
-			flow := flowNames[v.FlowID]
-			if flow == "" {
-				flow = v.FlowID
-			}
-			data.Recent = append(data.Recent, recentRow{
-				ID: v.ID, Flow: flow, Status: v.Status, Attempts: v.Attempts,
-				Created:   v.CreatedAt.UTC().Format("2006-01-02 15:04:05"),
-				Recipient: strings.TrimSpace(to.Phone + " " + to.Email),
-				Channels:  strings.Join(chans, ", "),
-			})
-		}
+	rq := q
+	rq.Limit = recentRows
+	page, err := s.eng.List(ctx, rq)
+	if err != nil {
+		s.engineError(w, r, c, err)
+		return
 	}
-
+	names := flowNames(flows)
+	for _, vr := range page.Verifications {
+		data.Recent = append(data.Recent, rowOf(vr, names, false))
+	}
 	s.render(w, r, http.StatusOK, "overview", c, consolePage{Title: "Overview", Nav: "overview", Data: data})
 }

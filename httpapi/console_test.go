@@ -399,7 +399,7 @@ func TestConsoleOverview(t *testing.T) {
 	ids, codes := h.seed()
 	cs := h.signIn("Ana")
 
-	pg := cs.get("/admin/console/?flow_id=")
+	pg := cs.get("/admin/console/")
 	require.Equal(t, http.StatusOK, pg.status, pg.String())
 	assert.Equal(t, "text/html; charset=utf-8", pg.header.Get("Content-Type"))
 	assert.Equal(t, consoleCSP, pg.header.Get("Content-Security-Policy"))
@@ -442,9 +442,39 @@ func TestConsoleOverview(t *testing.T) {
 	for _, code := range codes {
 		assert.NotContains(t, pg.String(), code, "no code appears")
 	}
-	assert.Equal(t, "/admin/report.csv?flow_id=", byID(doc, "csv").attr["href"])
+	assert.Equal(t, "/admin/report.csv?from=2026-11-24T10%3A00%3A00Z&to=2026-11-25T10%3A00%3A00Z", byID(doc, "csv").attr["href"],
+		"the last 24 hours, whole hours, the current one last")
 
-	bad := cs.get("/admin/console/?from=yesterday")
+	// The charts: one point per hour and series, a bar per figure, the
+	// figures in text.
+	svg := func(id string) *node {
+		found := byID(doc, id).find(func(n *node) bool { return n.name == "svg" && n.attr["data-points"] != "" })
+		require.Len(t, found, 1, id)
+		return found[0]
+	}
+	assert.Equal(t, "24 24 24", svg("chart-volume").attr["data-points"])
+	assert.Len(t, svg("chart-volume").find(hasClass("point")), 72)
+	assert.Equal(t, "24", svg("chart-conversion").attr["data-points"])
+	assert.Equal(t, "8", svg("chart-funnel").attr["data-points"], "two channels, four figures each")
+	assert.Contains(t, svg("chart-funnel").Text(), "sms verified")
+	assert.Equal(t, "1", svg("chart-steps").attr["data-points"], "one step, no resend")
+	assert.Equal(t, "2", svg("chart-ttv").attr["data-points"])
+	assert.Contains(t, byID(doc, "chart-refused").Text(), "Nothing refused in this range.")
+	var last []string
+	for _, row := range byID(doc, "chart-volume").find(func(n *node) bool { return n.name == "tr" }) {
+		last = last[:0]
+		for _, cell := range row.find(func(n *node) bool { return n.name == "td" || n.name == "th" }) {
+			last = append(last, cell.Text())
+		}
+	}
+	assert.Equal(t, []string{"2026-11-25 09:00", "3", "3", "2"}, last, "the current hour's figures, as text")
+
+	// Another range, another flow.
+	week := cs.get("/admin/console/?range=7d&flow_id=" + h.smsFlow)
+	require.Equal(t, http.StatusOK, week.status, week.String())
+	assert.Equal(t, "2", byID(week.doc, "total").Text())
+	assert.Equal(t, "7 7 7", week.doc.find(func(n *node) bool { return n.attr["data-points"] == "7 7 7" })[0].attr["data-points"])
+	bad := cs.get("/admin/console/?range=1y")
 	assert.Equal(t, http.StatusBadRequest, bad.status)
 	assert.NotEmpty(t, byID(bad.doc, "error").Text())
 }
