@@ -118,9 +118,15 @@ func (s *Store) trends(ctx context.Context, q verify.TrendQuery) (verify.Trends,
 				percentile_disc(0.95) WITHIN GROUP (ORDER BY `+d+`) FROM verifications v `+where, g.args...).Scan(&p50, &p95)
 		} else {
 			// Nearest rank: the ceil(p * n)th smallest, as percentile_disc.
+			// A rank past the middle is counted from the largest, so that
+			// SQLite's sort with a limit keeps the fewest rows.
 			rank := func(p int) int { return max((p*verified+99)/100, 1) }
 			nth := func(k int) string {
-				return `(SELECT v.verified_at - v.created_at AS d FROM verifications v ` + where + ` ORDER BY d LIMIT 1 OFFSET ` + g.bind(k-1) + `)`
+				order := "d"
+				if k > verified/2 {
+					order, k = "d DESC", verified-k+1
+				}
+				return `(SELECT v.verified_at - v.created_at AS d FROM verifications v ` + where + ` ORDER BY ` + order + ` LIMIT 1 OFFSET ` + g.bind(k-1) + `)`
 			}
 			err = tx.QueryRowContext(ctx, `SELECT `+nth(rank(50))+`, `+nth(rank(95)), g.args...).Scan(&p50, &p95)
 		}
