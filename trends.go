@@ -32,6 +32,10 @@ type Trends struct {
 	Steps []int `json:"steps"`
 	// Resends counts verifications with a Resend delivery.
 	Resends int `json:"resends"`
+	// ByStatus and Channels break the verifications down as Stats does,
+	// so that one call serves a dashboard.
+	ByStatus map[Status]int         `json:"by_status"`
+	Channels map[string]ChannelStats `json:"channels"`
 }
 
 // TrendBucket is one bucket of Trends: the verifications created in it,
@@ -47,7 +51,8 @@ type TrendBucket struct {
 // and sqlstore have it.
 type TrendStore interface {
 	// Trends computes q's Trends (q is valid: see Engine.Trends). Buckets
-	// may leave out empty ones; the engine fills them in.
+	// may leave out empty ones; the engine fills them in, and the
+	// channels' Conversion.
 	Trends(ctx context.Context, q TrendQuery) (Trends, error)
 }
 
@@ -86,6 +91,16 @@ func (e *Engine) Trends(ctx context.Context, q TrendQuery) (Trends, error) {
 	if err != nil {
 		return Trends{}, storeErr(ctx, "trends", err)
 	}
+	if tr.ByStatus == nil {
+		tr.ByStatus = map[Status]int{}
+	}
+	if tr.Channels == nil {
+		tr.Channels = map[string]ChannelStats{}
+	}
+	for k, c := range tr.Channels {
+		c.Conversion = ratio(c.Verified, c.Verifications)
+		tr.Channels[k] = c
+	}
 	// Every bucket, in order, whatever the store left out.
 	all := make([]TrendBucket, n)
 	for i := range all {
@@ -107,7 +122,8 @@ func (e *Engine) Trends(ctx context.Context, q TrendQuery) (Trends, error) {
 // memory (memstore) and for tests of stores that aggregate in SQL. recs
 // are the records q selects.
 func ComputeTrends(recs []VerificationRecord, q TrendQuery) Trends {
-	var tr Trends
+	st := ComputeStats(recs)
+	tr := Trends{ByStatus: st.ByStatus, Channels: st.Channels}
 	buckets := map[int]*TrendBucket{}
 	var times []time.Duration
 	for _, r := range recs {

@@ -93,21 +93,27 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request, c consoleR
 		return
 	}
 	data.Flows = flows
-	st, err := s.eng.Stats(ctx, q)
-	if errors.Is(err, verify.ErrReportsUnsupported) {
-		data.Notice = "This store does not support reports (verify.ReportStore), so there is nothing to show."
+	// One aggregate serves the page: the trends carry the totals, the
+	// statuses and the channels too.
+	tr, err := s.eng.Trends(ctx, verify.TrendQuery{Query: q, Bucket: rg.Bucket})
+	if errors.Is(err, verify.ErrTrendsUnsupported) {
+		data.Notice = "This store does not support trends (verify.TrendStore), so there is nothing to show."
 		s.render(w, r, http.StatusOK, "overview", c, consolePage{Title: "Overview", Nav: "overview", Data: data})
 		return
 	} else if err != nil {
 		s.engineError(w, r, c, err)
 		return
 	}
-	data.Stats = st
-	tr, err := s.eng.Trends(ctx, verify.TrendQuery{Query: q, Bucket: rg.Bucket})
-	if err != nil && !errors.Is(err, verify.ErrTrendsUnsupported) {
-		s.engineError(w, r, c, err)
-		return
+	st := verify.Stats{ByStatus: tr.ByStatus, Channels: tr.Channels, MedianTimeToVerify: tr.TimeToVerify50}
+	for _, b := range tr.Buckets {
+		st.Total += b.Created
+		st.Sent += b.Sent
+		st.Verified += b.Verified
 	}
+	if st.Sent > 0 {
+		st.Conversion = float64(st.Verified) / float64(st.Sent)
+	}
+	data.Stats = st
 	refusals, err := s.eng.Refusals(ctx, from, to)
 	if err != nil && !errors.Is(err, verify.ErrListingUnsupported) {
 		s.engineError(w, r, c, err)

@@ -22,10 +22,11 @@ const overviewRows = 100_000
 // BenchmarkConsoleOverview renders the console's overview (the last 24
 // hours: totals, charts, figures by channel and status, the newest 25)
 // over a SQLite file holding 100,000 verifications of those 24 hours, with
-// 133,334 deliveries (a voice fallback on every third), 80 % verified.
+// 133,333 deliveries (a voice fallback on every third), 80 % verified.
 // The rows are written with SQL in bulk (the store's own statements would
-// take minutes), their delivery summaries with the statement of migration
-// delivery_summary, and checked through Stats before the timing. It
+// take minutes), their delivery summaries and steps with the statements of
+// migrations delivery_summary and delivery_steps, and checked through Stats
+// and Trends before the timing. It
 // reports ms/page.
 //
 //	go test -run '^$' -bench ConsoleOverview -benchtime 20x ./httpapi/
@@ -76,6 +77,9 @@ func BenchmarkConsoleOverview(b *testing.B) {
 				SELECT channel, status, COUNT(*) AS n FROM deliveries
 				WHERE verification_id = verifications.id
 				GROUP BY channel, status ORDER BY channel, status))`,
+		`UPDATE verifications SET delivery_steps = (
+			SELECT SUM(DISTINCT CASE WHEN step >= 0 THEN 1 << step ELSE 1 << 30 END)
+			FROM deliveries WHERE verification_id = verifications.id)`,
 		`ANALYZE`,
 	} {
 		if _, err := st.DB().ExecContext(ctx, q, overviewRows, f.ID, from.UnixMicro(), spacing.Microseconds()); err != nil {
@@ -88,6 +92,13 @@ func BenchmarkConsoleOverview(b *testing.B) {
 	}
 	if stats.Total != overviewRows || stats.Sent != overviewRows || stats.Verified != overviewRows*8/10 {
 		b.Fatalf("the fixture is not what it should be: %+v", stats)
+	}
+	tr, err := eng.Trends(ctx, verify.TrendQuery{Query: verify.Query{From: from, To: from.Add(24 * time.Hour)}, Bucket: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(tr.Steps) != 2 || tr.Steps[0] != overviewRows || tr.Steps[1] != overviewRows/3 {
+		b.Fatalf("the fixture's steps are not what they should be: %v", tr.Steps)
 	}
 
 	srv := New(eng, WithAdminKeys(testAdminKey), WithLogger(discard))

@@ -307,3 +307,33 @@ func TestMigrateDelays(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrateDeliverySteps: SQLite's migration delivery_steps fills the
+// steps mask of the verifications stored before it from their deliveries,
+// so that Trends counts their steps and resends.
+func TestMigrateDeliverySteps(t *testing.T) {
+	ctx := context.Background()
+	st := open(t, backends[0].newDSN(t), sqlstore.WithoutMigrate())
+	require.Equal(t, sqlstore.SQLite, st.Dialect())
+	require.NoError(t, st.MigrateTo(ctx, 9))
+	for i, steps := range [][]int{{0}, {0, 1}, {0, -1, -1}, {0, 1, 2}, nil} {
+		id := fmt.Sprintf("v%d", i)
+		_, err := st.DB().ExecContext(ctx, `INSERT INTO verifications (id, status, created_at, expires_at, flow_id, foreign_id,
+			to_phone, to_email, ip_address, brand, language, fallback_language, charset, code_length,
+			attempts, max_attempts, sends, steps, allowed_ips)
+			VALUES ($1, 'sent', $2, $3, 'f', '', '+4712345678', '', '', 'Acme', 'en', 'en', 0, 6, 0, 5, 1, '[]', '[]')`,
+			id, start.Add(time.Duration(i)*time.Second).UnixMicro(), start.Add(time.Hour).UnixMicro())
+		require.NoError(t, err)
+		for j, step := range steps {
+			_, err := st.DB().ExecContext(ctx, `INSERT INTO deliveries (id, verification_id, step, channel, sender, status,
+				provider_id, error, created_at, updated_at) VALUES ($1, $2, $3, 'sms', '', 'sent', '', '', $4, $4)`,
+				fmt.Sprintf("%s-%d", id, j), id, step, start.UnixMicro())
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, st.Migrate(ctx))
+	tr, err := st.Trends(ctx, verify.TrendQuery{Query: verify.Query{From: start, To: start.Add(time.Hour)}, Bucket: time.Hour})
+	require.NoError(t, err)
+	assert.Equal(t, []int{4, 2, 1}, tr.Steps, "four sent at step 0, two at step 1, one at step 2")
+	assert.Equal(t, 1, tr.Resends, "one resent, twice")
+}

@@ -371,9 +371,32 @@ func summaryRow(st *verify.Stats, rows *sql.Rows) error {
 		fl.Verified += k
 		st.Verified += k
 	}
+	if addSummary(st.Channels, entries, k, verified) {
+		fl.Sent += k
+		st.Sent += k
+	}
+	st.Flows[flow] = fl
+	return nil
+}
+
+// summaryEntry is one [channel, status, count] of a delivery summary.
+type summaryEntry struct {
+	channel string
+	status  verify.DeliveryStatus
+	n       int
+}
+
+// parseSummary decodes a delivery summary and sorts it by channel, each
+// channel's failed entries first, so that summaryRow finds the first entry
+// of a channel that did not fail right after another channel's entry or a
+// failed one.
+// addSummary adds k verifications with the delivery summary entries (and
+// verified or not) to the channels' figures, and reports whether they were
+// sent: whether any delivery did not fail.
+func addSummary(channels map[string]verify.ChannelStats, entries []summaryEntry, k int, verified bool) bool {
 	sent := false
 	for i, e := range entries {
-		c := st.Channels[e.channel]
+		c := channels[e.channel]
 		c.Deliveries += e.n * k
 		switch e.status {
 		case verify.DeliverySent:
@@ -394,27 +417,11 @@ func summaryRow(st *verify.Stats, rows *sql.Rows) error {
 				}
 			}
 		}
-		st.Channels[e.channel] = c
+		channels[e.channel] = c
 	}
-	if sent {
-		fl.Sent += k
-		st.Sent += k
-	}
-	st.Flows[flow] = fl
-	return nil
+	return sent
 }
 
-// summaryEntry is one [channel, status, count] of a delivery summary.
-type summaryEntry struct {
-	channel string
-	status  verify.DeliveryStatus
-	n       int
-}
-
-// parseSummary decodes a delivery summary and sorts it by channel, each
-// channel's failed entries first, so that summaryRow finds the first entry
-// of a channel that did not fail right after another channel's entry or a
-// failed one.
 func parseSummary(summary string) ([]summaryEntry, error) {
 	var raw [][]json.RawMessage
 	if err := json.Unmarshal([]byte(summary), &raw); err != nil {

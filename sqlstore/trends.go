@@ -10,17 +10,20 @@ import (
 
 var _ verify.TrendStore = (*Store)(nil)
 
-// Trends implements verify.TrendStore with three aggregates in one
-// read-only transaction, as Stats runs its own:
+// Trends implements verify.TrendStore with aggregates in one read-only
+// transaction, as Stats runs its own.
 //
-//   - per bucket (the bucket's index computed from created_at) the
-//     verifications, those with a delivery that did not fail and those
-//     verified: on PostgreSQL with a semi-join on deliveries, on SQLite
-//     grouped by the delivery summary as Stats does;
-//   - the 50th and 95th percentiles of the time to verify: percentile_disc
-//     on PostgreSQL; on SQLite the rows at those ranks of the sorted times,
-//     cut with LIMIT 1 OFFSET;
-//   - the verifications per delivery step, and those resent.
+// On SQLite, two: one pass over the verifications grouped by bucket (its
+// index computed from created_at), status, delivery summary and
+// delivery_steps, from which the buckets, the statuses, the channels and
+// the steps are added up; and the 50th and 95th percentiles of the time to
+// verify, the rows at those ranks of the sorted times cut with LIMIT 1
+// OFFSET (past the middle counted from the largest).
+//
+// On PostgreSQL, four: per bucket and status, the verifications and those
+// with a delivery that did not fail (a semi-join); the channels, as Stats
+// counts them; the percentiles with percentile_disc; and the
+// verifications per delivery step, joined.
 func (s *Store) Trends(ctx context.Context, q verify.TrendQuery) (verify.Trends, error) {
 	tr, err := s.trends(ctx, q)
 	return tr, wrap("trends", err)
@@ -55,31 +58,48 @@ func (s *Store) trends(ctx context.Context, q verify.TrendQuery) (verify.Trends,
 		return b
 	}
 	verified := 0
+	tr.ByStatus, tr.Channels = map[verify.Status]int{}, map[string]verify.ChannelStats{}
 	if s.pg() {
-		err = eachRow(ctx, tx, `SELECT `+bucket+` AS b, COUNT(*),
-			COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.verification_id = v.id AND d.status <> 'failed')),
-			COUNT(*) FILTER (WHERE v.status = 'verified')
-			FROM verifications v `+f.where()+` GROUP BY b`, f.args, func(rows *sql.Rows) error {
-			var i int64
-			var created, sent, ver int
-			if err := rows.Scan(&i, &created, &sent, &ver); err != nil {
+		err = eachRow(ctx, tx, `SELECT `+bucket+` AS b, v.status, COUNT(*),
+			COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.verification_id = v.id AND d.status <> 'failed'))
+			FROM verifications v `+f.where()+` GROUP BY b, v.status`, f.args, func(rows *sql.Rows) error {
+			var (
+				i             int64
+				status        verify.Status
+				created, sent int
+			)
+			if err := rows.Scan(&i, &status, &created, &sent); err != nil {
 				return err
 			}
 			b := at(i)
-			b.Created, b.Sent, b.Verified = created, sent, ver
-			verified += ver
+			b.Created += created
+			b.Sent += sent
+			tr.ByStatus[status] += created
+			if status == verify.StatusVerified {
+				b.Verified += created
+				verified += created
+			}
 			return nil
 		})
+		if err == nil {
+			st := verify.Stats{Channels: tr.Channels}
+			sq := s.pgStatsQueries(q.Query)
+			err = scanEach(ctx, tx, sq.channels, sq.args, &st, channelRow)
+		}
 	} else {
-		err = eachRow(ctx, tx, `SELECT `+bucket+` AS b, v.status, v.delivery_summary, COUNT(*)
-			FROM verifications v `+f.where()+` GROUP BY b, v.status, v.delivery_summary`, f.args, func(rows *sql.Rows) error {
+		// One pass: the buckets, the statuses, the channels (from the
+		// delivery summaries, as Stats reads them) and the steps (from the
+		// delivery_steps masks).
+		err = eachRow(ctx, tx, `SELECT `+bucket+` AS b, v.status, v.delivery_summary, v.delivery_steps, COUNT(*)
+			FROM verifications v `+f.where()+` GROUP BY b, v.status, v.delivery_summary, v.delivery_steps`, f.args, func(rows *sql.Rows) error {
 			var (
 				i       int64
 				status  verify.Status
 				summary string
+				steps   int64
 				k       int
 			)
-			if err := rows.Scan(&i, &status, &summary, &k); err != nil {
+			if err := rows.Scan(&i, &status, &summary, &steps, &k); err != nil {
 				return err
 			}
 			entries, err := parseSummary(summary)
@@ -88,15 +108,25 @@ func (s *Store) trends(ctx context.Context, q verify.TrendQuery) (verify.Trends,
 			}
 			b := at(i)
 			b.Created += k
-			for _, e := range entries {
-				if e.status != verify.DeliveryFailed {
-					b.Sent += k
-					break
-				}
-			}
-			if status == verify.StatusVerified {
+			tr.ByStatus[status] += k
+			isVerified := status == verify.StatusVerified
+			if isVerified {
 				b.Verified += k
 				verified += k
+			}
+			if addSummary(tr.Channels, entries, k, isVerified) {
+				b.Sent += k
+			}
+			for step := 0; step < resendBit; step++ {
+				if steps&(1<<step) != 0 {
+					for len(tr.Steps) <= step {
+						tr.Steps = append(tr.Steps, 0)
+					}
+					tr.Steps[step] += k
+				}
+			}
+			if steps&(1<<resendBit) != 0 {
+				tr.Resends += k
 			}
 			return nil
 		})
@@ -136,25 +166,27 @@ func (s *Store) trends(ctx context.Context, q verify.TrendQuery) (verify.Trends,
 		tr.TimeToVerify50, tr.TimeToVerify95 = time.Duration(p50.Int64)*time.Microsecond, time.Duration(p95.Int64)*time.Microsecond
 	}
 
-	h := s.filter(q.Query)
-	err = eachRow(ctx, tx, `SELECT d.step, COUNT(DISTINCT d.verification_id) FROM verifications v
-		JOIN deliveries d ON d.verification_id = v.id `+h.where()+` GROUP BY d.step`, h.args, func(rows *sql.Rows) error {
-		var step, n int
-		if err := rows.Scan(&step, &n); err != nil {
-			return err
-		}
-		if step < 0 {
-			tr.Resends += n
+	if s.pg() {
+		h := s.filter(q.Query)
+		err = eachRow(ctx, tx, `SELECT d.step, COUNT(DISTINCT d.verification_id) FROM verifications v
+			JOIN deliveries d ON d.verification_id = v.id `+h.where()+` GROUP BY d.step`, h.args, func(rows *sql.Rows) error {
+			var step, n int
+			if err := rows.Scan(&step, &n); err != nil {
+				return err
+			}
+			if step < 0 {
+				tr.Resends += n
+				return nil
+			}
+			for len(tr.Steps) <= step {
+				tr.Steps = append(tr.Steps, 0)
+			}
+			tr.Steps[step] = n
 			return nil
+		})
+		if err != nil {
+			return tr, err
 		}
-		for len(tr.Steps) <= step {
-			tr.Steps = append(tr.Steps, 0)
-		}
-		tr.Steps[step] = n
-		return nil
-	})
-	if err != nil {
-		return tr, err
 	}
 	return tr, tx.Commit()
 }

@@ -483,7 +483,8 @@ func (s *Store) recordOne(ctx context.Context, d verify.DeliveryRecord) (bool, e
 				// just written: a sent one was inserted, as nothing moves
 				// to sent.
 				res, err = tx.ExecContext(ctx, `UPDATE verifications SET status = `+nextStatus+`,
-					delivery_summary = `+deliverySummary+` WHERE id = $1`, d.VerificationID, string(d.Status), d.ID)
+					delivery_summary = `+deliverySummary+`, delivery_steps = delivery_steps | $4 WHERE id = $1`,
+					d.VerificationID, string(d.Status), d.ID, stepBit(d.Step))
 				if err == nil {
 					n, err = res.RowsAffected()
 				}
@@ -515,6 +516,21 @@ func (s *Store) recordOne(ctx context.Context, d verify.DeliveryRecord) (bool, e
 	}
 	return changed, nil
 }
+
+// stepBit is step's bit in SQLite's delivery_steps (see migration
+// delivery_steps): bit s for step s, bit 30 for a Resend (step -1).
+func stepBit(step int) int64 {
+	switch {
+	case step < 0:
+		return 1 << resendBit
+	case step >= resendBit: // beyond any flow's steps: not counted
+		return 0
+	}
+	return 1 << step
+}
+
+// resendBit is delivery_steps' bit for Resends.
+const resendBit = 30
 
 // ExpireDue implements verify.Store.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]string, error) {

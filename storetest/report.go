@@ -193,7 +193,9 @@ func testTrends(t *testing.T, s verificationStore) {
 		}
 		record(t, s, delivery(v, v.ID+"-0", 0, st0, v.CreatedAt))
 		if i%3 == 0 {
-			record(t, s, delivery(v, v.ID+"-1", 1, verify.DeliveryDelivered, v.CreatedAt.Add(30*time.Second)))
+			d := delivery(v, v.ID+"-1", 1, verify.DeliveryDelivered, v.CreatedAt.Add(30*time.Second))
+			d.Channel = "voice"
+			record(t, s, d)
 		}
 		if i%5 == 0 {
 			record(t, s, delivery(v, v.ID+"-r", -1, verify.DeliverySent, v.CreatedAt.Add(40*time.Second)))
@@ -227,6 +229,8 @@ func testTrends(t *testing.T, s verificationStore) {
 		assert.Equal(t, exp.TimeToVerify95, got.TimeToVerify95, "query %d: p95", i)
 		assert.Equal(t, exp.Steps, got.Steps, "query %d: steps", i)
 		assert.Equal(t, exp.Resends, got.Resends, "query %d: resends", i)
+		assert.Equal(t, exp.ByStatus, got.ByStatus, "query %d: by status", i)
+		assert.Equal(t, withoutConversion(exp.Channels), withoutConversion(got.Channels), "query %d: channels", i)
 	}
 	// The fixture's figures, to check ComputeTrends itself.
 	q := verify.TrendQuery{Query: verify.Query{From: base, To: at(13 * time.Hour)}, Bucket: time.Hour}
@@ -249,5 +253,16 @@ func nonEmpty(bs []verify.TrendBucket) []verify.TrendBucket {
 		}
 	}
 	slices.SortFunc(out, func(a, b verify.TrendBucket) int { return a.Start.Compare(b.Start) })
+	return out
+}
+
+// withoutConversion is channels without their Conversion, which the
+// engine computes from the counts.
+func withoutConversion(channels map[string]verify.ChannelStats) map[string]verify.ChannelStats {
+	out := make(map[string]verify.ChannelStats, len(channels))
+	for k, c := range channels {
+		c.Conversion = 0
+		out[k] = c
+	}
 	return out
 }
