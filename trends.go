@@ -34,7 +34,7 @@ type Trends struct {
 	Resends int `json:"resends"`
 	// ByStatus and Channels break the verifications down as Stats does,
 	// so that one call serves a dashboard.
-	ByStatus map[Status]int         `json:"by_status"`
+	ByStatus map[Status]int          `json:"by_status"`
 	Channels map[string]ChannelStats `json:"channels"`
 }
 
