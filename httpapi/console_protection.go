@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/openverify/verify"
 )
@@ -35,6 +38,14 @@ type protectionData struct {
 	Error      string
 	// Recipient is the typed Unlock form's value, when it needs correcting.
 	Recipient string
+	// Refused are the refusals of the last 24 hours by reason, most first.
+	Refused []refusalRow
+}
+
+// refusalRow is a reason and how many requests it refused.
+type refusalRow struct {
+	Reason string
+	Count  int
 }
 
 func (s *server) protectionPage(w http.ResponseWriter, r *http.Request, c consoleReq) {
@@ -74,6 +85,22 @@ func (s *server) showProtection(w http.ResponseWriter, r *http.Request, c consol
 	}
 	if lockouts.Next != "" {
 		data.LockoutsTo = pageLink(v, "lockouts", lockouts.Next)
+	}
+	to := s.eng.Now().Truncate(time.Hour).Add(time.Hour)
+	if refusals, err := s.eng.Refusals(ctx, to.Add(-24*time.Hour), to); err == nil {
+		byReason := map[string]int{}
+		for _, r := range refusals {
+			byReason[r.Reason] += r.Count
+		}
+		for reason, n := range byReason {
+			data.Refused = append(data.Refused, refusalRow{reason, n})
+		}
+		slices.SortFunc(data.Refused, func(a, b refusalRow) int {
+			return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Reason, b.Reason))
+		})
+	} else if !errors.Is(err, verify.ErrListingUnsupported) {
+		s.engineError(w, r, c, err)
+		return
 	}
 	if data.Unmasked && len(data.Lockouts) > 0 && status == http.StatusOK {
 		s.audit(r, c.who, "lockouts.reveal", "", "")

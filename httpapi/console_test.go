@@ -875,6 +875,16 @@ func TestConsoleProtection(t *testing.T) {
 	assert.Empty(t, pg.doc.find(hasClass("unlock")), "no row Unlock while masked")
 	assert.NotContains(t, pg.String(), "+4791234567", "no full number in the page, hidden or not")
 	assert.Len(t, byID(pg.doc, "blocks").find(hasClass("block")), 1)
+	assert.Empty(t, pg.doc.find(hasClass("refusal")), "nothing refused yet")
+	hour := strconv.FormatInt(now.Unix()/3600, 10)
+	_, err := h.store.Take(h.ctx, now, []verify.Take{
+		{Key: "stats:refused:" + hour + ":" + verify.RefusalLocked, Delta: 4, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)},
+		{Key: "stats:refused:" + strconv.FormatInt(now.Unix()/3600-30, 10) + ":" + verify.RefusalLocked, Delta: 9, Max: verify.NoLimit, ExpiresAt: now.Add(time.Hour)},
+	})
+	require.NoError(t, err)
+	refused := cs.get("/admin/console/protection").doc.find(hasClass("refusal"))
+	require.Len(t, refused, 1, "the last 24 hours only")
+	assert.Equal(t, "locked out4", refused[0].Text())
 
 	full := cs.get("/admin/console/protection?unmasked=1")
 	require.Len(t, full.doc.find(hasClass("unlock")), 2)
