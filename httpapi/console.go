@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -154,7 +155,7 @@ func (s *server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+consolePath+"flows/new", s.console(s.saveFlowForm))
 	mux.HandleFunc("GET "+consolePath+"flows/{id}", s.console(s.flowFormPage))
 	mux.HandleFunc("POST "+consolePath+"flows/{id}", s.console(s.saveFlowForm))
-	mux.HandleFunc("POST "+consolePath+"flows/{id}/delete", s.console(s.deleteFlowForm))
+	mux.HandleFunc("POST "+consolePath+"flows/{id}/delete", s.console(s.idAction(s.eng.DeleteFlow, "flow.delete", "flows", "flow-deleted")))
 	mux.HandleFunc("GET "+consolePath+"verifications", s.console(s.verificationsPage))
 	mux.HandleFunc("GET "+consolePath+"verifications/{id}", s.console(s.verificationPage))
 	mux.HandleFunc("POST "+consolePath+"verifications/{id}/cancel", s.console(s.consoleAction(s.eng.Cancel, "verification.cancel", "verification-canceled")))
@@ -165,7 +166,7 @@ func (s *server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+consolePath+"audit", s.console(s.auditPage))
 	mux.HandleFunc("GET "+consolePath+"templates", s.console(s.templatesPage))
 	mux.HandleFunc("POST "+consolePath+"templates", s.console(s.createTemplateForm))
-	mux.HandleFunc("POST "+consolePath+"templates/{id}/approve", s.console(s.approveTemplateForm))
+	mux.HandleFunc("POST "+consolePath+"templates/{id}/approve", s.console(s.idAction(s.eng.ApproveTemplate, "template.approve", "templates", "template-approved")))
 	mux.HandleFunc("POST "+consolePath+"templates/{id}/reject", s.console(s.rejectTemplateForm))
 }
 
@@ -278,6 +279,33 @@ func (s *server) engineError(w http.ResponseWriter, r *http.Request, c consoleRe
 	}
 	logged := s.logInternal(r, err)
 	s.render(w, r, http.StatusInternalServerError, "error", c, consolePage{Title: "Server error", Data: logged.Message})
+}
+
+// refusal sorts an engine error for a page that shows it: a refusal the
+// request caused (a *verify.Error other than E925) is returned, for the
+// page to show beside its form; anything else (a store failure, a bug) is
+// answered with the error page, and ok is false.
+func (s *server) refusal(w http.ResponseWriter, r *http.Request, c consoleReq, err error) (ve *verify.Error, ok bool) {
+	ve, ok = verify.AsError(err)
+	if !ok || ve.Code == verify.ErrInternal.Code {
+		s.engineError(w, r, c, err)
+		return nil, false
+	}
+	return ve, true
+}
+
+// idAction runs act on the ID in the path, records it in the audit log as
+// action, and goes to path with flash.
+func (s *server) idAction(act func(ctx context.Context, id string) error, action, path, flash string) consoleHandler {
+	return func(w http.ResponseWriter, r *http.Request, c consoleReq) {
+		id := r.PathValue("id")
+		if err := act(r.Context(), id); err != nil {
+			s.engineError(w, r, c, err)
+			return
+		}
+		s.audit(r, c.who, action, id, "")
+		redirectFlash(w, r, consolePath+path, flash)
+	}
 }
 
 // redirectFlash answers a form that succeeded: 303 to path, with a

@@ -32,9 +32,8 @@ func (s *server) auditPage(w http.ResponseWriter, r *http.Request, c consoleReq)
 	case errors.Is(err, verify.ErrAuditUnsupported):
 		data.Notice = "This store keeps no audit log (verify.AuditStore)."
 	case err != nil:
-		ve, ok := verify.AsError(err)
-		if !ok || ve.Code == verify.ErrInternal.Code {
-			s.engineError(w, r, c, err)
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
 			return
 		}
 		data.Error, status = ve.Message, ve.HTTPStatus()

@@ -198,8 +198,11 @@ func (s *server) saveFlowForm(w http.ResponseWriter, r *http.Request, c consoleR
 		f, err = s.eng.CreateFlow(ctx, f)
 	}
 	if err != nil {
-		ve, ok := verify.AsError(err)
-		if !ok || ve.Code == verify.ErrInternal.Code || ve.Parameter == "flow_id" {
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
+			return
+		}
+		if ve.Parameter == "flow_id" { // the flow is gone
 			s.engineError(w, r, c, err)
 			return
 		}
@@ -355,14 +358,4 @@ func upper(ss []string) []string {
 		ss[i] = strings.ToUpper(s)
 	}
 	return ss
-}
-
-// deleteFlowForm deletes the flow in the path.
-func (s *server) deleteFlowForm(w http.ResponseWriter, r *http.Request, c consoleReq) {
-	if err := s.eng.DeleteFlow(r.Context(), r.PathValue("id")); err != nil {
-		s.engineError(w, r, c, err)
-		return
-	}
-	s.audit(r, c.who, "flow.delete", r.PathValue("id"), "")
-	redirectFlash(w, r, consolePath+"flows", "flow-deleted")
 }

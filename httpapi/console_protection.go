@@ -131,9 +131,8 @@ func (s *server) unlockForm(w http.ResponseWriter, r *http.Request, c consoleReq
 	typed := r.PostForm.Get("recipient")
 	to := recipientOf(typed)
 	if err := s.eng.Unlock(r.Context(), to); err != nil {
-		ve, ok := verify.AsError(err)
-		if !ok || ve.Code == verify.ErrInternal.Code {
-			s.engineError(w, r, c, err)
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
 			return
 		}
 		s.showProtection(w, r, c, ve.HTTPStatus(), ve.Message, typed)
@@ -148,9 +147,8 @@ func (s *server) unlockForm(w http.ResponseWriter, r *http.Request, c consoleReq
 func (s *server) unblockForm(w http.ResponseWriter, r *http.Request, c consoleReq) {
 	prefix := strings.TrimSpace(r.PostForm.Get("prefix"))
 	if err := s.eng.Unblock(r.Context(), prefix); err != nil {
-		ve, ok := verify.AsError(err)
-		if !ok || ve.Code == verify.ErrInternal.Code {
-			s.engineError(w, r, c, err)
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
 			return
 		}
 		s.showProtection(w, r, c, ve.HTTPStatus(), ve.Message, "")

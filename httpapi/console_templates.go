@@ -62,9 +62,8 @@ func (s *server) createTemplateForm(w http.ResponseWriter, r *http.Request, c co
 		Body: strings.TrimSpace(v.Get("body")), Language: strings.TrimSpace(v.Get("language"))}
 	t, err := s.eng.CreateTemplate(r.Context(), t)
 	if err != nil {
-		ve, ok := verify.AsError(err)
-		if !ok || ve.Code == verify.ErrInternal.Code {
-			s.engineError(w, r, c, err)
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
 			return
 		}
 		field := ve.Parameter
@@ -76,15 +75,6 @@ func (s *server) createTemplateForm(w http.ResponseWriter, r *http.Request, c co
 	}
 	s.audit(r, c.who, "template.create", t.ID, t.Name)
 	redirectFlash(w, r, consolePath+"templates", "template-created")
-}
-
-func (s *server) approveTemplateForm(w http.ResponseWriter, r *http.Request, c consoleReq) {
-	if err := s.eng.ApproveTemplate(r.Context(), r.PathValue("id")); err != nil {
-		s.engineError(w, r, c, err)
-		return
-	}
-	s.audit(r, c.who, "template.approve", r.PathValue("id"), "")
-	redirectFlash(w, r, consolePath+"templates", "template-approved")
 }
 
 // rejectTemplateForm rejects the template in the path with the posted

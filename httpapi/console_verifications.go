@@ -60,8 +60,11 @@ func (s *server) verificationsPage(w http.ResponseWriter, r *http.Request, c con
 	q, err := consoleQuery(v)
 	status := http.StatusOK
 	if err != nil {
-		ve, _ := verify.AsError(err)
-		data.Error, status = ve.Message, http.StatusBadRequest
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
+			return
+		}
+		data.Error, status = ve.Message, ve.HTTPStatus()
 		s.render(w, r, status, "verifications", c, consolePage{Title: "Verifications", Nav: "verifications", Data: data})
 		return
 	}
@@ -71,9 +74,8 @@ func (s *server) verificationsPage(w http.ResponseWriter, r *http.Request, c con
 	case errors.Is(err, verify.ErrReportsUnsupported):
 		data.Notice = "This store does not support reports (verify.ReportStore), so verifications cannot be searched."
 	case err != nil:
-		ve, ok := verify.AsError(err)
-		if !ok || ve.Code == verify.ErrInternal.Code {
-			s.engineError(w, r, c, err)
+		ve, ok := s.refusal(w, r, c, err)
+		if !ok {
 			return
 		}
 		data.Error, status = ve.Message, ve.HTTPStatus()
@@ -312,9 +314,12 @@ func (s *server) consoleAction(act func(ctx context.Context, id string) (verify.
 	return func(w http.ResponseWriter, r *http.Request, c consoleReq) {
 		id := r.PathValue("id")
 		if _, err := act(r.Context(), id); err != nil {
-			ve, ok := verify.AsError(err)
-			if !ok || ve.Code == verify.ErrInternal.Code || errors.Is(err, verify.ErrNotFound) {
+			if errors.Is(err, verify.ErrNotFound) {
 				s.engineError(w, r, c, err)
+				return
+			}
+			ve, ok := s.refusal(w, r, c, err)
+			if !ok {
 				return
 			}
 			s.showVerification(w, r, c, ve.HTTPStatus(), ve.Message)
