@@ -308,6 +308,15 @@ func (s *server) idAction(act func(ctx context.Context, id string) error, action
 	}
 }
 
+// pageLink is the console page at path with the query v, the cursor of
+// one of its lists (key) moved on to cursor.
+func pageLink(path string, v url.Values, key, cursor string) string {
+	next := cloneValues(v)
+	next.Set(key, cursor)
+	next.Del("flash")
+	return consolePath + path + "?" + next.Encode()
+}
+
 // redirectFlash answers a form that succeeded: 303 to path, with a
 // message the page shows once.
 func redirectFlash(w http.ResponseWriter, r *http.Request, path, flash string) {

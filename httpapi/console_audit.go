@@ -40,9 +40,7 @@ func (s *server) auditPage(w http.ResponseWriter, r *http.Request, c consoleReq)
 	default:
 		data.Entries = page.Entries
 		if page.Next != "" {
-			next := cloneValues(v)
-			next.Set("cursor", page.Next)
-			data.Next = consolePath + "audit?" + next.Encode()
+			data.Next = pageLink("audit", v, "cursor", page.Next)
 		}
 	}
 	s.render(w, r, status, "audit", c, consolePage{Title: "Audit log", Nav: "audit", Data: data})

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -62,7 +61,7 @@ func (s *server) showProtection(w http.ResponseWriter, r *http.Request, c consol
 		blocks, err = s.eng.Blocks(ctx, v.Get("blocks"), consolePageSize)
 		data.Blocks = blocks.Blocks
 		if blocks.Next != "" {
-			data.BlocksTo = pageLink(v, "blocks", blocks.Next)
+			data.BlocksTo = pageLink("protection", v, "blocks", blocks.Next)
 		}
 	}
 	switch {
@@ -84,7 +83,7 @@ func (s *server) showProtection(w http.ResponseWriter, r *http.Request, c consol
 		data.Lockouts = append(data.Lockouts, row)
 	}
 	if lockouts.Next != "" {
-		data.LockoutsTo = pageLink(v, "lockouts", lockouts.Next)
+		data.LockoutsTo = pageLink("protection", v, "lockouts", lockouts.Next)
 	}
 	to := s.eng.Now().Truncate(time.Hour).Add(time.Hour)
 	if refusals, err := s.eng.Refusals(ctx, to.Add(-24*time.Hour), to); err == nil {
@@ -106,14 +105,6 @@ func (s *server) showProtection(w http.ResponseWriter, r *http.Request, c consol
 		s.audit(r, c.who, "lockouts.reveal", "", "")
 	}
 	s.render(w, r, status, "protection", c, consolePage{Title: "Protection", Nav: "protection", Flash: flashOf(r), Data: data})
-}
-
-// pageLink is the protection page with one of its lists moved on.
-func pageLink(v url.Values, list, cursor string) string {
-	next := cloneValues(v)
-	next.Set(list, cursor)
-	next.Del("flash")
-	return consolePath + "protection?" + next.Encode()
 }
 
 // recipientOf reads a typed recipient: an email address, or a phone

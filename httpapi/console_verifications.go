@@ -88,9 +88,7 @@ func (s *server) verificationsPage(w http.ResponseWriter, r *http.Request, c con
 			data.Rows = append(data.Rows, rowOf(vr, names, data.Unmasked))
 		}
 		if page.Next != "" {
-			next := cloneValues(v)
-			next.Set("cursor", page.Next)
-			data.Next = consolePath + "verifications?" + next.Encode()
+			data.Next = pageLink("verifications", v, "cursor", page.Next)
 		}
 	}
 	s.render(w, r, status, "verifications", c, consolePage{Title: "Verifications", Nav: "verifications", Data: data})
