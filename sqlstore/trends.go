@@ -13,12 +13,12 @@ var _ verify.TrendStore = (*Store)(nil)
 // Trends implements verify.TrendStore with aggregates in one read-only
 // transaction, as Stats runs its own.
 //
-// On SQLite, two: one pass over the verifications grouped by bucket (its
-// index computed from created_at), status, delivery summary and
-// delivery_steps, from which the buckets, the statuses, the channels and
-// the steps are added up; and the 50th and 95th percentiles of the time to
-// verify, the rows at those ranks of the sorted times cut with LIMIT 1
-// OFFSET (past the middle counted from the largest).
+// On SQLite, two: the verifications grouped by bucket (its index computed
+// from created_at), status, delivery summary and delivery_steps, from which
+// the buckets, the statuses, the channels and the steps are added up; and
+// the 50th and 95th percentiles of the time to verify, with the
+// openverify_percentile aggregate the store registers (see percentile.go),
+// in one pass without a sort per percentile.
 //
 // On PostgreSQL, four: per bucket and status, the verifications and those
 // with a delivery that did not fail (a semi-join); the channels, as Stats
@@ -147,18 +147,8 @@ func (s *Store) trends(ctx context.Context, q verify.TrendQuery) (verify.Trends,
 			err = tx.QueryRowContext(ctx, `SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY `+d+`),
 				percentile_disc(0.95) WITHIN GROUP (ORDER BY `+d+`) FROM verifications v `+where, g.args...).Scan(&p50, &p95)
 		} else {
-			// Nearest rank: the ceil(p * n)th smallest, as percentile_disc.
-			// A rank past the middle is counted from the largest, so that
-			// SQLite's sort with a limit keeps the fewest rows.
-			rank := func(p int) int { return max((p*verified+99)/100, 1) }
-			nth := func(k int) string {
-				order := "d"
-				if k > verified/2 {
-					order, k = "d DESC", verified-k+1
-				}
-				return `(SELECT v.verified_at - v.created_at AS d FROM verifications v ` + where + ` ORDER BY ` + order + ` LIMIT 1 OFFSET ` + g.bind(k-1) + `)`
-			}
-			err = tx.QueryRowContext(ctx, `SELECT `+nth(rank(50))+`, `+nth(rank(95)), g.args...).Scan(&p50, &p95)
+			err = tx.QueryRowContext(ctx, `SELECT openverify_percentile(v.verified_at - v.created_at, 50),
+				openverify_percentile(v.verified_at - v.created_at, 95) FROM verifications v `+where, g.args...).Scan(&p50, &p95)
 		}
 		if err != nil {
 			return tr, err
