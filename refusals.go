@@ -29,6 +29,7 @@ const (
 	RefusalWaiting    = "waiting after wrong codes"
 	RefusalPrefix     = "prefix blocked for low conversion"
 	RefusalSendHook   = "refused by the send hook"
+	RefusalGeo        = "country or number type not allowed"
 	refusalLimitShort = "limit: "
 )
 

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/phone"
 )
 
 // failingTakes is a counters backend whose Takes fail while fail is set.
@@ -78,4 +79,19 @@ func TestRefusals(t *testing.T) {
 	assert.Empty(t, got, "another hour")
 	_, err = eng.Refusals(h.ctx, hour, hour)
 	assert.ErrorIs(t, err, verify.ErrInvalidParameter)
+}
+
+// A send the flow's country rules refuse is counted too.
+func TestRefusalsCountGeo(t *testing.T) {
+	h := newHarness(t, verify.WithPhoneParser(phone.Parser{}))
+	_, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "no-norway", Default: true, DeniedCountries: []string{"NO"},
+		Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	_, err = h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791234567"}})
+	assert.ErrorIs(t, err, verify.ErrGeoNotAllowed)
+	require.NoError(t, h.eng.FlushRefusals(h.ctx))
+	hour := start.Truncate(time.Hour)
+	got, err := h.eng.Refusals(h.ctx, hour, hour.Add(time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, []verify.RefusalCount{{Hour: hour, Reason: verify.RefusalGeo, Count: 1}}, got)
 }

@@ -464,6 +464,7 @@ func (e *Engine) checkRecipient(flow Flow, to Recipient) (Recipient, PhoneInfo, 
 		}
 		to.Phone = info.E164
 		if err := checkGeo(flow, info); err != nil {
+			e.refused(RefusalGeo, e.now())
 			return Recipient{}, PhoneInfo{}, err
 		}
 	}
