@@ -225,3 +225,24 @@ func (l *StoreLimiter) Refund(ctx context.Context, a Allowance) error {
 	_, err := l.counters.Take(ctx, a.Now, takes)
 	return err
 }
+
+// Allow counts one event of the host's own against a rate limit, through
+// the engine's Limiter (WithLimiter), so that instances that share a
+// StoreLimiter count it together; the console uses it for sign-ins. The
+// key is the host's: it is counted apart from the engine's own keys. A
+// refused event is not counted, and the Allowance says how long until one
+// would be allowed (RetryAfter). A Rate that is off allows every event.
+func (e *Engine) Allow(ctx context.Context, key string, r Rate) (Allowance, error) {
+	if key == "" {
+		return Allowance{}, invalid(ErrMissingField, "key", "key field is mandatory")
+	}
+	now := e.now()
+	if r.off() {
+		return Allowance{OK: true, Refused: -1, Now: now}, nil
+	}
+	a, err := e.limiter.Allow(ctx, now, []Limit{{Key: "host:" + key, Rate: r}})
+	if err != nil {
+		return Allowance{}, storeErr(ctx, "rate limit", err)
+	}
+	return a, nil
+}

@@ -211,7 +211,9 @@ func (s *server) signInPage(w http.ResponseWriter, r *http.Request) {
 
 // signIn checks the posted admin key and, if it is one, sets the session
 // cookie and goes on to the page the operator came for. A wrong key shows
-// the form again with 401.
+// the form again with 401. Each client IP may try WithSignInRate's number
+// of sign-ins (10 per 15 minutes by default), right or wrong; beyond it the
+// form says so with 429 and Retry-After, whatever the key.
 func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	if err := s.crossOrigin.Check(r); err != nil {
 		s.consoleError(w, r, http.StatusForbidden, "This form was posted from another site, so it was refused.")
@@ -228,10 +230,24 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.PostForm.Get("next"))
 	name := cleanName(r.PostForm.Get("name"))
 	key := r.PostForm.Get("key")
+	ip := s.clientIP(r)
+	allowed, err := s.eng.Allow(r.Context(), "console:sign-in:"+ip, s.st.signInRate)
+	if err != nil {
+		s.engineError(w, r, consoleReq{}, err)
+		return
+	}
+	if !allowed.OK {
+		s.audit(r, name, "console.sign-in-limited", "", "from "+ip)
+		setRetryAfter(w, allowed.RetryAfter)
+		s.render(w, r, http.StatusTooManyRequests, "signin", consoleReq{csrf: posted}, consolePage{Title: "Sign in",
+			Data: signInData{Next: next, Name: r.PostForm.Get("name"),
+				Error: "Too many sign-in attempts from your address. Try again in " + retryText(allowed.RetryAfter) + "."}})
+		return
+	}
 	if !keyMatches(key, s.st.adminKeys) {
 		s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "console sign-in refused",
-			slog.String("name", name), slog.String("ip", s.clientIP(r)))
-		s.audit(r, name, "console.sign-in-refused", "", "from "+s.clientIP(r))
+			slog.String("name", name), slog.String("ip", ip))
+		s.audit(r, name, "console.sign-in-refused", "", "from "+ip)
 		msg := "That is not an admin key."
 		if key == "" {
 			msg = "Enter the admin key."
@@ -243,9 +259,22 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	sess := newSession(key, name, s.eng.Now(), s.st.sessionLife)
 	s.setCookie(w, r, sessionCookie, sess.encode(), int(s.st.sessionLife/time.Second))
 	s.setCookie(w, r, csrfCookie, "", -1)
-	s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "console sign-in", slog.String("name", name), slog.String("ip", s.clientIP(r)))
-	s.audit(r, name, "console.sign-in", "", "admin key "+keyFingerprint(key)+" from "+s.clientIP(r))
+	s.st.logger.LogAttrs(r.Context(), slog.LevelInfo, "console sign-in", slog.String("name", name), slog.String("ip", ip))
+	s.audit(r, name, "console.sign-in", "", "admin key "+keyFingerprint(key)+" from "+ip)
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// retryText writes a wait for a person: "5 minutes", "1 minute", "30
+// seconds".
+func retryText(d time.Duration) string {
+	if d < time.Minute {
+		return strconv.Itoa(max(int((d+time.Second-1)/time.Second), 1)) + " seconds"
+	}
+	m := int((d + time.Minute - 1) / time.Minute)
+	if m == 1 {
+		return "1 minute"
+	}
+	return strconv.Itoa(m) + " minutes"
 }
 
 // signOut deletes the session cookie. The cookie's signature stays valid

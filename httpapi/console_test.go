@@ -903,3 +903,23 @@ func TestConsoleProtection(t *testing.T) {
 	actions := h.auditActions()
 	assert.Equal(t, []string{"Ana console.sign-in", "Ana lockouts.reveal", "Ana recipient.unlock +47******67", "Ana prefix.unblock +4790"}, actions)
 }
+
+func TestConsoleSignInLimit(t *testing.T) {
+	h := newHarness(t, WithSignInRate(verify.Rate{Limit: 3, Per: 15 * time.Minute}))
+	cs := h.console()
+	signin := cs.get("/admin/console/sign-in")
+	for range 3 {
+		res := cs.post("/admin/console/sign-in", signin.form(t, "name", "Mallory", "key", "guess"))
+		require.Equal(t, http.StatusUnauthorized, res.status)
+	}
+	res := cs.post("/admin/console/sign-in", signin.form(t, "name", "Mallory", "key", testAdminKey))
+	require.Equal(t, http.StatusTooManyRequests, res.status, "the limit holds even for the right key")
+	assert.Equal(t, "300", res.header.Get("Retry-After"), "a token comes back every 5 minutes")
+	assert.Equal(t, "Too many sign-in attempts from your address. Try again in 5 minutes.", byID(res.doc, "sign-in-error").Text())
+	assert.Empty(t, res.header.Values("Set-Cookie"), "no session")
+	assert.Contains(t, h.auditActions(), "Mallory console.sign-in-limited")
+
+	h.clock.Add(5 * time.Minute) // a token back: 3 per 15 minutes
+	res = cs.post("/admin/console/sign-in", signin.form(t, "name", "Ana", "key", testAdminKey))
+	assert.Equal(t, http.StatusSeeOther, res.status)
+}

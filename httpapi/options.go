@@ -55,6 +55,7 @@ type settings struct {
 	actor        func(*http.Request) string
 	trustProxy   bool
 	sessionLife  time.Duration
+	signInRate   verify.Rate
 	maxBody      int64
 	logger       *slog.Logger
 	channelFlows map[string]string
@@ -66,7 +67,7 @@ type settings struct {
 }
 
 func newSettings(opts []Option) settings {
-	st := settings{maxBody: defaultMaxBody, logger: slog.Default(), sessionLife: defaultSessionLife}
+	st := settings{maxBody: defaultMaxBody, logger: slog.Default(), sessionLife: defaultSessionLife, signInRate: defaultSignInRate}
 	for _, o := range opts {
 		o(&st)
 	}
@@ -136,6 +137,18 @@ func WithTrustProxy() Option {
 
 // defaultSessionLife is how long a console sign-in lasts by default.
 const defaultSessionLife = 12 * time.Hour
+
+// defaultSignInRate is how many console sign-ins a client IP may try by
+// default.
+var defaultSignInRate = verify.Rate{Limit: 10, Per: 15 * time.Minute}
+
+// WithSignInRate limits the console sign-ins one client IP may try, right
+// or wrong, counted by the engine's Limiter (verify.Engine.Allow); the
+// default is 10 per 15 minutes. A Rate with a negative Limit turns the
+// limit off.
+func WithSignInRate(r verify.Rate) Option {
+	return func(st *settings) { st.signInRate = r }
+}
 
 // WithSessionLifetime sets how long a console sign-in lasts, from the
 // sign-in (by the engine's clock); the default is 12 hours. d <= 0 keeps
