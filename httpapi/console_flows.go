@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -320,7 +321,8 @@ func readFlowForm(form *flowForm, f *verify.Flow) []int {
 	return rowsOf
 }
 
-// stepRows are the row indexes the posted form has fields for, in order.
+// stepRows are the row indexes the posted form has fields for, in the
+// order of their position fields.
 func stepRows(v url.Values) []int {
 	var rows []int
 	for name := range v {
@@ -330,7 +332,15 @@ func stepRows(v url.Values) []int {
 			rows = append(rows, row)
 		}
 	}
-	slices.Sort(rows)
+	// In the order of their positions, as the operator numbered them;
+	// ties (and rows without a number) in the order of the form.
+	pos := func(row int) int {
+		if n, err := strconv.Atoi(strings.TrimSpace(v.Get(fmt.Sprintf("steps[%d].position", row)))); err == nil {
+			return n
+		}
+		return row + 1
+	}
+	slices.SortFunc(rows, func(a, b int) int { return cmp.Or(cmp.Compare(pos(a), pos(b)), cmp.Compare(a, b)) })
 	return rows
 }
 

@@ -578,6 +578,17 @@ func TestConsoleFlows(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 15*time.Minute, got.TTL)
 	assert.Len(t, got.Steps, 2)
+
+	// Reorder: the voice call first, the SMS 20 s later.
+	for k, v := range map[string]string{"steps[0].position": "2", "steps[0].after": "20s", "steps[1].position": "1", "steps[1].after": "",
+		"steps[2].channel": "", "steps[2].anyway": "", "steps[2].remove": ""} {
+		form.Set(k, v)
+	}
+	res = cs.post("/admin/console/flows/"+f.ID, form)
+	require.Equal(t, http.StatusSeeOther, res.status, "%v", errorsOf(res))
+	got, err = h.eng.Flow(h.ctx, f.ID)
+	require.NoError(t, err)
+	assert.Equal(t, []verify.Step{{Channel: "voice", Template: tmpl.ID}, {Channel: "sms", From: "Acme", After: 20 * time.Second}}, got.Steps)
 	assert.Equal(t, f.CreatedAt, got.CreatedAt)
 
 	assert.Equal(t, http.StatusNotFound, cs.get("/admin/console/flows/no-such-flow").status)
