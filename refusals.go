@@ -62,8 +62,9 @@ func limitReason(what string) string { return refusalLimitShort + what }
 
 // FlushRefusals writes the refusals counted since the last flush to the
 // counters backend: one Take per hour and reason, kept for the retention
-// period. Run calls it every 10 seconds; call it before a process stops,
-// or regularly if the host does not call Run. On an error the counts are
+// period. Run calls it when it wakes (every poll interval at the latest)
+// once 10 seconds have passed since the last flush; call it before a
+// process stops, or regularly if the host does not call Run. On an error the counts are
 // kept for the next flush.
 func (e *Engine) FlushRefusals(ctx context.Context) error {
 	t := &e.refusals

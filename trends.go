@@ -64,8 +64,8 @@ var ErrTrendsUnsupported = errors.New("verify: the store does not implement veri
 const maxBuckets = 1000
 
 // Trends returns how the verifications q selects went over time: per
-// bucket, and the time to verify, fallback use and resends over all of
-// them. From and To are mandatory and must span at most 1,000 buckets;
+// bucket, and over all of them the time to verify, fallback use, resends,
+// and the counts by status and by channel that Stats also gives. From and To are mandatory and must span at most 1,000 buckets;
 // Bucket is an hour or a day; Limit and Cursor are ignored.
 func (e *Engine) Trends(ctx context.Context, q TrendQuery) (Trends, error) {
 	ts, ok := e.store.(TrendStore)

@@ -205,8 +205,8 @@ func (s *server) console(h consoleHandler) http.HandlerFunc {
 			if !s.parseConsoleForm(w, r) {
 				return
 			}
-			posted := r.PostForm.Get("csrf")
-			if !csrfMatches(posted, c.csrf) || (!c.session && !csrfMatches(posted, cookieCSRF(r))) {
+			// Without a session, c.csrf is the csrf cookie's token.
+			if !csrfMatches(r.PostForm.Get("csrf"), c.csrf) {
 				s.consoleError(w, r, http.StatusForbidden, "This form has expired or did not come from the console. Reload the page and try again.")
 				return
 			}
@@ -221,7 +221,7 @@ func (s *server) requestSession(r *http.Request) (session, bool) {
 	if err != nil {
 		return session{}, false
 	}
-	return parseSession(ck.Value, s.st.adminKeys, s.eng.Now())
+	return parseSession(ck.Value, s.sessionKeys, s.eng.Now())
 }
 
 // parseConsoleForm parses a posted form of at most the body limit,

@@ -51,12 +51,12 @@ type axisLabel struct {
 // lineChart is a line chart of one or more series over the same buckets,
 // with the figures as a table too.
 type lineChart struct {
-	ID, Title   string
-	W, H        int
-	Series      []series
-	XLabels     []axisLabel
-	YLabels     []axisLabel
-	BaseY, EndX float64
+	ID, Title string
+	W, H      int
+	Series    []series
+	XLabels   []axisLabel
+	YLabels   []axisLabel
+	EndX      float64
 	// PadLeft is where the plot starts, AxisX where the Y labels end.
 	PadLeft, AxisX float64
 	// Rows are the table's: a bucket's label and each series' figure.
@@ -83,7 +83,7 @@ type barChart struct {
 // format writes a value, max is the top of the scale (0: the largest
 // value, at least 1).
 func lineChartOf(id, title string, starts []time.Time, bucket time.Duration, names, classes []string, values [][]float64, format func(float64) string, top float64) lineChart {
-	c := lineChart{ID: id, Title: title, W: chartW, H: chartH, BaseY: chartH - padBottom, EndX: chartW - padRight,
+	c := lineChart{ID: id, Title: title, W: chartW, H: chartH, EndX: chartW - padRight,
 		PadLeft: padLeft, AxisX: padLeft - 4}
 	for _, vs := range values {
 		for _, v := range vs {
@@ -192,7 +192,7 @@ func chartsOf(tr verify.Trends, st verify.Stats, refusals []verify.RefusalCount,
 	var labels, texts []string
 	var values []float64
 	var classes []string
-	for _, name := range sortedNames(st.Channels) {
+	for _, name := range slices.Sorted(maps.Keys(st.Channels)) {
 		c := st.Channels[name]
 		for _, step := range []struct {
 			what  string
@@ -228,21 +228,12 @@ func chartsOf(tr verify.Trends, st verify.Stats, refusals []verify.RefusalCount,
 	}
 	ch.Steps = barChartOf("chart-steps", "Fallback: verifications per step", labels, texts, values, classes, "Nothing sent in this range.")
 
-	byReason := map[string]int{}
-	for _, r := range refusals {
-		byReason[r.Reason] += r.Count
-	}
-	reasons := sortedNames(byReason)
 	// Most refused first, at most six.
-	for i := 1; i < len(reasons); i++ {
-		for j := i; j > 0 && byReason[reasons[j]] > byReason[reasons[j-1]]; j-- {
-			reasons[j], reasons[j-1] = reasons[j-1], reasons[j]
-		}
-	}
-	reasons = reasons[:min(len(reasons), 6)]
+	top := byReason(refusals)
+	top = top[:min(len(top), 6)]
 	labels, texts, values, classes = nil, nil, nil, nil
-	for _, r := range reasons {
-		labels, texts, values, classes = append(labels, r), append(texts, strconv.Itoa(byReason[r])), append(values, float64(byReason[r])), append(classes, "b-failed")
+	for _, r := range top {
+		labels, texts, values, classes = append(labels, r.Reason), append(texts, strconv.Itoa(r.Count)), append(values, float64(r.Count)), append(classes, "b-failed")
 	}
 	ch.Refused = barChartOf("chart-refused", "Refused requests, by reason", labels, texts, values, classes, "Nothing refused in this range.")
 	return ch
@@ -256,6 +247,3 @@ func durationText(d time.Duration) string {
 	d = d.Round(time.Second)
 	return fmt.Sprintf("%d min %d s", int(d.Minutes()), int(d.Seconds())%60)
 }
-
-// sortedNames are the keys of m, sorted.
-func sortedNames[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

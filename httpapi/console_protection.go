@@ -47,6 +47,23 @@ type refusalRow struct {
 	Count  int
 }
 
+// byReason adds the refusals up by reason, most refused first (ties by
+// reason).
+func byReason(refusals []verify.RefusalCount) []refusalRow {
+	sums := map[string]int{}
+	for _, r := range refusals {
+		sums[r.Reason] += r.Count
+	}
+	out := make([]refusalRow, 0, len(sums))
+	for reason, n := range sums {
+		out = append(out, refusalRow{reason, n})
+	}
+	slices.SortFunc(out, func(a, b refusalRow) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Reason, b.Reason))
+	})
+	return out
+}
+
 func (s *server) protectionPage(w http.ResponseWriter, r *http.Request, c consoleReq) {
 	s.showProtection(w, r, c, http.StatusOK, "", "")
 }
@@ -87,16 +104,7 @@ func (s *server) showProtection(w http.ResponseWriter, r *http.Request, c consol
 	}
 	to := s.eng.Now().Truncate(time.Hour).Add(time.Hour)
 	if refusals, err := s.eng.Refusals(ctx, to.Add(-24*time.Hour), to); err == nil {
-		byReason := map[string]int{}
-		for _, r := range refusals {
-			byReason[r.Reason] += r.Count
-		}
-		for reason, n := range byReason {
-			data.Refused = append(data.Refused, refusalRow{reason, n})
-		}
-		slices.SortFunc(data.Refused, func(a, b refusalRow) int {
-			return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Reason, b.Reason))
-		})
+		data.Refused = byReason(refusals)
 	} else if !errors.Is(err, verify.ErrListingUnsupported) {
 		s.engineError(w, r, c, err)
 		return

@@ -94,10 +94,20 @@ func randomToken() string {
 	return hex.EncodeToString(b)
 }
 
-// parseSession checks a cookie value against every admin key (all of
-// them, in constant time per key) and returns the session if one signed
-// it and it has not expired at now.
-func parseSession(v string, keys [][sha256.Size]byte, now time.Time) (session, bool) {
+// sessionKeys are the signing keys of the admin keys whose digests are
+// digests, derived once when the server is built.
+func sessionKeys(digests [][sha256.Size]byte) [][]byte {
+	out := make([][]byte, len(digests))
+	for i, d := range digests {
+		out[i] = sessionKey(d)
+	}
+	return out
+}
+
+// parseSession checks a cookie value against every admin key's signing key
+// (all of them, in constant time per key) and returns the session if one
+// signed it and it has not expired at now.
+func parseSession(v string, keys [][]byte, now time.Time) (session, bool) {
 	parts := strings.Split(v, ".")
 	if len(parts) != 4 {
 		return session{}, false
@@ -108,8 +118,7 @@ func parseSession(v string, keys [][sha256.Size]byte, now time.Time) (session, b
 	}
 	payload := parts[0] + "." + parts[1] + "." + parts[2]
 	var key []byte
-	for _, d := range keys {
-		k := sessionKey(d)
+	for _, k := range keys {
 		if subtle.ConstantTimeCompare(mac(k, "session", payload), sig) == 1 {
 			key = k
 		}

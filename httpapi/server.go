@@ -37,6 +37,8 @@ const defaultMaxBody = 16 << 10
 type server struct {
 	eng *verify.Engine
 	st  settings
+	// sessionKeys sign the console's sessions, one per admin key.
+	sessionKeys [][]byte
 	// crossOrigin refuses the admin routes' state-changing requests made
 	// cross-site by a browser (see admin).
 	crossOrigin *http.CrossOriginProtection
@@ -45,8 +47,9 @@ type server struct {
 func newServer(eng *verify.Engine, opts []Option) *server {
 	st := newSettings(opts)
 	return &server{
-		eng: eng,
-		st:  st,
+		eng:         eng,
+		st:          st,
+		sessionKeys: sessionKeys(st.adminKeys),
 		// No trusted origins: the dashboard, the only page served, posts
 		// nothing, so only the server's own origin and non-browser
 		// clients may change state.

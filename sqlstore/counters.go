@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -537,20 +538,30 @@ func (s *Store) PurgeCounters(ctx context.Context, before time.Time, limit int) 
 var _ verify.CounterLister = (*Store)(nil)
 
 // ListCounters implements verify.CounterLister, in byte order of keys (on
-// PostgreSQL by the "C" collation, whatever the database's). It is a scan
-// of the counters table: the primary key cannot serve a prefix under every
-// collation, and another index would cost every Take.
+// PostgreSQL by the "C" collation, whatever the database's). On SQLite,
+// whose keys compare as bytes, the primary key's range [prefix, the next
+// string after every key with the prefix) holds them, so it reads only
+// those. On PostgreSQL it scans the counters table: under the database's
+// collation the keys with a prefix need not be one range of the primary
+// key, and another index would cost every Take.
 func (s *Store) ListCounters(ctx context.Context, prefix string, now time.Time, after string, limit int) ([]verify.NamedCounter, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
-	name := "name"
+	// substr counts characters, not bytes.
+	args := []any{utf8.RuneCountInString(prefix), prefix, s.tv(now), after, limit}
+	name, bounds := "name", ""
 	if s.pg() {
 		name = `name COLLATE "C"`
+	} else if upper, ok := prefixEnd(prefix); ok {
+		bounds = ` AND name >= $2 AND name < $6`
+		args = append(args, upper)
+	} else if prefix != "" {
+		bounds = ` AND name >= $2`
 	}
 	rows, err := s.run().QueryContext(ctx, `SELECT `+counterCols+` FROM counters
-		WHERE substr(name, 1, $1) = $2 AND expires_at > $3 AND `+name+` > $4
-		ORDER BY `+name+` LIMIT $5`, len(prefix), prefix, s.tv(now), after, limit)
+		WHERE substr(name, 1, $1) = $2`+bounds+` AND expires_at > $3 AND `+name+` > $4
+		ORDER BY `+name+` LIMIT $5`, args...)
 	if err != nil {
 		return nil, wrap("list counters", err)
 	}
@@ -564,4 +575,18 @@ func (s *Store) ListCounters(ctx context.Context, prefix string, now time.Time, 
 		out = append(out, c)
 	}
 	return out, wrap("list counters", rows.Err())
+}
+
+// prefixEnd is the least string greater than every string that starts
+// with prefix, in byte order; false when there is none (an empty prefix,
+// or one of 0xFF bytes only).
+func prefixEnd(prefix string) (string, bool) {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xFF {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
 }

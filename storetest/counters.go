@@ -631,5 +631,9 @@ func testListCounters(t *testing.T, s verify.Counters) {
 		list("fail:", at(time.Minute), "", 10), "not the counters expired at now")
 	assert.Equal(t, []string{"fail:*?[=2"}, list("fail:*", base, "", 10), "a prefix with glob characters")
 	assert.Len(t, list("", base, "", 100), 8, "every live counter under the empty prefix")
+	requireOK(t, mustTake(t, s, base, take("fail:élise@example.com", 1, verify.NoLimit, exp)), "élise")
+	requireOK(t, mustTake(t, s, base, take("fail:éa", 1, verify.NoLimit, exp)), "éa")
+	assert.Equal(t, []string{"fail:éa=1", "fail:élise@example.com=1"}, list("fail:é", base, "", 10), "a prefix of several bytes a character")
+	assert.Equal(t, []string{"fail:élise@example.com=1"}, list("fail:él", base, "", 10))
 	assert.Empty(t, list("fail:", base, "", 0), "limit 0")
 }

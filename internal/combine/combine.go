@@ -28,7 +28,7 @@ const maxYields = 8
 // together, and a batch of one costs about as much as a batch of several;
 // a yield with nothing else to run returns at once. At 32 callers on two
 // cores it took PostgreSQL's statements from about 5.4 calls each to 7.5,
-// and SQLite's commits from about 13 writes each to 18.
+// and SQLite's commits from about 13 writes each to 20.
 func Linger(queued func() int) {
 	for last, i := -1, 0; i < maxYields; i++ {
 		n := queued()
