@@ -132,7 +132,11 @@ type fixedParts struct {
 	flowID     string
 	allowedIPs []string
 	expiresAt  time.Time
-	codeHash   []byte // the code's HMAC, as stored (never changes)
+	// createdAt (Unix nanoseconds) places a verification in the conversion
+	// monitor's window. Not a time.Time: the parts fit a map's slot (at
+	// most 128 bytes) and cost no allocation of their own.
+	createdAt int64
+	codeHash  []byte // the code's HMAC, as stored (never changes)
 }
 
 func (c *recipientCache) put(id string, p fixedParts, now time.Time) {
@@ -171,5 +175,5 @@ func (c *recipientCache) drop(id string) {
 }
 
 func partsOf(r *VerificationRecord) fixedParts {
-	return fixedParts{to: r.To, flowID: r.FlowID, allowedIPs: r.AllowedIPs, expiresAt: r.ExpiresAt, codeHash: r.CodeHash}
+	return fixedParts{to: r.To, flowID: r.FlowID, allowedIPs: r.AllowedIPs, expiresAt: r.ExpiresAt, createdAt: r.CreatedAt.UnixNano(), codeHash: r.CodeHash}
 }

@@ -147,7 +147,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
-	rec, counted, err := e.store.Attempt(ctx, req.VerifyID, hashes, now)
+	rec, counted, storeCounted, err := e.attempt(ctx, req.VerifyID, parts, hashes, now)
 	if err != nil {
 		// Whether the attempt was counted is unknown: a slot stays taken.
 		e.fixed.drop(req.VerifyID)
@@ -179,8 +179,10 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 				e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
 			}
 		}
-		if err := e.countVerified(ctx, rec); err != nil {
-			e.bookkeepingFailed(ctx, rec, "count verification", err, now)
+		if !storeCounted { // else the Store counted it with the attempt
+			if err := e.countVerified(ctx, rec); err != nil {
+				e.bookkeepingFailed(ctx, rec, "count verification", err, now)
+			}
 		}
 		if e.log.Enabled(ctx, slog.LevelDebug) {
 			e.log.LogAttrs(ctx, slog.LevelDebug, "verify: verified", slog.String("verification", rec.ID))
@@ -191,6 +193,20 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	wrong.AttemptsRemaining = max(rec.MaxAttempts-rec.Attempts, 0)
 	e.emitCheck(ctx, rec.ID, rec.FlowID, &wrong, now)
 	return rec.public(), &wrong
+}
+
+// attempt counts an attempt with the Store, and with it the conversion
+// monitor's count of the verification when the Store can count in the same
+// step (storeCounted).
+func (e *Engine) attempt(ctx context.Context, id string, parts fixedParts, hashes [][]byte, now time.Time) (rec VerificationRecord, counted, storeCounted bool, err error) {
+	if e.counting != nil {
+		if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok {
+			rec, counted, err = e.counting.AttemptCounting(ctx, id, hashes, now, []Count{cnt})
+			return rec, counted, true, err
+		}
+	}
+	rec, counted, err = e.store.Attempt(ctx, id, hashes, now)
+	return rec, counted, false, err
 }
 
 func (e *Engine) emitCheck(ctx context.Context, id, flowID string, err error, now time.Time) {

@@ -360,44 +360,86 @@ func (e *Engine) count(ctx context.Context, key string, delta int64, expiresAt, 
 	return res.Counters[0].Value, nil
 }
 
-// countSent feeds the conversion monitor after a successful Send, and blocks
-// the prefix if its conversion has fallen below the threshold.
-func (e *Engine) countSent(ctx context.Context, prefix string, now time.Time) error {
+// sentCount is the conversion monitor's count of a code sent to prefix at
+// now; false when the monitor is off or there is no prefix.
+func (e *Engine) sentCount(prefix string, now time.Time) (Count, bool) {
 	c := e.protection.Conversion
 	if prefix == "" || c.MinSends < 0 {
-		return nil
+		return Count{}, false
 	}
 	end := windowEnd(now, c.Window)
-	sent, err := e.count(ctx, "conv:sent:"+prefix+":"+end.Format(time.RFC3339), 1, end, now)
-	if err != nil {
-		return storeErr(ctx, "count send", err)
+	return Count{Key: "conv:sent:" + prefix + ":" + end.Format(time.RFC3339), Delta: 1, ExpiresAt: end}, true
+}
+
+// verifiedCount is the conversion monitor's count of rec verified: it
+// counts towards the window rec was sent in. false when the monitor is off
+// or rec has no phone number.
+func (e *Engine) verifiedCount(to Recipient, createdAt time.Time) (Count, bool) {
+	c := e.protection.Conversion
+	if to.Phone == "" || c.MinSends < 0 {
+		return Count{}, false
 	}
+	end := windowEnd(createdAt, c.Window)
+	return Count{Key: "conv:ok:" + phonePrefix(to.Phone) + ":" + end.Format(time.RFC3339), Delta: 1, ExpiresAt: end}, true
+}
+
+// countSent feeds the conversion monitor after a successful Send, and blocks
+// the prefix if its conversion has fallen below the threshold. When the
+// Store counted the send with the verification (p.sent > 0), only the
+// judgement is left.
+func (e *Engine) countSent(ctx context.Context, p *sendPlan, now time.Time) error {
+	cnt, ok := e.sentCount(p.attempt.Prefix, now)
+	if !ok {
+		return nil
+	}
+	sent := p.sent
+	if sent == 0 {
+		var err error
+		if sent, err = e.count(ctx, cnt.Key, cnt.Delta, cnt.ExpiresAt, now); err != nil {
+			return storeErr(ctx, "count send", err)
+		}
+	}
+	c := e.protection.Conversion
 	if sent < int64(c.MinSends) {
 		return nil
 	}
-	ok, err := e.counters.GetCounter(ctx, "conv:ok:"+prefix+":"+end.Format(time.RFC3339), now)
+	prefix := p.attempt.Prefix
+	ok2, err := e.counters.GetCounter(ctx, "conv:ok:"+prefix+":"+cnt.ExpiresAt.Format(time.RFC3339), now)
 	if err != nil {
 		return storeErr(ctx, "get counter", err)
 	}
-	if float64(ok.Value) < c.Threshold*float64(sent) {
+	if float64(ok2.Value) < c.Threshold*float64(sent) {
 		if _, err := e.count(ctx, blockKey(prefix), 1, now.Add(c.BlockFor), now); err != nil {
 			return storeErr(ctx, "block prefix", err)
 		}
 		e.log.LogAttrs(ctx, warnLevel, "verify: number prefix blocked for low conversion",
-			logStr("prefix", prefix), logInt("sent", sent), logInt("verified", ok.Value))
+			logStr("prefix", prefix), logInt("sent", sent), logInt("verified", ok2.Value))
 	}
 	return nil
+}
+
+// uncountSent gives back the send the Store counted with a verification
+// whose Send failed, so that the monitor counts only codes that went out,
+// as countSent does without a CountingStore. A failure is logged.
+func (e *Engine) uncountSent(ctx context.Context, p *sendPlan, now time.Time) {
+	cnt, ok := e.sentCount(p.attempt.Prefix, now)
+	if !ok || p.sent == 0 {
+		return
+	}
+	if _, err := e.count(ctx, cnt.Key, -cnt.Delta, cnt.ExpiresAt, now); err != nil {
+		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a send count", logStr("error", err.Error()))
+	}
+	p.sent = 0
 }
 
 // countVerified feeds the conversion monitor after a verification. It
 // counts towards the window the verification was sent in.
 func (e *Engine) countVerified(ctx context.Context, rec VerificationRecord) error {
-	c := e.protection.Conversion
-	if rec.To.Phone == "" || c.MinSends < 0 {
+	cnt, ok := e.verifiedCount(rec.To, rec.CreatedAt)
+	if !ok {
 		return nil
 	}
-	end := windowEnd(rec.CreatedAt, c.Window)
-	if _, err := e.count(ctx, "conv:ok:"+phonePrefix(rec.To.Phone)+":"+end.Format(time.RFC3339), 1, end, rec.CreatedAt); err != nil {
+	if _, err := e.count(ctx, cnt.Key, cnt.Delta, cnt.ExpiresAt, rec.CreatedAt); err != nil {
 		return storeErr(ctx, "count verification", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/memstore"
 	"github.com/openverify/verify/phone"
 )
 
@@ -318,8 +319,15 @@ func TestEmailDomains(t *testing.T) {
 
 // TestPumpingSimulation sends a burst of codes to one number range that no
 // one ever verifies, as SMS-pumping fraud does: the range is blocked, while
-// normal traffic to another country goes on.
+// normal traffic to another country goes on. The monitor's counts are
+// written with the verifications (memstore is a CountingStore), or apart
+// from them when the counters are elsewhere.
 func TestPumpingSimulation(t *testing.T) {
+	t.Run("counted with the verifications", func(t *testing.T) { testPumping(t) })
+	t.Run("counted apart", func(t *testing.T) { testPumping(t, verify.WithCounters(memstore.New())) })
+}
+
+func testPumping(t *testing.T, opts ...verify.Option) {
 	var mu sync.Mutex
 	var events []verify.Event
 	obs := verify.ObserverFunc(func(_ context.Context, ev verify.Event) {
@@ -329,7 +337,7 @@ func TestPumpingSimulation(t *testing.T) {
 	})
 	h := protected(t, only(func(p *verify.Protection) {
 		p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 20, Threshold: 0.2, BlockFor: time.Hour}
-	}), verify.WithObserver(obs))
+	}), append(opts, verify.WithObserver(obs))...)
 	h.flow(verify.Step{Channel: "sms"})
 
 	blocked := 0
@@ -365,6 +373,42 @@ func TestPumpingSimulation(t *testing.T) {
 	h.clock.Add(time.Hour)
 	_, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+22507009999"}})
 	require.NoError(t, err, "the block lifts after BlockFor")
+}
+
+// TestFailedSendsNotCounted: the conversion monitor counts codes that went
+// out. A Send whose every step failed gives back the count its Store made
+// with the verification, so a provider's outage does not look like a range
+// that never verifies.
+func TestFailedSendsNotCounted(t *testing.T) {
+	for name, opts := range map[string][]verify.Option{"counted with the verifications": nil,
+		"counted apart": {verify.WithCounters(memstore.New())}} {
+		t.Run(name, func(t *testing.T) {
+			h := protected(t, only(func(p *verify.Protection) {
+				p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 5, Threshold: 0.5, BlockFor: time.Hour}
+			}), opts...)
+			h.flow(verify.Step{Channel: "sms"})
+			h.sms.FailNext(10, nil)
+			for i := range 10 {
+				_, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: fmt.Sprintf("+2250700%04d", i)}})
+				require.Error(t, err, "the channel fails")
+			}
+			// Four sends that go out, verified: below MinSends if the
+			// failed ones counted nothing.
+			for i := range 4 {
+				v, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: fmt.Sprintf("+2250700%04d", 100+i)}})
+				require.NoError(t, err, "send %d: the failed sends were not counted", i)
+				if i < 2 {
+					m, _ := h.sms.Last()
+					_, err = h.check(v.ID, m.Code)
+					require.NoError(t, err)
+				}
+			}
+			_, err := h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+22507000200"}})
+			require.NoError(t, err, "the fifth send that went out reaches MinSends with 2 of 5 verified, and is itself sent")
+			_, err = h.eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+22507000201"}})
+			requireCode(t, err, verify.ErrBlocked)
+		})
+	}
 }
 
 func TestSendHook(t *testing.T) {

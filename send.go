@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -99,6 +100,10 @@ type sendPlan struct {
 	lang    string
 	reqHash []byte
 	attempt SendAttempt
+	// sent is the conversion monitor's count of codes sent to the prefix,
+	// once the Store counted this Send with its verification; 0 until
+	// then (see countSent).
+	sent int64
 }
 
 // resolveSend is Send's first stage: the flow, and every check of the
@@ -219,7 +224,7 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 	// claims it when the lease runs out.
 	pending := schedule(id, rec.Steps, 0, now, now.Add(e.lease))
 	for try := 1; ; try++ {
-		err := e.store.CreateVerification(ctx, rec, pending)
+		err := e.create(ctx, p, rec, pending)
 		if err == nil {
 			break
 		}
@@ -247,6 +252,24 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 		e.emit(ctx, Event{Type: EventCreated, VerificationID: id, FlowID: flow.ID, Time: now})
 	}
 	return rec, code, pending[:groupEnd(rec.Steps, 0)], ans, nil
+}
+
+// create stores rec with its pending steps, and with it the conversion
+// monitor's count of the send when the Store can count in the same step.
+func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord, pending []PendingStep) error {
+	if e.counting != nil {
+		if cnt, ok := e.sentCount(p.attempt.Prefix, rec.CreatedAt); ok {
+			counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, []Count{cnt})
+			if err == nil {
+				if len(counters) != 1 {
+					return fmt.Errorf("the store returned %d counters for 1 count", len(counters))
+				}
+				p.sent = max(counters[0].Value, 1)
+			}
+			return err
+		}
+	}
+	return e.store.CreateVerification(ctx, rec, pending)
 }
 
 // release gives up this call's claim on the first group of steps of a
@@ -283,6 +306,7 @@ func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *Verificatio
 		}
 		if err != nil {
 			if !handed {
+				e.uncountSent(ctx, p, now)
 				return Verification{}, err
 			}
 			e.bookkeepingFailed(ctx, *rec, "record delivery", err, now)
@@ -296,10 +320,11 @@ func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *Verificatio
 		}
 		*rec = fresh
 		if rec.Status == StatusFailed {
+			e.uncountSent(ctx, p, now)
 			return rec.public(), e.deliveryError(*rec)
 		}
 	}
-	if err := e.countSent(ctx, p.attempt.Prefix, now); err != nil {
+	if err := e.countSent(ctx, p, now); err != nil {
 		e.bookkeepingFailed(ctx, *rec, "count send", err, now)
 	}
 	if e.log.Enabled(ctx, slog.LevelDebug) {

@@ -45,6 +45,10 @@ type Engine struct {
 	keys     *keyring
 	flows    flowCache
 	fixed    recipientCache
+	// counting is the Store as a CountingStore when it also keeps the
+	// engine's Counters (no WithCounters) and has that ability; nil
+	// otherwise.
+	counting CountingStore
 }
 
 // Option configures an Engine.
@@ -274,8 +278,10 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	var counting CountingStore
 	if c.counters == nil {
 		c.counters = store
+		counting, _ = store.(CountingStore)
 	}
 	if c.limiter == nil {
 		c.limiter = NewLocalLimiter()
@@ -296,7 +302,7 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList)),
-		flows: flowCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}}
+		flows: flowCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}, counting: counting}
 	e.secrets, e.channelList = nil, nil // held in keys and channels
 	for _, ch := range c.channelList {
 		if ch == nil {

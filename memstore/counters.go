@@ -65,6 +65,27 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 	return res, nil
 }
 
+// applyCounts applies counts at now, which name distinct counters, and
+// returns the counters after them. It locks the counters' shards as Take
+// does; a caller may hold a verification's shard lock.
+func (s *Store) applyCounts(counts []verify.Count, now time.Time) []verify.Counter {
+	out := make([]verify.Counter, len(counts))
+	for i, c := range counts {
+		// One shard at a time: a count is unconditional, so the counts
+		// need not be applied under one lock.
+		sh := &s.counters[shardIndex(c.Key)]
+		sh.mu.Lock()
+		cur, ok := sh.m[c.Key]
+		if !ok || !now.Before(cur.ExpiresAt) {
+			cur = verify.Counter{}
+		}
+		out[i] = c.Take().Apply(cur, now)
+		sh.m[c.Key] = out[i]
+		sh.mu.Unlock()
+	}
+	return out
+}
+
 // GetCounter implements verify.Store.
 func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
 	if err := ctxErr(ctx); err != nil {

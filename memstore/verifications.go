@@ -15,8 +15,22 @@ import (
 
 // CreateVerification implements verify.Store.
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
+	_, err := s.create(ctx, v, steps, nil)
+	return err
+}
+
+// CreateVerificationCounting implements verify.CountingStore: the counts
+// are applied under the lock of the verification's shard, with it.
+func (s *Store) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+	if err := verify.CheckCounts(counts); err != nil {
+		return nil, fmt.Errorf("memstore: %w", err)
+	}
+	return s.create(ctx, v, steps, counts)
+}
+
+func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
 	if err := ctxErr(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	// One allocation holds copies of the byte slices.
 	b := make([]byte, 0, len(v.CodeHash)+len(v.SealedCode)+len(v.RequestHash))
@@ -33,15 +47,15 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 	sh.mu.Lock()
 	if sh.has(v.ID) {
 		sh.mu.Unlock()
-		return errExists("verification", v.ID)
+		return nil, errExists("verification", v.ID)
 	}
 	if err := s.claim(&v); err != nil {
 		sh.mu.Unlock()
-		return err
+		return nil, err
 	}
 	// Once stored, v is the shard's to change (another caller may end it
 	// at once): what the heaps need is read now.
-	open, id, expiresAt, endedAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt
+	open, id, expiresAt, endedAt, createdAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt, v.CreatedAt
 	if open {
 		sh.recs[v.ID] = &v
 	} else {
@@ -53,6 +67,10 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		s.putStep(p)
 	}
 	s.stepsMu.Unlock()
+	var counters []verify.Counter
+	if len(counts) > 0 {
+		counters = s.applyCounts(counts, createdAt)
+	}
 	sh.mu.Unlock()
 	if open {
 		s.expiryMu.Lock()
@@ -63,7 +81,7 @@ func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRec
 		s.ended.push(timeEntry{nanos(endedAt), id})
 		s.endedMu.Unlock()
 	}
-	return nil
+	return counters, nil
 }
 
 // GetVerification implements verify.Store.
@@ -83,6 +101,19 @@ func (s *Store) GetVerification(ctx context.Context, id string) (verify.Verifica
 
 // Attempt implements verify.Store.
 func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
+	return s.attempt(ctx, id, hashes, now, nil)
+}
+
+// AttemptCounting implements verify.CountingStore: the counts are applied
+// under the lock of the verification's shard, with the attempt.
+func (s *Store) AttemptCounting(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
+	if err := verify.CheckCounts(onVerified); err != nil {
+		return verify.VerificationRecord{}, false, fmt.Errorf("memstore: %w", err)
+	}
+	return s.attempt(ctx, id, hashes, now, onVerified)
+}
+
+func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return verify.VerificationRecord{}, false, err
 	}
@@ -102,6 +133,9 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	switch {
 	case right:
 		s.end(r, verify.StatusVerified, now)
+		if len(onVerified) > 0 {
+			s.applyCounts(onVerified, now)
+		}
 	case r.Attempts >= r.MaxAttempts:
 		s.end(r, verify.StatusMaxAttempts, now)
 	}

@@ -143,10 +143,10 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 		v := verify.VerificationRecord{ID: id, FlowID: "flow", Status: verify.StatusPending,
 			To: verify.Recipient{Phone: "+4740000001"}, CodeHash: []byte("0123456789abcdef0123456789abcdef"),
 			CreatedAt: now, ExpiresAt: now.Add(5 * time.Minute), MaxAttempts: 5}
-		vs = append(vs, newVerification{v, []verify.PendingStep{{Step: 0, DueAt: now, LeaseUntil: now.Add(time.Minute)}}})
+		vs = append(vs, newVerification{v, []verify.PendingStep{{Step: 0, DueAt: now, LeaseUntil: now.Add(time.Minute)}}, nil})
 		ds = append(ds, verify.DeliveryRecord{ID: id + "-d", VerificationID: id, Status: verify.DeliverySent,
 			Channel: "sms", CreatedAt: now, UpdatedAt: now})
-		as = append(as, attemptReq{id, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, now})
+		as = append(as, attemptReq{id, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, now, nil})
 		cs = append(cs, counterReq{"recipient:+4740000" + strconv.Itoa(i), now})
 	}
 	create, err := createArgs(vs)
@@ -158,6 +158,12 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 		"delivery": {pgDeliveryBatch, deliveryArgs(ds)},
 		"attempt":  {pgAttemptBatch, attemptArgs(as)},
 		"counters": {pgCounterBatch, counterArgs(cs)},
+		"create_counting": {pgCreateBatchCounting, append(create, countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
+			return nv.v.ID, nv.v.CreatedAt, []verify.Count{{Key: "conv:sent:+4740:" + nv.v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
+		})...)},
+		"attempt_counting": {pgAttemptBatchCounting, append(attemptArgs(as), countArgs(as, func(a attemptReq) (string, time.Time, []verify.Count) {
+			return a.id, a.now, []verify.Count{{Key: "conv:ok:+4740:" + a.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
+		})...)},
 	}, pgProbesOnly
 }
 
@@ -191,12 +197,18 @@ func runBatch[Req, Res any](ctx context.Context, run func(context.Context, []*co
 
 // Create stores verifications, each with its steps, in one batch.
 func (b *Batched) Create(ctx context.Context, vs []verify.VerificationRecord, steps [][]verify.PendingStep) []error {
+	_, errs := b.CreateCounting(ctx, vs, steps, make([][]verify.Count, len(vs)))
+	return errs
+}
+
+// CreateCounting stores verifications, each with its steps and counts, in
+// one batch, and returns each call's counters.
+func (b *Batched) CreateCounting(ctx context.Context, vs []verify.VerificationRecord, steps [][]verify.PendingStep, counts [][]verify.Count) ([][]verify.Counter, []error) {
 	rs := make([]newVerification, len(vs))
 	for i, v := range vs {
-		rs[i] = newVerification{v, steps[i]}
+		rs[i] = newVerification{v, steps[i], counts[i]}
 	}
-	_, errs := runBatch(ctx, b.s.createBatch, rs)
-	return errs
+	return runBatch(ctx, b.s.createBatch, rs)
 }
 
 // RecordDeliveries records deliveries in one batch.
@@ -209,13 +221,14 @@ type Attempt struct {
 	ID     string
 	Hashes [][]byte
 	Now    time.Time
+	Counts []verify.Count // applied if the attempt verifies
 }
 
 // Attempts counts attempts in one batch.
 func (b *Batched) Attempts(ctx context.Context, as []Attempt) ([]verify.VerificationRecord, []bool, []error) {
 	rs := make([]attemptReq, len(as))
 	for i, a := range as {
-		rs[i] = attemptReq{a.ID, a.Hashes, a.Now}
+		rs[i] = attemptReq{a.ID, a.Hashes, a.Now, a.Counts}
 	}
 	res, errs := runBatch(ctx, b.s.attemptBatch, rs)
 	recs, counted := make([]verify.VerificationRecord, len(res)), make([]bool, len(res))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,7 @@ import (
 // statement does for every call what that one does, and in the same lock
 // order (the verification's row first; verifications in ID order).
 type pgBatches struct {
-	create     combine.Combiner[newVerification, struct{}]
+	create     combine.Combiner[newVerification, []verify.Counter]
 	deliveries combine.Combiner[verify.DeliveryRecord, bool]
 	attempts   combine.Combiner[attemptReq, attempted]
 	counters   combine.Combiner[counterReq, verify.Counter]
@@ -61,8 +62,9 @@ func leave(op string) func(error) error {
 
 // newVerification is a CreateVerification call.
 type newVerification struct {
-	v     verify.VerificationRecord
-	steps []verify.PendingStep
+	v      verify.VerificationRecord
+	steps  []verify.PendingStep
+	counts []verify.Count // of a CreateVerificationCounting
 }
 
 // attemptReq is an Attempt call, and attempted its answer.
@@ -70,6 +72,7 @@ type attemptReq struct {
 	id     string
 	hashes [][]byte
 	now    time.Time
+	counts []verify.Count // of an AttemptCounting, applied if it verifies
 }
 
 type attempted struct {
@@ -201,9 +204,9 @@ func byVerification[Req, Res any](batch []*combine.Call[Req, Res], id func(Req) 
 // its idempotency key, an exclusive verification open for its flow and
 // recipient) is skipped by ON CONFLICT DO NOTHING, and its call then runs
 // alone, which answers the clash as CreateVerification does.
-func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerification, struct{}]) {
-	one := func(ctx context.Context, nv newVerification) (struct{}, error) {
-		return struct{}{}, s.createOne(ctx, nv.v, nv.steps)
+func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerification, []verify.Counter]) {
+	one := func(ctx context.Context, nv newVerification) ([]verify.Counter, error) {
+		return s.createOne(ctx, nv.v, nv.steps, nv.counts)
 	}
 	if len(batch) == 1 {
 		combine.EachAlone(ctx, batch, one)
@@ -213,31 +216,140 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 		combine.EachAlone(ctx, batch, one)
 		return
 	}
-	args, err := createArgs(combine.Reqs(batch))
+	reqs := combine.Reqs(batch)
+	args, err := createArgs(reqs)
 	if err != nil {
 		// Steps that cannot be encoded: each call alone answers its own.
 		combine.EachAlone(ctx, batch, one)
 		return
 	}
+	query, counting := pgCreateBatch, false
+	if c := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
+		return nv.v.ID, nv.v.CreatedAt, nv.counts
+	}); c != nil {
+		query, counting, args = pgCreateBatchCounting, true, append(args, c...)
+	}
 	stored := make(map[string]bool, len(batch))
-	err = s.pgBatch(ctx, pgCreateBatch, args, func(rows pgx.Rows) error {
+	final := make(map[string]verify.Counter)
+	err = s.pgBatch(ctx, query, args, func(rows pgx.Rows) error {
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var (
+				id string
+				c  counterRow
+			)
+			dest := []any{&id}
+			if counting {
+				dest = append(dest, &c.counter, &c.value, &c.updatedAt, &c.expiresAt, &c.notBefore)
+			}
+			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
-			stored[id] = true
+			if c.counter {
+				final[id] = c.Counter()
+			} else {
+				stored[id] = true
+			}
 		}
 		return nil
 	})
 	if failed(s, ctx, batch, err, "create verification", one) {
 		return
 	}
+	// Each caller's counters are the statement's final ones less what the
+	// stored calls after it in the batch added: the values a serial run in
+	// batch order gives.
+	later := make(map[string]int64)
+	for i := len(batch) - 1; i >= 0; i-- {
+		cl := batch[i]
+		if !stored[cl.Req.v.ID] {
+			continue
+		}
+		if len(cl.Req.counts) == 0 {
+			continue
+		}
+		res := make([]verify.Counter, len(cl.Req.counts))
+		for j, cnt := range cl.Req.counts {
+			c := final[cnt.Key]
+			c.Value -= later[cnt.Key]
+			c.UpdatedAt = asStored(cl.Req.v.CreatedAt)
+			res[j] = c
+			later[cnt.Key] += cnt.Delta
+		}
+		cl.Res = res
+	}
 	for _, cl := range batch {
 		if !stored[cl.Req.v.ID] {
 			cl.Res, cl.Err = one(ctx, cl.Req)
 		}
 	}
+}
+
+// counterRow is a counter as a batched statement returns it beside other
+// rows: counter is set for the counter's rows.
+type counterRow struct {
+	counter                         bool
+	value                           *int64
+	updatedAt, expiresAt, notBefore *time.Time
+}
+
+// Counter returns the row's counter.
+func (r counterRow) Counter() verify.Counter {
+	var c verify.Counter
+	if r.value != nil {
+		c.Value = *r.value
+	}
+	for _, t := range []struct {
+		dst *time.Time
+		src *time.Time
+	}{{&c.UpdatedAt, r.updatedAt}, {&c.ExpiresAt, r.expiresAt}, {&c.NotBefore, r.notBefore}} {
+		if t.src != nil {
+			*t.dst = t.src.UTC()
+		}
+	}
+	return c
+}
+
+// countArgs are the arguments of pgCounts for the calls' counts, each
+// call's given by of as its verification's ID, its time and its counts;
+// nil when no call counts.
+func countArgs[Req any](reqs []Req, of func(Req) (string, time.Time, []verify.Count)) []any {
+	var (
+		ids, names      []string
+		deltas          []int64
+		times, expiries []time.Time
+	)
+	for _, r := range reqs {
+		id, at, counts := of(r)
+		for _, c := range counts {
+			ids, names, deltas = append(ids, id), append(names, c.Key), append(deltas, c.Delta)
+			times, expiries = append(times, asStored(at)), append(expiries, asStored(c.ExpiresAt))
+		}
+	}
+	if ids == nil {
+		return nil
+	}
+	return []any{ids, names, deltas, times, expiries}
+}
+
+// pgCounts is a CTE, named k, that applies as upserts the counts of the
+// verifications that source (an SQL query of IDs) returns. The counts are
+// arrays from $n: the verification ID, the counter's name, the Delta, the
+// time and ExpiresAt. The counts of one counter are summed into one row,
+// with the latest time and ExpiresAt, and counters are locked in byte
+// order of their names, as Take's batches lock them. It returns the
+// counters after the counts.
+func pgCounts(n int, source string) string {
+	p := func(i int) string { return "$" + strconv.Itoa(n+i) }
+	return `k AS (INSERT INTO counters AS c (` + counterCols + `)
+	SELECT n.name, sum(n.delta), max(n.at), max(n.expires_at), NULL
+	FROM unnest(` + p(0) + `::text[], ` + p(1) + `::text[], ` + p(2) + `::bigint[], ` + p(3) + `::timestamptz[], ` + p(4) + `::timestamptz[])
+		AS n(vid, name, delta, at, expires_at)
+	WHERE n.vid IN (` + source + `)
+	GROUP BY n.name ORDER BY n.name COLLATE "C"
+	ON CONFLICT (name) DO UPDATE SET
+		value = CASE WHEN c.expires_at <= EXCLUDED.updated_at THEN 0 ELSE c.value END + EXCLUDED.value,
+		updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at, not_before = NULL
+	RETURNING ` + counterCols + `)`
 }
 
 // createArgs are pgCreateBatch's arguments for vs.
@@ -320,6 +432,14 @@ s AS (INSERT INTO pending_steps (verification_id, step, due_at, lease_until, rea
 	WHERE p.verification_id IN (SELECT id FROM v))
 SELECT id FROM v`
 
+// pgCreateBatchCounting is pgCreateBatch with the verifications' counts
+// ($34 to $38, see pgCounts). Its rows are the stored IDs, with false and
+// NULLs, then the counters, with true.
+var pgCreateBatchCounting = strings.TrimSuffix(pgCreateBatch, `SELECT id FROM v`) + `,
+` + pgCounts(34, `SELECT id FROM v`) + `
+SELECT id, FALSE, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz FROM v
+UNION ALL SELECT name, TRUE, value, updated_at, expires_at, not_before FROM k`
+
 // deliveryBatch records a batch of deliveries, for distinct
 // verifications, in one statement.
 func (s *Store) deliveryBatch(ctx context.Context, batch []*combine.Call[verify.DeliveryRecord, bool]) {
@@ -398,7 +518,7 @@ var pgDeliveryBatch = `WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $
 // out of attempts, or missing) is read alone, as Attempt answers it.
 func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptReq, attempted]) {
 	one := func(ctx context.Context, a attemptReq) (attempted, error) {
-		rec, counted, err := s.attemptOne(ctx, a.id, a.hashes, a.now)
+		rec, counted, err := s.attemptOne(ctx, a.id, a.hashes, a.now, a.counts)
 		return attempted{rec, counted}, err
 	}
 	if len(batch) == 1 {
@@ -410,8 +530,13 @@ func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptR
 		return
 	}
 	byVerification(batch, func(a attemptReq) string { return a.id })
+	reqs := combine.Reqs(batch)
+	query, args := pgAttemptBatch, attemptArgs(reqs)
+	if c := countArgs(reqs, func(a attemptReq) (string, time.Time, []verify.Count) { return a.id, a.now, a.counts }); c != nil {
+		query, args = pgAttemptBatchCounting, append(args, c...)
+	}
 	var recs []verify.VerificationRecord
-	err := s.pgBatch(ctx, pgAttemptBatch, attemptArgs(combine.Reqs(batch)), func(rows pgx.Rows) (err error) {
+	err := s.pgBatch(ctx, query, args, func(rows pgx.Rows) (err error) {
 		recs, err = scanVerificationRows(rows)
 		return err
 	})
@@ -461,6 +586,15 @@ var pgAttemptBatch = func() string {
 		RETURNING verifications.*),
 	p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v WHERE NOT v.` + isOpen + `))
 	` + withDeliveries("v", "", "")
+}()
+
+// pgAttemptBatchCounting is pgAttemptBatch with the counts of the
+// attempts ($6 to $10, see pgCounts), applied for the verifications the
+// statement verified.
+var pgAttemptBatchCounting = func() string {
+	i := strings.Index(pgAttemptBatch, "\n\t"+withDeliveries("v", "", ""))
+	return pgAttemptBatch[:i] + `,
+	` + pgCounts(6, `SELECT id FROM v WHERE status = 'verified'`) + pgAttemptBatch[i:]
 }()
 
 // counterArgs are pgCounterBatch's arguments for cs.

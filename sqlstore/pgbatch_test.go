@@ -436,3 +436,77 @@ func TestBatchedCallsOnOneVerification(t *testing.T) {
 	assert.Equal(t, verify.StatusDelivered, v.Status)
 	assert.Len(t, v.Deliveries, 2)
 }
+
+// TestBatchedCounts: the counts of a batch of creations and of attempts
+// are applied with the calls they belong to, summed per counter, and each
+// caller gets the values a serial run in batch order gives; a call that
+// clashes, and runs again alone, counts nothing more than it should.
+func TestBatchedCounts(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	keyed := batchRecord("stored-keyed", "+4740000001", nil)
+	keyed.IdempotencyKey = "k1"
+	require.NoError(t, st.CreateVerification(ctx, keyed, nil))
+	// An expired counter starts again; a live one adds.
+	_, err := st.Take(ctx, start.Add(-2*time.Hour), []verify.Take{{Key: "old", Delta: 5, Max: verify.NoLimit, ExpiresAt: start.Add(-time.Hour)}})
+	require.NoError(t, err)
+	_, err = st.Take(ctx, start, []verify.Take{{Key: "live", Delta: 10, Max: verify.NoLimit, ExpiresAt: start.Add(time.Hour)}})
+	require.NoError(t, err)
+
+	cnt := func(key string, delta int64) verify.Count {
+		return verify.Count{Key: key, Delta: delta, ExpiresAt: start.Add(2 * time.Hour)}
+	}
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	a, c := batchRecord("a", "+4740000003", hash), batchRecord("c", "+4740000005", hash)
+	dupKey := batchRecord("dup-key", "+4740000004", nil)
+	dupKey.IdempotencyKey = "k1"
+	none := batchRecord("none", "+4740000006", hash)
+	counters, errs := b.CreateCounting(ctx,
+		[]verify.VerificationRecord{a, dupKey, c, none},
+		[][]verify.PendingStep{nil, nil, nil, nil},
+		[][]verify.Count{{cnt("old", 1), cnt("live", 2)}, {cnt("live", 100)}, {cnt("live", 3), cnt("old", 4)}, nil})
+	require.NoError(t, errs[0])
+	assert.ErrorIs(t, errs[1], verify.ErrDuplicate)
+	require.NoError(t, errs[2])
+	require.NoError(t, errs[3])
+	values := func(cs []verify.Counter) []int64 {
+		var v []int64
+		for _, c := range cs {
+			v = append(v, c.Value)
+		}
+		return v
+	}
+	assert.Equal(t, []int64{1, 12}, values(counters[0]), "the first call's counters, as if it ran first")
+	assert.Nil(t, counters[1], "a refused call has no counters")
+	assert.Equal(t, []int64{15, 5}, values(counters[2]), "the third call's, after the first's")
+	assert.Empty(t, counters[3])
+	for key, want := range map[string]int64{"old": 5, "live": 15} {
+		got, err := st.GetCounter(ctx, key, start)
+		require.NoError(t, err)
+		assert.Equal(t, want, got.Value, key)
+		assert.Equal(t, start.Add(2*time.Hour), got.ExpiresAt, key)
+	}
+
+	// Attempts: only those that verify count.
+	wrong := []byte("fedcba9876543210fedcba9876543210")
+	d := batchRecord("d", "+4740000007", hash)
+	require.NoError(t, st.CreateVerification(ctx, d, nil))
+	recs, counted, errs := b.Attempts(ctx, []sqlstore.Attempt{
+		{ID: "a", Hashes: [][]byte{hash}, Now: start, Counts: []verify.Count{cnt("ok", 1)}},
+		{ID: "c", Hashes: [][]byte{wrong}, Now: start, Counts: []verify.Count{cnt("ok", 1)}},
+		{ID: "d", Hashes: [][]byte{hash}, Now: start, Counts: []verify.Count{cnt("ok", 1), cnt("live", 1)}},
+		{ID: "none", Hashes: [][]byte{hash}, Now: start},
+	})
+	for i := range errs {
+		require.NoError(t, errs[i])
+		assert.True(t, counted[i])
+	}
+	assert.Equal(t, verify.StatusVerified, recs[0].Status)
+	assert.Equal(t, verify.StatusPending, recs[1].Status)
+	for key, want := range map[string]int64{"ok": 2, "live": 16} {
+		got, err := st.GetCounter(ctx, key, start)
+		require.NoError(t, err)
+		assert.Equal(t, want, got.Value, key)
+	}
+	assert.Zero(t, st.RunAlone(), "the batches ran as batches")
+}

@@ -36,16 +36,52 @@ func readyAt(p verify.PendingStep) time.Time {
 // under v.ID whatever their VerificationID says. On PostgreSQL concurrent
 // calls share one statement (see pgbatch.go).
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
-	if s.pgBatches != nil {
-		_, err := s.pgBatches.create.Do(ctx, newVerification{v, steps})
-		return err
-	}
-	return s.createOne(ctx, v, steps)
+	_, err := s.create(ctx, v, steps, nil)
+	return err
 }
 
-// createOne is CreateVerification's own statement (or, on SQLite,
-// transaction).
-func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
+// CreateVerificationCounting implements verify.CountingStore: the counts
+// are upserts in the transaction (on PostgreSQL under load, the statement)
+// that stores the verification.
+func (s *Store) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+	if err := verify.CheckCounts(counts); err != nil {
+		return nil, wrap("create verification", err)
+	}
+	return s.create(ctx, v, steps, counts)
+}
+
+func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+	if s.pgBatches != nil {
+		return s.pgBatches.create.Do(ctx, newVerification{v, steps, counts})
+	}
+	return s.createOne(ctx, v, steps, counts)
+}
+
+// createOne is CreateVerification's own statement (or, on SQLite, or with
+// counts, transaction).
+func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+	if len(counts) > 0 {
+		var counters []verify.Counter
+		err := s.inTx(ctx, func(q querier) error {
+			if err := s.insertVerification(ctx, q, v, steps); err != nil {
+				return err
+			}
+			var err error
+			counters, err = s.applyCounts(ctx, q, counts, v.CreatedAt)
+			return err
+		})
+		if err != nil {
+			return nil, s.createErr(v, err)
+		}
+		return counters, nil
+	}
+	return nil, s.createErr(v, s.insertVerification(ctx, nil, v, steps))
+}
+
+// insertVerification stores v and its steps: in q's transaction, or (q
+// nil) on its own, in one statement on PostgreSQL and one transaction on
+// SQLite.
+func (s *Store) insertVerification(ctx context.Context, q querier, v verify.VerificationRecord, steps []verify.PendingStep) error {
 	stepsJSON, err := encodeJSON(v.Steps)
 	if err != nil {
 		return wrap("create verification", err)
@@ -62,10 +98,14 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 	}
 	insertVerification := `INSERT INTO verifications (` + verificationCols + `) VALUES (` + placeholders(1, len(args)) + `)`
 	if len(steps) == 0 {
-		return s.createErr(v, s.write(ctx, func(q querier) error {
+		if q != nil {
 			_, err := q.ExecContext(ctx, insertVerification, args...)
 			return err
-		}))
+		}
+		return s.write(ctx, func(q querier) error {
+			_, err := q.ExecContext(ctx, insertVerification, args...)
+			return err
+		})
 	}
 	var insertSteps strings.Builder
 	insertSteps.WriteString(`INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at, tries) VALUES `)
@@ -80,16 +120,23 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 	if s.pg() {
 		// One statement, so one round trip: the CTE's insert and the outer
 		// one commit together.
-		_, err := s.run().ExecContext(ctx, `WITH v AS (`+insertVerification+`) `+insertSteps.String(), args...)
-		return s.createErr(v, err)
+		if q == nil {
+			q = s.run()
+		}
+		_, err := q.ExecContext(ctx, `WITH v AS (`+insertVerification+`) `+insertSteps.String(), args...)
+		return err
 	}
-	return s.createErr(v, s.inTx(ctx, func(tx querier) error {
+	both := func(tx querier) error {
 		if _, err := tx.ExecContext(ctx, insertVerification, args...); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, insertSteps.String(), args...)
 		return err
-	}))
+	}
+	if q != nil {
+		return both(q)
+	}
+	return s.inTx(ctx, both)
 }
 
 // endedAt is the ended_at value of a new verification: NULL exactly when
@@ -279,19 +326,31 @@ var attemptUpdates = [...]conditional{attemptUpdate(0), attemptUpdate(1), attemp
 // update runs a conditional update. When the row matches, it returns the
 // updated record with its deliveries and true; when it does not, the
 // current record and false.
-func (s *Store) update(ctx context.Context, op string, c conditional, args ...any) (verify.VerificationRecord, bool, error) {
+func (s *Store) update(ctx context.Context, op string, c conditional, then func(q querier, v verify.VerificationRecord) error, args ...any) (verify.VerificationRecord, bool, error) {
 	id := args[0].(string)
 	var (
 		v       verify.VerificationRecord
 		updated bool
 		err     error
 	)
-	if s.pg() {
+	switch {
+	case s.pg() && then == nil:
 		var rows *sql.Rows
 		if rows, err = s.run().QueryContext(ctx, c.pg, args...); err == nil {
 			v, updated, err = scanVerification(rows)
 		}
-	} else {
+	case s.pg():
+		err = s.inTx(ctx, func(q querier) error {
+			rows, err := q.QueryContext(ctx, c.pg, args...)
+			if err == nil {
+				v, updated, err = scanVerification(rows)
+			}
+			if err != nil || !updated {
+				return err
+			}
+			return then(q, v)
+		})
+	default:
 		// One transaction, so that a failure after the UPDATE (reading the
 		// deliveries, say) rolls it back: the caller never gets an error
 		// for an attempt that was counted.
@@ -309,8 +368,10 @@ func (s *Store) update(ctx context.Context, op string, c conditional, args ...an
 					return err
 				}
 			}
-			v.Deliveries, err = deliveriesOf(ctx, q, id)
-			return err
+			if v.Deliveries, err = deliveriesOf(ctx, q, id); err != nil || then == nil {
+				return err
+			}
+			return then(q, v)
 		})
 	}
 	if err != nil {
@@ -342,15 +403,30 @@ func (s *Store) current(ctx context.Context, op, id string) (verify.Verification
 // ended verification's steps and the read of its deliveries follow in the
 // same transaction.
 func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
-	if s.pgBatches != nil {
-		a, err := s.pgBatches.attempts.Do(ctx, attemptReq{id, hashes, now})
-		return a.rec, a.counted, err
-	}
-	return s.attemptOne(ctx, id, hashes, now)
+	return s.attempt(ctx, id, hashes, now, nil)
 }
 
-// attemptOne is Attempt's own statement (on SQLite, transaction).
-func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
+// AttemptCounting implements verify.CountingStore: the counts are upserts
+// in the transaction (on PostgreSQL under load, the statement) that counts
+// the attempt.
+func (s *Store) AttemptCounting(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
+	if err := verify.CheckCounts(onVerified); err != nil {
+		return verify.VerificationRecord{}, false, wrap("attempt", err)
+	}
+	return s.attempt(ctx, id, hashes, now, onVerified)
+}
+
+func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
+	if s.pgBatches != nil {
+		a, err := s.pgBatches.attempts.Do(ctx, attemptReq{id, hashes, now, onVerified})
+		return a.rec, a.counted, err
+	}
+	return s.attemptOne(ctx, id, hashes, now, onVerified)
+}
+
+// attemptOne is Attempt's own statement (on SQLite, or with counts,
+// transaction).
+func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
 	var c conditional
 	if len(hashes) < len(attemptUpdates) {
 		c = attemptUpdates[len(hashes)]
@@ -362,7 +438,16 @@ func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now 
 	for _, h := range hashes {
 		args = append(args, h)
 	}
-	return s.update(ctx, "attempt", c, args...)
+	if len(onVerified) == 0 {
+		return s.update(ctx, "attempt", c, nil, args...)
+	}
+	return s.update(ctx, "attempt", c, func(q querier, v verify.VerificationRecord) error {
+		if v.Status != verify.StatusVerified {
+			return nil
+		}
+		_, err := s.applyCounts(ctx, q, onVerified, now)
+		return err
+	}, args...)
 }
 
 // CountSend implements verify.Store with one conditional UPDATE ...
@@ -370,7 +455,7 @@ func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now 
 // row lock (SQLite: the write lock), so of racing callers at most one is
 // counted per cooldown.
 func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (verify.VerificationRecord, bool, error) {
-	return s.update(ctx, "count send", countSendUpdate, id, s.tv(now), max, cooldown <= 0, s.tv(now.Add(-cooldown)))
+	return s.update(ctx, "count send", countSendUpdate, nil, id, s.tv(now), max, cooldown <= 0, s.tv(now.Add(-cooldown)))
 }
 
 // Finish implements verify.Store: the update is conditional on the status
@@ -380,7 +465,7 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	if status.Open() || !status.Valid() {
 		return verify.VerificationRecord{}, false, fmt.Errorf("sqlstore: finish: %q is not an ended status (use verified, expired, canceled, max_attempts or failed)", status)
 	}
-	return s.update(ctx, "finish", finishUpdate, id, s.tv(now), string(status))
+	return s.update(ctx, "finish", finishUpdate, nil, id, s.tv(now), string(status))
 }
 
 // nextStatus moves an open verification's status forward to a delivery's

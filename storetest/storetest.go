@@ -10,7 +10,8 @@
 // named after them: Catalog (flows and templates), Verifications
 // (verifications and their deliveries), StepQueue (the pending fallback
 // steps), Counters and, for a store that implements the optional
-// verify.AuditStore, Audit. Run runs every part, and the Engine part, which runs
+// verify.AuditStore, Audit, and for one that implements the optional
+// verify.CountingStore, Counting. Run runs every part, and the Engine part, which runs
 // engines on the store the way they race in production. A Counters backend
 // built on its own (on Redis, say, for verify.WithCounters) runs only its
 // part:
@@ -53,6 +54,13 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 			t.Skip("the store does not implement verify.AuditStore (optional)")
 		}
 		return as
+	})
+	runPart(t, "Counting", countingTests, func(t *testing.T) countingStore {
+		cs, ok := newStore(t).(countingStore)
+		if !ok {
+			t.Skip("the store does not implement verify.CountingStore (optional)")
+		}
+		return cs
 	})
 	runEngine(t, newStore)
 }

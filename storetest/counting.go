@@ -1,0 +1,242 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openverify/verify"
+)
+
+// countingStore is what the Counting part tests: a Store that counts its
+// own counters with its writes.
+type countingStore interface {
+	verificationStore
+	verify.Counters
+	verify.CountingStore
+}
+
+var countingTests = []test[countingStore]{
+	{"CreateCounts", testCreateCounts},
+	{"CreateRefusedCountsNothing", testCreateRefusedCountsNothing},
+	{"BadCountsChangeNothing", testBadCountsChangeNothing},
+	{"AttemptCountsWhenVerified", testAttemptCountsWhenVerified},
+	{"CreateCountsConcurrent", testCreateCountsConcurrent},
+	{"AttemptCountsConcurrent", testAttemptCountsConcurrent},
+}
+
+func counter(t *testing.T, s verify.Counters, key string, now time.Time) verify.Counter {
+	t.Helper()
+	c, err := s.GetCounter(ctx(), key, now)
+	require.NoError(t, err)
+	return c
+}
+
+// CreateVerificationCounting stores the verification and applies the
+// counts at its CreatedAt: a new counter starts at Delta, an existing one
+// adds it, an expired one starts again; ExpiresAt is the count's. It
+// returns the counters after the counts, in order.
+func testCreateCounts(t *testing.T, s countingStore) {
+	v := sampleVerification(3, time.Minute)
+	counts := []verify.Count{{Key: "conv:sent:a", Delta: 1, ExpiresAt: at(time.Hour)}, {Key: "conv:sent:b", Delta: 3, ExpiresAt: at(2 * time.Hour)}}
+	got, err := s.CreateVerificationCounting(ctx(), v, steps(v), counts)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, int64(1), got[0].Value)
+	assert.Equal(t, int64(3), got[1].Value)
+	sameTime(t, at(time.Hour), got[0].ExpiresAt, "ExpiresAt of the first")
+	sameTime(t, at(2*time.Hour), got[1].ExpiresAt, "ExpiresAt of the second")
+	sameTime(t, base, got[0].UpdatedAt, "UpdatedAt: the verification's CreatedAt")
+	assertRecord(t, v, getVerification(t, s, v.ID))
+	assert.Len(t, claimAll(t, s, at(time.Hour)), 2, "the steps are stored")
+	assert.Equal(t, int64(3), counter(t, s, "conv:sent:b", base).Value, "GetCounter agrees")
+
+	w := sampleVerification(3, time.Minute)
+	w.CreatedAt = at(time.Minute)
+	got, err = s.CreateVerificationCounting(ctx(), w, nil, counts[:1])
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, int64(2), got[0].Value, "a count adds to the counter")
+
+	// A counter that has expired at CreatedAt starts again.
+	x := sampleVerification(3, time.Minute)
+	x.CreatedAt, x.ExpiresAt = at(time.Hour), at(time.Hour+time.Minute)
+	got, err = s.CreateVerificationCounting(ctx(), x, nil, []verify.Count{{Key: "conv:sent:a", Delta: 1, ExpiresAt: at(3 * time.Hour)}})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), got[0].Value, "an expired counter starts from zero")
+	sameTime(t, at(3*time.Hour), got[0].ExpiresAt, "the count's ExpiresAt")
+
+	// A count does not wait out a NotBefore that a Take's Backoff set.
+	_, err = s.Take(ctx(), base, []verify.Take{{Key: "conv:sent:c", Delta: 1, Max: verify.NoLimit, ExpiresAt: at(time.Hour),
+		Backoff: verify.Backoff{Base: time.Hour}}})
+	require.NoError(t, err)
+	y := sampleVerification(3, time.Minute)
+	got, err = s.CreateVerificationCounting(ctx(), y, nil, []verify.Count{{Key: "conv:sent:c", Delta: 1, ExpiresAt: at(time.Hour)}})
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), got[0].Value, "a count has no limit and no wait")
+	assert.True(t, got[0].NotBefore.IsZero(), "a count has no Backoff: NotBefore is cleared, as Take.Apply does")
+}
+
+// A verification that is not stored (its ID, its idempotency key, an open
+// exclusive one) counts nothing.
+func testCreateRefusedCountsNothing(t *testing.T, s countingStore) {
+	count := []verify.Count{{Key: "conv:sent:x", Delta: 1, ExpiresAt: at(time.Hour)}}
+	v := sampleVerification(3, time.Minute)
+	v.IdempotencyKey = "key-" + newID()
+	v.Exclusive = true
+	_, err := s.CreateVerificationCounting(ctx(), v, steps(v), count)
+	require.NoError(t, err)
+
+	sameID := sampleVerification(3, time.Minute)
+	sameID.ID = v.ID
+	sameKey := sampleVerification(3, time.Minute)
+	sameKey.IdempotencyKey = v.IdempotencyKey
+	openExclusive := sampleVerification(3, time.Minute)
+	openExclusive.FlowID, openExclusive.Exclusive = v.FlowID, true
+	for name, w := range map[string]verify.VerificationRecord{"same ID": sameID, "same key": sameKey, "open exclusive": openExclusive} {
+		got, err := s.CreateVerificationCounting(ctx(), w, steps(w), count)
+		require.Error(t, err, name)
+		if name != "same ID" { // which fails with an error of the Store's own
+			assert.True(t, errors.Is(err, verify.ErrDuplicate) || errors.Is(err, verify.ErrOpenExists), "%s: %v", name, err)
+		}
+		assert.Nil(t, got, name)
+	}
+	assert.Equal(t, int64(1), counter(t, s, "conv:sent:x", base).Value, "refused verifications counted nothing")
+}
+
+// Counts that are not distinct or not positive are refused with an error
+// before anything changes.
+func testBadCountsChangeNothing(t *testing.T, s countingStore) {
+	bad := map[string][]verify.Count{
+		"zero Delta":     {{Key: "conv:bad", Delta: 0, ExpiresAt: at(time.Hour)}},
+		"negative Delta": {{Key: "conv:bad", Delta: -1, ExpiresAt: at(time.Hour)}},
+		"no key":         {{Delta: 1, ExpiresAt: at(time.Hour)}},
+		"a key twice":    {{Key: "conv:bad", Delta: 1, ExpiresAt: at(time.Hour)}, {Key: "conv:bad", Delta: 1, ExpiresAt: at(time.Hour)}},
+	}
+	for name, counts := range bad {
+		v := sampleVerification(3, time.Minute)
+		_, err := s.CreateVerificationCounting(ctx(), v, steps(v), counts)
+		require.Error(t, err, name)
+		_, err = s.GetVerification(ctx(), v.ID)
+		requireNotFound(t, err, name+": the verification is not stored")
+	}
+	v := create(t, s, sampleVerification(3, time.Minute), nil)
+	for name, counts := range bad {
+		_, _, err := s.AttemptCounting(ctx(), v.ID, rightCode, at(time.Second), counts)
+		require.Error(t, err, name)
+	}
+	got := getVerification(t, s, v.ID)
+	assert.Equal(t, 0, got.Attempts, "refused attempts were not counted")
+	assert.Equal(t, verify.StatusPending, got.Status)
+	assert.Zero(t, counter(t, s, "conv:bad", base).Value, "nothing was counted")
+}
+
+// AttemptCounting applies its counts when, and only when, the attempt it
+// counts verifies the code.
+func testAttemptCountsWhenVerified(t *testing.T, s countingStore) {
+	count := []verify.Count{{Key: "conv:ok:x", Delta: 1, ExpiresAt: at(time.Hour)}}
+	_, _, err := s.AttemptCounting(ctx(), newID(), rightCode, base, count)
+	requireNotFound(t, err, "an unknown ID")
+
+	v := create(t, s, sampleVerification(2, time.Minute), nil)
+	got, counted, err := s.AttemptCounting(ctx(), v.ID, wrongCode, at(time.Second), count)
+	require.NoError(t, err)
+	assert.True(t, counted)
+	assert.Equal(t, verify.StatusPending, got.Status)
+	assert.Zero(t, counter(t, s, "conv:ok:x", base).Value, "a wrong code counts nothing")
+
+	got, counted, err = s.AttemptCounting(ctx(), v.ID, rightCode, at(2*time.Second), count)
+	require.NoError(t, err)
+	assert.True(t, counted)
+	assert.Equal(t, verify.StatusVerified, got.Status)
+	assertChecks(t, got.Checks, "a wrong, a right", checkAt(time.Second, false), checkAt(2*time.Second, true))
+	c := counter(t, s, "conv:ok:x", base)
+	assert.Equal(t, int64(1), c.Value, "the verifying attempt counts")
+	sameTime(t, at(2*time.Second), c.UpdatedAt, "counted at the attempt's time")
+
+	_, counted, err = s.AttemptCounting(ctx(), v.ID, rightCode, at(3*time.Second), count)
+	require.NoError(t, err)
+	assert.False(t, counted, "the verification has ended")
+	assert.Equal(t, int64(1), counter(t, s, "conv:ok:x", base).Value, "an attempt not counted counts nothing")
+
+	// The last attempt, wrong, ends it without counting.
+	w := create(t, s, sampleVerification(1, time.Minute), nil)
+	got, _, err = s.AttemptCounting(ctx(), w.ID, wrongCode, at(time.Second), count)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusMaxAttempts, got.Status)
+	// An expired one is not counted.
+	e := create(t, s, sampleVerification(3, time.Minute), nil)
+	_, counted, err = s.AttemptCounting(ctx(), e.ID, rightCode, at(time.Minute), count)
+	require.NoError(t, err)
+	assert.False(t, counted)
+	assert.Equal(t, int64(1), counter(t, s, "conv:ok:x", base).Value)
+}
+
+// Racing creations that count the same counters count every one, and each
+// gets the values a serial run in some order gives: distinct, from 1 to n.
+func testCreateCountsConcurrent(t *testing.T, s countingStore) {
+	const n = 64
+	values := make([][]int64, 2)
+	var mu sync.Mutex
+	released(n, func(i int) {
+		v := sampleVerification(3, time.Minute)
+		v.CreatedAt = at(time.Duration(i) * time.Millisecond)
+		// Half count two counters, in either order.
+		counts := []verify.Count{{Key: "conv:sent:race", Delta: 1, ExpiresAt: at(time.Hour)}}
+		if i%2 == 1 {
+			counts = append([]verify.Count{{Key: "conv:sent:race2", Delta: 1, ExpiresAt: at(time.Hour)}}, counts...)
+		}
+		got, err := s.CreateVerificationCounting(ctx(), v, steps(v), counts)
+		if !assert.NoError(t, err) || !assert.Len(t, got, len(counts)) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for j, c := range counts {
+			k := 0
+			if c.Key == "conv:sent:race2" {
+				k = 1
+			}
+			values[k] = append(values[k], got[j].Value)
+		}
+	})
+	for k, want := range []int{n, n / 2} {
+		slices.Sort(values[k])
+		var serial []int64
+		for i := 1; i <= want; i++ {
+			serial = append(serial, int64(i))
+		}
+		assert.Equal(t, serial, values[k], "counter %d: each caller gets its own value", k)
+		assert.Equal(t, int64(want), counter(t, s, []string{"conv:sent:race", "conv:sent:race2"}[k], base).Value)
+	}
+}
+
+// Racing attempts that verify count exactly once each; those that do not,
+// never.
+func testAttemptCountsConcurrent(t *testing.T, s countingStore) {
+	const n = 64
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = create(t, s, sampleVerification(3, time.Minute), nil).ID
+	}
+	released(2*n, func(i int) {
+		// Two attempts on each verification: one right, one wrong.
+		code := rightCode
+		if i >= n {
+			code = wrongCode
+		}
+		count := []verify.Count{{Key: "conv:ok:race", Delta: 1, ExpiresAt: at(time.Hour)}}
+		_, _, err := s.AttemptCounting(ctx(), ids[i%n], code, at(time.Second), count)
+		assert.NoError(t, err, fmt.Sprint(i))
+	})
+	assert.Equal(t, int64(n), counter(t, s, "conv:ok:race", base).Value, "one count per verified verification")
+	for _, id := range ids {
+		assert.Equal(t, verify.StatusVerified, getVerification(t, s, id).Status)
+	}
+}
