@@ -277,18 +277,39 @@ func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, [6]uint8) {
 // admitSend applies the pumping guard's prefix block and then every send
 // limit, in that order: the block counts nothing (it is one read), and the
 // limits are counted all or nothing by the Limiter, so a refused Send
-// spends nothing.
+// spends nothing. When the Store cannot count the send with the
+// verification (the counters are elsewhere, such as on Redis), the block's
+// read is a Take that counts the send too, one call for two, given back
+// if the Send fails (see uncountSent).
 // The caller refunds the returned Allowance if it refuses the Send later
 // (a reused verification in its resend cooldown, say).
-func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, now time.Time) (Allowance, error) {
-	if a.Prefix != "" && e.protection.Conversion.MinSends >= 0 {
-		// A block counts nothing, so reading it is the whole decision.
-		c, err := e.counters.GetCounter(ctx, blockKey(a.Prefix), now)
-		if err != nil {
-			return Allowance{}, storeErr(ctx, "check prefix block", err)
+func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
+	a, flowID := p.attempt, p.flow.ID
+	if cnt, ok := e.sentCount(a.Prefix, now); ok {
+		var block Counter
+		if e.counting != nil {
+			// A block counts nothing, so reading it is the whole decision.
+			c, err := e.counters.GetCounter(ctx, blockKey(a.Prefix), now)
+			if err != nil {
+				return Allowance{}, storeErr(ctx, "check prefix block", err)
+			}
+			block = c
+		} else {
+			// Max 0 refuses while the block is set, and then counts
+			// nothing.
+			res, err := e.counters.Take(ctx, now, []Take{{Key: blockKey(a.Prefix), Delta: 0, Max: 0}, cnt.Take()})
+			if err != nil {
+				return Allowance{}, storeErr(ctx, "check prefix block", err)
+			}
+			if len(res.Counters) != 2 {
+				return Allowance{}, internalErr("check prefix block", fmt.Errorf("the counters returned %d counters for 2 takes", len(res.Counters)))
+			}
+			if block = res.Counters[0]; res.OK {
+				p.sent = max(res.Counters[1].Value, 1)
+			}
 		}
-		if c.Value > 0 {
-			return Allowance{}, e.blocked(ctx, a, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(now))
+		if block.Value > 0 {
+			return Allowance{}, e.blocked(ctx, a, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, block.ExpiresAt.Format(time.RFC3339)), block.ExpiresAt.Sub(now))
 		}
 	}
 	limits, rows := e.sendLimits(flowID, a)
@@ -297,9 +318,11 @@ func (e *Engine) admitSend(ctx context.Context, flowID string, a SendAttempt, no
 	}
 	allowed, err := e.limiter.Allow(ctx, now, limits)
 	if err != nil {
+		e.uncountSent(ctx, p, now)
 		return Allowance{}, storeErr(ctx, "rate limit", err)
 	}
 	if !allowed.OK {
+		e.uncountSent(ctx, p, now)
 		what := e.protection.sendLimitTable()[rows[allowed.Refused]].what
 		e.refused(limitReason(what), now)
 		err := rateLimited(what, allowed.RetryAfter)
@@ -385,8 +408,8 @@ func (e *Engine) verifiedCount(to Recipient, createdAt time.Time) (Count, bool) 
 
 // countSent feeds the conversion monitor after a successful Send, and blocks
 // the prefix if its conversion has fallen below the threshold. When the
-// Store counted the send with the verification (p.sent > 0), only the
-// judgement is left.
+// send was counted already (p.sent > 0: by a CountingStore with the
+// verification, or by admitSend), only the judgement is left.
 func (e *Engine) countSent(ctx context.Context, p *sendPlan, now time.Time) error {
 	cnt, ok := e.sentCount(p.attempt.Prefix, now)
 	if !ok {
@@ -418,9 +441,11 @@ func (e *Engine) countSent(ctx context.Context, p *sendPlan, now time.Time) erro
 	return nil
 }
 
-// uncountSent gives back the send the Store counted with a verification
-// whose Send failed, so that the monitor counts only codes that went out,
-// as countSent does without a CountingStore. A failure is logged.
+// uncountSent gives back the send counted for a Send that failed or was
+// answered without a new verification (with the verification by a
+// CountingStore, or with the block's check by admitSend), so that the
+// monitor counts the codes that new verifications sent, once each. A
+// failure is logged.
 func (e *Engine) uncountSent(ctx context.Context, p *sendPlan, now time.Time) {
 	cnt, ok := e.sentCount(p.attempt.Prefix, now)
 	if !ok || p.sent == 0 {

@@ -82,6 +82,7 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		if !ans.sent { // nothing went out for this request
 			e.refund(ctx, allowed)
 		}
+		e.uncountSent(ctx, p, now) // no new verification
 		if err != nil {
 			return Verification{}, err
 		}
@@ -101,8 +102,7 @@ type sendPlan struct {
 	reqHash []byte
 	attempt SendAttempt
 	// sent is the conversion monitor's count of codes sent to the prefix,
-	// once the Store counted this Send with its verification; 0 until
-	// then (see countSent).
+	// once this Send is counted (see countSent); 0 until then.
 	sent int64
 }
 
@@ -161,7 +161,7 @@ func (e *Engine) admit(ctx context.Context, p *sendPlan, now time.Time) (Allowan
 			return Allowance{}, e.blocked(ctx, p.attempt, RefusalSendHook, err.Error(), 0)
 		}
 	}
-	return e.admitSend(ctx, p.flow.ID, p.attempt, now)
+	return e.admitSend(ctx, p, now)
 }
 
 // answer is how storeSend answered a Send without storing a new
