@@ -2,6 +2,8 @@ package verify
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -211,6 +213,39 @@ func (l *StoreLimiter) Allow(ctx context.Context, now time.Time, limits []Limit)
 	}
 	a.OK = true
 	return a, nil
+}
+
+// allowWith is Allow with takes of the caller's own before the limits', all
+// in one Counters.Take: for an engine whose other counters are the same
+// Counters, so that a request's counters cost one call. The Allowance
+// refunds the limits only; a refusal by one of first leaves Refused -1
+// and sets refusedFirst. The Taken is the Take's whole result.
+func (l *StoreLimiter) allowWith(ctx context.Context, now time.Time, limits []Limit, first []Take) (a Allowance, res Taken, refusedFirst bool, err error) {
+	a = Allowance{Refused: -1, Now: now, Limits: limits}
+	takes, index := storeTakes(now, limits, 1)
+	takes = append(first[:len(first):len(first)], takes...)
+	if res, err = l.counters.Take(ctx, now, takes); err != nil {
+		return a, res, false, err
+	}
+	if len(res.Counters) != len(takes) {
+		return a, res, false, fmt.Errorf("the counters returned %d counters for %d takes", len(res.Counters), len(takes))
+	}
+	switch {
+	case res.OK:
+		a.OK = true
+	case res.Refused < len(first):
+		refusedFirst = true
+	default:
+		a.Refused, a.RetryAfter = index[res.Refused-len(first)], res.RetryAfter
+	}
+	return a, res, refusedFirst, nil
+}
+
+// sameCounters reports whether a and b are one Counters. Values of a type
+// that cannot be compared are never the same.
+func sameCounters(a, b Counters) bool {
+	t := reflect.TypeOf(a)
+	return t != nil && t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 // Refund implements Limiter: it takes -1 from the same windows.

@@ -279,12 +279,18 @@ func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, [6]uint8) {
 // limits are counted all or nothing by the Limiter, so a refused Send
 // spends nothing. When the Store cannot count the send with the
 // verification (the counters are elsewhere, such as on Redis), the block's
-// read is a Take that counts the send too, one call for two, given back
-// if the Send fails (see uncountSent).
+// read is a Take that counts the send too, given back if the Send fails
+// (see uncountSent), and the limits of a StoreLimiter on those counters
+// join it: one call for three.
 // The caller refunds the returned Allowance if it refuses the Send later
 // (a reused verification in its resend cooldown, say).
 func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
 	a, flowID := p.attempt, p.flow.ID
+	limits, rows := e.sendLimits(flowID, a)
+	var (
+		allowed Allowance
+		counted bool // allowed is the limits' decision already
+	)
 	if cnt, ok := e.sentCount(a.Prefix, now); ok {
 		var block Counter
 		if e.counting != nil {
@@ -296,13 +302,25 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 			block = c
 		} else {
 			// Max 0 refuses while the block is set, and then counts
-			// nothing.
-			res, err := e.counters.Take(ctx, now, []Take{{Key: blockKey(a.Prefix), Delta: 0, Max: 0}, cnt.Take()})
+			// nothing; with a StoreLimiter on the same counters, the
+			// limits join the same Take.
+			takes := []Take{{Key: blockKey(a.Prefix), Delta: 0, Max: 0}, cnt.Take()}
+			var (
+				res          Taken
+				refusedFirst bool
+				err          error
+			)
+			if e.shared != nil && len(limits) > 0 {
+				allowed, res, refusedFirst, err = e.shared.allowWith(ctx, now, limits, takes)
+				counted = err == nil && !refusedFirst
+			} else {
+				res, err = e.counters.Take(ctx, now, takes)
+				if err == nil && len(res.Counters) != len(takes) {
+					err = fmt.Errorf("the counters returned %d counters for %d takes", len(res.Counters), len(takes))
+				}
+			}
 			if err != nil {
 				return Allowance{}, storeErr(ctx, "check prefix block", err)
-			}
-			if len(res.Counters) != 2 {
-				return Allowance{}, internalErr("check prefix block", fmt.Errorf("the counters returned %d counters for 2 takes", len(res.Counters)))
 			}
 			if block = res.Counters[0]; res.OK {
 				p.sent = max(res.Counters[1].Value, 1)
@@ -312,14 +330,15 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 			return Allowance{}, e.blocked(ctx, a, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, block.ExpiresAt.Format(time.RFC3339)), block.ExpiresAt.Sub(now))
 		}
 	}
-	limits, rows := e.sendLimits(flowID, a)
 	if len(limits) == 0 {
 		return Allowance{OK: true, Refused: -1, Now: now}, nil
 	}
-	allowed, err := e.limiter.Allow(ctx, now, limits)
-	if err != nil {
-		e.uncountSent(ctx, p, now)
-		return Allowance{}, storeErr(ctx, "rate limit", err)
+	if !counted {
+		var err error
+		if allowed, err = e.limiter.Allow(ctx, now, limits); err != nil {
+			e.uncountSent(ctx, p, now)
+			return Allowance{}, storeErr(ctx, "rate limit", err)
+		}
 	}
 	if !allowed.OK {
 		e.uncountSent(ctx, p, now)

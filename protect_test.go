@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,6 +327,77 @@ func TestEmailDomains(t *testing.T) {
 func TestPumpingSimulation(t *testing.T) {
 	t.Run("counted with the verifications", func(t *testing.T) { testPumping(t) })
 	t.Run("counted apart", func(t *testing.T) { testPumping(t, verify.WithCounters(memstore.New())) })
+	c := memstore.New()
+	t.Run("counted with the limits", func(t *testing.T) {
+		testPumping(t, verify.WithCounters(c), verify.WithLimiter(verify.NewStoreLimiter(c)))
+	})
+}
+
+// takeCounter counts the calls to its Counters.
+type takeCounter struct {
+	verify.Counters
+	takes, gets atomic.Int64
+	keys        []string
+}
+
+func (c *takeCounter) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	c.takes.Add(1)
+	for _, t := range takes {
+		c.keys = append(c.keys, t.Key)
+	}
+	return c.Counters.Take(ctx, now, takes)
+}
+
+func (c *takeCounter) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	c.gets.Add(1)
+	return c.Counters.GetCounter(ctx, key, now)
+}
+
+// TestSendCountersInOneTake: with its counters apart from the Store (on
+// Redis, say) and the rate limits in a StoreLimiter on the same counters,
+// a Send's prefix block, conversion count and limits are one Take, and
+// decide as they do apart: a block refuses before the limits count, a
+// limit refuses without the send counted, and a Send that goes out counts
+// them all.
+func TestSendCountersInOneTake(t *testing.T) {
+	p := verify.NoProtection()
+	p.RecipientSends = verify.Rate{Limit: 1, Per: time.Hour}
+	p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 100, Threshold: 0.2, BlockFor: time.Hour}
+	h := newHarness(t)
+	c := &takeCounter{Counters: memstore.New()}
+	eng := h.engine(verify.WithProtection(p), verify.WithCounters(c), verify.WithLimiter(verify.NewStoreLimiter(c)))
+	h.flow(verify.Step{Channel: "sms"})
+	ana := verify.Recipient{Phone: "+4791234567"}
+	_, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), c.takes.Load(), "one Take for the send's counters")
+	assert.Zero(t, c.gets.Load())
+	require.Len(t, c.keys, 3)
+	assert.True(t, strings.HasPrefix(c.keys[0], "block:"), c.keys[0])
+	assert.True(t, strings.HasPrefix(c.keys[1], "conv:sent:"), c.keys[1])
+	assert.True(t, strings.HasPrefix(c.keys[2], "rate:"), c.keys[2])
+	sentKey := c.keys[1]
+	sent := func() int64 {
+		got, err := c.Counters.GetCounter(h.ctx, sentKey, h.clock.Now())
+		require.NoError(t, err)
+		return got.Value
+	}
+	assert.Equal(t, int64(1), sent())
+
+	_, err = eng.Send(h.ctx, verify.SendRequest{To: ana})
+	requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, int64(1), sent(), "a Send the limits refuse counts no send")
+
+	// A blocked prefix refuses before any limit counts.
+	_, err = c.Counters.Take(h.ctx, h.clock.Now(), []verify.Take{{Key: c.keys[0], Delta: 1, Max: verify.NoLimit, ExpiresAt: h.clock.Now().Add(time.Hour)}})
+	require.NoError(t, err)
+	bob := verify.Recipient{Phone: "+4791234568"}
+	_, err = eng.Send(h.ctx, verify.SendRequest{To: bob})
+	requireCode(t, err, verify.ErrBlocked)
+	require.NoError(t, c.Counters.DeleteCounter(h.ctx, c.keys[0]))
+	_, err = eng.Send(h.ctx, verify.SendRequest{To: bob})
+	require.NoError(t, err, "the block refused without counting bob's limit")
+	assert.Equal(t, int64(2), sent())
 }
 
 func testPumping(t *testing.T, opts ...verify.Option) {

@@ -49,6 +49,9 @@ type Engine struct {
 	// engine's Counters (no WithCounters) and has that ability; nil
 	// otherwise.
 	counting CountingStore
+	// shared is the Limiter when it is a StoreLimiter on the engine's
+	// Counters, whose takes can join the engine's own; nil otherwise.
+	shared *StoreLimiter
 }
 
 // Option configures an Engine.
@@ -303,6 +306,9 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	}
 	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList)),
 		flows: flowCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}, counting: counting}
+	if sl, ok := c.limiter.(*StoreLimiter); ok && sameCounters(sl.counters, c.counters) {
+		e.shared = sl
+	}
 	e.secrets, e.channelList = nil, nil // held in keys and channels
 	for _, ch := range c.channelList {
 		if ch == nil {
