@@ -123,23 +123,55 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	// and takes no slot. The engine tells them apart by comparing the
 	// code's HMAC with the stored one, which it remembers; the Store
 	// compares them again when it counts the attempt.
-	failures, err := e.counters.GetCounter(ctx, fkey, now)
-	if err != nil {
-		e.refund(ctx, perIP)
-		return refuse(storeErr(ctx, "read failures", err))
-	}
-	if err := e.failuresRefuse(failures, now); err != nil {
-		e.refund(ctx, perIP)
-		return refuse(err)
-	}
 	right := MatchHash(parts.codeHash, hashes)
+	var failures Counter
+	if e.guarded != nil {
+		// The read of the failures and, for a right code, the attempt, in
+		// one Store call: a refusal is that same call for any code.
+		g, verified, f, err := e.guarded.AttemptRight(ctx, req.VerifyID, hashes, now,
+			Guard{Key: fkey, Max: int64(e.protection.MaxFailures)}, e.onVerified(parts))
+		if err != nil {
+			// Whether a right code's attempt was counted is unknown.
+			e.fixed.drop(req.VerifyID)
+			return Verification{}, e.lookupErr(ctx, "check code", err)
+		}
+		failures = f
+		if err := e.failuresRefuse(failures, now); err != nil {
+			e.refund(ctx, perIP)
+			return refuse(err)
+		}
+		if verified {
+			return e.judged(ctx, g, true, failures, true, fkey, now)
+		}
+		if right {
+			if countable(&g, now) {
+				// Cannot happen with a conforming Store (see judged).
+				e.fixed.drop(g.ID)
+				return Verification{}, internalErr("check code", fmt.Errorf("the store judged verification %s's matching code wrong", g.ID))
+			}
+			v, err := e.closed(ctx, g, now)
+			e.emitCheck(ctx, g.ID, g.FlowID, err, now)
+			return v, err
+		}
+		// A wrong code: judged below, as without a GuardedStore.
+	} else {
+		var err error
+		if failures, err = e.counters.GetCounter(ctx, fkey, now); err != nil {
+			e.refund(ctx, perIP)
+			return refuse(storeErr(ctx, "read failures", err))
+		}
+		if err := e.failuresRefuse(failures, now); err != nil {
+			e.refund(ctx, perIP)
+			return refuse(err)
+		}
+	}
 	if !right {
 		if err := e.reserveFailure(ctx, fkey, now); err != nil {
 			e.refund(ctx, perIP)
 			return refuse(err)
 		}
 	}
-	if !known && (!rec.Status.Open() || rec.Attempts >= rec.MaxAttempts || !now.Before(rec.ExpiresAt)) {
+	if !known && !countable(&rec, now) {
 		if !right {
 			e.refundFailure(ctx, fkey, now)
 		}
@@ -161,6 +193,20 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
+	return e.judged(ctx, rec, right, failures, storeCounted, fkey, now)
+}
+
+// countable reports whether an attempt on r at now would be counted: r is
+// open, unexpired and has attempts left.
+func countable(r *VerificationRecord, now time.Time) bool {
+	return r.Status.Open() && r.Attempts < r.MaxAttempts && now.Before(r.ExpiresAt)
+}
+
+// judged answers a Check whose attempt the Store counted, as rec: right
+// says whether the engine took the code for the right one, failures the
+// recipient's failures it read before, and storeCounted whether the Store
+// counted the verification for the conversion monitor with the attempt.
+func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool, failures Counter, storeCounted bool, fkey string, now time.Time) (Verification, error) {
 	if right && rec.Status != StatusVerified {
 		// Cannot happen with a conforming Store: it compares the hash that
 		// it returned for this verification.
@@ -199,14 +245,25 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 // monitor's count of the verification when the Store can count in the same
 // step (storeCounted).
 func (e *Engine) attempt(ctx context.Context, id string, parts fixedParts, hashes [][]byte, now time.Time) (rec VerificationRecord, counted, storeCounted bool, err error) {
-	if e.counting != nil {
-		if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok {
-			rec, counted, err = e.counting.AttemptCounting(ctx, id, hashes, now, []Count{cnt})
-			return rec, counted, true, err
-		}
+	if counts := e.onVerified(parts); counts != nil {
+		rec, counted, err = e.counting.AttemptCounting(ctx, id, hashes, now, counts)
+		return rec, counted, true, err
 	}
 	rec, counted, err = e.store.Attempt(ctx, id, hashes, now)
 	return rec, counted, false, err
+}
+
+// onVerified is what a CountingStore counts with the attempt that verifies
+// the verification of parts: the conversion monitor's count. nil without
+// a CountingStore, or when the monitor counts nothing for it.
+func (e *Engine) onVerified(parts fixedParts) []Count {
+	if e.counting == nil {
+		return nil
+	}
+	if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok {
+		return []Count{cnt}
+	}
+	return nil
 }
 
 func (e *Engine) emitCheck(ctx context.Context, id, flowID string, err error, now time.Time) {

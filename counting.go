@@ -60,3 +60,41 @@ func CheckCounts(counts []Count) error {
 	}
 	return nil
 }
+
+// Guard is a recipient's consecutive wrong codes as a check reads them: a
+// code is judged only while the counter named Key holds less than Max and
+// its NotBefore has passed (see Protection's MaxFailures, FreeFailures).
+type Guard struct {
+	Key string
+	Max int64
+}
+
+// Refuses reports whether the counter c, read at now, keeps a code from
+// being judged.
+func (g Guard) Refuses(c Counter, now time.Time) bool {
+	return c.Value >= g.Max || now.Before(c.NotBefore)
+}
+
+// GuardedStore is the optional ability of a Store that keeps its own
+// Counters to judge a code the caller expects to be right in one atomic
+// step with the read of the recipient's failures, where it would take two
+// calls: the usual Check (a right code) is one call, and a check refused
+// by a lockout or a delay is that same one call whatever its code. The
+// engine uses it when its Counters are the Store (no WithCounters).
+// memstore and sqlstore have it; storetest's Guarded part checks it.
+type GuardedStore interface {
+	// AttemptRight reads the counter guard.Key at now (the zero Counter if
+	// it does not exist or has expired) and returns it as failures. If
+	// guard refuses it, AttemptRight changes nothing and returns the zero
+	// record. Otherwise, if the verification id is open, unexpired, has
+	// attempts left and one of hashes matches its code, it counts the
+	// attempt as Attempt does, which verifies it, applies onVerified at
+	// now, and returns the record with verified set. If a hash matches
+	// but the attempt cannot be counted (the verification has ended,
+	// expired or used its attempts), it changes nothing and returns the
+	// record as it is. If none matches, it changes nothing and returns the
+	// zero record: a wrong code is judged by Attempt, after the caller has
+	// reserved a failure slot. It returns ErrNotFound for an unknown id
+	// when guard does not refuse.
+	AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, guard Guard, onVerified []Count) (rec VerificationRecord, verified bool, failures Counter, err error)
+}

@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/openverify/verify"
 	"github.com/openverify/verify/internal/testutil"
+	"github.com/openverify/verify/memstore"
 )
 
 // countingCounters counts the writes an engine makes to the failure
@@ -212,4 +214,155 @@ func TestRightAndWrongCodesRace(t *testing.T) {
 	assert.Equal(t, map[string]int{"right " + verify.ErrLocked.Code: n / 2, "wrong " + verify.ErrLocked.Code: n / 2, "attempts": 0}, a,
 		"a locked-out recipient's codes, right or wrong, are all refused, and consume no attempt")
 	assert.Equal(t, int64(max), failures())
+}
+
+// storeCalls records the Store calls an engine makes on memstore, which
+// keeps the counters too (a GuardedStore and a CountingStore).
+type storeCalls struct {
+	*memstore.Store
+	mu    sync.Mutex
+	calls []string
+}
+
+func (s *storeCalls) record(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, name)
+}
+
+// since returns the calls recorded after the first n.
+func (s *storeCalls) since(n int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls[n:])
+}
+
+func (s *storeCalls) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
+func (s *storeCalls) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	s.record("GetCounter")
+	return s.Store.GetCounter(ctx, key, now)
+}
+
+func (s *storeCalls) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	s.record("Take")
+	return s.Store.Take(ctx, now, takes)
+}
+
+func (s *storeCalls) DeleteCounter(ctx context.Context, key string) error {
+	s.record("DeleteCounter")
+	return s.Store.DeleteCounter(ctx, key)
+}
+
+func (s *storeCalls) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
+	s.record("Attempt")
+	return s.Store.Attempt(ctx, id, hashes, now)
+}
+
+func (s *storeCalls) AttemptCounting(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
+	s.record("AttemptCounting")
+	return s.Store.AttemptCounting(ctx, id, hashes, now, onVerified)
+}
+
+func (s *storeCalls) AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, g verify.Guard, onVerified []verify.Count) (verify.VerificationRecord, bool, verify.Counter, error) {
+	s.record("AttemptRight")
+	return s.Store.AttemptRight(ctx, id, hashes, now, g, onVerified)
+}
+
+// TestGuardedChecks: on a Store that keeps its own counters and judges a
+// right code with the read of the failures (a GuardedStore), a right code
+// is one Store call, counting the conversion monitor's verification with
+// it; a wrong one reads, reserves a slot and is judged; and while the
+// recipient waits or is locked out, either is refused after that same one
+// call, which consumes nothing.
+func TestGuardedChecks(t *testing.T) {
+	p := verify.DefaultProtection()
+	p.FreeFailures, p.FailureDelay, p.MaxFailureDelay, p.MaxFailures, p.LockFor = 1, time.Minute, time.Hour, 3, time.Hour
+	h := newHarness(t)
+	st := &storeCalls{Store: h.store}
+	eng, err := verify.New(st, verify.WithClock(h.clock), verify.WithChannels(h.sms), verify.WithSecret(secret),
+		verify.WithLogger(newTextLogger(h.logs)), verify.WithProtection(p))
+	require.NoError(t, err)
+	_, err = eng.CreateFlow(h.ctx, verify.Flow{Name: "login", Default: true, Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}})
+	require.NoError(t, err)
+	n := 0
+	send := func(to string) (verify.Verification, string) {
+		t.Helper()
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: to}})
+		require.NoError(t, err)
+		m, _ := h.sms.Last()
+		return v, m.Code
+	}
+	check := func(id, code string) ([]string, error) {
+		t.Helper()
+		n = st.count()
+		_, err := eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code})
+		return st.since(n), err
+	}
+	ana := "+4791234567"
+	v, code := send(ana)
+	calls, err := check(v.ID, code)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"AttemptRight"}, calls, "a right code is one call")
+	got, err := eng.Get(h.ctx, v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusVerified, got.Status)
+	ok, err := h.store.ListCounters(h.ctx, "conv:ok:", h.clock.Now(), "", 10)
+	require.NoError(t, err)
+	require.Len(t, ok, 1, "the verification is counted with the attempt")
+	assert.Equal(t, int64(1), ok[0].Value)
+
+	v, code = send(ana)
+	calls, err = check(v.ID, wrong(code))
+	requireCode(t, err, verify.ErrInvalidOTP)
+	assert.Equal(t, []string{"AttemptRight", "Take", "AttemptCounting"}, calls, "a wrong code: the read, its slot, the attempt")
+
+	// Waiting after the free failure: both refused by the one call.
+	wrongCalls, err := check(v.ID, wrong(code))
+	requireCode(t, err, verify.ErrRateLimited)
+	rightCalls, err := check(v.ID, code)
+	e := requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, time.Minute, e.RetryAfter)
+	assert.Equal(t, []string{"AttemptRight"}, rightCalls)
+	assert.Equal(t, wrongCalls, rightCalls, "waiting: the same Store calls for a wrong code and the right one")
+
+	// Locked out after three failures.
+	for range 2 {
+		h.clock.Add(10 * time.Minute) // past each delay, within LockFor
+		other, otherCode := send(ana)
+		_, err := check(other.ID, wrong(otherCode))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	v2, code2 := send(ana)
+	wrongCalls, err = check(v2.ID, wrong(code2))
+	requireCode(t, err, verify.ErrLocked)
+	rightCalls, err = check(v2.ID, code2)
+	requireCode(t, err, verify.ErrLocked)
+	assert.Equal(t, []string{"AttemptRight"}, rightCalls)
+	assert.Equal(t, wrongCalls, rightCalls, "locked out: the same Store calls for a wrong code and the right one")
+	got, err = eng.Get(h.ctx, v2.ID)
+	require.NoError(t, err)
+	assert.Zero(t, got.Attempts, "refused checks consume no attempt")
+
+	// Once the lockout is over, a right code verifies, in one call: the
+	// lockout expired with its counter, so there is nothing to clear.
+	h.clock.Add(2 * time.Hour)
+	v3, code3 := send(ana)
+	calls, err = check(v3.ID, code3)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"AttemptRight"}, calls)
+
+	// A right code after a wrong one (failures counted, not locked)
+	// verifies and clears them.
+	v4, code4 := send(ana)
+	_, err = check(v4.ID, wrong(code4))
+	requireCode(t, err, verify.ErrInvalidOTP)
+	h.clock.Add(time.Minute)
+	calls, err = check(v4.ID, code4)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"AttemptRight", "DeleteCounter"}, calls)
 }

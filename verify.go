@@ -49,6 +49,9 @@ type Engine struct {
 	// engine's Counters (no WithCounters) and has that ability; nil
 	// otherwise.
 	counting CountingStore
+	// guarded is the Store as a GuardedStore, under the same conditions as
+	// counting.
+	guarded GuardedStore
 	// shared is the Limiter when it is a StoreLimiter on the engine's
 	// Counters, whose takes can join the engine's own; nil otherwise.
 	shared *StoreLimiter
@@ -281,10 +284,14 @@ func New(store Store, opts ...Option) (*Engine, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
-	var counting CountingStore
+	var (
+		counting CountingStore
+		guarded  GuardedStore
+	)
 	if c.counters == nil {
 		c.counters = store
 		counting, _ = store.(CountingStore)
+		guarded, _ = store.(GuardedStore)
 	}
 	if c.limiter == nil {
 		c.limiter = NewLocalLimiter()
@@ -305,7 +312,7 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList)),
-		flows: flowCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}, counting: counting}
+		flows: flowCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}, counting: counting, guarded: guarded}
 	if sl, ok := c.limiter.(*StoreLimiter); ok && sameCounters(sl.counters, c.counters) {
 		e.shared = sl
 	}

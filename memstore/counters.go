@@ -86,6 +86,19 @@ func (s *Store) applyCounts(counts []verify.Count, now time.Time) []verify.Count
 	return out
 }
 
+// counter returns the counter key at now: the zero Counter if it does not
+// exist or has expired.
+func (s *Store) counter(key string, now time.Time) verify.Counter {
+	sh := &s.counters[shardIndex(key)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c, ok := sh.m[key]
+	if !ok || !now.Before(c.ExpiresAt) {
+		return verify.Counter{}
+	}
+	return c
+}
+
 // GetCounter implements verify.Store.
 func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
 	if err := ctxErr(ctx); err != nil {

@@ -142,6 +142,42 @@ func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	return *r, true, nil
 }
 
+// AttemptRight implements verify.GuardedStore: the failure counter is read
+// under the lock of the verification's shard, and the attempt counted
+// under the same.
+func (s *Store) AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, guard verify.Guard, onVerified []verify.Count) (verify.VerificationRecord, bool, verify.Counter, error) {
+	if err := verify.CheckCounts(onVerified); err != nil {
+		return verify.VerificationRecord{}, false, verify.Counter{}, fmt.Errorf("memstore: %w", err)
+	}
+	if err := ctxErr(ctx); err != nil {
+		return verify.VerificationRecord{}, false, verify.Counter{}, err
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	failures := s.counter(guard.Key, now)
+	if guard.Refuses(failures, now) {
+		return verify.VerificationRecord{}, false, failures, nil
+	}
+	r, ok := sh.get(id)
+	if !ok {
+		return verify.VerificationRecord{}, false, failures, verify.ErrNotFound
+	}
+	if !verify.MatchHash(r.CodeHash, hashes) {
+		return verify.VerificationRecord{}, false, failures, nil
+	}
+	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
+		return *r, false, failures, nil
+	}
+	r.Attempts++
+	r.Checks = append(r.Checks, verify.CheckAttempt{At: now, Right: true})
+	s.end(r, verify.StatusVerified, now)
+	if len(onVerified) > 0 {
+		s.applyCounts(onVerified, now)
+	}
+	return *r, true, failures, nil
+}
+
 // CountSend implements verify.Store.
 func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (verify.VerificationRecord, bool, error) {
 	if err := ctxErr(ctx); err != nil {

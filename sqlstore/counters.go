@@ -524,13 +524,7 @@ func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (veri
 
 // getCounter is GetCounter's own statement.
 func (s *Store) getCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
-	var c verify.Counter
-	err := s.run().QueryRowContext(ctx, `SELECT value, updated_at, expires_at, not_before FROM counters
-		WHERE name = $1 AND expires_at > $2`, key, s.tv(now)).
-		Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
-	if errors.Is(err, sql.ErrNoRows) {
-		return verify.Counter{}, nil
-	}
+	c, err := readCounter(ctx, s.run(), s.tv, key, now)
 	if err != nil {
 		return verify.Counter{}, wrap("get counter", err)
 	}

@@ -134,10 +134,11 @@ var PGWriteCounters = pgWriteCounters
 // before each in its transaction.
 func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuery, string) {
 	var (
-		vs []newVerification
-		ds []verify.DeliveryRecord
-		as []attemptReq
-		cs []counterReq
+		vs     []newVerification
+		ds     []verify.DeliveryRecord
+		as     []attemptReq
+		cs     []counterReq
+		rights []rightReq
 	)
 	for i, id := range ids {
 		v := verify.VerificationRecord{ID: id, FlowID: "flow", Status: verify.StatusPending,
@@ -146,6 +147,7 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 		vs = append(vs, newVerification{v, []verify.PendingStep{{Step: 0, DueAt: now, LeaseUntil: now.Add(time.Minute)}}, nil})
 		ds = append(ds, verify.DeliveryRecord{ID: id + "-d", VerificationID: id, Status: verify.DeliverySent,
 			Channel: "sms", CreatedAt: now, UpdatedAt: now})
+		rights = append(rights, rightReq{id, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, now, verify.Guard{Key: "fail:+4740000" + strconv.Itoa(i), Max: 5}, nil})
 		as = append(as, attemptReq{id, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, now, nil})
 		cs = append(cs, counterReq{"recipient:+4740000" + strconv.Itoa(i), now})
 	}
@@ -160,6 +162,10 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 		"counters": {pgCounterBatch, counterArgs(cs)},
 		"create_counting": {pgCreateBatchCounting, append(create, countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
 			return nv.v.ID, nv.v.CreatedAt, []verify.Count{{Key: "conv:sent:+4740:" + nv.v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
+		})...)},
+		"right": {pgRightBatch, rightArgs(rights)},
+		"right_counting": {pgRightBatchCounting, append(rightArgs(rights), countArgs(rights, func(r rightReq) (string, time.Time, []verify.Count) {
+			return r.id, r.now, []verify.Count{{Key: "conv:ok:+4740:" + r.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
 		})...)},
 		"attempt_counting": {pgAttemptBatchCounting, append(attemptArgs(as), countArgs(as, func(a attemptReq) (string, time.Time, []verify.Count) {
 			return a.id, a.now, []verify.Count{{Key: "conv:ok:+4740:" + a.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
@@ -236,6 +242,36 @@ func (b *Batched) Attempts(ctx context.Context, as []Attempt) ([]verify.Verifica
 		recs[i], counted[i] = r.rec, r.counted
 	}
 	return recs, counted, errs
+}
+
+// Right is one AttemptRight call of a batch.
+type Right struct {
+	ID     string
+	Hashes [][]byte
+	Now    time.Time
+	Guard  verify.Guard
+	Counts []verify.Count
+}
+
+// RightAnswer is a Right call's answer.
+type RightAnswer struct {
+	Rec      verify.VerificationRecord
+	Verified bool
+	Failures verify.Counter
+}
+
+// Rights runs AttemptRight calls in one batch.
+func (b *Batched) Rights(ctx context.Context, rs []Right) ([]RightAnswer, []error) {
+	reqs := make([]rightReq, len(rs))
+	for i, r := range rs {
+		reqs[i] = rightReq{r.ID, r.Hashes, r.Now, r.Guard, r.Counts}
+	}
+	res, errs := runBatch(ctx, b.s.rightBatch, reqs)
+	out := make([]RightAnswer, len(res))
+	for i, r := range res {
+		out[i] = RightAnswer{r.rec, r.verified, r.failures}
+	}
+	return out, errs
 }
 
 // Counters reads counters, each at its time, in one batch.

@@ -35,6 +35,7 @@ type pgBatches struct {
 	create     combine.Combiner[newVerification, []verify.Counter]
 	deliveries combine.Combiner[verify.DeliveryRecord, bool]
 	attempts   combine.Combiner[attemptReq, attempted]
+	rights     combine.Combiner[rightReq, righted]
 	counters   combine.Combiner[counterReq, verify.Counter]
 	takes      combine.Combiner[takeReq, verify.Taken]
 	// alone counts the batched statements that failed and were run again
@@ -50,6 +51,8 @@ func newPGBatches(s *Store) *pgBatches {
 	b.deliveries.Key = func(d verify.DeliveryRecord) string { return d.VerificationID }
 	b.attempts.Run, b.attempts.Leave = s.attemptBatch, leave("attempt")
 	b.attempts.Key = func(a attemptReq) string { return a.id }
+	b.rights.Run, b.rights.Leave = s.rightBatch, leave("attempt")
+	b.rights.Key = func(r rightReq) string { return r.id }
 	b.counters.Run, b.counters.Leave = s.counterBatch, leave("get counter")
 	b.takes.Run, b.takes.Leave = s.takeBatch, leave("take counters")
 	return b

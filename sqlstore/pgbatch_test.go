@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -509,4 +510,72 @@ func TestBatchedCounts(t *testing.T) {
 		assert.Equal(t, want, got.Value, key)
 	}
 	assert.Zero(t, st.RunAlone(), "the batches ran as batches")
+}
+
+// TestBatchedRights: one batch of AttemptRight calls holds every kind of
+// answer, each as the call alone gives it: refused by its guard (locked
+// out, or waiting), verified (with its counts), a wrong code, a matching
+// code on an ended verification, an unknown verification, and a guard
+// whose counter has expired.
+func TestBatchedRights(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	wrong := []byte("fedcba9876543210fedcba9876543210")
+	for _, id := range []string{"locked", "waiting", "right", "wrong", "ended", "expired-guard"} {
+		require.NoError(t, st.CreateVerification(ctx, batchRecord(id, "+47400000"+strconv.Itoa(len(id)), hash), nil))
+	}
+	_, ended, err := st.Attempt(ctx, "ended", [][]byte{hash}, start)
+	require.NoError(t, err)
+	require.True(t, ended)
+	take := func(key string, n int64, now time.Time, b verify.Backoff, expires time.Time) {
+		_, err := st.Take(ctx, now, []verify.Take{{Key: key, Delta: n, Max: verify.NoLimit, ExpiresAt: expires, Backoff: b}})
+		require.NoError(t, err)
+	}
+	take("fail:locked", 3, start, verify.Backoff{}, start.Add(time.Hour))
+	take("fail:waiting", 1, start, verify.Backoff{Base: time.Minute}, start.Add(time.Hour))
+	take("fail:right", 1, start, verify.Backoff{}, start.Add(time.Hour))
+	take("fail:expired-guard", 3, start.Add(-2*time.Hour), verify.Backoff{}, start.Add(-time.Hour))
+	now := start.Add(time.Second)
+	g := func(key string) verify.Guard { return verify.Guard{Key: "fail:" + key, Max: 3} }
+	count := []verify.Count{{Key: "conv:ok:x", Delta: 1, ExpiresAt: start.Add(time.Hour)}}
+	res, errs := b.Rights(ctx, []sqlstore.Right{
+		{ID: "locked", Hashes: [][]byte{hash}, Now: now, Guard: g("locked"), Counts: count},
+		{ID: "waiting", Hashes: [][]byte{hash}, Now: now, Guard: g("waiting"), Counts: count},
+		{ID: "right", Hashes: [][]byte{wrong, hash}, Now: now, Guard: g("right"), Counts: count},
+		{ID: "wrong", Hashes: [][]byte{wrong}, Now: now, Guard: g("wrong"), Counts: count},
+		{ID: "ended", Hashes: [][]byte{hash}, Now: now, Guard: g("ended"), Counts: count},
+		{ID: "missing", Hashes: [][]byte{hash}, Now: now, Guard: g("missing"), Counts: count},
+		{ID: "expired-guard", Hashes: [][]byte{hash}, Now: now, Guard: g("expired-guard")},
+	})
+	for i, err := range errs {
+		if i == 5 {
+			assert.ErrorIs(t, err, verify.ErrNotFound, "missing")
+			continue
+		}
+		require.NoError(t, err, i)
+	}
+	assert.Equal(t, sqlstore.RightAnswer{Failures: res[0].Failures}, res[0], "locked: refused, nothing else")
+	assert.Equal(t, int64(3), res[0].Failures.Value)
+	assert.Equal(t, sqlstore.RightAnswer{Failures: res[1].Failures}, res[1], "waiting: refused")
+	assert.Equal(t, start.Add(time.Minute), res[1].Failures.NotBefore)
+	assert.True(t, res[2].Verified, "right")
+	assert.Equal(t, verify.StatusVerified, res[2].Rec.Status)
+	assert.Equal(t, "right", res[2].Rec.ID)
+	assert.Equal(t, int64(1), res[2].Failures.Value)
+	assert.Equal(t, sqlstore.RightAnswer{}, res[3], "wrong: the zero record, no failures")
+	assert.False(t, res[4].Verified)
+	assert.Equal(t, "ended", res[4].Rec.ID, "a match on an ended verification: its record")
+	assert.Equal(t, verify.StatusVerified, res[4].Rec.Status)
+	assert.True(t, res[6].Verified, "an expired counter does not refuse")
+	assert.Zero(t, res[6].Failures)
+	c, err := st.GetCounter(ctx, "conv:ok:x", now)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), c.Value, "the one verified with counts counted")
+	for id, want := range map[string]int{"locked": 0, "waiting": 0, "wrong": 0, "right": 1} {
+		got, err := st.GetVerification(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, want, got.Attempts, id)
+	}
+	assert.Zero(t, st.RunAlone(), "the batch ran as a batch")
 }

@@ -10,8 +10,8 @@
 // named after them: Catalog (flows and templates), Verifications
 // (verifications and their deliveries), StepQueue (the pending fallback
 // steps), Counters and, for a store that implements the optional
-// verify.AuditStore, Audit, and for one that implements the optional
-// verify.CountingStore, Counting. Run runs every part, and the Engine part, which runs
+// verify.AuditStore, Audit, and for those that implement the optional
+// verify.CountingStore and verify.GuardedStore, Counting and Guarded. Run runs every part, and the Engine part, which runs
 // engines on the store the way they race in production. A Counters backend
 // built on its own (on Redis, say, for verify.WithCounters) runs only its
 // part:
@@ -61,6 +61,13 @@ func Run(t *testing.T, newStore func(t *testing.T) verify.Store) {
 			t.Skip("the store does not implement verify.CountingStore (optional)")
 		}
 		return cs
+	})
+	runPart(t, "Guarded", guardedTests, func(t *testing.T) guardedStore {
+		gs, ok := newStore(t).(guardedStore)
+		if !ok {
+			t.Skip("the store does not implement verify.GuardedStore (optional)")
+		}
+		return gs
 	})
 	runEngine(t, newStore)
 }
