@@ -30,11 +30,15 @@ func (c Count) Take() Take {
 // prefix) when its Counters are the Store (no WithCounters). memstore and
 // sqlstore have it; storetest's Counting part checks it.
 type CountingStore interface {
-	// CreateVerificationCounting is CreateVerification that also applies
-	// counts at v.CreatedAt when, and only when, it stores the
-	// verification, in the same atomic step. It returns the counters
-	// after the counts, in the order of counts.
-	CreateVerificationCounting(ctx context.Context, v VerificationRecord, steps []PendingStep, counts []Count) ([]Counter, error)
+	// CreateVerificationCounting is CreateVerification behind a guard,
+	// counting: in one atomic step it reads the counter guard.Key at
+	// v.CreatedAt and, if guard refuses it (see Guard.Refuses), stores
+	// nothing and returns a *RefusedError with the counter; otherwise it
+	// stores the verification as CreateVerification does and, when, and
+	// only when, it does, applies counts at v.CreatedAt. It returns the
+	// counters after the counts, in the order of counts. A Guard with an
+	// empty Key refuses nothing.
+	CreateVerificationCounting(ctx context.Context, v VerificationRecord, steps []PendingStep, guard Guard, counts []Count) ([]Counter, error)
 	// AttemptCounting is Attempt that also applies onVerified at now
 	// when, and only when, the attempt it counts verifies the code, in the
 	// same atomic step.
@@ -61,18 +65,31 @@ func CheckCounts(counts []Count) error {
 	return nil
 }
 
-// Guard is a recipient's consecutive wrong codes as a check reads them: a
-// code is judged only while the counter named Key holds less than Max and
-// its NotBefore has passed (see Protection's MaxFailures, FreeFailures).
+// Guard is a counter that a Store reads in the same atomic step as a
+// write, and that refuses the write while it holds Max or more, or while
+// its NotBefore has not passed: a recipient's consecutive wrong codes
+// before a code is judged (see Protection's MaxFailures, FreeFailures), a
+// number prefix's block (Max 1) before a verification is stored.
 type Guard struct {
 	Key string
 	Max int64
 }
 
-// Refuses reports whether the counter c, read at now, keeps a code from
-// being judged.
+// Refuses reports whether the counter c, read at now, refuses the write.
+// A Guard with an empty Key refuses nothing.
 func (g Guard) Refuses(c Counter, now time.Time) bool {
-	return c.Value >= g.Max || now.Before(c.NotBefore)
+	return g.Key != "" && (c.Value >= g.Max || now.Before(c.NotBefore))
+}
+
+// RefusedError is the error of a write its Guard refused: the guard's
+// counter as the Store read it. Nothing was written.
+type RefusedError struct {
+	Guard   Guard
+	Counter Counter
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("verify: counter %q refused the write (value %d of %d)", e.Guard.Key, e.Counter.Value, e.Guard.Max)
 }
 
 // GuardedStore is the optional ability of a Store that keeps its own

@@ -275,13 +275,13 @@ func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, [6]uint8) {
 }
 
 // admitSend applies the pumping guard's prefix block and then every send
-// limit, in that order: the block counts nothing (it is one read), and the
-// limits are counted all or nothing by the Limiter, so a refused Send
-// spends nothing. When the Store cannot count the send with the
-// verification (the counters are elsewhere, such as on Redis), the block's
-// read is a Take that counts the send too, given back if the Send fails
-// (see uncountSent), and the limits of a StoreLimiter on those counters
-// join it: one call for three.
+// limit, in that order: the block counts nothing, and the limits are
+// counted all or nothing by the Limiter, so a refused Send spends nothing.
+// With a CountingStore, the block is checked by the step that stores the
+// verification and counts the send (see create), and the limits are given
+// back if it refuses. Otherwise the block's check is a Take that counts
+// the send too, given back if the Send fails (see uncountSent), and the
+// limits of a StoreLimiter on those counters join it: one call for three.
 // The caller refunds the returned Allowance if it refuses the Send later
 // (a reused verification in its resend cooldown, say).
 func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
@@ -292,15 +292,11 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 		counted bool // allowed is the limits' decision already
 	)
 	if cnt, ok := e.sentCount(a.Prefix, now); ok {
+		// With a CountingStore, the Store checks the block when it stores
+		// the verification (see create), and the limits below are given
+		// back if it refuses.
 		var block Counter
-		if e.counting != nil {
-			// A block counts nothing, so reading it is the whole decision.
-			c, err := e.counters.GetCounter(ctx, blockKey(a.Prefix), now)
-			if err != nil {
-				return Allowance{}, storeErr(ctx, "check prefix block", err)
-			}
-			block = c
-		} else {
+		if e.counting == nil {
 			// Max 0 refuses while the block is set, and then counts
 			// nothing; with a StoreLimiter on the same counters, the
 			// limits join the same Take.
@@ -380,6 +376,10 @@ func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now tim
 }
 
 func blockKey(prefix string) string { return blockPrefix + prefix }
+
+// blockGuard is the guard of a prefix's block: a block counter above zero
+// refuses a Send.
+func blockGuard(prefix string) Guard { return Guard{Key: blockKey(prefix), Max: 1} }
 
 // blocked records and answers a blocked Send.
 func (e *Engine) blocked(ctx context.Context, a SendAttempt, category, reason string, retryAfter time.Duration) error {

@@ -234,6 +234,9 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 				return rec, "", nil, answer{v: v, err: err, done: true}, nil
 			}
 		}
+		if errors.Is(err, ErrBlocked) { // nothing stored
+			return rec, "", nil, ans, err
+		}
 		if !errors.Is(err, ErrOpenExists) {
 			e.release(ctx, pending)
 			return rec, "", nil, ans, storeErr(ctx, "create verification", err)
@@ -254,19 +257,26 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 	return rec, code, pending[:groupEnd(rec.Steps, 0)], ans, nil
 }
 
-// create stores rec with its pending steps, and with it the conversion
-// monitor's count of the send when the Store can count in the same step.
+// create stores rec with its pending steps. When the Store can count in
+// the same step, that step also checks the prefix's block (admitSend left
+// it to this one) and counts the send for the conversion monitor; a block
+// is answered as admitSend answers it.
 func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord, pending []PendingStep) error {
 	if e.counting != nil {
 		if cnt, ok := e.sentCount(p.attempt.Prefix, rec.CreatedAt); ok {
-			counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, []Count{cnt})
-			if err == nil {
-				if len(counters) != 1 {
-					return fmt.Errorf("the store returned %d counters for 1 count", len(counters))
-				}
-				p.sent = max(counters[0].Value, 1)
+			counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, blockGuard(p.attempt.Prefix), []Count{cnt})
+			var refused *RefusedError
+			switch {
+			case errors.As(err, &refused):
+				c := refused.Counter
+				return e.blocked(ctx, p.attempt, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", p.attempt.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(rec.CreatedAt))
+			case err != nil:
+				return err
+			case len(counters) != 1:
+				return fmt.Errorf("the store returned %d counters for 1 count", len(counters))
 			}
-			return err
+			p.sent = max(counters[0].Value, 1)
+			return nil
 		}
 	}
 	return e.store.CreateVerification(ctx, rec, pending)

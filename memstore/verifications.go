@@ -15,20 +15,20 @@ import (
 
 // CreateVerification implements verify.Store.
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
-	_, err := s.create(ctx, v, steps, nil)
+	_, err := s.create(ctx, v, steps, verify.Guard{}, nil)
 	return err
 }
 
 // CreateVerificationCounting implements verify.CountingStore: the counts
 // are applied under the lock of the verification's shard, with it.
-func (s *Store) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+func (s *Store) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, guard verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
 	if err := verify.CheckCounts(counts); err != nil {
 		return nil, fmt.Errorf("memstore: %w", err)
 	}
-	return s.create(ctx, v, steps, counts)
+	return s.create(ctx, v, steps, guard, counts)
 }
 
-func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, guard verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
@@ -45,6 +45,12 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	}
 	sh := s.shard(v.ID)
 	sh.mu.Lock()
+	if guard.Key != "" {
+		if c := s.counter(guard.Key, v.CreatedAt); guard.Refuses(c, v.CreatedAt) {
+			sh.mu.Unlock()
+			return nil, &verify.RefusedError{Guard: guard, Counter: c}
+		}
+	}
 	if sh.has(v.ID) {
 		sh.mu.Unlock()
 		return nil, errExists("verification", v.ID)

@@ -144,7 +144,7 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 		v := verify.VerificationRecord{ID: id, FlowID: "flow", Status: verify.StatusPending,
 			To: verify.Recipient{Phone: "+4740000001"}, CodeHash: []byte("0123456789abcdef0123456789abcdef"),
 			CreatedAt: now, ExpiresAt: now.Add(5 * time.Minute), MaxAttempts: 5}
-		vs = append(vs, newVerification{v, []verify.PendingStep{{Step: 0, DueAt: now, LeaseUntil: now.Add(time.Minute)}}, nil})
+		vs = append(vs, newVerification{v, []verify.PendingStep{{Step: 0, DueAt: now, LeaseUntil: now.Add(time.Minute)}}, verify.Guard{}, nil})
 		ds = append(ds, verify.DeliveryRecord{ID: id + "-d", VerificationID: id, Status: verify.DeliverySent,
 			Channel: "sms", CreatedAt: now, UpdatedAt: now})
 		rights = append(rights, rightReq{id, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, now, verify.Guard{Key: "fail:+4740000" + strconv.Itoa(i), Max: 5}, nil})
@@ -155,14 +155,18 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 	if err != nil {
 		panic(err)
 	}
+	guarded := slices.Clone(vs)
+	for i := range guarded {
+		guarded[i].guard = verify.Guard{Key: "block:+4740" + strconv.Itoa(i), Max: 1}
+	}
 	return map[string]ReportQuery{
 		"create":   {pgCreateBatch, create},
 		"delivery": {pgDeliveryBatch, deliveryArgs(ds)},
 		"attempt":  {pgAttemptBatch, attemptArgs(as)},
 		"counters": {pgCounterBatch, counterArgs(cs)},
-		"create_counting": {pgCreateBatchCounting, append(create, countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
+		"create_counting": {pgCreateBatchCounting, append(append(create, countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
 			return nv.v.ID, nv.v.CreatedAt, []verify.Count{{Key: "conv:sent:+4740:" + nv.v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
-		})...)},
+		})...), guardArgs(guarded)...)},
 		"right": {pgRightBatch, rightArgs(rights)},
 		"right_counting": {pgRightBatchCounting, append(rightArgs(rights), countArgs(rights, func(r rightReq) (string, time.Time, []verify.Count) {
 			return r.id, r.now, []verify.Count{{Key: "conv:ok:+4740:" + r.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
@@ -203,16 +207,16 @@ func runBatch[Req, Res any](ctx context.Context, run func(context.Context, []*co
 
 // Create stores verifications, each with its steps, in one batch.
 func (b *Batched) Create(ctx context.Context, vs []verify.VerificationRecord, steps [][]verify.PendingStep) []error {
-	_, errs := b.CreateCounting(ctx, vs, steps, make([][]verify.Count, len(vs)))
+	_, errs := b.CreateCounting(ctx, vs, steps, make([]verify.Guard, len(vs)), make([][]verify.Count, len(vs)))
 	return errs
 }
 
-// CreateCounting stores verifications, each with its steps and counts, in
-// one batch, and returns each call's counters.
-func (b *Batched) CreateCounting(ctx context.Context, vs []verify.VerificationRecord, steps [][]verify.PendingStep, counts [][]verify.Count) ([][]verify.Counter, []error) {
+// CreateCounting stores verifications, each with its steps, guard and
+// counts, in one batch, and returns each call's counters.
+func (b *Batched) CreateCounting(ctx context.Context, vs []verify.VerificationRecord, steps [][]verify.PendingStep, guards []verify.Guard, counts [][]verify.Count) ([][]verify.Counter, []error) {
 	rs := make([]newVerification, len(vs))
 	for i, v := range vs {
-		rs[i] = newVerification{v, steps[i], counts[i]}
+		rs[i] = newVerification{v, steps[i], guards[i], counts[i]}
 	}
 	return runBatch(ctx, b.s.createBatch, rs)
 }

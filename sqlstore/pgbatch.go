@@ -67,6 +67,7 @@ func leave(op string) func(error) error {
 type newVerification struct {
 	v      verify.VerificationRecord
 	steps  []verify.PendingStep
+	guard  verify.Guard   // of a CreateVerificationCounting
 	counts []verify.Count // of a CreateVerificationCounting
 }
 
@@ -209,7 +210,7 @@ func byVerification[Req, Res any](batch []*combine.Call[Req, Res], id func(Req) 
 // alone, which answers the clash as CreateVerification does.
 func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerification, []verify.Counter]) {
 	one := func(ctx context.Context, nv newVerification) ([]verify.Counter, error) {
-		return s.createOne(ctx, nv.v, nv.steps, nv.counts)
+		return s.createOne(ctx, nv.v, nv.steps, nv.guard, nv.counts)
 	}
 	if len(batch) == 1 {
 		combine.EachAlone(ctx, batch, one)
@@ -226,11 +227,19 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 		combine.EachAlone(ctx, batch, one)
 		return
 	}
+	// With counts or guards, the statement that applies them: a guarded
+	// verification whose guard refuses is not stored, and runs again
+	// alone, which answers the refusal.
 	query, counting := pgCreateBatch, false
-	if c := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
-		return nv.v.ID, nv.v.CreatedAt, nv.counts
-	}); c != nil {
-		query, counting, args = pgCreateBatchCounting, true, append(args, c...)
+	if slices.ContainsFunc(reqs, func(nv newVerification) bool { return len(nv.counts) > 0 || nv.guard.Key != "" }) {
+		query, counting = pgCreateBatchCounting, true
+		c := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
+			return nv.v.ID, nv.v.CreatedAt, nv.counts
+		})
+		if c == nil {
+			c = []any{[]string{}, []string{}, []int64{}, []time.Time{}, []time.Time{}}
+		}
+		args = append(append(args, c...), guardArgs(reqs)...)
 	}
 	stored := make(map[string]bool, len(batch))
 	final := make(map[string]verify.Counter)
@@ -310,6 +319,19 @@ func (r counterRow) Counter() verify.Counter {
 		}
 	}
 	return c
+}
+
+// guardArgs are pgCreateBatchCounting's guards: each verification's
+// guard's counter (NULL for none) and Max.
+func guardArgs(vs []newVerification) []any {
+	keys, maxes := make([]*string, len(vs)), make([]int64, len(vs))
+	for i, nv := range vs {
+		if nv.guard.Key != "" {
+			keys[i] = &nv.guard.Key
+		}
+		maxes[i] = nv.guard.Max
+	}
+	return []any{keys, maxes}
 }
 
 // countArgs are the arguments of pgCounts for the calls' counts, each
@@ -436,12 +458,26 @@ s AS (INSERT INTO pending_steps (verification_id, step, due_at, lease_until, rea
 SELECT id FROM v`
 
 // pgCreateBatchCounting is pgCreateBatch with the verifications' counts
-// ($34 to $38, see pgCounts). Its rows are the stored IDs, with false and
-// NULLs, then the counters, with true.
-var pgCreateBatchCounting = strings.TrimSuffix(pgCreateBatch, `SELECT id FROM v`) + `,
+// ($34 to $38, see pgCounts) and guards: a verification is stored only if
+// the counter its guard names ($39, NULL for none) holds less than Max
+// ($40) and its NotBefore has passed at its CreatedAt. Its rows are the
+// stored IDs, with false and NULLs, then the counters, with true.
+var pgCreateBatchCounting = func() string {
+	const from = `steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)
+	ON CONFLICT DO NOTHING`
+	const guarded = `steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)
+		JOIN unnest($1::text[], $39::text[], $40::bigint[]) AS g(gid, gkey, gmax) ON g.gid = r.id
+	WHERE NOT EXISTS (SELECT 1 FROM counters c WHERE c.name = g.gkey AND c.expires_at > r.created_at
+		AND (c.value >= g.gmax OR (c.not_before IS NOT NULL AND c.not_before > r.created_at)))
+	ON CONFLICT DO NOTHING`
+	if !strings.Contains(pgCreateBatch, from) {
+		panic("sqlstore: pgCreateBatch has changed")
+	}
+	return strings.Replace(strings.TrimSuffix(pgCreateBatch, `SELECT id FROM v`), from, guarded, 1) + `,
 ` + pgCounts(34, `SELECT id FROM v`) + `
 SELECT id, FALSE, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz FROM v
 UNION ALL SELECT name, TRUE, value, updated_at, expires_at, not_before FROM k`
+}()
 
 // deliveryBatch records a batch of deliveries, for distinct
 // verifications, in one statement.

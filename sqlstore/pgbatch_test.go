@@ -462,14 +462,27 @@ func TestBatchedCounts(t *testing.T) {
 	dupKey := batchRecord("dup-key", "+4740000004", nil)
 	dupKey.IdempotencyKey = "k1"
 	none := batchRecord("none", "+4740000006", hash)
+	// A guard that refuses (a block), and one that lets through.
+	_, err = st.Take(ctx, start, []verify.Take{{Key: "block:+47400", Delta: 1, Max: verify.NoLimit, ExpiresAt: start.Add(time.Hour)}})
+	require.NoError(t, err)
+	blocked, open := batchRecord("blocked", "+4740000008", hash), batchRecord("open", "+4740000009", hash)
 	counters, errs := b.CreateCounting(ctx,
-		[]verify.VerificationRecord{a, dupKey, c, none},
-		[][]verify.PendingStep{nil, nil, nil, nil},
-		[][]verify.Count{{cnt("old", 1), cnt("live", 2)}, {cnt("live", 100)}, {cnt("live", 3), cnt("old", 4)}, nil})
+		[]verify.VerificationRecord{a, dupKey, c, none, blocked, open},
+		[][]verify.PendingStep{nil, nil, nil, nil, nil, nil},
+		[]verify.Guard{{}, {}, {}, {}, {Key: "block:+47400", Max: 1}, {Key: "block:+47401", Max: 1}},
+		[][]verify.Count{{cnt("old", 1), cnt("live", 2)}, {cnt("live", 100)}, {cnt("live", 3), cnt("old", 4)}, nil, {cnt("live", 1000)}, nil})
 	require.NoError(t, errs[0])
 	assert.ErrorIs(t, errs[1], verify.ErrDuplicate)
 	require.NoError(t, errs[2])
 	require.NoError(t, errs[3])
+	var refused *verify.RefusedError
+	require.ErrorAs(t, errs[4], &refused, "a guard that refuses")
+	assert.Equal(t, int64(1), refused.Counter.Value)
+	_, err = st.GetVerification(ctx, "blocked")
+	assert.ErrorIs(t, err, verify.ErrNotFound)
+	require.NoError(t, errs[5], "a guard that lets through")
+	_, err = st.GetVerification(ctx, "open")
+	require.NoError(t, err)
 	values := func(cs []verify.Counter) []int64 {
 		var v []int64
 		for _, c := range cs {

@@ -209,6 +209,11 @@ func sqlLiteral(t *testing.T, v any) string {
 			return "NULL::timestamptz"
 		}
 		return sqlLiteral(t, *x)
+	case *string:
+		if x == nil {
+			return "NULL::text"
+		}
+		return sqlLiteral(t, *x)
 	}
 	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
 		if rv.Len() == 0 {

@@ -36,33 +36,42 @@ func readyAt(p verify.PendingStep) time.Time {
 // under v.ID whatever their VerificationID says. On PostgreSQL concurrent
 // calls share one statement (see pgbatch.go).
 func (s *Store) CreateVerification(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep) error {
-	_, err := s.create(ctx, v, steps, nil)
+	_, err := s.create(ctx, v, steps, verify.Guard{}, nil)
 	return err
 }
 
-// CreateVerificationCounting implements verify.CountingStore: the counts
-// are upserts in the transaction (on PostgreSQL under load, the statement)
-// that stores the verification.
-func (s *Store) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+// CreateVerificationCounting implements verify.CountingStore: the guard's
+// read and the counts' upserts are in the transaction (on PostgreSQL under
+// load, the statement) that stores the verification.
+func (s *Store) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, guard verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
 	if err := verify.CheckCounts(counts); err != nil {
 		return nil, wrap("create verification", err)
 	}
-	return s.create(ctx, v, steps, counts)
+	return s.create(ctx, v, steps, guard, counts)
 }
 
-func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
+func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, guard verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
 	if s.pgBatches != nil {
-		return s.pgBatches.create.Do(ctx, newVerification{v, steps, counts})
+		return s.pgBatches.create.Do(ctx, newVerification{v, steps, guard, counts})
 	}
-	return s.createOne(ctx, v, steps, counts)
+	return s.createOne(ctx, v, steps, guard, counts)
 }
 
 // createOne is CreateVerification's own statement (or, on SQLite, or with
-// counts, transaction).
-func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, counts []verify.Count) ([]verify.Counter, error) {
-	if len(counts) > 0 {
+// a guard or counts, transaction).
+func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, guard verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
+	if len(counts) > 0 || guard.Key != "" {
 		var counters []verify.Counter
 		err := s.inTx(ctx, func(q querier) error {
+			if guard.Key != "" {
+				c, err := readCounter(ctx, q, s.tv, guard.Key, v.CreatedAt)
+				if err != nil {
+					return err
+				}
+				if guard.Refuses(c, v.CreatedAt) {
+					return &verify.RefusedError{Guard: guard, Counter: c}
+				}
+			}
 			if err := s.insertVerification(ctx, q, v, steps); err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,8 @@ var countingTests = []test[countingStore]{
 	{"BadCountsChangeNothing", testBadCountsChangeNothing},
 	{"AttemptCountsWhenVerified", testAttemptCountsWhenVerified},
 	{"CreateCountsConcurrent", testCreateCountsConcurrent},
+	{"CreateGuarded", testCreateGuarded},
+	{"CreateGuardedConcurrent", testCreateGuardedConcurrent},
 	{"AttemptCountsConcurrent", testAttemptCountsConcurrent},
 }
 
@@ -45,7 +48,7 @@ func counter(t *testing.T, s verify.Counters, key string, now time.Time) verify.
 func testCreateCounts(t *testing.T, s countingStore) {
 	v := sampleVerification(3, time.Minute)
 	counts := []verify.Count{{Key: "conv:sent:a", Delta: 1, ExpiresAt: at(time.Hour)}, {Key: "conv:sent:b", Delta: 3, ExpiresAt: at(2 * time.Hour)}}
-	got, err := s.CreateVerificationCounting(ctx(), v, steps(v), counts)
+	got, err := s.CreateVerificationCounting(ctx(), v, steps(v), verify.Guard{}, counts)
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	assert.Equal(t, int64(1), got[0].Value)
@@ -59,7 +62,7 @@ func testCreateCounts(t *testing.T, s countingStore) {
 
 	w := sampleVerification(3, time.Minute)
 	w.CreatedAt = at(time.Minute)
-	got, err = s.CreateVerificationCounting(ctx(), w, nil, counts[:1])
+	got, err = s.CreateVerificationCounting(ctx(), w, nil, verify.Guard{}, counts[:1])
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, int64(2), got[0].Value, "a count adds to the counter")
@@ -67,7 +70,7 @@ func testCreateCounts(t *testing.T, s countingStore) {
 	// A counter that has expired at CreatedAt starts again.
 	x := sampleVerification(3, time.Minute)
 	x.CreatedAt, x.ExpiresAt = at(time.Hour), at(time.Hour+time.Minute)
-	got, err = s.CreateVerificationCounting(ctx(), x, nil, []verify.Count{{Key: "conv:sent:a", Delta: 1, ExpiresAt: at(3 * time.Hour)}})
+	got, err = s.CreateVerificationCounting(ctx(), x, nil, verify.Guard{}, []verify.Count{{Key: "conv:sent:a", Delta: 1, ExpiresAt: at(3 * time.Hour)}})
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), got[0].Value, "an expired counter starts from zero")
 	sameTime(t, at(3*time.Hour), got[0].ExpiresAt, "the count's ExpiresAt")
@@ -77,7 +80,7 @@ func testCreateCounts(t *testing.T, s countingStore) {
 		Backoff: verify.Backoff{Base: time.Hour}}})
 	require.NoError(t, err)
 	y := sampleVerification(3, time.Minute)
-	got, err = s.CreateVerificationCounting(ctx(), y, nil, []verify.Count{{Key: "conv:sent:c", Delta: 1, ExpiresAt: at(time.Hour)}})
+	got, err = s.CreateVerificationCounting(ctx(), y, nil, verify.Guard{}, []verify.Count{{Key: "conv:sent:c", Delta: 1, ExpiresAt: at(time.Hour)}})
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), got[0].Value, "a count has no limit and no wait")
 	assert.True(t, got[0].NotBefore.IsZero(), "a count has no Backoff: NotBefore is cleared, as Take.Apply does")
@@ -90,7 +93,7 @@ func testCreateRefusedCountsNothing(t *testing.T, s countingStore) {
 	v := sampleVerification(3, time.Minute)
 	v.IdempotencyKey = "key-" + newID()
 	v.Exclusive = true
-	_, err := s.CreateVerificationCounting(ctx(), v, steps(v), count)
+	_, err := s.CreateVerificationCounting(ctx(), v, steps(v), verify.Guard{}, count)
 	require.NoError(t, err)
 
 	sameID := sampleVerification(3, time.Minute)
@@ -100,7 +103,7 @@ func testCreateRefusedCountsNothing(t *testing.T, s countingStore) {
 	openExclusive := sampleVerification(3, time.Minute)
 	openExclusive.FlowID, openExclusive.Exclusive = v.FlowID, true
 	for name, w := range map[string]verify.VerificationRecord{"same ID": sameID, "same key": sameKey, "open exclusive": openExclusive} {
-		got, err := s.CreateVerificationCounting(ctx(), w, steps(w), count)
+		got, err := s.CreateVerificationCounting(ctx(), w, steps(w), verify.Guard{}, count)
 		require.Error(t, err, name)
 		if name != "same ID" { // which fails with an error of the Store's own
 			assert.True(t, errors.Is(err, verify.ErrDuplicate) || errors.Is(err, verify.ErrOpenExists), "%s: %v", name, err)
@@ -121,7 +124,7 @@ func testBadCountsChangeNothing(t *testing.T, s countingStore) {
 	}
 	for name, counts := range bad {
 		v := sampleVerification(3, time.Minute)
-		_, err := s.CreateVerificationCounting(ctx(), v, steps(v), counts)
+		_, err := s.CreateVerificationCounting(ctx(), v, steps(v), verify.Guard{}, counts)
 		require.Error(t, err, name)
 		_, err = s.GetVerification(ctx(), v.ID)
 		requireNotFound(t, err, name+": the verification is not stored")
@@ -192,7 +195,7 @@ func testCreateCountsConcurrent(t *testing.T, s countingStore) {
 		if i%2 == 1 {
 			counts = append([]verify.Count{{Key: "conv:sent:race2", Delta: 1, ExpiresAt: at(time.Hour)}}, counts...)
 		}
-		got, err := s.CreateVerificationCounting(ctx(), v, steps(v), counts)
+		got, err := s.CreateVerificationCounting(ctx(), v, steps(v), verify.Guard{}, counts)
 		if !assert.NoError(t, err) || !assert.Len(t, got, len(counts)) {
 			return
 		}
@@ -239,4 +242,84 @@ func testAttemptCountsConcurrent(t *testing.T, s countingStore) {
 	for _, id := range ids {
 		assert.Equal(t, verify.StatusVerified, getVerification(t, s, id).Status)
 	}
+}
+
+// While the guard's counter refuses (at Max, or before its NotBefore, at
+// the verification's CreatedAt), CreateVerificationCounting stores nothing,
+// counts nothing and returns a *verify.RefusedError with the counter; an
+// expired counter, or one below Max, lets it through.
+func testCreateGuarded(t *testing.T, s countingStore) {
+	block := verify.Guard{Key: "block:+4712", Max: 1}
+	count := []verify.Count{{Key: "conv:sent:g", Delta: 1, ExpiresAt: at(time.Hour)}}
+	_, err := s.Take(ctx(), base, []verify.Take{{Key: block.Key, Delta: 1, Max: verify.NoLimit, ExpiresAt: at(time.Hour)}})
+	require.NoError(t, err)
+	v := sampleVerification(3, time.Minute)
+	got, err := s.CreateVerificationCounting(ctx(), v, steps(v), block, count)
+	var refused *verify.RefusedError
+	require.ErrorAs(t, err, &refused)
+	assert.Nil(t, got)
+	assert.Equal(t, block, refused.Guard)
+	assert.Equal(t, int64(1), refused.Counter.Value)
+	sameTime(t, at(time.Hour), refused.Counter.ExpiresAt, "the guard's ExpiresAt")
+	_, err = s.GetVerification(ctx(), v.ID)
+	requireNotFound(t, err, "nothing is stored")
+	assert.Empty(t, claimAll(t, s, at(time.Hour)), "no steps either")
+	assert.Zero(t, counter(t, s, "conv:sent:g", base).Value, "nothing is counted")
+
+	// Once the counter has expired, the guard lets it through.
+	later := sampleVerification(3, time.Minute)
+	later.CreatedAt, later.ExpiresAt = at(time.Hour), at(time.Hour+time.Minute)
+	got, err = s.CreateVerificationCounting(ctx(), later, nil, block, count)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), got[0].Value)
+	assertRecord(t, later, getVerification(t, s, later.ID))
+
+	// Below Max, and past NotBefore, it lets it through; before NotBefore
+	// it refuses.
+	waits := verify.Guard{Key: "fail:+4712", Max: 3}
+	_, err = s.Take(ctx(), base, []verify.Take{{Key: waits.Key, Delta: 1, Max: verify.NoLimit, ExpiresAt: at(time.Hour), Backoff: verify.Backoff{Base: time.Minute}}})
+	require.NoError(t, err)
+	early := sampleVerification(3, time.Minute)
+	early.CreatedAt = at(30 * time.Second)
+	_, err = s.CreateVerificationCounting(ctx(), early, nil, waits, nil)
+	require.ErrorAs(t, err, &refused, "before NotBefore")
+	sameTime(t, at(time.Minute), refused.Counter.NotBefore, "NotBefore")
+	onTime := sampleVerification(3, 2*time.Minute)
+	onTime.CreatedAt = at(time.Minute)
+	_, err = s.CreateVerificationCounting(ctx(), onTime, nil, waits, nil)
+	require.NoError(t, err, "below Max, at NotBefore")
+	getVerification(t, s, onTime.ID)
+}
+
+// Racing creations behind one guard: while it refuses, none is stored;
+// once it is lifted, all are.
+func testCreateGuardedConcurrent(t *testing.T, s countingStore) {
+	block := verify.Guard{Key: "block:+4713", Max: 1}
+	_, err := s.Take(ctx(), base, []verify.Take{{Key: block.Key, Delta: 1, Max: verify.NoLimit, ExpiresAt: at(time.Hour)}})
+	require.NoError(t, err)
+	count := []verify.Count{{Key: "conv:sent:h", Delta: 1, ExpiresAt: at(time.Hour)}}
+	var stored, refused atomic.Int64
+	race := func() {
+		released(32, func(int) {
+			v := sampleVerification(3, time.Minute)
+			_, err := s.CreateVerificationCounting(ctx(), v, steps(v), block, count)
+			var r *verify.RefusedError
+			switch {
+			case err == nil:
+				stored.Add(1)
+			case errors.As(err, &r):
+				refused.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	race()
+	assert.Equal(t, int64(32), refused.Load())
+	assert.Zero(t, stored.Load())
+	assert.Zero(t, counter(t, s, "conv:sent:h", base).Value)
+	require.NoError(t, s.DeleteCounter(ctx(), block.Key))
+	race()
+	assert.Equal(t, int64(32), stored.Load())
+	assert.Equal(t, int64(32), counter(t, s, "conv:sent:h", base).Value)
 }
