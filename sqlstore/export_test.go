@@ -317,7 +317,7 @@ func (s *Store) Combined() (batches, calls int64) {
 		return 0, 0
 	}
 	b := s.pgBatches
-	for _, c := range []interface{ Counts() (int64, int64) }{&b.create, &b.deliveries, &b.attempts, &b.counters, &b.takes} {
+	for _, c := range []interface{ Counts() (int64, int64) }{&b.create, &b.deliveries, &b.attempts, &b.rights, &b.counters, &b.takes} {
 		n, m := c.Counts()
 		batches, calls = batches+n, calls+m
 	}

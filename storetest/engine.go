@@ -29,6 +29,10 @@ var engineTests = []struct {
 }{
 	{"LockoutUnderParallelWrongCodes", testLockoutUnderParallelWrongCodes},
 	{"LockoutUnderParallelRightAndWrongCodes", testLockoutUnderParallelRightAndWrongCodes},
+	// The same, without the store's optional abilities (CountingStore,
+	// GuardedStore): the engine's path for counters kept elsewhere.
+	{"LockoutUnderParallelWrongCodes/Plain", func(t *testing.T, s verify.Store) { testLockoutUnderParallelWrongCodes(t, plain{s}) }},
+	{"LockoutUnderParallelRightAndWrongCodes/Plain", func(t *testing.T, s verify.Store) { testLockoutUnderParallelRightAndWrongCodes(t, plain{s}) }},
 	{"FailureDelayUnderParallelWrongCodes", testFailureDelayUnderParallelWrongCodes},
 	{"ParallelResends", testParallelResends},
 	{"RefusedSendSpendsNothing", testRefusedSendSpendsNothing},
@@ -45,6 +49,42 @@ const readLatency = 2 * time.Millisecond
 type slowReads struct{ verify.Store }
 
 func pause() { time.Sleep(readLatency) }
+
+// plain is a Store without its optional abilities.
+type plain struct{ verify.Store }
+
+// slowGuarded is slowReads for a Store that is also a CountingStore and a
+// GuardedStore, keeping both, slow where they read.
+type slowGuarded struct {
+	slowReads
+	c verify.CountingStore
+	g verify.GuardedStore
+}
+
+// slow returns s reading slowly, with its CountingStore and GuardedStore if
+// it has both.
+func slow(s verify.Store) verify.Store {
+	c, counting := s.(verify.CountingStore)
+	g, guarded := s.(verify.GuardedStore)
+	if counting && guarded {
+		return slowGuarded{slowReads{s}, c, g}
+	}
+	return slowReads{s}
+}
+
+func (s slowGuarded) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, guard verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
+	pause() // it reads the guard's counter
+	return s.c.CreateVerificationCounting(ctx, v, steps, guard, counts)
+}
+
+func (s slowGuarded) AttemptCounting(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
+	return s.c.AttemptCounting(ctx, id, hashes, now, onVerified)
+}
+
+func (s slowGuarded) AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, guard verify.Guard, onVerified []verify.Count) (verify.VerificationRecord, bool, verify.Counter, error) {
+	pause() // it reads the failures
+	return s.g.AttemptRight(ctx, id, hashes, now, guard, onVerified)
+}
 
 func (s slowReads) GetVerification(ctx context.Context, id string) (verify.VerificationRecord, error) {
 	pause()
@@ -151,7 +191,7 @@ type rig struct {
 
 func newRig(t *testing.T, s verify.Store, p verify.Protection, opts ...verify.Option) *rig {
 	t.Helper()
-	r := &rig{t: t, ctx: context.Background(), store: slowReads{s}, clk: clock.NewMock(),
+	r := &rig{t: t, ctx: context.Background(), store: slow(s), clk: clock.NewMock(),
 		sms: &recChannel{name: "sms"}, voice: &recChannel{name: "voice"}}
 	r.clk.Set(base)
 	for range 3 {
@@ -409,7 +449,7 @@ func testRefusedSendSpendsNothing(t *testing.T, s verify.Store) {
 // or sent past its lease, would be claimed again by the other engine.
 func testBacklogSentOnce(t *testing.T, s verify.Store) {
 	const n = 600
-	st := slowReads{s}
+	st := slow(s)
 	sms := &recChannel{name: "sms"}
 	var slow atomic.Int64
 	voice := &recChannel{name: "voice", before: func(m verify.Message) {
