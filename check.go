@@ -64,7 +64,9 @@ import (
 // allow-list, the code's HMAC) are remembered from Send and earlier Checks
 // on this engine, so a Check usually costs a read of the failures and the
 // attempt, and for a wrong code the failure slot between them (for a
-// right one, the reset after, when there were failures).
+// right one, the reset after, when there were failures). On a Store that
+// keeps the counters and is a GuardedStore, the read and a right code's
+// attempt are one call.
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -128,10 +130,12 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if e.guarded != nil {
 		// The read of the failures and, for a right code, the attempt, in
 		// one Store call: a refusal is that same call for any code.
+		counts := e.onVerified(parts)
 		g, verified, f, err := e.guarded.AttemptRight(ctx, req.VerifyID, hashes, now,
-			Guard{Key: fkey, Max: int64(e.protection.MaxFailures)}, e.onVerified(parts))
+			Guard{Key: fkey, Max: int64(e.protection.MaxFailures)}, counts)
 		if err != nil {
-			// Whether a right code's attempt was counted is unknown.
+			// Whether a right code's attempt was counted is unknown: like
+			// Attempt's failure, it keeps the per-IP check.
 			e.fixed.drop(req.VerifyID)
 			return Verification{}, e.lookupErr(ctx, "check code", err)
 		}
@@ -141,7 +145,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 			return refuse(err)
 		}
 		if verified {
-			return e.judged(ctx, g, true, failures, true, fkey, now)
+			return e.judged(ctx, g, true, failures, counts != nil, fkey, now)
 		}
 		if right {
 			if countable(&g, now) {

@@ -436,6 +436,11 @@ func (e *Engine) countSent(ctx context.Context, p *sendPlan, now time.Time) erro
 	}
 	sent := p.sent
 	if sent == 0 {
+		if e.counting != nil {
+			// A verification this Send did not store (an idempotent
+			// retry's): its send was counted when it was stored.
+			return nil
+		}
 		var err error
 		if sent, err = e.count(ctx, cnt.Key, cnt.Delta, cnt.ExpiresAt, now); err != nil {
 			return storeErr(ctx, "count send", err)

@@ -743,3 +743,84 @@ func TestFailuresCountAcrossEngines(t *testing.T) {
 		requireCode(t, err, verify.ErrLocked)
 	}
 }
+
+// guardedOnly is memstore as a GuardedStore that is not a CountingStore.
+type guardedOnly struct {
+	verify.Store
+	g verify.GuardedStore
+}
+
+func (s guardedOnly) AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, g verify.Guard, onVerified []verify.Count) (verify.VerificationRecord, bool, verify.Counter, error) {
+	return s.g.AttemptRight(ctx, id, hashes, now, g, onVerified)
+}
+
+// committedThenFailed is memstore whose CreateVerificationCounting stores
+// the verification and its counts, then answers an error, as a connection
+// lost during the commit does.
+type committedThenFailed struct {
+	*memstore.Store
+	fail atomic.Bool
+}
+
+func (s *committedThenFailed) CreateVerificationCounting(ctx context.Context, v verify.VerificationRecord, steps []verify.PendingStep, g verify.Guard, counts []verify.Count) ([]verify.Counter, error) {
+	c, err := s.Store.CreateVerificationCounting(ctx, v, steps, g, counts)
+	if err == nil && s.fail.Load() {
+		return nil, errors.New("connection lost during the commit")
+	}
+	return c, err
+}
+
+// TestConversionCountedOnce: a verification is counted once for the
+// conversion monitor as sent and once as verified, whichever of the
+// Store's abilities count them: with a GuardedStore that is not a
+// CountingStore, the verification is counted apart; after a Send whose
+// stored verification was answered with an error, a retry with its
+// IdempotencyKey sends it without counting it again.
+func TestConversionCountedOnce(t *testing.T) {
+	p := verify.NoProtection()
+	p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 100, Threshold: 0.2, BlockFor: time.Hour}
+	counter := func(t *testing.T, st *memstore.Store, prefix string, now time.Time) int64 {
+		t.Helper()
+		got, err := st.ListCounters(context.Background(), prefix, now, "", 10)
+		require.NoError(t, err)
+		var n int64
+		for _, c := range got {
+			n += c.Value
+		}
+		return n
+	}
+	t.Run("guarded, not counting", func(t *testing.T) {
+		h := newHarness(t)
+		eng, err := verify.New(guardedOnly{h.store, h.store}, verify.WithClock(h.clock), verify.WithChannels(h.sms),
+			verify.WithSecret(secret), verify.WithLogger(newTextLogger(h.logs)), verify.WithProtection(p))
+		require.NoError(t, err)
+		_, err = eng.CreateFlow(h.ctx, verify.Flow{Name: "login", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
+		require.NoError(t, err)
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ := h.sms.Last()
+		_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), counter(t, h.store, "conv:sent:", h.clock.Now()))
+		assert.Equal(t, int64(1), counter(t, h.store, "conv:ok:", h.clock.Now()), "the verification is counted")
+	})
+	t.Run("idempotent retry", func(t *testing.T) {
+		h := newHarness(t)
+		st := &committedThenFailed{Store: h.store}
+		eng, err := verify.New(st, verify.WithClock(h.clock), verify.WithChannels(h.sms),
+			verify.WithSecret(secret), verify.WithLogger(newTextLogger(h.logs)), verify.WithProtection(p))
+		require.NoError(t, err)
+		_, err = eng.CreateFlow(h.ctx, verify.Flow{Name: "login", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
+		require.NoError(t, err)
+		req := verify.SendRequest{To: ana, IdempotencyKey: "login-1"}
+		st.fail.Store(true)
+		_, err = eng.Send(h.ctx, req)
+		require.Error(t, err, "the store answered an error")
+		st.fail.Store(false)
+		v, err := eng.Send(h.ctx, req)
+		require.NoError(t, err, "the retry finds the stored verification and sends it")
+		assert.Equal(t, 1, h.sms.Len())
+		assert.NotEmpty(t, v.ID)
+		assert.Equal(t, int64(1), counter(t, h.store, "conv:sent:", h.clock.Now()), "counted once, when it was stored")
+	})
+}

@@ -27,9 +27,11 @@ import (
 // a request matches under any secret given to WithSecret, so a retry
 // survives a rotation); then the SendHook and the pumping guard's prefix
 // block (E922, with RetryAfter when the block has an end) and the rate
-// limits (E918, with RetryAfter). The limits are decided and counted all
-// or nothing, and given back when the Send is refused afterwards, so a
-// refused Send spends nothing.
+// limits (E918, with RetryAfter). On a Store that keeps the counters and
+// is a CountingStore the block is checked by the write that stores the
+// verification, after the limits, so a Send both blocked and limited gets
+// E918. The limits are decided and counted all or nothing, and given back
+// when the Send is refused afterwards, so a refused Send spends nothing.
 //
 // When the recipient has an open verification on the flow, its Duplicates
 // policy applies: reuse resends it (as Resend does, with its cooldown and
@@ -316,7 +318,12 @@ func (e *Engine) deliverFirst(ctx context.Context, p *sendPlan, rec *Verificatio
 		}
 		if err != nil {
 			if !handed {
-				e.uncountSent(ctx, p, now)
+				if e.counting == nil {
+					// A CountingStore's count stays with the verification,
+					// which is open and will be sent (by Run, or by a
+					// retry with its IdempotencyKey, which counts nothing).
+					e.uncountSent(ctx, p, now)
+				}
 				return Verification{}, err
 			}
 			e.bookkeepingFailed(ctx, *rec, "record delivery", err, now)
