@@ -224,11 +224,8 @@ func (l *StoreLimiter) allowWith(ctx context.Context, now time.Time, limits []Li
 	a = Allowance{Refused: -1, Now: now, Limits: limits}
 	takes, index := storeTakes(now, limits, 1)
 	takes = append(first[:len(first):len(first)], takes...)
-	if res, err = l.counters.Take(ctx, now, takes); err != nil {
+	if res, err = takeAll(ctx, l.counters, now, takes); err != nil {
 		return a, res, false, err
-	}
-	if len(res.Counters) != len(takes) {
-		return a, res, false, fmt.Errorf("the counters returned %d counters for %d takes", len(res.Counters), len(takes))
 	}
 	switch {
 	case res.OK:
@@ -239,6 +236,15 @@ func (l *StoreLimiter) allowWith(ctx context.Context, now time.Time, limits []Li
 		a.Refused, a.RetryAfter = index[res.Refused-len(first)], res.RetryAfter
 	}
 	return a, res, refusedFirst, nil
+}
+
+// takeAll is c.Take, which must answer a counter for each take.
+func takeAll(ctx context.Context, c Counters, now time.Time, takes []Take) (Taken, error) {
+	res, err := c.Take(ctx, now, takes)
+	if err == nil && len(res.Counters) != len(takes) {
+		err = fmt.Errorf("the counters returned %d counters for %d takes", len(res.Counters), len(takes))
+	}
+	return res, err
 }
 
 // sameCounters reports whether a and b are one Counters. Values of a type

@@ -310,10 +310,7 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 				allowed, res, refusedFirst, err = e.shared.allowWith(ctx, now, limits, takes)
 				counted = err == nil && !refusedFirst
 			} else {
-				res, err = e.counters.Take(ctx, now, takes)
-				if err == nil && len(res.Counters) != len(takes) {
-					err = fmt.Errorf("the counters returned %d counters for %d takes", len(res.Counters), len(takes))
-				}
+				res, err = takeAll(ctx, e.counters, now, takes)
 			}
 			if err != nil {
 				return Allowance{}, storeErr(ctx, "check prefix block", err)
@@ -323,7 +320,7 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 			}
 		}
 		if block.Value > 0 {
-			return Allowance{}, e.blocked(ctx, a, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, block.ExpiresAt.Format(time.RFC3339)), block.ExpiresAt.Sub(now))
+			return Allowance{}, e.prefixBlocked(ctx, a, block, now)
 		}
 	}
 	if len(limits) == 0 {
@@ -376,6 +373,12 @@ func (e *Engine) allowOne(ctx context.Context, key, what string, r Rate, now tim
 }
 
 func blockKey(prefix string) string { return blockPrefix + prefix }
+
+// prefixBlocked records and answers a Send to a prefix whose block, c at
+// now, refuses it.
+func (e *Engine) prefixBlocked(ctx context.Context, a SendAttempt, c Counter, now time.Time) error {
+	return e.blocked(ctx, a, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", a.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(now))
+}
 
 // blockGuard is the guard of a prefix's block: a block counter above zero
 // refuses a Send.
@@ -430,23 +433,26 @@ func (e *Engine) verifiedCount(to Recipient, createdAt time.Time) (Count, bool) 
 // send was counted already (p.sent > 0: by a CountingStore with the
 // verification, or by admitSend), only the judgement is left.
 func (e *Engine) countSent(ctx context.Context, p *sendPlan, now time.Time) error {
+	c := e.protection.Conversion
+	sent := p.sent
+	switch {
+	case sent > 0 && sent < int64(c.MinSends): // counted, and nothing to judge
+		return nil
+	case sent == 0 && e.counting != nil:
+		// A verification this Send did not store (an idempotent retry's):
+		// its send was counted when it was stored.
+		return nil
+	}
 	cnt, ok := e.sentCount(p.attempt.Prefix, now)
 	if !ok {
 		return nil
 	}
-	sent := p.sent
 	if sent == 0 {
-		if e.counting != nil {
-			// A verification this Send did not store (an idempotent
-			// retry's): its send was counted when it was stored.
-			return nil
-		}
 		var err error
 		if sent, err = e.count(ctx, cnt.Key, cnt.Delta, cnt.ExpiresAt, now); err != nil {
 			return storeErr(ctx, "count send", err)
 		}
 	}
-	c := e.protection.Conversion
 	if sent < int64(c.MinSends) {
 		return nil
 	}

@@ -270,8 +270,7 @@ func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord
 			var refused *RefusedError
 			switch {
 			case errors.As(err, &refused):
-				c := refused.Counter
-				return e.blocked(ctx, p.attempt, RefusalPrefix, fmt.Sprintf("number prefix %s is blocked for low conversion until %s", p.attempt.Prefix, c.ExpiresAt.Format(time.RFC3339)), c.ExpiresAt.Sub(rec.CreatedAt))
+				return e.prefixBlocked(ctx, p.attempt, refused.Counter, rec.CreatedAt)
 			case err != nil:
 				return err
 			case len(counters) != 1:

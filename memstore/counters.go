@@ -104,14 +104,7 @@ func (s *Store) GetCounter(ctx context.Context, key string, now time.Time) (veri
 	if err := ctxErr(ctx); err != nil {
 		return verify.Counter{}, err
 	}
-	sh := &s.counters[shardIndex(key)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	c, ok := sh.m[key]
-	if !ok || !now.Before(c.ExpiresAt) {
-		return verify.Counter{}, nil
-	}
-	return c, nil
+	return s.counter(key, now), nil
 }
 
 // DeleteCounter implements verify.Store.

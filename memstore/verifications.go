@@ -130,11 +130,18 @@ func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
+	rec, counted := s.attemptLocked(r, verify.MatchHash(r.CodeHash, hashes), now, onVerified)
+	return rec, counted, nil
+}
+
+// attemptLocked counts an attempt on r, whose code right matches or not,
+// as Attempt does, with onVerified if it verifies; the caller holds r's
+// shard lock.
+func (s *Store) attemptLocked(r *verify.VerificationRecord, right bool, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool) {
 	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
-		return *r, false, nil
+		return *r, false
 	}
 	r.Attempts++
-	right := verify.MatchHash(r.CodeHash, hashes)
 	r.Checks = append(r.Checks, verify.CheckAttempt{At: now, Right: right})
 	switch {
 	case right:
@@ -145,7 +152,7 @@ func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	case r.Attempts >= r.MaxAttempts:
 		s.end(r, verify.StatusMaxAttempts, now)
 	}
-	return *r, true, nil
+	return *r, true
 }
 
 // AttemptRight implements verify.GuardedStore: the failure counter is read
@@ -172,16 +179,8 @@ func (s *Store) AttemptRight(ctx context.Context, id string, hashes [][]byte, no
 	if !verify.MatchHash(r.CodeHash, hashes) {
 		return verify.VerificationRecord{}, false, failures, nil
 	}
-	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
-		return *r, false, failures, nil
-	}
-	r.Attempts++
-	r.Checks = append(r.Checks, verify.CheckAttempt{At: now, Right: true})
-	s.end(r, verify.StatusVerified, now)
-	if len(onVerified) > 0 {
-		s.applyCounts(onVerified, now)
-	}
-	return *r, true, failures, nil
+	rec, verified := s.attemptLocked(r, true, now, onVerified)
+	return rec, verified, failures, nil
 }
 
 // CountSend implements verify.Store.

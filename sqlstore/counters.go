@@ -208,33 +208,22 @@ var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
 // countQuery applies one verify.Count ($1 the key, $2 the Delta, $3 the
 // time, $4 ExpiresAt): an upsert that always counts, starting from zero a
 // counter that has expired, and clears NotBefore, as Take.Apply does for a
-// take with no Backoff.
-const (
-	pgCountQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	VALUES ($1::text, $2::bigint, $3::timestamptz, $4::timestamptz, NULL)
-	ON CONFLICT (name) DO UPDATE SET
-		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
-		updated_at = $3, expires_at = $4, not_before = NULL
-	RETURNING value, updated_at, expires_at, not_before`
-	sqliteCountQuery = `INSERT INTO counters AS c (` + counterCols + `)
+// take with no Backoff. Its parameters take the types of the columns they
+// are inserted into, so one text serves both databases.
+const countQuery = `INSERT INTO counters AS c (` + counterCols + `)
 	VALUES ($1, $2, $3, $4, NULL)
 	ON CONFLICT (name) DO UPDATE SET
 		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
 		updated_at = $3, expires_at = $4, not_before = NULL
 	RETURNING value, updated_at, expires_at, not_before`
-)
 
 // applyCounts applies counts at now in q's transaction and returns the
 // counters after them.
 func (s *Store) applyCounts(ctx context.Context, q querier, counts []verify.Count, now time.Time) ([]verify.Counter, error) {
-	query := sqliteCountQuery
-	if s.pg() {
-		query = pgCountQuery
-	}
 	out := make([]verify.Counter, len(counts))
 	for i, c := range counts {
 		var got verify.Counter
-		if err := q.QueryRowContext(ctx, query, c.Key, c.Delta, s.tv(now), s.tv(c.ExpiresAt)).
+		if err := q.QueryRowContext(ctx, countQuery, c.Key, c.Delta, s.tv(now), s.tv(c.ExpiresAt)).
 			Scan(&got.Value, timeDest{&got.UpdatedAt}, timeDest{&got.ExpiresAt}, timeDest{&got.NotBefore}); err != nil {
 			return nil, err
 		}

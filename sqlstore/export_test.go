@@ -159,21 +159,22 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 	for i := range guarded {
 		guarded[i].guard = verify.Guard{Key: "block:+4740" + strconv.Itoa(i), Max: 1}
 	}
+	args := func(a []any, _ bool) []any { return a }
 	return map[string]ReportQuery{
 		"create":   {pgCreateBatch, create},
 		"delivery": {pgDeliveryBatch, deliveryArgs(ds)},
 		"attempt":  {pgAttemptBatch, attemptArgs(as)},
 		"counters": {pgCounterBatch, counterArgs(cs)},
-		"create_counting": {pgCreateBatchCounting, append(append(create, countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
+		"create_counting": {pgCreateBatchCounting, append(append(create, args(countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
 			return nv.v.ID, nv.v.CreatedAt, []verify.Count{{Key: "conv:sent:+4740:" + nv.v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
-		})...), guardArgs(guarded)...)},
+		}))...), guardArgs(guarded)...)},
 		"right": {pgRightBatch, rightArgs(rights)},
-		"right_counting": {pgRightBatchCounting, append(rightArgs(rights), countArgs(rights, func(r rightReq) (string, time.Time, []verify.Count) {
+		"right_counting": {pgRightBatchCounting, append(rightArgs(rights), args(countArgs(rights, func(r rightReq) (string, time.Time, []verify.Count) {
 			return r.id, r.now, []verify.Count{{Key: "conv:ok:+4740:" + r.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
-		})...)},
-		"attempt_counting": {pgAttemptBatchCounting, append(attemptArgs(as), countArgs(as, func(a attemptReq) (string, time.Time, []verify.Count) {
+		}))...)},
+		"attempt_counting": {pgAttemptBatchCounting, append(attemptArgs(as), args(countArgs(as, func(a attemptReq) (string, time.Time, []verify.Count) {
 			return a.id, a.now, []verify.Count{{Key: "conv:ok:+4740:" + a.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
-		})...)},
+		}))...)},
 	}, pgProbesOnly
 }
 

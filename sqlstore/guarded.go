@@ -64,67 +64,34 @@ var rightUpdates = [...]conditional{rightUpdate(0), rightUpdate(1), rightUpdate(
 // attemptRightOne is AttemptRight's own transaction: the counter's read,
 // then the update, which counts only a matching code.
 func (s *Store) attemptRightOne(ctx context.Context, r rightReq) (verify.VerificationRecord, bool, verify.Counter, error) {
-	var c conditional
-	if len(r.hashes) < len(rightUpdates) {
-		c = rightUpdates[len(r.hashes)]
-	} else {
-		c = rightUpdate(len(r.hashes))
-	}
-	args := make([]any, 0, 3+len(r.hashes))
-	args = append(args, r.id, s.tv(r.now), checkEntry(r.now))
-	for _, h := range r.hashes {
-		args = append(args, h)
-	}
-	var (
-		failures          verify.Counter
-		v                 verify.VerificationRecord
-		refused, verified bool
-	)
-	err := s.inTx(ctx, func(q querier) error {
-		var err error
-		if failures, err = readCounter(ctx, q, s.tv, r.guard.Key, r.now); err != nil {
+	c, args := s.attemptCall(rightUpdates[:], rightUpdate, r.id, r.hashes, r.now)
+	var failures verify.Counter
+	rec, verified, err := s.update(ctx, "attempt", c, updateHooks{
+		before: func(q querier) (bool, error) {
+			var err error
+			failures, err = readCounter(ctx, q, s.tv, r.guard.Key, r.now)
+			return err == nil && r.guard.Refuses(failures, r.now), err
+		},
+		after: func(q querier, _ verify.VerificationRecord) error {
+			_, err := s.applyCounts(ctx, q, r.onVerified, r.now)
 			return err
-		}
-		if refused = r.guard.Refuses(failures, r.now); refused {
-			return nil
-		}
-		if s.pg() {
-			rows, err := q.QueryContext(ctx, c.pg, args...)
-			if err == nil {
-				v, verified, err = scanVerification(rows)
-			}
-			if err != nil || !verified {
-				return err
-			}
-		} else {
-			err := q.QueryRowContext(ctx, c.sqlite, args...).Scan(verificationDest(&v)...)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			verified = true
-			if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, r.id); err != nil {
-				return err
-			}
-			if v.Deliveries, err = deliveriesOf(ctx, q, r.id); err != nil {
-				return err
-			}
-		}
-		_, err = s.applyCounts(ctx, q, r.onVerified, r.now)
-		return err
-	})
-	switch {
-	case err != nil:
-		return verify.VerificationRecord{}, false, verify.Counter{}, wrap("attempt", err)
-	case refused:
-		return verify.VerificationRecord{}, false, failures, nil
-	case verified:
-		return v, true, failures, nil
+		},
+	}, args...)
+	if err != nil {
+		return verify.VerificationRecord{}, false, verify.Counter{}, err
 	}
-	rec, err := s.unjudged(ctx, r)
-	return rec, false, failures, err
+	// Refused, the record is the zero one; not counted, it is the current
+	// one, which a code that does not match leaves out.
+	return matching(rec, r.hashes), verified, failures, nil
+}
+
+// matching returns rec if one of hashes matches its code, else the zero
+// record.
+func matching(rec verify.VerificationRecord, hashes [][]byte) verify.VerificationRecord {
+	if !verify.MatchHash(rec.CodeHash, hashes) {
+		return verify.VerificationRecord{}
+	}
+	return rec
 }
 
 // unjudged answers an AttemptRight that counted nothing though the guard
@@ -132,10 +99,10 @@ func (s *Store) attemptRightOne(ctx context.Context, r rightReq) (verify.Verific
 // record if not, or ErrNotFound.
 func (s *Store) unjudged(ctx context.Context, r rightReq) (verify.VerificationRecord, error) {
 	rec, _, err := s.current(ctx, "attempt", r.id)
-	if err != nil || !verify.MatchHash(rec.CodeHash, r.hashes) {
+	if err != nil {
 		return verify.VerificationRecord{}, err
 	}
-	return rec, nil
+	return matching(rec, r.hashes), nil
 }
 
 // readCounter reads a counter in q at now: the zero Counter if it does not
@@ -170,7 +137,7 @@ func (s *Store) rightBatch(ctx context.Context, batch []*combine.Call[rightReq, 
 	reqs := combine.Reqs(batch)
 	args := rightArgs(reqs)
 	query := pgRightBatch
-	if c := countArgs(reqs, func(r rightReq) (string, time.Time, []verify.Count) { return r.id, r.now, r.onVerified }); c != nil {
+	if c, ok := countArgs(reqs, func(r rightReq) (string, time.Time, []verify.Count) { return r.id, r.now, r.onVerified }); ok {
 		query, args = pgRightBatchCounting, append(args, c...)
 	}
 	var (
@@ -209,13 +176,7 @@ func (s *Store) rightBatch(ctx context.Context, batch []*combine.Call[rightReq, 
 				if err := rows.Scan(vdest...); err != nil {
 					return err
 				}
-				if n := len(recs); n == 0 || recs[n-1].ID != cur.ID {
-					recs = append(recs, cur)
-				}
-				if rec, ok := d.record(); ok {
-					last := &recs[len(recs)-1]
-					last.Deliveries = append(last.Deliveries, rec)
-				}
+				recs = appendScanned(recs, cur, &d)
 			default:
 				return fmt.Errorf("a row of kind %q", kind)
 			}

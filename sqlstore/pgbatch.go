@@ -233,12 +233,9 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 	query, counting := pgCreateBatch, false
 	if slices.ContainsFunc(reqs, func(nv newVerification) bool { return len(nv.counts) > 0 || nv.guard.Key != "" }) {
 		query, counting = pgCreateBatchCounting, true
-		c := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
+		c, _ := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
 			return nv.v.ID, nv.v.CreatedAt, nv.counts
 		})
-		if c == nil {
-			c = []any{[]string{}, []string{}, []int64{}, []time.Time{}, []time.Time{}}
-		}
 		args = append(append(args, c...), guardArgs(reqs)...)
 	}
 	stored := make(map[string]bool, len(batch))
@@ -335,9 +332,9 @@ func guardArgs(vs []newVerification) []any {
 }
 
 // countArgs are the arguments of pgCounts for the calls' counts, each
-// call's given by of as its verification's ID, its time and its counts;
-// nil when no call counts.
-func countArgs[Req any](reqs []Req, of func(Req) (string, time.Time, []verify.Count)) []any {
+// call's given by of as its verification's ID, its time and its counts,
+// and whether any call counts.
+func countArgs[Req any](reqs []Req, of func(Req) (string, time.Time, []verify.Count)) (args []any, counting bool) {
 	var (
 		ids, names      []string
 		deltas          []int64
@@ -350,10 +347,7 @@ func countArgs[Req any](reqs []Req, of func(Req) (string, time.Time, []verify.Co
 			times, expiries = append(times, asStored(at)), append(expiries, asStored(c.ExpiresAt))
 		}
 	}
-	if ids == nil {
-		return nil
-	}
-	return []any{ids, names, deltas, times, expiries}
+	return []any{ids, names, deltas, times, expiries}, ids != nil
 }
 
 // pgCounts is a CTE, named k, that applies as upserts the counts of the
@@ -435,7 +429,28 @@ func createArgs(vs []newVerification) ([]any, error) {
 // $27, verificationCols in order) and of pending steps ($28 to $33). It
 // returns the IDs of the verifications it stored; a step is stored with
 // its verification.
-const pgCreateBatch = `WITH v AS (INSERT INTO verifications (` + verificationCols + `)
+//
+// pgCreateBatchCounting is the same with the verifications' counts ($34 to
+// $38, see pgCounts) and guards: a verification is stored only if the
+// counter its guard names ($39, NULL for none) holds less than Max ($40)
+// and its NotBefore has passed at its CreatedAt. Its rows are the stored
+// IDs, with false and NULLs, then the counters, with true.
+var pgCreateBatch, pgCreateBatchCounting = createBatchSQL(false), createBatchSQL(true)
+
+func createBatchSQL(counting bool) string {
+	guard, counts := "", ""
+	final := `SELECT id FROM v`
+	if counting {
+		guard = `
+		JOIN unnest($1::text[], $39::text[], $40::bigint[]) AS g(gid, gkey, gmax) ON g.gid = r.id
+	WHERE NOT EXISTS (SELECT 1 FROM counters c WHERE c.name = g.gkey AND c.expires_at > r.created_at
+		AND (c.value >= g.gmax OR (c.not_before IS NOT NULL AND c.not_before > r.created_at)))`
+		counts = `,
+` + pgCounts(34, `SELECT id FROM v`)
+		final = `SELECT id, FALSE, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz FROM v
+UNION ALL SELECT name, TRUE, value, updated_at, expires_at, not_before FROM k`
+	}
+	return `WITH v AS (INSERT INTO verifications (` + verificationCols + `)
 	SELECT id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
 		NULLIF(idempotency_key, ''), request_hash, brand, language, fallback_language,
 		code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, last_sent_at,
@@ -448,36 +463,15 @@ const pgCreateBatch = `WITH v AS (INSERT INTO verifications (` + verificationCol
 		AS r(id, flow_id, foreign_id, status, to_phone, to_email, ip_address,
 			idempotency_key, request_hash, brand, language, fallback_language,
 			code_hash, sealed_code, charset, code_length, attempts, max_attempts, sends, last_sent_at,
-			steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)
+			steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)` + guard + `
 	ON CONFLICT DO NOTHING
 	RETURNING id),
 s AS (INSERT INTO pending_steps (verification_id, step, due_at, lease_until, ready_at, tries)
 	SELECT p.* FROM unnest($28::text[], $29::integer[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::integer[])
 		AS p(verification_id, step, due_at, lease_until, ready_at, tries)
-	WHERE p.verification_id IN (SELECT id FROM v))
-SELECT id FROM v`
-
-// pgCreateBatchCounting is pgCreateBatch with the verifications' counts
-// ($34 to $38, see pgCounts) and guards: a verification is stored only if
-// the counter its guard names ($39, NULL for none) holds less than Max
-// ($40) and its NotBefore has passed at its CreatedAt. Its rows are the
-// stored IDs, with false and NULLs, then the counters, with true.
-var pgCreateBatchCounting = func() string {
-	const from = `steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)
-	ON CONFLICT DO NOTHING`
-	const guarded = `steps, allowed_ips, created_at, expires_at, verified_at, ended_at, exclusive)
-		JOIN unnest($1::text[], $39::text[], $40::bigint[]) AS g(gid, gkey, gmax) ON g.gid = r.id
-	WHERE NOT EXISTS (SELECT 1 FROM counters c WHERE c.name = g.gkey AND c.expires_at > r.created_at
-		AND (c.value >= g.gmax OR (c.not_before IS NOT NULL AND c.not_before > r.created_at)))
-	ON CONFLICT DO NOTHING`
-	if !strings.Contains(pgCreateBatch, from) {
-		panic("sqlstore: pgCreateBatch has changed")
-	}
-	return strings.Replace(strings.TrimSuffix(pgCreateBatch, `SELECT id FROM v`), from, guarded, 1) + `,
-` + pgCounts(34, `SELECT id FROM v`) + `
-SELECT id, FALSE, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz FROM v
-UNION ALL SELECT name, TRUE, value, updated_at, expires_at, not_before FROM k`
-}()
+	WHERE p.verification_id IN (SELECT id FROM v))` + counts + `
+` + final
+}
 
 // deliveryBatch records a batch of deliveries, for distinct
 // verifications, in one statement.
@@ -571,7 +565,7 @@ func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptR
 	byVerification(batch, func(a attemptReq) string { return a.id })
 	reqs := combine.Reqs(batch)
 	query, args := pgAttemptBatch, attemptArgs(reqs)
-	if c := countArgs(reqs, func(a attemptReq) (string, time.Time, []verify.Count) { return a.id, a.now, a.counts }); c != nil {
+	if c, ok := countArgs(reqs, func(a attemptReq) (string, time.Time, []verify.Count) { return a.id, a.now, a.counts }); ok {
 		query, args = pgAttemptBatchCounting, append(args, c...)
 	}
 	var recs []verify.VerificationRecord

@@ -508,15 +508,23 @@ func scanVerificationRows(rows scannedRows) ([]verify.VerificationRecord, error)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
-		if n := len(out); n == 0 || out[n-1].ID != cur.ID {
-			out = append(out, cur)
-		}
-		if rec, ok := d.record(); ok {
-			last := &out[len(out)-1]
-			last.Deliveries = append(last.Deliveries, rec)
-		}
+		out = appendScanned(out, cur, &d)
 	}
 	return out, rows.Err()
+}
+
+// appendScanned adds a row of a withDeliveries query, the verification cur
+// with the delivery d, to out: cur once, as its first row comes, and d to
+// the last verification's deliveries unless it is all NULL.
+func appendScanned(out []verify.VerificationRecord, cur verify.VerificationRecord, d *deliveryScan) []verify.VerificationRecord {
+	if n := len(out); n == 0 || out[n-1].ID != cur.ID {
+		out = append(out, cur)
+	}
+	if rec, ok := d.record(); ok {
+		last := &out[len(out)-1]
+		last.Deliveries = append(last.Deliveries, rec)
+	}
+	return out
 }
 
 // scanVerification is scanVerifications for a query that matches at most

@@ -332,62 +332,78 @@ func attemptSet(match, now, entry string) (set, where string) {
 // attemptUpdates holds attemptUpdate for up to three secrets.
 var attemptUpdates = [...]conditional{attemptUpdate(0), attemptUpdate(1), attemptUpdate(2), attemptUpdate(3)}
 
+// updateHooks run in a conditional update's transaction: before, ahead of
+// the update (stop ends the transaction without it); after, once the
+// update has matched its row.
+type updateHooks struct {
+	before func(q querier) (stop bool, err error)
+	after  func(q querier, v verify.VerificationRecord) error
+}
+
 // update runs a conditional update. When the row matches, it returns the
 // updated record with its deliveries and true; when it does not, the
-// current record and false.
-func (s *Store) update(ctx context.Context, op string, c conditional, then func(q querier, v verify.VerificationRecord) error, args ...any) (verify.VerificationRecord, bool, error) {
+// current record and false; when h.before stopped it, the zero record and
+// false. With hooks the update runs in a transaction with them.
+func (s *Store) update(ctx context.Context, op string, c conditional, h updateHooks, args ...any) (verify.VerificationRecord, bool, error) {
 	id := args[0].(string)
 	var (
-		v       verify.VerificationRecord
-		updated bool
-		err     error
+		v                verify.VerificationRecord
+		updated, stopped bool
+		err              error
 	)
-	switch {
-	case s.pg() && then == nil:
-		var rows *sql.Rows
-		if rows, err = s.run().QueryContext(ctx, c.pg, args...); err == nil {
-			v, updated, err = scanVerification(rows)
-		}
-	case s.pg():
-		err = s.inTx(ctx, func(q querier) error {
+	// run is the update in q: one statement on PostgreSQL; on SQLite the
+	// deletion of an ended verification's steps and the read of its
+	// deliveries follow.
+	run := func(q querier) error {
+		if s.pg() {
 			rows, err := q.QueryContext(ctx, c.pg, args...)
 			if err == nil {
 				v, updated, err = scanVerification(rows)
 			}
-			if err != nil || !updated {
+			return err
+		}
+		err := q.QueryRowContext(ctx, c.sqlite, args...).Scan(verificationDest(&v)...)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		updated = true
+		if c.deleteSteps && !v.Status.Open() {
+			if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
 				return err
 			}
-			return then(q, v)
-		})
-	default:
+		}
+		v.Deliveries, err = deliveriesOf(ctx, q, id)
+		return err
+	}
+	if s.pg() && h.before == nil && h.after == nil {
+		err = run(s.run())
+	} else {
 		// One transaction, so that a failure after the UPDATE (reading the
-		// deliveries, say) rolls it back: the caller never gets an error
-		// for an attempt that was counted.
+		// deliveries, a hook) rolls it back: the caller never gets an
+		// error for an attempt that was counted.
 		err = s.inTx(ctx, func(q querier) error {
-			err := q.QueryRowContext(ctx, c.sqlite, args...).Scan(verificationDest(&v)...)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			updated = true
-			if c.deleteSteps && !v.Status.Open() {
-				if _, err := q.ExecContext(ctx, `DELETE FROM pending_steps WHERE verification_id = $1`, id); err != nil {
+			if h.before != nil {
+				var err error
+				if stopped, err = h.before(q); err != nil || stopped {
 					return err
 				}
 			}
-			if v.Deliveries, err = deliveriesOf(ctx, q, id); err != nil || then == nil {
+			if err := run(q); err != nil || !updated || h.after == nil {
 				return err
 			}
-			return then(q, v)
+			return h.after(q, v)
 		})
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return verify.VerificationRecord{}, false, wrap(op, err)
-	}
-	if updated {
+	case updated:
 		return v, true, nil
+	case stopped:
+		return verify.VerificationRecord{}, false, nil
 	}
 	return s.current(ctx, op, id)
 }
@@ -436,27 +452,36 @@ func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now tim
 // attemptOne is Attempt's own statement (on SQLite, or with counts,
 // transaction).
 func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
-	var c conditional
-	if len(hashes) < len(attemptUpdates) {
-		c = attemptUpdates[len(hashes)]
+	c, args := s.attemptCall(attemptUpdates[:], attemptUpdate, id, hashes, now)
+	var h updateHooks
+	if len(onVerified) > 0 {
+		h.after = func(q querier, v verify.VerificationRecord) error {
+			if v.Status != verify.StatusVerified {
+				return nil
+			}
+			_, err := s.applyCounts(ctx, q, onVerified, now)
+			return err
+		}
+	}
+	return s.update(ctx, "attempt", c, h, args...)
+}
+
+// attemptCall returns an attempt's conditional update for its hashes,
+// cached[len(hashes)] or, past the cache, build(len(hashes)), and its
+// arguments: id, now, now's checkEntry, then the hashes.
+func (s *Store) attemptCall(cached []conditional, build func(int) conditional, id string, hashes [][]byte, now time.Time) (conditional, []any) {
+	var cond conditional
+	if len(hashes) < len(cached) {
+		cond = cached[len(hashes)]
 	} else {
-		c = attemptUpdate(len(hashes))
+		cond = build(len(hashes))
 	}
 	args := make([]any, 0, 3+len(hashes))
 	args = append(args, id, s.tv(now), checkEntry(now))
 	for _, h := range hashes {
 		args = append(args, h)
 	}
-	if len(onVerified) == 0 {
-		return s.update(ctx, "attempt", c, nil, args...)
-	}
-	return s.update(ctx, "attempt", c, func(q querier, v verify.VerificationRecord) error {
-		if v.Status != verify.StatusVerified {
-			return nil
-		}
-		_, err := s.applyCounts(ctx, q, onVerified, now)
-		return err
-	}, args...)
+	return cond, args
 }
 
 // CountSend implements verify.Store with one conditional UPDATE ...
@@ -464,7 +489,7 @@ func (s *Store) attemptOne(ctx context.Context, id string, hashes [][]byte, now 
 // row lock (SQLite: the write lock), so of racing callers at most one is
 // counted per cooldown.
 func (s *Store) CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (verify.VerificationRecord, bool, error) {
-	return s.update(ctx, "count send", countSendUpdate, nil, id, s.tv(now), max, cooldown <= 0, s.tv(now.Add(-cooldown)))
+	return s.update(ctx, "count send", countSendUpdate, updateHooks{}, id, s.tv(now), max, cooldown <= 0, s.tv(now.Add(-cooldown)))
 }
 
 // Finish implements verify.Store: the update is conditional on the status
@@ -474,7 +499,7 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	if status.Open() || !status.Valid() {
 		return verify.VerificationRecord{}, false, fmt.Errorf("sqlstore: finish: %q is not an ended status (use verified, expired, canceled, max_attempts or failed)", status)
 	}
-	return s.update(ctx, "finish", finishUpdate, nil, id, s.tv(now), string(status))
+	return s.update(ctx, "finish", finishUpdate, updateHooks{}, id, s.tv(now), string(status))
 }
 
 // nextStatus moves an open verification's status forward to a delivery's
