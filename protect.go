@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -279,14 +280,22 @@ func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, [6]uint8) {
 // counted all or nothing by the Limiter, so a refused Send spends nothing.
 // With a CountingStore, the block is checked by the step that stores the
 // verification and counts the send (see create), and the limits are given
-// back if it refuses. Otherwise the block's check is a Take that counts
+// back if it refuses; with a StoreLimiter on that Store too, the limits
+// are left to that step (p.limits), which decides them after the block
+// and counts them with the verification. Otherwise the block's check is a Take that counts
 // the send too, given back if the Send fails (see uncountSent), and the
 // limits of a StoreLimiter on those counters join it: one call for three.
 // The caller refunds the returned Allowance if it refuses the Send later
 // (a reused verification in its resend cooldown, say).
 func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
-	a, flowID := p.attempt, p.flow.ID
-	limits, rows := e.sendLimits(flowID, a)
+	a := p.attempt
+	limits, rows := e.sendLimits(p.flow.ID, a)
+	if e.counting != nil && e.shared != nil && storeCountable(limits) {
+		// The Store decides the limits with the block, in the write that
+		// stores the verification (see create): nothing to count here.
+		p.limits, p.rows = limits, rows
+		return Allowance{}, nil
+	}
 	var (
 		allowed Allowance
 		counted bool // allowed is the limits' decision already
@@ -335,13 +344,54 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 	}
 	if !allowed.OK {
 		e.uncountSent(ctx, p, now)
-		what := e.protection.sendLimitTable()[rows[allowed.Refused]].what
-		e.refused(limitReason(what), now)
-		err := rateLimited(what, allowed.RetryAfter)
-		e.emit(ctx, Event{Type: EventRateLimited, FlowID: flowID, Time: now, ErrorCode: err.Code, Reason: what})
-		return Allowance{}, err
+		return Allowance{}, e.sendLimited(ctx, p, rows[allowed.Refused], allowed.RetryAfter, now)
 	}
 	return allowed, nil
+}
+
+// storeCountable reports whether limits are some, each of which a Count's
+// Limit can state.
+func storeCountable(limits []Limit) bool {
+	return len(limits) > 0 && !slices.ContainsFunc(limits, func(l Limit) bool { return l.Rate.Limit <= 0 })
+}
+
+// allowDeferred counts the limits admitSend left to the write that
+// stores the verification (p.limits) with the Limiter, for a Send answered
+// without one (a reused verification's resend). The Allowance is given
+// back if nothing goes out.
+func (e *Engine) allowDeferred(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
+	if p.limits == nil {
+		return Allowance{}, nil
+	}
+	allowed, err := e.limiter.Allow(ctx, now, p.limits)
+	if err != nil {
+		return Allowance{}, storeErr(ctx, "rate limit", err)
+	}
+	if !allowed.OK {
+		return Allowance{}, e.sendLimited(ctx, p, p.rows[allowed.Refused], allowed.RetryAfter, now)
+	}
+	return allowed, nil
+}
+
+// limitCounts are the Counts that decide and count limits at now as a
+// StoreLimiter's Allow does, in the order of limits (countable ones).
+func limitCounts(now time.Time, limits []Limit) []Count {
+	takes, _ := storeTakes(now, limits, 1)
+	counts := make([]Count, len(takes))
+	for i, t := range takes {
+		counts[i] = Count{Key: t.Key, Delta: t.Delta, ExpiresAt: t.ExpiresAt, Limit: t.Max}
+	}
+	return counts
+}
+
+// sendLimited records and answers a Send refused by the limit of the send
+// limit table's row.
+func (e *Engine) sendLimited(ctx context.Context, p *sendPlan, row uint8, retryAfter time.Duration, now time.Time) error {
+	what := e.protection.sendLimitTable()[row].what
+	e.refused(limitReason(what), now)
+	err := rateLimited(what, retryAfter)
+	e.emit(ctx, Event{Type: EventRateLimited, FlowID: p.flow.ID, Time: now, ErrorCode: err.Code, Reason: what})
+	return err
 }
 
 // refund gives back what an Allowance counted, for a request refused

@@ -824,3 +824,87 @@ func TestConversionCountedOnce(t *testing.T) {
 		assert.Equal(t, int64(1), counter(t, h.store, "conv:sent:", h.clock.Now()), "counted once, when it was stored")
 	})
 }
+
+// takingStore is memstore counting its Take calls.
+type takingStore struct {
+	*memstore.Store
+	takes atomic.Int64
+}
+
+func (s *takingStore) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	s.takes.Add(1)
+	return s.Store.Take(ctx, now, takes)
+}
+
+// TestSendLimitsInTheStoresWrite: with the counters in a CountingStore and
+// the rate limits in a StoreLimiter on them (instances sharing one
+// database), a Send's limits are decided and counted by the write that
+// stores its verification, with its prefix block and conversion count: no
+// Take of their own. A Send over a limit stores and counts nothing and
+// answers E918 with the time to the window's end; a blocked prefix
+// answers E922 even over a limit; a Send that reuses an open verification
+// counts its limits apart, and is refused by them.
+func TestSendLimitsInTheStoresWrite(t *testing.T) {
+	p := verify.NoProtection()
+	p.RecipientSends = verify.Rate{Limit: 2, Per: time.Hour}
+	p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 100, Threshold: 0.2, BlockFor: time.Hour}
+	h := newHarness(t)
+	st := &takingStore{Store: memstore.New()}
+	eng := h.engineOn(st, verify.WithProtection(p), verify.WithLimiter(verify.NewStoreLimiter(st)))
+	flow, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "allow", Steps: []verify.Step{{Channel: "sms"}}, Default: true, Duplicates: verify.DuplicateAllow})
+	require.NoError(t, err)
+	ana := verify.Recipient{Phone: "+4791234567"}
+	sent := func() int64 {
+		cs, err := st.ListCounters(h.ctx, "conv:sent:", h.clock.Now(), "", 10)
+		require.NoError(t, err)
+		var n int64
+		for _, c := range cs {
+			n += c.Value
+		}
+		return n
+	}
+	stored := func() int {
+		page, err := eng.List(h.ctx, verify.Query{})
+		require.NoError(t, err)
+		return len(page.Verifications)
+	}
+	for range 2 {
+		_, err := eng.Send(h.ctx, verify.SendRequest{FlowID: flow.ID, To: ana})
+		require.NoError(t, err)
+	}
+	assert.Zero(t, st.takes.Load(), "the limits were counted by the writes that stored the verifications")
+	h.clock.Add(time.Minute)
+	_, err = eng.Send(h.ctx, verify.SendRequest{FlowID: flow.ID, To: ana})
+	e := requireCode(t, err, verify.ErrRateLimited)
+	windowEnd := start.Truncate(time.Hour).Add(time.Hour)
+	assert.Equal(t, windowEnd.Sub(h.clock.Now()), e.RetryAfter, "until the limit's window ends")
+	assert.Equal(t, 2, stored(), "a refused Send stores nothing")
+	assert.Equal(t, int64(2), sent(), "and counts no send")
+	assert.Zero(t, st.takes.Load(), "nor gives anything back")
+
+	// A blocked prefix is E922, over a limit or not.
+	_, err = st.Take(h.ctx, h.clock.Now(), []verify.Take{{Key: "block:prefix:+479123", Delta: 1, Max: verify.NoLimit, ExpiresAt: h.clock.Now().Add(time.Hour)}})
+	require.NoError(t, err)
+	_, err = eng.Send(h.ctx, verify.SendRequest{FlowID: flow.ID, To: ana})
+	requireCode(t, err, verify.ErrBlocked)
+	_, err = eng.Send(h.ctx, verify.SendRequest{FlowID: flow.ID, To: verify.Recipient{Phone: "+4791234000"}})
+	requireCode(t, err, verify.ErrBlocked)
+
+	// Under reuse, a Send that resends the open verification counts its
+	// limits with the Limiter.
+	reuse, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "reuse", Steps: []verify.Step{{Channel: "sms"}}, Duplicates: verify.DuplicateReuse})
+	require.NoError(t, err)
+	bob := verify.Recipient{Phone: "+4792234567"}
+	first, err := eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: bob})
+	require.NoError(t, err)
+	takes := st.takes.Load()
+	again, err := eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: bob})
+	require.NoError(t, err)
+	assert.Equal(t, first.ID, again.ID, "reused")
+	assert.Equal(t, takes+1, st.takes.Load(), "the resend's limits are one Take")
+	_, err = eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: bob})
+	requireCode(t, err, verify.ErrRateLimited)
+	got, err := eng.Get(h.ctx, first.ID)
+	require.NoError(t, err)
+	assert.Len(t, got.Deliveries, 2, "the refused Send resent nothing")
+}

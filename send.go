@@ -29,8 +29,10 @@ import (
 // block (E922, with RetryAfter when the block has an end) and the rate
 // limits (E918, with RetryAfter). On a Store that keeps the counters and
 // is a CountingStore the block is checked by the write that stores the
-// verification, after the limits, so a Send both blocked and limited gets
-// E918. The limits are decided and counted all or nothing, and given back
+// verification: after limits counted in the process (a LocalLimiter), so
+// a Send both blocked and limited gets E918; with a StoreLimiter on the
+// Store, the same write decides and counts the limits too, after the
+// block. The limits are decided and counted all or nothing, and given back
 // when the Send is refused afterwards, so a refused Send spends nothing.
 //
 // When the recipient has an open verification on the flow, its Duplicates
@@ -106,6 +108,11 @@ type sendPlan struct {
 	// sent is the conversion monitor's count of codes sent to the prefix,
 	// once this Send is counted (see countSent); 0 until then.
 	sent int64
+	// limits, when admitSend left them to the write that stores the
+	// verification (see create), are the send limits, and rows their rows
+	// in the send limit table.
+	limits []Limit
+	rows   [6]uint8
 }
 
 // resolveSend is Send's first stage: the flow, and every check of the
@@ -236,7 +243,7 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 				return rec, "", nil, answer{v: v, err: err, done: true}, nil
 			}
 		}
-		if errors.Is(err, ErrBlocked) { // nothing stored
+		if errors.Is(err, ErrBlocked) || errors.Is(err, ErrRateLimited) { // nothing stored
 			return rec, "", nil, ans, err
 		}
 		if !errors.Is(err, ErrOpenExists) {
@@ -261,26 +268,44 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 
 // create stores rec with its pending steps. When the Store can count in
 // the same step, that step also checks the prefix's block (admitSend left
-// it to this one) and counts the send for the conversion monitor; a block
-// is answered as admitSend answers it.
+// it to this one), counts the send for the conversion monitor and, with a
+// StoreLimiter on the Store's counters, decides and counts the send
+// limits (p.limits); a refusal is answered as admitSend answers it.
 func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord, pending []PendingStep) error {
-	if e.counting != nil {
-		if cnt, ok := e.sentCount(p.attempt.Prefix, rec.CreatedAt); ok {
-			counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, blockGuard(p.attempt.Prefix), []Count{cnt})
-			var refused *RefusedError
-			switch {
-			case errors.As(err, &refused):
-				return e.prefixBlocked(ctx, p.attempt, refused.Counter, rec.CreatedAt)
-			case err != nil:
-				return err
-			case len(counters) != 1:
-				return fmt.Errorf("the store returned %d counters for 1 count", len(counters))
-			}
-			p.sent = max(counters[0].Value, 1)
-			return nil
-		}
+	if e.counting == nil {
+		return e.store.CreateVerification(ctx, rec, pending)
 	}
-	return e.store.CreateVerification(ctx, rec, pending)
+	var (
+		guard  Guard
+		counts []Count
+	)
+	cnt, conv := e.sentCount(p.attempt.Prefix, rec.CreatedAt)
+	if conv {
+		guard, counts = blockGuard(p.attempt.Prefix), []Count{cnt}
+	}
+	limitsFrom := len(counts)
+	if p.limits != nil {
+		counts = append(counts, limitCounts(rec.CreatedAt, p.limits)...)
+	}
+	if len(counts) == 0 {
+		return e.store.CreateVerification(ctx, rec, pending)
+	}
+	counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, guard, counts)
+	var refused *RefusedError
+	switch {
+	case errors.As(err, &refused) && refused.Count < 0:
+		return e.prefixBlocked(ctx, p.attempt, refused.Counter, rec.CreatedAt)
+	case errors.As(err, &refused) && refused.Count >= limitsFrom && refused.Count < len(counts):
+		return e.sendLimited(ctx, p, p.rows[refused.Count-limitsFrom], refused.RetryAfter, rec.CreatedAt)
+	case err != nil:
+		return err
+	case len(counters) != len(counts):
+		return fmt.Errorf("the store returned %d counters for %d counts", len(counters), len(counts))
+	}
+	if conv {
+		p.sent = max(counters[0].Value, 1)
+	}
+	return nil
 }
 
 // release gives up this call's claim on the first group of steps of a
@@ -368,6 +393,10 @@ func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (ans
 	for _, o := range open {
 		live := now.Before(o.ExpiresAt)
 		if live && p.flow.Duplicates == DuplicateReuse && e.sameShape(o, p) {
+			allowed, err := e.allowDeferred(ctx, p, now)
+			if err != nil {
+				return answer{err: err, done: true}, nil
+			}
 			v, err := e.resend(ctx, o.ID, false)
 			if err != nil && v.Status != "" && !v.Status.Open() {
 				// It ended meanwhile (verified, canceled, ...): make room
@@ -377,6 +406,9 @@ func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (ans
 			// Refused by the resend's cooldown or MaxSends, nothing went
 			// out: the caller gives back this request's limits.
 			sent := err == nil || codeOf(err) == ErrDeliveryFailed.Code
+			if !sent {
+				e.refund(ctx, allowed)
+			}
 			return answer{v: v, err: err, done: true, sent: sent}, nil
 		}
 		status := StatusCanceled

@@ -65,6 +65,54 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 	return res, nil
 }
 
+// lockCounters locks the shards of keys in ascending order, as Take does,
+// and returns what unlocks them.
+func (s *Store) lockCounters(keys []string) (unlock func()) {
+	var buf [8]int
+	order := buf[:0]
+	for _, k := range keys {
+		order = append(order, shardIndex(k))
+	}
+	slices.Sort(order)
+	order = slices.Compact(order)
+	for _, i := range order {
+		s.counters[i].mu.Lock()
+	}
+	return func() {
+		for _, i := range order {
+			s.counters[i].mu.Unlock()
+		}
+	}
+}
+
+// lockedCounter is counter for a caller that holds key's shard lock.
+func (s *Store) lockedCounter(key string, now time.Time) verify.Counter {
+	c, ok := s.counters[shardIndex(key)].m[key]
+	if !ok || !now.Before(c.ExpiresAt) {
+		return verify.Counter{}
+	}
+	return c
+}
+
+// decideCreate decides a CreateVerificationCounting at now, under the
+// locks of the guard's and the counts' shards: the counters after the
+// counts, or the refusal of the guard or of a count's Limit.
+func (s *Store) decideCreate(guard verify.Guard, counts []verify.Count, now time.Time) ([]verify.Counter, error) {
+	if guard.Key != "" {
+		if c := s.lockedCounter(guard.Key, now); guard.Refuses(c, now) {
+			return nil, guard.Refusal(c)
+		}
+	}
+	if len(counts) == 0 {
+		return nil, nil
+	}
+	current := make([]verify.Counter, len(counts))
+	for i, c := range counts {
+		current[i] = s.lockedCounter(c.Key, now)
+	}
+	return verify.ApplyCounts(current, counts, now)
+}
+
 // applyCounts applies counts at now, which name distinct counters, and
 // returns the counters after them. It locks the counters' shards as Take
 // does; a caller may hold a verification's shard lock.

@@ -45,23 +45,38 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	}
 	sh := s.shard(v.ID)
 	sh.mu.Lock()
-	if guard.Key != "" {
-		if c := s.counter(guard.Key, v.CreatedAt); guard.Refuses(c, v.CreatedAt) {
-			sh.mu.Unlock()
-			return nil, &verify.RefusedError{Guard: guard, Counter: c}
+	// The guard's and the counts' counters stay locked until the counts
+	// are applied, so that what decided them is what they count on.
+	unlock := func() {}
+	var (
+		counters []verify.Counter
+		err      error
+	)
+	if guard.Key != "" || len(counts) > 0 {
+		keys := make([]string, 0, len(counts)+1)
+		if guard.Key != "" {
+			keys = append(keys, guard.Key)
 		}
+		for _, c := range counts {
+			keys = append(keys, c.Key)
+		}
+		unlock = s.lockCounters(keys)
+		counters, err = s.decideCreate(guard, counts, v.CreatedAt)
 	}
-	if sh.has(v.ID) {
-		sh.mu.Unlock()
-		return nil, errExists("verification", v.ID)
+	if err == nil && sh.has(v.ID) {
+		err = errExists("verification", v.ID)
 	}
-	if err := s.claim(&v); err != nil {
+	if err == nil {
+		err = s.claim(&v)
+	}
+	if err != nil {
+		unlock()
 		sh.mu.Unlock()
 		return nil, err
 	}
 	// Once stored, v is the shard's to change (another caller may end it
 	// at once): what the heaps need is read now.
-	open, id, expiresAt, endedAt, createdAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt, v.CreatedAt
+	open, id, expiresAt, endedAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt
 	if open {
 		sh.recs[v.ID] = &v
 	} else {
@@ -73,10 +88,10 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 		s.putStep(p)
 	}
 	s.stepsMu.Unlock()
-	var counters []verify.Counter
-	if len(counts) > 0 {
-		counters = s.applyCounts(counts, createdAt)
+	for i, c := range counts {
+		s.counters[shardIndex(c.Key)].m[c.Key] = counters[i]
 	}
+	unlock()
 	sh.mu.Unlock()
 	if open {
 		s.expiryMu.Lock()
@@ -113,7 +128,7 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 // AttemptCounting implements verify.CountingStore: the counts are applied
 // under the lock of the verification's shard, with the attempt.
 func (s *Store) AttemptCounting(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
-	if err := verify.CheckCounts(onVerified); err != nil {
+	if err := verify.CheckAttemptCounts(onVerified); err != nil {
 		return verify.VerificationRecord{}, false, fmt.Errorf("memstore: %w", err)
 	}
 	return s.attempt(ctx, id, hashes, now, onVerified)
@@ -159,7 +174,7 @@ func (s *Store) attemptLocked(r *verify.VerificationRecord, right bool, now time
 // under the lock of the verification's shard, and the attempt counted
 // under the same.
 func (s *Store) AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, guard verify.Guard, onVerified []verify.Count) (verify.VerificationRecord, bool, verify.Counter, error) {
-	if err := verify.CheckCounts(onVerified); err != nil {
+	if err := verify.CheckAttemptCounts(onVerified); err != nil {
 		return verify.VerificationRecord{}, false, verify.Counter{}, fmt.Errorf("memstore: %w", err)
 	}
 	if err := ctxErr(ctx); err != nil {

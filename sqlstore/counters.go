@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -253,27 +254,56 @@ func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, 
 // BEGIN with the lock statement, then the write-back with COMMIT (or
 // ROLLBACK alone).
 func (s *Store) pgLocked(ctx context.Context, keys []string, now time.Time, decide func(cur map[string]verify.Counter) (string, []any)) error {
+	return s.pgLockedRead(ctx, keys, nil, now, func(cur, _ map[string]verify.Counter) (string, []any) { return decide(cur) }, nil)
+}
+
+// pgLockedRead is pgLocked that also reads, without locking, the counters
+// named by read (as they are when the lock statement has run), for
+// decide, and hands the rows of the write decide returns to scan (nil for
+// a write that returns none), which runs after pgProbesOnly.
+func (s *Store) pgLockedRead(ctx context.Context, keys, read []string, now time.Time,
+	decide func(locked, read map[string]verify.Counter) (string, []any), scan func(pgx.Rows) error) error {
 	return s.withPgx(ctx, func(c *pgx.Conn) error {
 		var begin pgx.Batch
 		begin.Queue(`BEGIN`)
 		begin.Queue(pgTakeQueries.lock, keys, s.tv(now))
+		if read != nil {
+			begin.Queue(pgTakeQueries.read, read)
+		}
 		br := c.SendBatch(ctx, &begin)
 		_, err := br.Exec()
-		var cur map[string]verify.Counter
+		var cur, got map[string]verify.Counter
 		if err == nil {
 			cur, err = pgxCounters(br.Query())
+		}
+		if err == nil && read != nil {
+			got, err = pgxCounters(br.Query())
 		}
 		if err := errors.Join(err, br.Close()); err != nil {
 			return pgRollback(ctx, c, err)
 		}
-		query, args := decide(cur)
+		query, args := decide(cur, got)
 		if query == "" { // refused, or nothing to write
 			return pgRollback(ctx, c, nil)
 		}
 		var commit pgx.Batch
+		if scan != nil {
+			commit.Queue(pgProbesOnly)
+		}
 		commit.Queue(query, args...)
 		commit.Queue(`COMMIT`)
-		if err := c.SendBatch(ctx, &commit).Close(); err != nil {
+		br = c.SendBatch(ctx, &commit)
+		if scan != nil {
+			if _, err = br.Exec(); err == nil {
+				var rows pgx.Rows
+				if rows, err = br.Query(); err == nil {
+					err = scan(rows)
+					rows.Close()
+					err = cmp.Or(err, rows.Err())
+				}
+			}
+		}
+		if err := errors.Join(err, br.Close()); err != nil {
 			// A failed write-back skips the COMMIT queued after it and
 			// leaves the transaction open, aborted.
 			return pgRollback(ctx, c, err)

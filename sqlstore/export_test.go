@@ -159,6 +159,11 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 	for i := range guarded {
 		guarded[i].guard = verify.Guard{Key: "block:+4740" + strconv.Itoa(i), Max: 1}
 	}
+	limitedVs := slices.Clone(vs)
+	for i := range limitedVs {
+		limitedVs[i].counts = []verify.Count{{Key: "conv:sent:+4740:" + limitedVs[i].v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour)},
+			{Key: "rate:+4740:" + limitedVs[i].v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour), Limit: 5}}
+	}
 	args := func(a []any, _ bool) []any { return a }
 	return map[string]ReportQuery{
 		"create":   {pgCreateBatch, create},
@@ -168,6 +173,9 @@ func (s *Store) BatchQueries(ids []string, now time.Time) (map[string]ReportQuer
 		"create_counting": {pgCreateBatchCounting, append(append(create, args(countArgs(vs, func(nv newVerification) (string, time.Time, []verify.Count) {
 			return nv.v.ID, nv.v.CreatedAt, []verify.Count{{Key: "conv:sent:+4740:" + nv.v.ID, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
 		}))...), guardArgs(guarded)...)},
+		"create_limited": {pgCreateBatchLimited, append(append(append(create, args(countArgs(limitedVs, func(nv newVerification) (string, time.Time, []verify.Count) {
+			return nv.v.ID, nv.v.CreatedAt, nv.counts
+		}))...), guardArgs(guarded)...), limitArgs(limitedVs))},
 		"right": {pgRightBatch, rightArgs(rights)},
 		"right_counting": {pgRightBatchCounting, append(rightArgs(rights), args(countArgs(rights, func(r rightReq) (string, time.Time, []verify.Count) {
 			return r.id, r.now, []verify.Count{{Key: "conv:ok:+4740:" + r.id, Delta: 1, ExpiresAt: now.Add(time.Hour)}}
@@ -300,6 +308,15 @@ func (b *Batched) Takes(ctx context.Context, nows []time.Time, takes [][]verify.
 		rs[i] = takeReq{keys, ts, nows[i]}
 	}
 	return runBatch(ctx, b.s.takeBatch, rs)
+}
+
+// LockedCreates returns how many batched creations with Limits were
+// decided under the counters' locks.
+func (s *Store) LockedCreates() int64 {
+	if s.pgBatches == nil {
+		return 0
+	}
+	return s.pgBatches.locked.Load()
 }
 
 // RunAlone returns how many batched statements failed and had their calls

@@ -20,7 +20,7 @@ import (
 // code's Check is then one Store call, and a refused Check one call
 // whatever its code.
 func (s *Store) AttemptRight(ctx context.Context, id string, hashes [][]byte, now time.Time, guard verify.Guard, onVerified []verify.Count) (verify.VerificationRecord, bool, verify.Counter, error) {
-	if err := verify.CheckCounts(onVerified); err != nil {
+	if err := verify.CheckAttemptCounts(onVerified); err != nil {
 		return verify.VerificationRecord{}, false, verify.Counter{}, wrap("attempt", err)
 	}
 	if s.pgBatches != nil {

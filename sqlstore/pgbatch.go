@@ -41,7 +41,18 @@ type pgBatches struct {
 	// alone counts the batched statements that failed and were run again
 	// one call at a time, for tests.
 	alone atomic.Int64
+	// locking is how many more batched creations with Limits go straight
+	// to createLockedBatch, after one whose single statement found a Limit
+	// passed (see createBatch); locked counts those that did, for tests.
+	locking, locked atomic.Int64
 }
+
+// lockingAfterRefusal is how many batched creations with Limits go
+// straight to the locking transaction after a batch whose single
+// statement found a Limit passed: under a flood that the limits refuse,
+// most batches hold a refusal, and trying the single statement first
+// would only add a statement to each.
+const lockingAfterRefusal = 64
 
 func newPGBatches(s *Store) *pgBatches {
 	b := &pgBatches{}
@@ -229,18 +240,75 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 	}
 	// With counts or guards, the statement that applies them: a guarded
 	// verification whose guard refuses is not stored, and runs again
-	// alone, which answers the refusal.
+	// alone, which answers the refusal. With Limits, the statement that
+	// also fails if a counter ends past the least Limit a count on it
+	// has: when it does not, no call passed its Limit in any order of
+	// the batch, and every call is answered as the counting statement
+	// answers it; when it does, the batch is decided again under the
+	// counters' locks (createLockedBatch), call by call.
 	query, counting := pgCreateBatch, false
-	if slices.ContainsFunc(reqs, func(nv newVerification) bool { return len(nv.counts) > 0 || nv.guard.Key != "" }) {
+	limits := slices.ContainsFunc(reqs, func(nv newVerification) bool { return limited(nv.counts) })
+	switch {
+	case limits && s.pgBatches.locking.Load() > 0:
+		s.pgBatches.locking.Add(-1)
+		s.createLockedBatch(ctx, batch, one)
+		return
+	case limits:
+		query, counting = pgCreateBatchLimited, true
+		args = append(append(args, createCountArgs(reqs)...), limitArgs(reqs))
+	case slices.ContainsFunc(reqs, func(nv newVerification) bool { return len(nv.counts) > 0 || nv.guard.Key != "" }):
 		query, counting = pgCreateBatchCounting, true
-		c, _ := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
-			return nv.v.ID, nv.v.CreatedAt, nv.counts
-		})
-		args = append(append(args, c...), guardArgs(reqs)...)
+		args = append(args, createCountArgs(reqs)...)
 	}
-	stored := make(map[string]bool, len(batch))
-	final := make(map[string]verify.Counter)
-	err = s.pgBatch(ctx, query, args, func(rows pgx.Rows) error {
+	var created createdRows
+	err = s.pgBatch(ctx, query, args, created.scan(counting))
+	if pe := (*pgconn.PgError)(nil); limits && errors.As(err, &pe) && pe.Code == pgDivisionByZero {
+		s.pgBatches.locking.Store(lockingAfterRefusal)
+		s.createLockedBatch(ctx, batch, one)
+		return
+	}
+	if failed(s, ctx, batch, err, "create verification", one) {
+		return
+	}
+	created.answer(ctx, batch, one)
+}
+
+// pgDivisionByZero is the SQLSTATE of pgCreateBatchLimited's failure when
+// a counter passes a Limit.
+const pgDivisionByZero = "22012"
+
+// limitArgs is pgCreateBatchLimited's last argument: the Limit of each
+// count, in countArgs' order (0 for none).
+func limitArgs(reqs []newVerification) []int64 {
+	var limits []int64
+	for _, nv := range reqs {
+		for _, c := range nv.counts {
+			limits = append(limits, c.Limit)
+		}
+	}
+	return limits
+}
+
+// createCountArgs are pgCreateBatchCounting's arguments beyond
+// pgCreateBatch's: the counts and the guards.
+func createCountArgs(reqs []newVerification) []any {
+	c, _ := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
+		return nv.v.ID, nv.v.CreatedAt, nv.counts
+	})
+	return append(c, guardArgs(reqs)...)
+}
+
+// createdRows is what a batched creation's statement returned: the IDs
+// it stored, and (counting) each counter after the batch's counts.
+type createdRows struct {
+	stored map[string]bool
+	final  map[string]verify.Counter
+}
+
+// scan reads the statement's rows.
+func (cr *createdRows) scan(counting bool) func(rows pgx.Rows) error {
+	cr.stored, cr.final = make(map[string]bool), make(map[string]verify.Counter)
+	return func(rows pgx.Rows) error {
 		for rows.Next() {
 			var (
 				id string
@@ -254,31 +322,30 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 				return err
 			}
 			if c.counter {
-				final[id] = c.Counter()
+				cr.final[id] = c.Counter()
 			} else {
-				stored[id] = true
+				cr.stored[id] = true
 			}
 		}
 		return nil
-	})
-	if failed(s, ctx, batch, err, "create verification", one) {
-		return
 	}
-	// Each caller's counters are the statement's final ones less what the
-	// stored calls after it in the batch added: the values a serial run in
-	// batch order gives.
+}
+
+// answer answers the calls of batch the statement ran: each stored one
+// with its counters, the final ones less what the stored calls after it
+// in the batch added (the values a serial run in batch order gives); each
+// one it did not store runs again alone, which answers why.
+func (cr *createdRows) answer(ctx context.Context, batch []*combine.Call[newVerification, []verify.Counter],
+	one func(context.Context, newVerification) ([]verify.Counter, error)) {
 	later := make(map[string]int64)
 	for i := len(batch) - 1; i >= 0; i-- {
 		cl := batch[i]
-		if !stored[cl.Req.v.ID] {
-			continue
-		}
-		if len(cl.Req.counts) == 0 {
+		if !cr.stored[cl.Req.v.ID] || len(cl.Req.counts) == 0 {
 			continue
 		}
 		res := make([]verify.Counter, len(cl.Req.counts))
 		for j, cnt := range cl.Req.counts {
-			c := final[cnt.Key]
+			c := cr.final[cnt.Key]
 			c.Value -= later[cnt.Key]
 			c.UpdatedAt = asStored(cl.Req.v.CreatedAt)
 			res[j] = c
@@ -287,8 +354,87 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 		cl.Res = res
 	}
 	for _, cl := range batch {
-		if !stored[cl.Req.v.ID] {
+		if !cr.stored[cl.Req.v.ID] {
 			cl.Res, cl.Err = one(ctx, cl.Req)
+		}
+	}
+}
+
+// createLockedBatch is createBatch for a batch with counts that have a
+// Limit, one of which the batch passes, in one transaction (pgLockedRead): it locks the counters of
+// the batch's counts (in the order of their names, as Take's batches do,
+// so that the statement's counts take no lock out of that order) and
+// reads the guards' counters; decides each call in batch
+// order, on the counters as the calls before it left them, as
+// CreateVerificationCounting does (a refused call changes nothing and is
+// answered its *verify.RefusedError); and stores the calls it allowed with
+// pgCreateBatchCounting, whose counts write the locked counters. A call
+// allowed but not stored (a clash, or a guard set meanwhile) counted
+// nothing, and a serial run might then have allowed a call after it that
+// a Limit refused: so if any allowed call was not stored, those refused
+// calls run again alone, as the calls not stored do.
+func (s *Store) createLockedBatch(ctx context.Context, batch []*combine.Call[newVerification, []verify.Counter],
+	one func(context.Context, newVerification) ([]verify.Counter, error)) {
+	var keys, guards []string
+	oldest := batch[0].Req.v.CreatedAt
+	for _, cl := range batch {
+		keys = countKeys(keys, cl.Req.counts)
+		if cl.Req.guard.Key != "" {
+			guards = append(guards, cl.Req.guard.Key)
+		}
+		if cl.Req.v.CreatedAt.Before(oldest) {
+			oldest = cl.Req.v.CreatedAt
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	s.pgBatches.locked.Add(1)
+	var (
+		allowed, limited []*combine.Call[newVerification, []verify.Counter]
+		created          createdRows
+	)
+	err := s.pgLockedRead(ctx, keys, guards, oldest, func(cur, guarded map[string]verify.Counter) (string, []any) {
+		allowed, limited = allowed[:0], limited[:0]
+		for _, cl := range batch {
+			nv := cl.Req
+			cl.Res, cl.Err = nil, nil
+			if g := guarded[nv.guard.Key]; nv.guard.Key != "" && g.ExpiresAt.After(nv.v.CreatedAt) && nv.guard.Refuses(g, nv.v.CreatedAt) {
+				cl.Err = nv.guard.Refusal(g)
+				continue
+			}
+			after, err := verify.ApplyCounts(orderedCounts(cur, nv.counts), nv.counts, nv.v.CreatedAt)
+			if err != nil {
+				cl.Err = err
+				limited = append(limited, cl)
+				continue
+			}
+			for i, c := range nv.counts {
+				if c.Limit > 0 {
+					cur[c.Key] = after[i]
+				}
+			}
+			allowed = append(allowed, cl)
+		}
+		if len(allowed) == 0 {
+			return "", nil
+		}
+		reqs := combine.Reqs(allowed)
+		args, err := createArgs(reqs) // encoded for the whole batch already
+		if err != nil {
+			return "", nil
+		}
+		return pgCreateBatchCounting, append(args, createCountArgs(reqs)...)
+	}, created.scan(true))
+	if failed(s, ctx, batch, err, "create verification", one) {
+		return
+	}
+	created.answer(ctx, allowed, one)
+	for _, cl := range allowed {
+		if !created.stored[cl.Req.v.ID] {
+			for _, l := range limited {
+				l.Res, l.Err = one(ctx, l.Req)
+			}
+			return
 		}
 	}
 }
@@ -435,9 +581,14 @@ func createArgs(vs []newVerification) ([]any, error) {
 // counter its guard names ($39, NULL for none) holds less than Max ($40)
 // and its NotBefore has passed at its CreatedAt. Its rows are the stored
 // IDs, with false and NULLs, then the counters, with true.
-var pgCreateBatch, pgCreateBatchCounting = createBatchSQL(false), createBatchSQL(true)
+//
+// pgCreateBatchLimited is pgCreateBatchCounting with the Limit of each
+// count ($41, 0 for none): it fails with a division by zero, storing and
+// counting nothing, if a counter ends past the least Limit of the counts
+// of the stored verifications on it.
+var pgCreateBatch, pgCreateBatchCounting, pgCreateBatchLimited = createBatchSQL(false, false), createBatchSQL(true, false), createBatchSQL(true, true)
 
-func createBatchSQL(counting bool) string {
+func createBatchSQL(counting, limits bool) string {
 	guard, counts := "", ""
 	final := `SELECT id FROM v`
 	if counting {
@@ -449,6 +600,14 @@ func createBatchSQL(counting bool) string {
 ` + pgCounts(34, `SELECT id FROM v`)
 		final = `SELECT id, FALSE, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz FROM v
 UNION ALL SELECT name, TRUE, value, updated_at, expires_at, not_before FROM k`
+	}
+	if limits {
+		// The division is by a value of each row, so that the planner
+		// cannot fold it into a constant, and fail every statement.
+		final = `SELECT id, FALSE, NULL::bigint, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz FROM v
+UNION ALL SELECT k.name, TRUE, k.value / CASE WHEN k.value > l.lim THEN 0 ELSE 1 END, k.updated_at, k.expires_at, k.not_before
+	FROM k LEFT JOIN (SELECT n.name, min(n.lim) AS lim FROM unnest($34::text[], $35::text[], $41::bigint[]) AS n(vid, name, lim)
+		WHERE n.lim > 0 AND n.vid IN (SELECT id FROM v) GROUP BY n.name) AS l ON l.name = k.name`
 	}
 	return `WITH v AS (INSERT INTO verifications (` + verificationCols + `)
 	SELECT id, flow_id, foreign_id, status, to_phone, to_email, ip_address,

@@ -525,6 +525,90 @@ func TestBatchedCounts(t *testing.T) {
 	assert.Zero(t, st.RunAlone(), "the batches ran as batches")
 }
 
+// TestBatchedLimits: a batch of creations with Limits is decided as the
+// calls run one after another in batch order: a call a Limit refuses
+// stores and counts nothing; a guard is decided before the Limits; and
+// when a call allowed before another is not stored (its idempotency key
+// clashes), the call its count would have refused is decided again, and
+// stored.
+func TestBatchedLimits(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	keyed := batchRecord("stored-keyed", "+4741000001", nil)
+	keyed.IdempotencyKey = "k2"
+	require.NoError(t, st.CreateVerification(ctx, keyed, nil))
+	expires := start.Add(time.Hour)
+	for _, tk := range []verify.Take{
+		{Key: "rate:r", Delta: 1, Max: verify.NoLimit, ExpiresAt: expires},
+		{Key: "rate:q", Delta: 1, Max: verify.NoLimit, ExpiresAt: expires},
+		{Key: "block:+47410", Delta: 1, Max: verify.NoLimit, ExpiresAt: expires},
+	} {
+		_, err := st.Take(ctx, start, []verify.Take{tk})
+		require.NoError(t, err)
+	}
+	limit := func(key string, max int64) verify.Count {
+		return verify.Count{Key: key, Delta: 1, ExpiresAt: expires, Limit: max}
+	}
+	conv := verify.Count{Key: "conv", Delta: 1, ExpiresAt: expires}
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	first, second, third := batchRecord("first", "+4741000002", hash), batchRecord("second", "+4741000003", hash), batchRecord("third", "+4741000004", hash)
+	clash := batchRecord("clash", "+4741000005", nil)
+	clash.IdempotencyKey = "k2"
+	both, fresh := batchRecord("both", "+4741000006", hash), batchRecord("fresh", "+4741000007", hash)
+	values := func(cs []verify.Counter) []int64 {
+		var v []int64
+		for _, c := range cs {
+			v = append(v, c.Value)
+		}
+		return v
+	}
+	// A batch that passes no Limit is one statement.
+	fits, alsoFits := batchRecord("fits", "+4741000008", hash), batchRecord("also-fits", "+4741000009", hash)
+	counters, errs := b.CreateCounting(ctx, []verify.VerificationRecord{fits, alsoFits}, [][]verify.PendingStep{nil, nil},
+		[]verify.Guard{{}, {}}, [][]verify.Count{{limit("rate:f", 2), conv}, {limit("rate:f", 2)}})
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	assert.Equal(t, []int64{1, 1}, values(counters[0]))
+	assert.Equal(t, []int64{2}, values(counters[1]))
+	assert.Zero(t, st.LockedCreates(), "no Limit was passed: one statement")
+	require.NoError(t, st.DeleteCounter(ctx, "conv"))
+
+	counters, errs = b.CreateCounting(ctx,
+		[]verify.VerificationRecord{first, clash, second, third, both, fresh},
+		[][]verify.PendingStep{nil, nil, nil, nil, nil, nil},
+		[]verify.Guard{{}, {}, {}, {}, {Key: "block:+47410", Max: 1}, {Key: "block:+47411", Max: 1}},
+		[][]verify.Count{{conv, limit("rate:r", 3)}, {limit("rate:r", 3)}, {conv, limit("rate:r", 3)}, {conv, limit("rate:r", 3)},
+			{limit("rate:q", 1)}, {limit("rate:q2", 1)}})
+	assert.Equal(t, int64(1), st.LockedCreates(), "a Limit was passed: decided under the counters' locks")
+	require.NoError(t, errs[0])
+	assert.Equal(t, []int64{1, 2}, values(counters[0]), "the first call, as if alone")
+	assert.ErrorIs(t, errs[1], verify.ErrDuplicate, "the clash")
+	require.NoError(t, errs[2], "the clash counted nothing, so the second call fits")
+	assert.Equal(t, []int64{2, 3}, values(counters[2]))
+	var refused *verify.RefusedError
+	require.ErrorAs(t, errs[3], &refused, "the third is over the Limit")
+	assert.Equal(t, 1, refused.Count)
+	assert.Equal(t, int64(3), refused.Counter.Value)
+	assert.Equal(t, time.Hour, refused.RetryAfter, "until the counter expires")
+	require.ErrorAs(t, errs[4], &refused, "blocked and over its Limit")
+	assert.Equal(t, -1, refused.Count, "the guard is decided first")
+	require.NoError(t, errs[5])
+	assert.Equal(t, []int64{1}, values(counters[5]))
+	for id, want := range map[string]bool{"first": true, "clash": false, "second": true, "third": false, "both": false, "fresh": true} {
+		_, err := st.GetVerification(ctx, id)
+		if want {
+			assert.NoError(t, err, id)
+		} else {
+			assert.ErrorIs(t, err, verify.ErrNotFound, id)
+		}
+	}
+	for key, want := range map[string]int64{"rate:r": 3, "rate:q": 1, "rate:q2": 1, "conv": 2} {
+		got, err := st.GetCounter(ctx, key, start)
+		require.NoError(t, err)
+		assert.Equal(t, want, got.Value, key)
+	}
+}
+
 // TestBatchedRights: one batch of AttemptRight calls holds every kind of
 // answer, each as the call alone gives it: refused by its guard (locked
 // out, or waiting), verified (with its counts), a wrong code, a matching

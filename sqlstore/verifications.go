@@ -69,8 +69,11 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 					return err
 				}
 				if guard.Refuses(c, v.CreatedAt) {
-					return &verify.RefusedError{Guard: guard, Counter: c}
+					return guard.Refusal(c)
 				}
+			}
+			if err := s.decideLimits(ctx, q, counts, v.CreatedAt); err != nil {
+				return err
 			}
 			if err := s.insertVerification(ctx, q, v, steps); err != nil {
 				return err
@@ -85,6 +88,53 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 		return counters, nil
 	}
 	return nil, s.createErr(v, s.insertVerification(ctx, nil, v, steps))
+}
+
+// decideLimits decides, in q's transaction, the counts when one of them
+// has a Limit: it locks the counters of all of them (as Take locks its
+// counters, in the order of their names, so that the counts' writes after
+// it take no lock out of that order) and returns the *verify.RefusedError
+// of the first count that refuses at now, or nil when none does.
+func (s *Store) decideLimits(ctx context.Context, q querier, counts []verify.Count, now time.Time) error {
+	if !limited(counts) {
+		return nil
+	}
+	keys := countKeys(nil, counts)
+	slices.Sort(keys)
+	var args []any
+	if s.pg() {
+		args = []any{keys, s.tv(now)}
+	} else {
+		args = append([]any{s.tv(now)}, stringArgs(keys)...)
+	}
+	cur, err := readCounters(ctx, q, s.takeQueries(len(keys)).lock, args...)
+	if err != nil {
+		return err
+	}
+	_, err = verify.ApplyCounts(orderedCounts(cur, counts), counts, now)
+	return err
+}
+
+// limited reports whether a count has a Limit.
+func limited(counts []verify.Count) bool {
+	return slices.ContainsFunc(counts, func(c verify.Count) bool { return c.Limit > 0 })
+}
+
+// countKeys appends the counts' counters to keys.
+func countKeys(keys []string, counts []verify.Count) []string {
+	for _, c := range counts {
+		keys = append(keys, c.Key)
+	}
+	return keys
+}
+
+// orderedCounts is ordered for counts.
+func orderedCounts(byName map[string]verify.Counter, counts []verify.Count) []verify.Counter {
+	out := make([]verify.Counter, len(counts))
+	for i, c := range counts {
+		out[i] = byName[c.Key]
+	}
+	return out
 }
 
 // insertVerification stores v and its steps: in q's transaction, or (q
@@ -435,7 +485,7 @@ func (s *Store) Attempt(ctx context.Context, id string, hashes [][]byte, now tim
 // in the transaction (on PostgreSQL under load, the statement) that counts
 // the attempt.
 func (s *Store) AttemptCounting(ctx context.Context, id string, hashes [][]byte, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool, error) {
-	if err := verify.CheckCounts(onVerified); err != nil {
+	if err := verify.CheckAttemptCounts(onVerified); err != nil {
 		return verify.VerificationRecord{}, false, wrap("attempt", err)
 	}
 	return s.attempt(ctx, id, hashes, now, onVerified)

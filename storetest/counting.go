@@ -31,6 +31,8 @@ var countingTests = []test[countingStore]{
 	{"CreateCountsConcurrent", testCreateCountsConcurrent},
 	{"CreateGuarded", testCreateGuarded},
 	{"CreateGuardedConcurrent", testCreateGuardedConcurrent},
+	{"CreateLimited", testCreateLimited},
+	{"CreateLimitedConcurrent", testCreateLimitedConcurrent},
 	{"AttemptCountsConcurrent", testAttemptCountsConcurrent},
 }
 
@@ -121,6 +123,7 @@ func testBadCountsChangeNothing(t *testing.T, s countingStore) {
 		"negative Delta": {{Key: "conv:bad", Delta: -1, ExpiresAt: at(time.Hour)}},
 		"no key":         {{Delta: 1, ExpiresAt: at(time.Hour)}},
 		"a key twice":    {{Key: "conv:bad", Delta: 1, ExpiresAt: at(time.Hour)}, {Key: "conv:bad", Delta: 1, ExpiresAt: at(time.Hour)}},
+		"negative Limit": {{Key: "conv:bad", Delta: 1, ExpiresAt: at(time.Hour), Limit: -1}},
 	}
 	for name, counts := range bad {
 		v := sampleVerification(3, time.Minute)
@@ -133,6 +136,15 @@ func testBadCountsChangeNothing(t *testing.T, s countingStore) {
 	for name, counts := range bad {
 		_, _, err := s.AttemptCounting(ctx(), v.ID, rightCode, at(time.Second), counts)
 		require.Error(t, err, name)
+	}
+	// An attempt's counts have no Limit: a code that verifies is never
+	// refused by what it counts.
+	limited := []verify.Count{{Key: "conv:bad", Delta: 1, ExpiresAt: at(time.Hour), Limit: 5}}
+	_, _, err := s.AttemptCounting(ctx(), v.ID, rightCode, at(time.Second), limited)
+	require.Error(t, err, "AttemptCounting with a Limit")
+	if g, ok := s.(verify.GuardedStore); ok {
+		_, _, _, err := g.AttemptRight(ctx(), v.ID, rightCode, at(time.Second), verify.Guard{}, limited)
+		require.Error(t, err, "AttemptRight with a Limit")
 	}
 	got := getVerification(t, s, v.ID)
 	assert.Equal(t, 0, got.Attempts, "refused attempts were not counted")
@@ -322,4 +334,131 @@ func testCreateGuardedConcurrent(t *testing.T, s countingStore) {
 	race()
 	assert.Equal(t, int64(32), stored.Load())
 	assert.Equal(t, int64(32), counter(t, s, "conv:sent:h", base).Value)
+}
+
+// A count with a Limit refuses the write that would take its counter past
+// it: nothing is stored and nothing counted (the other counts of the call
+// neither), and the *verify.RefusedError names the count, its counter as
+// read and the time until the counter expires. The guard is decided
+// first. A counter that has expired starts again; a count at the Limit
+// fits; a count never waits out a NotBefore.
+func testCreateLimited(t *testing.T, s countingStore) {
+	expires := at(time.Hour)
+	limit := verify.Count{Key: "rate:lim", Delta: 1, ExpiresAt: expires, Limit: 2}
+	conv := verify.Count{Key: "conv:sent:lim", Delta: 1, ExpiresAt: expires}
+	create := func(createdAt time.Time, guard verify.Guard, counts ...verify.Count) (verify.VerificationRecord, []verify.Counter, error) {
+		v := sampleVerification(3, time.Minute)
+		v.CreatedAt, v.ExpiresAt = createdAt, createdAt.Add(time.Minute)
+		got, err := s.CreateVerificationCounting(ctx(), v, steps(v), guard, counts)
+		return v, got, err
+	}
+	for want := int64(1); want <= 2; want++ {
+		_, got, err := create(base, verify.Guard{}, conv, limit)
+		require.NoError(t, err, "count %d of a Limit of 2", want)
+		assert.Equal(t, []int64{want, want}, []int64{got[0].Value, got[1].Value})
+	}
+	v, got, err := create(at(time.Minute), verify.Guard{}, conv, limit)
+	var refused *verify.RefusedError
+	require.ErrorAs(t, err, &refused, "a third count past the Limit")
+	assert.Nil(t, got)
+	assert.Equal(t, 1, refused.Count, "the count's index")
+	assert.Equal(t, int64(2), refused.Counter.Value, "its counter as read")
+	sameTime(t, expires, refused.Counter.ExpiresAt, "its counter's ExpiresAt")
+	assert.Equal(t, 59*time.Minute, refused.RetryAfter, "until the counter expires")
+	_, err = s.GetVerification(ctx(), v.ID)
+	requireNotFound(t, err, "nothing is stored")
+	assert.Equal(t, int64(2), counter(t, s, limit.Key, base).Value, "the limited counter is as it was")
+	assert.Equal(t, int64(2), counter(t, s, conv.Key, base).Value, "the call's other count is not applied")
+
+	// A Delta that would pass the Limit refuses, where one that reaches it
+	// does not.
+	big := verify.Count{Key: "rate:big", Delta: 3, ExpiresAt: expires, Limit: 4}
+	_, _, err = create(base, verify.Guard{}, big)
+	require.NoError(t, err)
+	_, _, err = create(base, verify.Guard{}, big)
+	require.ErrorAs(t, err, &refused, "3 + 3 > 4")
+	big.Delta = 1
+	_, got, err = create(base, verify.Guard{}, big)
+	require.NoError(t, err, "3 + 1 = 4")
+	assert.Equal(t, int64(4), got[0].Value)
+
+	// The guard first: a call that both refuse is the guard's refusal.
+	block := verify.Guard{Key: "block:+4714", Max: 1}
+	_, err = s.Take(ctx(), base, []verify.Take{{Key: block.Key, Delta: 1, Max: verify.NoLimit, ExpiresAt: expires}})
+	require.NoError(t, err)
+	_, _, err = create(base, block, limit)
+	require.ErrorAs(t, err, &refused)
+	assert.Equal(t, -1, refused.Count, "the guard refused")
+	assert.Equal(t, block, refused.Guard)
+
+	// Once the counter has expired, it starts again.
+	_, got, err = create(expires, verify.Guard{}, limit)
+	require.NoError(t, err, "an expired counter starts from zero")
+	assert.Equal(t, int64(1), got[0].Value)
+
+	// A Limit does not wait out a NotBefore a Take's Backoff set.
+	_, err = s.Take(ctx(), base, []verify.Take{{Key: "rate:wait", Delta: 1, Max: verify.NoLimit, ExpiresAt: expires,
+		Backoff: verify.Backoff{Base: time.Hour}}})
+	require.NoError(t, err)
+	_, got, err = create(base, verify.Guard{}, verify.Count{Key: "rate:wait", Delta: 1, ExpiresAt: expires, Limit: 5})
+	require.NoError(t, err, "below its Limit, before NotBefore")
+	assert.Equal(t, int64(2), got[0].Value)
+}
+
+// Racing creations under one Limit store exactly as many verifications as
+// the Limit allows, and count exactly those, while calls that are not
+// stored for another reason (an idempotency key already taken) leave
+// their place under the Limit to the others.
+func testCreateLimitedConcurrent(t *testing.T, s countingStore) {
+	const n, max = 32, 10
+	taken := sampleVerification(3, time.Minute)
+	taken.IdempotencyKey = "limited-" + newID()
+	create(t, s, taken, nil)
+	limit := verify.Count{Key: "rate:race", Delta: 1, ExpiresAt: at(time.Hour), Limit: max}
+	other := verify.Count{Key: "rate:race-other", Delta: 1, ExpiresAt: at(time.Hour), Limit: n}
+	conv := verify.Count{Key: "conv:sent:race-lim", Delta: 1, ExpiresAt: at(time.Hour)}
+	var stored, refused, clashed atomic.Int64
+	values := make([]int64, n)
+	released(n, func(i int) {
+		v := sampleVerification(3, time.Minute)
+		counts := []verify.Count{conv, limit}
+		if i%2 == 0 {
+			counts = []verify.Count{other, limit, conv}
+		}
+		if i%4 == 1 { // a quarter clash with the stored key
+			v.IdempotencyKey = taken.IdempotencyKey
+		}
+		got, err := s.CreateVerificationCounting(ctx(), v, steps(v), verify.Guard{}, counts)
+		var r *verify.RefusedError
+		switch {
+		case err == nil:
+			stored.Add(1)
+			values[i] = got[slices.IndexFunc(counts, func(c verify.Count) bool { return c.Key == limit.Key })].Value
+		case errors.As(err, &r):
+			refused.Add(1)
+			assert.Equal(t, limit.Key, counts[r.Count].Key, "only the Limit of %d refuses", max)
+		case errors.Is(err, verify.ErrDuplicate):
+			clashed.Add(1)
+		default:
+			t.Error(err)
+		}
+	})
+	// A clash decided after the Limit was reached is the Limit's refusal.
+	assert.LessOrEqual(t, clashed.Load(), int64(n/4))
+	assert.Equal(t, int64(max), stored.Load(), "as many as the Limit allows")
+	assert.Equal(t, int64(n)-clashed.Load()-max, refused.Load())
+	assert.Equal(t, int64(max), counter(t, s, limit.Key, base).Value)
+	assert.Equal(t, int64(max), counter(t, s, conv.Key, base).Value, "the other counts of the stored calls only")
+	var seen []int64
+	for _, v := range values {
+		if v > 0 {
+			seen = append(seen, v)
+		}
+	}
+	slices.Sort(seen)
+	want := make([]int64, max)
+	for i := range want {
+		want[i] = int64(i + 1)
+	}
+	assert.Equal(t, want, seen, "each stored call sees its own place under the Limit")
 }

@@ -36,6 +36,7 @@ var engineTests = []struct {
 	{"FailureDelayUnderParallelWrongCodes", testFailureDelayUnderParallelWrongCodes},
 	{"ParallelResends", testParallelResends},
 	{"RefusedSendSpendsNothing", testRefusedSendSpendsNothing},
+	{"SendLimitsUnderParallelSends", testSendLimitsUnderParallelSends},
 	{"BacklogSentOnce", testBacklogSentOnce},
 	{"SlowProviderSentOnce", testSlowProviderSentOnce},
 	{"VerifiedDespiteBookkeeping", testVerifiedDespiteBookkeeping},
@@ -161,6 +162,13 @@ func (c *recChannel) codeFor(t *testing.T, id string) string {
 	}
 	t.Fatalf("no message for verification %s", id)
 	return ""
+}
+
+// count is how many messages it was handed.
+func (c *recChannel) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
 }
 
 func (c *recChannel) countFor(id string) int {
@@ -441,6 +449,50 @@ func testRefusedSendSpendsNothing(t *testing.T, s verify.Store) {
 	require.NoError(t, err, "the refused Sends spent nothing, so this one is within 5 per 10 minutes")
 	assert.Equal(t, v.ID, again.ID, "the open verification is reused")
 	assert.Equal(t, 2, r.sms.countFor(v.ID))
+}
+
+// testSendLimitsUnderParallelSends: three engines share the rate limits
+// in the store (a StoreLimiter on the Store they use, as a fleet is
+// configured), with the default protections. 32 Sends to one recipient
+// released at once are allowed 5 times (5 per 10 minutes), and 32 Sends
+// from one IP address to 32 recipients 20 times (20 per 10 minutes): on a
+// CountingStore the limits are decided by the writes that store the
+// verifications. Every refusal is E918 with the time to the window's end,
+// and a refused Send stores and sends nothing.
+func testSendLimitsUnderParallelSends(t *testing.T, s verify.Store) {
+	p := verify.DefaultProtection()
+	r := newRig(t, s, p)
+	for i := range r.engines {
+		r.engines[i] = r.engine(p, verify.WithLimiter(verify.NewStoreLimiter(r.store)))
+	}
+	r.flow(verify.Flow{Duplicates: verify.DuplicateAllow})
+	check := func(a *answers, allowed int, what string) {
+		t.Helper()
+		a.noOther(t)
+		assert.Equal(t, allowed, a.codes["ok"], "%s: Sends allowed: %v", what, a.codes)
+		assert.Equal(t, 32-allowed, a.codes[verify.ErrRateLimited.Code], "%s: Sends refused: %v", what, a.codes)
+		require.Len(t, a.waits, 32-allowed, "%s: every refusal carries RetryAfter", what)
+		for _, w := range a.waits {
+			assert.Greater(t, w, time.Duration(0), what)
+			assert.LessOrEqual(t, w, 10*time.Minute, what)
+		}
+	}
+	var one answers
+	released(32, func(i int) {
+		_, err := r.at(i).Send(r.ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791000005"}})
+		one.add(err)
+	})
+	check(&one, 5, "one recipient")
+	var ip answers
+	sent := r.sms.count()
+	released(32, func(i int) {
+		// 32 recipients in as many number prefixes, from one address.
+		to := verify.Recipient{Phone: fmt.Sprintf("+47%02d1000006", 10+i)}
+		_, err := r.at(i).Send(r.ctx, verify.SendRequest{To: to, IPAddress: "203.0.113.9"})
+		ip.add(err)
+	})
+	check(&ip, 20, "one IP address")
+	assert.Equal(t, 20, r.sms.count()-sent, "a refused Send sends nothing")
 }
 
 // testBacklogSentOnce: two live engines work off a backlog of 600 due
