@@ -141,9 +141,13 @@ func (ch *sinkChannel) Send(ctx context.Context, m verify.Message) (verify.Recei
 	return verify.Receipt{ProviderID: "sink-" + m.ID}, nil
 }
 
-// newEngine builds an engine as every process of the suite does.
+// newEngine builds an engine as every process of the suite does, as a
+// fleet is configured: the default protections, with the rate limits
+// shared in the database (which decides them in the write that stores a
+// Send's verification).
 func newEngine(st verify.Store, secret []byte, c *sinkClient, log *slog.Logger, concurrency int) (*verify.Engine, error) {
 	return verify.New(st,
+		verify.WithLimiter(verify.NewStoreLimiter(st)),
 		verify.WithChannels(
 			&sinkChannel{name: "sms", addr: verify.ByPhone, c: c},
 			&sinkChannel{name: "email", addr: verify.ByEmail, c: c},
