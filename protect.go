@@ -282,9 +282,10 @@ func (e *Engine) sendLimits(flowID string, a SendAttempt) ([]Limit, [6]uint8) {
 // verification and counts the send (see create), and the limits are given
 // back if it refuses; with a StoreLimiter on that Store too, the limits
 // are left to that step (p.limits), which decides them after the block
-// and counts them with the verification. Otherwise the block's check is a Take that counts
-// the send too, given back if the Send fails (see uncountSent), and the
-// limits of a StoreLimiter on those counters join it: one call for three.
+// and counts them with the verification. Otherwise the block's check is a
+// Take that counts the send too, given back if the Send fails (see
+// uncountSent), and the limits of a StoreLimiter on those counters join
+// it: one call for three.
 // The caller refunds the returned Allowance if it refuses the Send later
 // (a reused verification in its resend cooldown, say).
 func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
