@@ -39,17 +39,8 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 		idx = append(idx, shardIndex(t.Key))
 	}
 	var obuf [8]int
-	order := append(obuf[:0], idx...)
-	slices.Sort(order)
-	order = slices.Compact(order)
-	for _, i := range order {
-		s.counters[i].mu.Lock()
-	}
-	defer func() {
-		for _, i := range order {
-			s.counters[i].mu.Unlock()
-		}
-	}()
+	order := s.lockShards(append(obuf[:0], idx...))
+	defer s.unlockShards(order)
 	current := make([]verify.Counter, len(takes))
 	for i, t := range takes {
 		current[i] = s.counters[idx[i]].m[t.Key]
@@ -65,23 +56,22 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 	return res, nil
 }
 
-// lockCounters locks the shards of keys in ascending order, as Take does,
-// and returns what unlocks them.
-func (s *Store) lockCounters(keys []string) (unlock func()) {
-	var buf [8]int
-	order := buf[:0]
-	for _, k := range keys {
-		order = append(order, shardIndex(k))
-	}
+// lockShards sorts the counter shards of order, drops repeats, and locks
+// them in that ascending order, so that racing callers over overlapping
+// shards cannot deadlock. It returns order for unlockShards.
+func (s *Store) lockShards(order []int) []int {
 	slices.Sort(order)
 	order = slices.Compact(order)
 	for _, i := range order {
 		s.counters[i].mu.Lock()
 	}
-	return func() {
-		for _, i := range order {
-			s.counters[i].mu.Unlock()
-		}
+	return order
+}
+
+// unlockShards unlocks what lockShards locked.
+func (s *Store) unlockShards(order []int) {
+	for _, i := range order {
+		s.counters[i].mu.Unlock()
 	}
 }
 

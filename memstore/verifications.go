@@ -47,20 +47,21 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	sh.mu.Lock()
 	// The guard's and the counts' counters stay locked until the counts
 	// are applied, so that what decided them is what they count on.
-	unlock := func() {}
 	var (
+		buf      [8]int
+		locked   []int // the counter shards locked
 		counters []verify.Counter
 		err      error
 	)
 	if guard.Key != "" || len(counts) > 0 {
-		keys := make([]string, 0, len(counts)+1)
+		order := buf[:0]
 		if guard.Key != "" {
-			keys = append(keys, guard.Key)
+			order = append(order, shardIndex(guard.Key))
 		}
 		for _, c := range counts {
-			keys = append(keys, c.Key)
+			order = append(order, shardIndex(c.Key))
 		}
-		unlock = s.lockCounters(keys)
+		locked = s.lockShards(order)
 		counters, err = s.decideCreate(guard, counts, v.CreatedAt)
 	}
 	if err == nil && sh.has(v.ID) {
@@ -70,7 +71,7 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 		err = s.claim(&v)
 	}
 	if err != nil {
-		unlock()
+		s.unlockShards(locked)
 		sh.mu.Unlock()
 		return nil, err
 	}
@@ -91,7 +92,7 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	for i, c := range counts {
 		s.counters[shardIndex(c.Key)].m[c.Key] = counters[i]
 	}
-	unlock()
+	s.unlockShards(locked)
 	sh.mu.Unlock()
 	if open {
 		s.expiryMu.Lock()
