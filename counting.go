@@ -66,14 +66,15 @@ func ApplyCounts(current []Counter, counts []Count, now time.Time) ([]Counter, e
 // sqlstore have it; storetest's Counting part checks it.
 type CountingStore interface {
 	// CreateVerificationCounting is CreateVerification behind a guard,
-	// counting: in one atomic step it reads the counter guard.Key at
+	// counting, in one atomic step: it reads the counter guard.Key at
 	// v.CreatedAt and, if guard refuses it (see Guard.Refuses), stores
-	// nothing, counts nothing and returns guard.Refusal of the counter;
-	// then, if a count with a Limit refuses (see Count), it stores and
-	// counts nothing and returns the *RefusedError of the first that does
-	// (as ApplyCounts does); otherwise it stores the verification as
-	// CreateVerification does and, when, and only when, it does, applies
-	// counts at v.CreatedAt. It returns the counters after the counts, in
+	// and counts nothing and returns guard.Refusal of the counter;
+	// otherwise it stores the verification as CreateVerification does,
+	// failing as it fails (ErrDuplicate, ErrOpenExists, ...); then, if a
+	// count with a Limit refuses (see Count), it stores and counts nothing
+	// after all and returns the *RefusedError of the first that does (as
+	// ApplyCounts decides); otherwise it applies counts at v.CreatedAt
+	// with the verification. It returns the counters after the counts, in
 	// the order of counts. A Guard with an empty Key refuses nothing.
 	CreateVerificationCounting(ctx context.Context, v VerificationRecord, steps []PendingStep, guard Guard, counts []Count) ([]Counter, error)
 	// AttemptCounting is Attempt that also applies onVerified at now

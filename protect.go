@@ -356,22 +356,24 @@ func storeCountable(limits []Limit) bool {
 	return len(limits) > 0 && !slices.ContainsFunc(limits, func(l Limit) bool { return l.Rate.Limit <= 0 })
 }
 
-// allowDeferred counts the limits admitSend left to the write that
-// stores the verification (p.limits) with the Limiter, for a Send answered
-// without one (a reused verification's resend). The Allowance is given
-// back if nothing goes out.
-func (e *Engine) allowDeferred(ctx context.Context, p *sendPlan, now time.Time) (Allowance, error) {
+// allowDeferred counts with the Limiter the limits admitSend left to the
+// write that stores the verification (p.limits), for a Send that must do
+// more than that write (reuse, or replace, an open verification): as
+// p.allowed, which Send gives back if nothing goes out, and which the
+// Send's later writes count no more.
+func (e *Engine) allowDeferred(ctx context.Context, p *sendPlan, now time.Time) error {
 	if p.limits == nil {
-		return Allowance{}, nil
+		return nil
 	}
 	allowed, err := e.limiter.Allow(ctx, now, p.limits)
 	if err != nil {
-		return Allowance{}, storeErr(ctx, "rate limit", err)
+		return storeErr(ctx, "rate limit", err)
 	}
 	if !allowed.OK {
-		return Allowance{}, e.sendLimited(ctx, p, p.rows[allowed.Refused], allowed.RetryAfter, now)
+		return e.sendLimited(ctx, p, p.rows[allowed.Refused], allowed.RetryAfter, now)
 	}
-	return allowed, nil
+	p.allowed, p.limits = allowed, nil
+	return nil
 }
 
 // limitCounts are the Counts that decide and count limits at now as a

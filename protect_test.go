@@ -908,3 +908,81 @@ func TestSendLimitsInTheStoresWrite(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, got.Deliveries, 2, "the refused Send resent nothing")
 }
+
+// duplicateHooks is memstore that runs onFinish (once) before a Finish,
+// as a Send that lands while another replaces the open verification, and
+// ends a verification (once, when armed) before CountSend counts its
+// resend, as a Check that verifies it meanwhile.
+type duplicateHooks struct {
+	*memstore.Store
+	onFinish    func()
+	endOnResend bool
+}
+
+func (s *duplicateHooks) Finish(ctx context.Context, id string, status verify.Status, now time.Time) (verify.VerificationRecord, bool, error) {
+	if h := s.onFinish; h != nil {
+		s.onFinish = nil
+		h()
+	}
+	return s.Store.Finish(ctx, id, status, now)
+}
+
+func (s *duplicateHooks) CountSend(ctx context.Context, id string, max int, cooldown time.Duration, now time.Time) (verify.VerificationRecord, bool, error) {
+	if s.endOnResend {
+		s.endOnResend = false
+		_, _, _ = s.Store.Finish(ctx, id, verify.StatusVerified, now)
+	}
+	return s.Store.CountSend(ctx, id, max, cooldown, now)
+}
+
+// TestSharedLimitsBeforeDuplicates: with the limits left to the Store's
+// write (a StoreLimiter on a CountingStore), a Send that finds an open
+// verification of its recipient counts its limits before it replaces or
+// reuses it, once. A Send that lands while another replaces the open
+// verification, and finds the limit spent, is refused, and the replacing
+// Send goes through; a reused verification that ends before its resend
+// leaves the Send to store a new one, counted once.
+func TestSharedLimitsBeforeDuplicates(t *testing.T) {
+	p := verify.NoProtection()
+	p.IPSends = verify.Rate{Limit: 2, Per: time.Hour}
+	h := newHarness(t)
+	st := &duplicateHooks{Store: memstore.New()}
+	eng := h.engineOn(st, verify.WithProtection(p), verify.WithLimiter(verify.NewStoreLimiter(st)))
+	replace, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "replace", Steps: []verify.Step{{Channel: "sms"}}, Duplicates: verify.DuplicateReplace})
+	require.NoError(t, err)
+	bob := verify.Recipient{Phone: "+4792234567"}
+	first, err := eng.Send(h.ctx, verify.SendRequest{FlowID: replace.ID, To: bob, IPAddress: "203.0.113.1"})
+	require.NoError(t, err)
+	var carolErr error
+	st.onFinish = func() {
+		_, carolErr = eng.Send(h.ctx, verify.SendRequest{FlowID: replace.ID, To: verify.Recipient{Phone: "+4793334567"}, IPAddress: "203.0.113.1"})
+	}
+	second, err := eng.Send(h.ctx, verify.SendRequest{FlowID: replace.ID, To: bob, IPAddress: "203.0.113.1"})
+	require.NoError(t, err, "bob's Send counted its limit before it canceled anything")
+	requireCode(t, carolErr, verify.ErrRateLimited)
+	got, err := eng.Get(h.ctx, first.ID)
+	require.NoError(t, err)
+	assert.Equal(t, verify.StatusCanceled, got.Status, "replaced")
+	assert.NotEqual(t, first.ID, second.ID)
+
+	sum := func(prefix string) int64 {
+		cs, err := st.ListCounters(h.ctx, prefix, h.clock.Now(), "", 10)
+		require.NoError(t, err)
+		var n int64
+		for _, c := range cs {
+			n += c.Value
+		}
+		return n
+	}
+	reuse, err := eng.CreateFlow(h.ctx, verify.Flow{Name: "reuse", Steps: []verify.Step{{Channel: "sms"}}, Duplicates: verify.DuplicateReuse})
+	require.NoError(t, err)
+	ana := verify.Recipient{Phone: "+4791234567"}
+	before := sum("rate:")
+	_, err = eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: ana, IPAddress: "203.0.113.2"})
+	require.NoError(t, err)
+	st.endOnResend = true
+	v, err := eng.Send(h.ctx, verify.SendRequest{FlowID: reuse.ID, To: ana, IPAddress: "203.0.113.2"})
+	require.NoError(t, err, "the reused verification ended before its resend: a new one")
+	assert.True(t, v.Status.Open())
+	assert.Equal(t, before+2, sum("rate:"), "two Sends, each counted once")
+}

@@ -29,10 +29,10 @@ import (
 // block (E922, with RetryAfter when the block has an end) and the rate
 // limits (E918, with RetryAfter). On a Store that keeps the counters and
 // is a CountingStore the block is checked by the write that stores the
-// verification: after limits counted in the process (a LocalLimiter), so
-// a Send both blocked and limited gets E918; with a StoreLimiter on the
-// Store, the same write decides and counts the limits too, after the
-// block. The limits are decided and counted all or nothing, and given back
+// verification: after the limits of a Limiter of their own (a
+// LocalLimiter, a StoreLimiter on Redis), so a Send both blocked and
+// limited gets E918; with a StoreLimiter on the Store, the same write
+// decides and counts the limits too, after the block. The limits are decided and counted all or nothing, and given back
 // when the Send is refused afterwards, so a refused Send spends nothing.
 //
 // When the recipient has an open verification on the flow, its Duplicates
@@ -77,14 +77,13 @@ func (e *Engine) Send(ctx context.Context, req SendRequest) (Verification, error
 		}
 	}
 	now := e.now()
-	allowed, err := e.admit(ctx, p, now)
-	if err != nil {
+	if p.allowed, err = e.admit(ctx, p, now); err != nil {
 		return Verification{}, err
 	}
 	rec, code, claimed, ans, err := e.storeSend(ctx, p, now)
 	if err != nil || ans.done {
 		if !ans.sent { // nothing went out for this request
-			e.refund(ctx, allowed)
+			e.refund(ctx, p.allowed)
 		}
 		e.uncountSent(ctx, p, now) // no new verification
 		if err != nil {
@@ -108,9 +107,12 @@ type sendPlan struct {
 	// sent is the conversion monitor's count of codes sent to the prefix,
 	// once this Send is counted (see countSent); 0 until then.
 	sent int64
+	// allowed is what the Limiter counted for this Send, given back if
+	// it sends nothing.
+	allowed Allowance
 	// limits, when admitSend left them to the write that stores the
 	// verification (see create), are the send limits, and rows their rows
-	// in the send limit table.
+	// in the send limit table; nil once counted otherwise (allowed).
 	limits []Limit
 	rows   [6]uint8
 }
@@ -293,7 +295,7 @@ func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord
 	counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, guard, counts)
 	var refused *RefusedError
 	switch {
-	case errors.As(err, &refused) && refused.Count < 0:
+	case errors.As(err, &refused) && (refused.Count < 0 || refused.Guard.Key != ""):
 		return e.prefixBlocked(ctx, p.attempt, refused.Counter, rec.CreatedAt)
 	case errors.As(err, &refused) && refused.Count >= limitsFrom && refused.Count < len(counts):
 		return e.sendLimited(ctx, p, p.rows[refused.Count-limitsFrom], refused.RetryAfter, rec.CreatedAt)
@@ -383,9 +385,15 @@ const maxCreateTries = 5
 // DuplicateReuse it resends the newest unexpired one that this request
 // would have created (same custom code, ForeignID and language; reused =
 // done); otherwise it ends them all (expired or canceled), so that the
-// caller can store its own. Send limits were counted for this request
-// already, so the resend does not count them again.
+// caller can store its own. Send limits are counted for this request
+// before any of that (if admitSend left them to the write that stores the
+// verification, allowDeferred counts them now, and the Send's later tries
+// count them no more), so a Send they refuse changes nothing, and the
+// resend does not count them again.
 func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (answer, error) {
+	if err := e.allowDeferred(ctx, p, now); err != nil {
+		return answer{err: err, done: true}, nil
+	}
 	open, err := e.store.FindOpen(ctx, p.flow.ID, p.to, time.Time{})
 	if err != nil {
 		return answer{}, storeErr(ctx, "find open verifications", err)
@@ -393,10 +401,6 @@ func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (ans
 	for _, o := range open {
 		live := now.Before(o.ExpiresAt)
 		if live && p.flow.Duplicates == DuplicateReuse && e.sameShape(o, p) {
-			allowed, err := e.allowDeferred(ctx, p, now)
-			if err != nil {
-				return answer{err: err, done: true}, nil
-			}
 			v, err := e.resend(ctx, o.ID, false)
 			if err != nil && v.Status != "" && !v.Status.Open() {
 				// It ended meanwhile (verified, canceled, ...): make room
@@ -406,9 +410,6 @@ func (e *Engine) duplicate(ctx context.Context, p *sendPlan, now time.Time) (ans
 			// Refused by the resend's cooldown or MaxSends, nothing went
 			// out: the caller gives back this request's limits.
 			sent := err == nil || codeOf(err) == ErrDeliveryFailed.Code
-			if !sent {
-				e.refund(ctx, allowed)
-			}
 			return answer{v: v, err: err, done: true, sent: sent}, nil
 		}
 		status := StatusCanceled

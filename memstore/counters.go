@@ -84,15 +84,20 @@ func (s *Store) lockedCounter(key string, now time.Time) verify.Counter {
 	return c
 }
 
-// decideCreate decides a CreateVerificationCounting at now, under the
-// locks of the guard's and the counts' shards: the counters after the
-// counts, or the refusal of the guard or of a count's Limit.
-func (s *Store) decideCreate(guard verify.Guard, counts []verify.Count, now time.Time) ([]verify.Counter, error) {
+// decideGuard returns guard's refusal at now, or nil, under the lock of
+// its counter's shard.
+func (s *Store) decideGuard(guard verify.Guard, now time.Time) error {
 	if guard.Key != "" {
 		if c := s.lockedCounter(guard.Key, now); guard.Refuses(c, now) {
-			return nil, guard.Refusal(c)
+			return guard.Refusal(c)
 		}
 	}
+	return nil
+}
+
+// decideCounts decides counts at now, under the locks of their shards:
+// the counters after them, or the refusal of a count's Limit.
+func (s *Store) decideCounts(counts []verify.Count, now time.Time) ([]verify.Counter, error) {
 	if len(counts) == 0 {
 		return nil, nil
 	}

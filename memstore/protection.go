@@ -70,8 +70,9 @@ func (o openSet) appendTo(dst []string) []string {
 // claim reserves v's idempotency key and, for an open exclusive v, its
 // flow and recipient, and indexes v as open, all in one step; when the key
 // or the slot is taken it changes nothing and returns ErrDuplicate or
-// ErrOpenExists.
-func (s *Store) claim(v *verify.VerificationRecord) error {
+// ErrOpenExists, and when they are free but then decide (if not nil)
+// returns an error, it changes nothing and returns that.
+func (s *Store) claim(v *verify.VerificationRecord, decide func() error) error {
 	k := openKey{v.FlowID, v.To.Phone, v.To.Email}
 	open := v.Status.Open()
 	s.idx.mu.Lock()
@@ -81,6 +82,11 @@ func (s *Store) claim(v *verify.VerificationRecord) error {
 	}
 	if _, taken := s.idx.exclusive[k]; taken && open && v.Exclusive {
 		return verify.ErrOpenExists
+	}
+	if decide != nil {
+		if err := decide(); err != nil {
+			return err
+		}
 	}
 	if v.IdempotencyKey != "" {
 		s.idx.byKey[v.IdempotencyKey] = v.ID

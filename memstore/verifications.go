@@ -46,7 +46,9 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	sh := s.shard(v.ID)
 	sh.mu.Lock()
 	// The guard's and the counts' counters stay locked until the counts
-	// are applied, so that what decided them is what they count on.
+	// are applied, so that what decided them is what they count on. The
+	// guard is decided first, then what CreateVerification refuses (the
+	// ID, the idempotency key, the exclusive slot), then the Limits.
 	var (
 		buf      [8]int
 		locked   []int // the counter shards locked
@@ -62,13 +64,16 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 			order = append(order, shardIndex(c.Key))
 		}
 		locked = s.lockShards(order)
-		counters, err = s.decideCreate(guard, counts, v.CreatedAt)
+		err = s.decideGuard(guard, v.CreatedAt)
 	}
 	if err == nil && sh.has(v.ID) {
 		err = errExists("verification", v.ID)
 	}
 	if err == nil {
-		err = s.claim(&v)
+		err = s.claim(&v, func() (err error) {
+			counters, err = s.decideCounts(counts, v.CreatedAt)
+			return err
+		})
 	}
 	if err != nil {
 		s.unlockShards(locked)

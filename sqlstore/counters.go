@@ -250,62 +250,73 @@ func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, 
 // now, hands them to decide, and runs the write-back decide returns and
 // commits, or rolls back if it returns "". database/sql would spend a
 // round trip on each of BEGIN, the lock statement, the write-back and
-// COMMIT; pgx pipelines them on one connection instead, two at a time:
+// COMMIT; pgTx pipelines them on one connection instead, two at a time:
 // BEGIN with the lock statement, then the write-back with COMMIT (or
 // ROLLBACK alone).
 func (s *Store) pgLocked(ctx context.Context, keys []string, now time.Time, decide func(cur map[string]verify.Counter) (string, []any)) error {
-	return s.pgLockedRead(ctx, keys, nil, now, func(cur, _ map[string]verify.Counter) (string, []any) { return decide(cur) }, nil)
+	var cur map[string]verify.Counter
+	lock := pgStep{query: pgTakeQueries.lock, args: []any{keys, s.tv(now)}, scan: func(rows pgx.Rows) (err error) {
+		cur, err = scanCounters(rows)
+		return err
+	}}
+	return s.pgTx(ctx, []pgStep{lock}, func() (pgStep, bool) {
+		query, args := decide(cur)
+		return pgStep{query: query, args: args}, query != ""
+	})
 }
 
-// pgLockedRead is pgLocked that also reads, without locking, the counters
-// named by read (as they are when the lock statement has run), for
-// decide, and hands the rows of the write decide returns to scan (nil for
-// a write that returns none), which runs after pgProbesOnly.
-func (s *Store) pgLockedRead(ctx context.Context, keys, read []string, now time.Time,
-	decide func(locked, read map[string]verify.Counter) (string, []any), scan func(pgx.Rows) error) error {
+// pgStep is a statement of pgTx, and what reads its rows (nil for none).
+type pgStep struct {
+	query string
+	args  []any
+	scan  func(pgx.Rows) error
+}
+
+// pgTx runs a transaction on one of the pool's connections in two round
+// trips: BEGIN and the statements of first, in one pipeline, each one's
+// rows handed to its scan; then, if decide (which sees what they read)
+// returns a statement and true, that statement and COMMIT in another,
+// else ROLLBACK. A statement that fails skips the COMMIT queued after it:
+// the transaction is rolled back, and its error returned.
+func (s *Store) pgTx(ctx context.Context, first []pgStep, decide func() (pgStep, bool)) error {
 	return s.withPgx(ctx, func(c *pgx.Conn) error {
-		var begin pgx.Batch
-		begin.Queue(`BEGIN`)
-		begin.Queue(pgTakeQueries.lock, keys, s.tv(now))
-		if read != nil {
-			begin.Queue(pgTakeQueries.read, read)
-		}
-		br := c.SendBatch(ctx, &begin)
-		_, err := br.Exec()
-		var cur, got map[string]verify.Counter
-		if err == nil {
-			cur, err = pgxCounters(br.Query())
-		}
-		if err == nil && read != nil {
-			got, err = pgxCounters(br.Query())
-		}
-		if err := errors.Join(err, br.Close()); err != nil {
-			return pgRollback(ctx, c, err)
-		}
-		query, args := decide(cur, got)
-		if query == "" { // refused, or nothing to write
-			return pgRollback(ctx, c, nil)
-		}
-		var commit pgx.Batch
-		if scan != nil {
-			commit.Queue(pgProbesOnly)
-		}
-		commit.Queue(query, args...)
-		commit.Queue(`COMMIT`)
-		br = c.SendBatch(ctx, &commit)
-		if scan != nil {
-			if _, err = br.Exec(); err == nil {
+		run := func(steps []pgStep, end string) error {
+			var b pgx.Batch
+			for _, st := range steps {
+				b.Queue(st.query, st.args...)
+			}
+			if end != "" {
+				b.Queue(end)
+			}
+			br := c.SendBatch(ctx, &b)
+			var err error
+			for _, st := range steps {
+				if st.scan == nil {
+					if _, err = br.Exec(); err != nil {
+						break
+					}
+					continue
+				}
 				var rows pgx.Rows
-				if rows, err = br.Query(); err == nil {
-					err = scan(rows)
-					rows.Close()
-					err = cmp.Or(err, rows.Err())
+				if rows, err = br.Query(); err != nil {
+					break
+				}
+				err = st.scan(rows)
+				rows.Close()
+				if err = cmp.Or(err, rows.Err()); err != nil {
+					break
 				}
 			}
+			return errors.Join(err, br.Close())
 		}
-		if err := errors.Join(err, br.Close()); err != nil {
-			// A failed write-back skips the COMMIT queued after it and
-			// leaves the transaction open, aborted.
+		if err := run(append([]pgStep{{query: `BEGIN`}}, first...), ""); err != nil {
+			return pgRollback(ctx, c, err)
+		}
+		last, ok := decide()
+		if !ok { // refused, or nothing to write
+			return pgRollback(ctx, c, nil)
+		}
+		if err := run([]pgStep{last}, `COMMIT`); err != nil {
 			return pgRollback(ctx, c, err)
 		}
 		return nil

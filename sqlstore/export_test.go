@@ -319,6 +319,10 @@ func (s *Store) LockedCreates() int64 {
 	return s.pgBatches.locked.Load()
 }
 
+// LockNextCreates makes the next n batched creations with Limits go
+// straight to the locking transaction.
+func (s *Store) LockNextCreates(n int64) { s.pgBatches.locking.Store(n) }
+
 // RunAlone returns how many batched statements failed and had their calls
 // run again one at a time.
 func (s *Store) RunAlone() int64 {

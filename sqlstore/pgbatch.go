@@ -30,7 +30,8 @@ import (
 // pgBatches are the PostgreSQL Store's combiners: the hot calls of a Send
 // and a Check. A batch of one runs the call's own statement. Each batched
 // statement does for every call what that one does, and in the same lock
-// order (the verification's row first; verifications in ID order).
+// order (the verification's row first, then its counters; verifications
+// in ID order, counters in name order).
 type pgBatches struct {
 	create     combine.Combiner[newVerification, []verify.Counter]
 	deliveries combine.Combiner[verify.DeliveryRecord, bool]
@@ -361,83 +362,107 @@ func (cr *createdRows) answer(ctx context.Context, batch []*combine.Call[newVeri
 }
 
 // createLockedBatch is createBatch for a batch with counts that have a
-// Limit, one of which the batch passes, in one transaction (pgLockedRead): it locks the counters of
-// the batch's counts (in the order of their names, as Take's batches do,
-// so that the statement's counts take no lock out of that order) and
-// reads the guards' counters; decides each call in batch
-// order, on the counters as the calls before it left them, as
-// CreateVerificationCounting does (a refused call changes nothing and is
-// answered its *verify.RefusedError); and stores the calls it allowed with
-// pgCreateBatchCounting, whose counts write the locked counters. A call
-// allowed but not stored (a clash, or a guard set meanwhile) counted
-// nothing, and a serial run might then have allowed a call after it that
-// a Limit refused: so if any allowed call was not stored, those refused
-// calls run again alone, as the calls not stored do.
+// Limit, one of which the batch passes, in one transaction (pgTx): the
+// first round trip stores the batch's verifications without their counts
+// (pgCreateBatchCounting with none: a clash, or a guard that refuses,
+// leaves one out) and locks the counters of all their counts, in sorted
+// order; Go then decides the stored calls in batch order, each on the
+// counters as the calls before it left them, as ApplyCounts does; the
+// second deletes again the verifications a Limit refused, applies the
+// counts of the others and commits. The verifications are written before
+// the counters, as every creation's statement writes them, so that racing
+// creations of one exclusive verification never deadlock. A call not
+// stored runs again alone, which answers why.
 func (s *Store) createLockedBatch(ctx context.Context, batch []*combine.Call[newVerification, []verify.Counter],
 	one func(context.Context, newVerification) ([]verify.Counter, error)) {
-	var keys, guards []string
+	s.pgBatches.locked.Add(1)
+	reqs := combine.Reqs(batch)
+	args, err := createArgs(reqs)
+	if err != nil { // cannot happen: createBatch encoded them
+		combine.EachAlone(ctx, batch, one)
+		return
+	}
+	var keys []string
 	oldest := batch[0].Req.v.CreatedAt
 	for _, cl := range batch {
 		keys = countKeys(keys, cl.Req.counts)
-		if cl.Req.guard.Key != "" {
-			guards = append(guards, cl.Req.guard.Key)
-		}
 		if cl.Req.v.CreatedAt.Before(oldest) {
 			oldest = cl.Req.v.CreatedAt
 		}
 	}
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
-	s.pgBatches.locked.Add(1)
+	uncounted, _ := countArgs(reqs, func(nv newVerification) (string, time.Time, []verify.Count) {
+		return nv.v.ID, nv.v.CreatedAt, nil
+	})
 	var (
-		allowed, limited []*combine.Call[newVerification, []verify.Counter]
-		created          createdRows
+		stored  createdRows
+		cur     map[string]verify.Counter
+		allowed []*combine.Call[newVerification, []verify.Counter]
+		final   = make(map[string]verify.Counter)
 	)
-	err := s.pgLockedRead(ctx, keys, guards, oldest, func(cur, guarded map[string]verify.Counter) (string, []any) {
-		allowed, limited = allowed[:0], limited[:0]
+	insert := pgStep{query: pgCreateBatchCounting, args: append(append(args, uncounted...), guardArgs(reqs)...), scan: stored.scan(true)}
+	lock := pgStep{query: pgTakeQueries.lock, args: []any{keys, s.tv(oldest)}, scan: func(rows pgx.Rows) (err error) {
+		cur, err = scanCounters(rows)
+		return err
+	}}
+	err = s.pgTx(ctx, []pgStep{{query: pgProbesOnly}, insert, lock}, func() (pgStep, bool) {
+		var refused []string
 		for _, cl := range batch {
 			nv := cl.Req
-			cl.Res, cl.Err = nil, nil
-			if g := guarded[nv.guard.Key]; nv.guard.Key != "" && g.ExpiresAt.After(nv.v.CreatedAt) && nv.guard.Refuses(g, nv.v.CreatedAt) {
-				cl.Err = nv.guard.Refusal(g)
+			if !stored.stored[nv.v.ID] {
 				continue
 			}
 			after, err := verify.ApplyCounts(orderedCounts(cur, nv.counts), nv.counts, nv.v.CreatedAt)
 			if err != nil {
 				cl.Err = err
-				limited = append(limited, cl)
+				refused = append(refused, nv.v.ID)
 				continue
 			}
 			for i, c := range nv.counts {
-				if c.Limit > 0 {
-					cur[c.Key] = after[i]
-				}
+				cur[c.Key] = after[i]
 			}
 			allowed = append(allowed, cl)
 		}
-		if len(allowed) == 0 {
-			return "", nil
-		}
-		reqs := combine.Reqs(allowed)
-		args, err := createArgs(reqs) // encoded for the whole batch already
-		if err != nil {
-			return "", nil
-		}
-		return pgCreateBatchCounting, append(args, createCountArgs(reqs)...)
-	}, created.scan(true))
+		counts, _ := countArgs(combine.Reqs(allowed), func(nv newVerification) (string, time.Time, []verify.Count) {
+			return nv.v.ID, nv.v.CreatedAt, nv.counts
+		})
+		return pgStep{query: pgCreateFinish, args: append([]any{refused}, counts...), scan: func(rows pgx.Rows) error {
+			for rows.Next() {
+				var (
+					name string
+					c    verify.Counter
+				)
+				if err := rows.Scan(&name, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+					return err
+				}
+				final[name] = c
+			}
+			return nil
+		}}, true
+	})
 	if failed(s, ctx, batch, err, "create verification", one) {
 		return
 	}
-	created.answer(ctx, allowed, one)
+	done := createdRows{stored: make(map[string]bool, len(allowed)), final: final}
 	for _, cl := range allowed {
-		if !created.stored[cl.Req.v.ID] {
-			for _, l := range limited {
-				l.Res, l.Err = one(ctx, l.Req)
-			}
-			return
+		done.stored[cl.Req.v.ID] = true
+	}
+	done.answer(ctx, allowed, one)
+	for _, cl := range batch {
+		if !stored.stored[cl.Req.v.ID] {
+			cl.Res, cl.Err = one(ctx, cl.Req)
 		}
 	}
 }
+
+// pgCreateFinish ends createLockedBatch's transaction: it deletes the
+// verifications whose IDs are in $1 (their steps with them) and applies
+// the counts in $2 to $6 (see pgCounts) of the others, returning the
+// counters after them.
+var pgCreateFinish = `WITH d AS (DELETE FROM verifications WHERE id = ANY ($1::text[])),
+` + pgCounts(2, `SELECT unnest($2::text[])`) + `
+SELECT ` + counterCols + ` FROM k`
 
 // counterRow is a counter as a batched statement returns it beside other
 // rows: counter is set for the counter's rows.

@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -607,6 +609,20 @@ func TestBatchedLimits(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, want, got.Value, key)
 	}
+	// One counter counted without a Limit, then with one it passes: the
+	// second call is decided on the first's count.
+	plain, capped := batchRecord("plain", "+4741000010", hash), batchRecord("capped", "+4741000011", hash)
+	mixed := verify.Count{Key: "rate:mixed", Delta: 1, ExpiresAt: expires}
+	counters, errs = b.CreateCounting(ctx, []verify.VerificationRecord{plain, capped}, [][]verify.PendingStep{nil, nil},
+		[]verify.Guard{{}, {}}, [][]verify.Count{{mixed}, {limit("rate:mixed", 1)}})
+	require.NoError(t, errs[0])
+	assert.Equal(t, []int64{1}, values(counters[0]))
+	require.ErrorAs(t, errs[1], &refused, "1 + 1 > 1")
+	mixedCounter, err := st.GetCounter(ctx, "rate:mixed", start)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), mixedCounter.Value)
+	_, err = st.GetVerification(ctx, "capped")
+	assert.ErrorIs(t, err, verify.ErrNotFound, "a refused verification is deleted again, its steps with it")
 }
 
 // TestBatchedRights: one batch of AttemptRight calls holds every kind of
@@ -675,4 +691,73 @@ func TestBatchedRights(t *testing.T) {
 		assert.Equal(t, want, got.Attempts, id)
 	}
 	assert.Zero(t, st.RunAlone(), "the batch ran as a batch")
+}
+
+// TestLimitedCreateLockOrder: a creation with Limits writes the
+// verification before it locks the counters, as every statement that
+// stores a verification does. Another instance's transaction inserts an
+// exclusive verification for a recipient and, while this Store's creation
+// of one for the same recipient waits for it, counts on the counter that
+// creation's Limit names: nothing deadlocks, the other transaction
+// commits, and the creation answers ErrOpenExists. Both on its own and in
+// a batch decided under the counters' locks.
+func TestLimitedCreateLockOrder(t *testing.T) {
+	ctx := context.Background()
+	dsn := freshSchema(t)
+	st := open(t, dsn)
+	b := st.Batched()
+	other := open(t, dsn) // another instance
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	template := batchRecord("template", "+4743000000", hash)
+	require.NoError(t, st.CreateVerification(ctx, template, nil))
+	limit := []verify.Count{{Key: "rate:lock-order", Delta: 1, ExpiresAt: start.Add(time.Hour), Limit: 100}}
+	waiting := func() int {
+		var n int
+		require.NoError(t, other.DB().QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n))
+		return n
+	}
+	for i, inBatch := range []bool{false, true} {
+		phone := "+474300000" + strconv.Itoa(i+1)
+		tx, err := other.DB().BeginTx(ctx, nil)
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, `INSERT INTO verifications (id, flow_id, foreign_id, status, to_phone, to_email,
+				ip_address, idempotency_key, request_hash, brand, language, fallback_language, code_hash, sealed_code,
+				charset, code_length, attempts, max_attempts, sends, last_sent_at, steps, allowed_ips,
+				created_at, expires_at, verified_at, ended_at, exclusive)
+			SELECT $1, flow_id, foreign_id, status, $2, to_email,
+				ip_address, idempotency_key, request_hash, brand, language, fallback_language, code_hash, sealed_code,
+				charset, code_length, attempts, max_attempts, sends, last_sent_at, steps, allowed_ips,
+				created_at, expires_at, verified_at, ended_at, TRUE
+			FROM verifications WHERE id = 'template'`, "other-"+phone, phone)
+		require.NoError(t, err)
+
+		v := batchRecord("mine-"+phone, phone, hash)
+		v.Exclusive = true
+		done := make(chan error, 1)
+		go func() {
+			if !inBatch {
+				_, err := st.CreateVerificationCounting(ctx, v, nil, verify.Guard{}, limit)
+				done <- err
+				return
+			}
+			st.LockNextCreates(1)
+			w := batchRecord("mine-alone-"+phone, "+474309999"+strconv.Itoa(i), hash)
+			_, errs := b.CreateCounting(ctx, []verify.VerificationRecord{v, w}, [][]verify.PendingStep{nil, nil},
+				[]verify.Guard{{}, {}}, [][]verify.Count{limit, limit})
+			done <- errors.Join(errs[0], errs[1])
+		}()
+		for deadline := time.Now().Add(10 * time.Second); waiting() == 0; time.Sleep(5 * time.Millisecond) {
+			require.True(t, time.Now().Before(deadline), "the creation never waited for the other transaction")
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO counters (name, value, updated_at, expires_at) VALUES ($1, 1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET value = counters.value + 1`, limit[0].Key, start, start.Add(time.Hour))
+		require.NoError(t, err, "the other transaction counts without a deadlock")
+		require.NoError(t, tx.Commit())
+		err = <-done
+		assert.ErrorIs(t, err, verify.ErrOpenExists, "in a batch: %v", inBatch)
+		var pe *pgconn.PgError
+		assert.False(t, errors.As(err, &pe), "no database error: %v", err)
+		assert.Zero(t, st.RunAlone(), "no batch failed (a deadlock's victim runs again call by call)")
+	}
 }

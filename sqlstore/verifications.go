@@ -72,10 +72,14 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 					return guard.Refusal(c)
 				}
 			}
-			if err := s.decideLimits(ctx, q, counts, v.CreatedAt); err != nil {
+			// The verification before the counters, the order in which
+			// every statement that stores one takes their locks (see
+			// pgCreateBatchCounting), so that racing creations of one
+			// exclusive verification on two Stores do not deadlock.
+			if err := s.insertVerification(ctx, q, v, steps); err != nil {
 				return err
 			}
-			if err := s.insertVerification(ctx, q, v, steps); err != nil {
+			if err := s.decideLimits(ctx, q, counts, v.CreatedAt); err != nil {
 				return err
 			}
 			var err error

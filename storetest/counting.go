@@ -411,6 +411,23 @@ func testCreateLimited(t *testing.T, s countingStore) {
 // their place under the Limit to the others.
 func testCreateLimitedConcurrent(t *testing.T, s countingStore) {
 	const n, max = 32, 10
+	// First a race that no Limit refuses: every call is stored, and sees
+	// its own place.
+	roomy := verify.Count{Key: "rate:race-roomy", Delta: 1, ExpiresAt: at(time.Hour), Limit: 2 * n}
+	places := make([]int64, n)
+	released(n, func(i int) {
+		v := sampleVerification(3, time.Minute)
+		got, err := s.CreateVerificationCounting(ctx(), v, steps(v), verify.Guard{}, []verify.Count{roomy})
+		if assert.NoError(t, err) {
+			places[i] = got[0].Value
+		}
+	})
+	slices.Sort(places)
+	for i, p := range places {
+		assert.Equal(t, int64(i+1), p, "each call sees its own place")
+	}
+	assert.Equal(t, int64(n), counter(t, s, roomy.Key, base).Value)
+
 	taken := sampleVerification(3, time.Minute)
 	taken.IdempotencyKey = "limited-" + newID()
 	create(t, s, taken, nil)
