@@ -82,11 +82,17 @@ type Call[Req, Res any] struct {
 }
 
 // Do queues req and returns its answer once its batch has run. A caller
-// whose ctx ends while req still waits in the queue takes it out and
-// returns ctx's error: nothing of it ran. One whose ctx ends while its
-// batch runs returns ctx's error too, and the backend may still carry out
-// its call, as it could a request of its own that was cancelled.
+// whose ctx has ended before its batch starts gets ctx's error, and
+// nothing of it runs: a ctx ended already is not queued, and a batch
+// leaves out the calls whose ctx ended while they waited. One whose ctx
+// ends while its batch runs returns ctx's error too, and the backend may
+// still carry out its call, as it could a request of its own that was
+// cancelled.
 func (c *Combiner[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
+	if err := ctx.Err(); err != nil {
+		var zero Res
+		return zero, c.leave(err)
+	}
 	cl := &Call[Req, Res]{Ctx: ctx, Req: req, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, cl)
@@ -110,11 +116,16 @@ func (c *Combiner[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 		return cl.Res, cl.Err
 	default:
 		var zero Res
-		if c.Leave != nil {
-			return zero, c.Leave(ctx.Err())
-		}
-		return zero, ctx.Err()
+		return zero, c.leave(ctx.Err())
 	}
+}
+
+// leave is the error of a caller whose ctx ended with err.
+func (c *Combiner[Req, Res]) leave(err error) error {
+	if c.Leave != nil {
+		return c.Leave(err)
+	}
+	return err
 }
 
 // lead runs batches while calls are queued.
@@ -133,11 +144,22 @@ func (c *Combiner[Req, Res]) lead() {
 			return
 		}
 		c.mu.Unlock()
-		c.batches.Add(1)
-		c.calls.Add(int64(len(batch)))
-		ctx, stop := batchContext(batch)
-		c.Run(ctx, batch)
-		stop()
+		// The calls whose caller has gone are answered, not run.
+		live := make([]*Call[Req, Res], 0, len(batch))
+		for _, cl := range batch {
+			if err := cl.Ctx.Err(); err != nil {
+				cl.Err = c.leave(err)
+				continue
+			}
+			live = append(live, cl)
+		}
+		if len(live) > 0 {
+			c.batches.Add(1)
+			c.calls.Add(int64(len(live)))
+			ctx, stop := batchContext(live)
+			c.Run(ctx, live)
+			stop()
+		}
 		for _, cl := range batch {
 			close(cl.done)
 		}

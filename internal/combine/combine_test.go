@@ -160,6 +160,36 @@ func TestCombinerCallerLeavesTheQueue(t *testing.T) {
 	assert.Equal(t, [][]string{{"first"}, {"stays"}}, g.batches)
 }
 
+// TestCombinerRunsNoEndedCall: a call whose context has ended already is
+// never queued, and one whose context ends after the queue's lead took it,
+// before its batch runs, is left out of the batch: neither runs, and both
+// get the context's error.
+func TestCombinerRunsNoEndedCall(t *testing.T) {
+	g := newGated(nil)
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := g.Do(ended, "ended")
+	require.ErrorIs(t, err, context.Canceled)
+	first := g.doAsync(context.Background(), "first")
+	<-g.started
+	// Queued behind the running batch, then its context ends as the next
+	// batch is taken: the lead finds it ended.
+	late, cancelLate := context.WithCancel(context.Background())
+	g.Combiner.mu.Lock()
+	cl := &Call[string, string]{Ctx: late, Req: "late", done: make(chan struct{})}
+	g.Combiner.queue = append(g.Combiner.queue, cl)
+	g.Combiner.mu.Unlock()
+	stays := g.doAsync(context.Background(), "stays")
+	g.queued(t, 2)
+	cancelLate()
+	close(g.release)
+	require.NoError(t, first.wait())
+	require.NoError(t, stays.wait())
+	<-cl.done
+	require.ErrorIs(t, cl.Err, context.Canceled)
+	assert.Equal(t, [][]string{{"first"}, {"stays"}}, g.batches, "neither ended call ran")
+}
+
 // TestCombinerCallerLeavesARunningBatch: a caller whose context ends while
 // its batch runs returns at once with the context's error. The batch's own
 // context ends only once every caller in it has gone.
