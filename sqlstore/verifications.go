@@ -95,23 +95,34 @@ func (s *Store) createOne(ctx context.Context, v verify.VerificationRecord, step
 }
 
 // decideLimits decides, in q's transaction, the counts when one of them
-// has a Limit: it locks the counters of all of them (as Take locks its
-// counters, in the order of their names, so that the counts' writes after
-// it take no lock out of that order) and returns the *verify.RefusedError
-// of the first count that refuses at now, or nil when none does.
+// has a Limit, and returns the *verify.RefusedError of the first count
+// that refuses at now, or nil when none does. On PostgreSQL it locks the
+// counters of all of them (as Take locks its counters, in the order of
+// their names, so that the counts' writes after it take no lock out of
+// that order); on SQLite the transaction holds the database's write lock
+// already (the verification's insert took it), and it reads the counters
+// of the counts with a Limit.
 func (s *Store) decideLimits(ctx context.Context, q querier, counts []verify.Count, now time.Time) error {
 	if !limited(counts) {
 		return nil
 	}
-	keys := countKeys(nil, counts)
-	slices.Sort(keys)
-	var args []any
+	var (
+		cur map[string]verify.Counter
+		err error
+	)
 	if s.pg() {
-		args = []any{keys, s.tv(now)}
+		keys := countKeys(nil, counts)
+		slices.Sort(keys)
+		cur, err = readCounters(ctx, q, pgTakeQueries.lock, keys, s.tv(now))
 	} else {
-		args = append([]any{s.tv(now)}, stringArgs(keys)...)
+		var keys []string
+		for _, c := range counts {
+			if c.Limit > 0 {
+				keys = append(keys, c.Key)
+			}
+		}
+		cur, err = readCounters(ctx, q, s.takeQueries(len(keys)).read, stringArgs(keys)...)
 	}
-	cur, err := readCounters(ctx, q, s.takeQueries(len(keys)).lock, args...)
 	if err != nil {
 		return err
 	}
