@@ -255,14 +255,20 @@ func (s *Store) pgTake(ctx context.Context, keys []string, takes []verify.Take, 
 // ROLLBACK alone).
 func (s *Store) pgLocked(ctx context.Context, keys []string, now time.Time, decide func(cur map[string]verify.Counter) (string, []any)) error {
 	var cur map[string]verify.Counter
-	lock := pgStep{query: pgTakeQueries.lock, args: []any{keys, s.tv(now)}, scan: func(rows pgx.Rows) (err error) {
-		cur, err = scanCounters(rows)
-		return err
-	}}
-	return s.pgTx(ctx, []pgStep{lock}, func() (pgStep, bool) {
+	return s.pgTx(ctx, []pgStep{s.pgLockStep(keys, now, &cur)}, func() (pgStep, bool) {
 		query, args := decide(cur)
 		return pgStep{query: query, args: args}, query != ""
 	})
+}
+
+// pgLockStep is the pgTx statement that locks the counters named by keys
+// (sorted), creating the missing ones as expired at now, and reads them
+// into *cur.
+func (s *Store) pgLockStep(keys []string, now time.Time, cur *map[string]verify.Counter) pgStep {
+	return pgStep{query: pgTakeQueries.lock, args: []any{keys, s.tv(now)}, scan: func(rows pgx.Rows) (err error) {
+		*cur, err = scanCounters(rows)
+		return err
+	}}
 }
 
 // pgStep is a statement of pgTx, and what reads its rows (nil for none).
@@ -334,14 +340,6 @@ func pgRollback(ctx context.Context, c *pgx.Conn, err error) error {
 	return err
 }
 
-// pgxCounters is readCounters for pgx's rows.
-func pgxCounters(rows pgx.Rows, err error) (map[string]verify.Counter, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanCounters(rows)
-}
 
 // scannedRows is what the scanners need of *sql.Rows and pgx.Rows.
 type scannedRows interface {

@@ -402,11 +402,7 @@ func (s *Store) createLockedBatch(ctx context.Context, batch []*combine.Call[new
 		final   = make(map[string]verify.Counter)
 	)
 	insert := pgStep{query: pgCreateBatchCounting, args: append(append(args, uncounted...), guardArgs(reqs)...), scan: stored.scan(true)}
-	lock := pgStep{query: pgTakeQueries.lock, args: []any{keys, s.tv(oldest)}, scan: func(rows pgx.Rows) (err error) {
-		cur, err = scanCounters(rows)
-		return err
-	}}
-	err = s.pgTx(ctx, []pgStep{{query: pgProbesOnly}, insert, lock}, func() (pgStep, bool) {
+	err = s.pgTx(ctx, []pgStep{{query: pgProbesOnly}, insert, s.pgLockStep(keys, oldest, &cur)}, func() (pgStep, bool) {
 		var refused []string
 		for _, cl := range batch {
 			nv := cl.Req
