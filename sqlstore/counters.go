@@ -340,7 +340,6 @@ func pgRollback(ctx context.Context, c *pgx.Conn, err error) error {
 	return err
 }
 
-
 // scannedRows is what the scanners need of *sql.Rows and pgx.Rows.
 type scannedRows interface {
 	Next() bool
