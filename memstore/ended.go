@@ -1,9 +1,11 @@
 package memstore
 
 import (
+	"encoding/binary"
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/openverify/verify"
 )
@@ -12,159 +14,255 @@ import (
 // until Purge removes them: with a retention of days they are nearly all
 // of a store, so they are kept compact. When a verification ends it moves
 // from its shard's recs, as a *verify.VerificationRecord, to its done, as
-// an *endedRec: times as Unix nanoseconds, small numbers narrowed, the
-// code's hash in a buffer of its own (the sealed code is gone), the flow's
-// steps shared with the other verifications of the flow, and deliveries
-// without the verification's ID. A read expands it into a record again,
-// with its times in UTC.
+// an endedRec: everything but its ID (done's key), its steps (shared with
+// the other verifications of its flow) and its sealed code (gone) encoded
+// in one byte slice, which holds no pointers, so that the garbage
+// collector has one object to mark and nothing to scan in it. A read
+// decodes it into a record again, with its times in UTC and its strings
+// pointing into the slice, which is never written to once made (a late
+// receipt makes a new one).
 
-// endedRec is an ended verification without its ID (the key of done).
+// endedRec is an ended verification without its ID: b as encode makes it,
+// and its steps.
 type endedRec struct {
-	flowID, foreignID string
-	to                verify.Recipient
-	ipAddress         string
-	idempotencyKey    string
-	brand, language   string
-	fallbackLanguage  string
-	requestHash       []byte
-	codeHash          []byte
-	steps             []verify.Step // shared: never written into
-	allowedIPs        []string
-	deliveries        []endedDelivery
-	checks            []endedCheck
-
-	createdAt, expiresAt, verifiedAt, endedAt, lastSentAt int64
-
-	attempts, maxAttempts, sends int32
-	codeLength                   int16
-	charset                      verify.Charset
-	status                       verify.Status
-	exclusive                    bool
-}
-
-// endedCheck is a verify.CheckAttempt.
-type endedCheck struct {
-	at    int64
-	right bool
-}
-
-// endedDelivery is a verify.DeliveryRecord without the verification's ID.
-type endedDelivery struct {
-	id, channel, from, providerID, err string
-	createdAt, updatedAt               int64
-	step                               int32
-	status                             verify.DeliveryStatus
+	b     []byte
+	steps []verify.Step // shared: never written into
 }
 
 // compactRecord returns r's compact form, sharing steps with earlier
 // verifications of its flow through the shard's steps cache. The caller
 // holds the shard's lock.
-func (sh *shard) compactRecord(r *verify.VerificationRecord) *endedRec {
-	var (
-		e   *endedRec
-		one *endedRecOne
-	)
-	if len(r.Deliveries) == 1 {
-		// The usual case: the record and its delivery in one allocation.
-		one = new(endedRecOne)
-		e = &one.endedRec
-	} else {
-		e = new(endedRec)
-	}
-	*e = endedRec{
-		flowID: r.FlowID, foreignID: r.ForeignID, to: r.To, ipAddress: r.IPAddress,
-		idempotencyKey: r.IdempotencyKey, brand: r.Brand, language: r.Language,
-		fallbackLanguage: r.FallbackLanguage,
-		requestHash:      clip(r.RequestHash), codeHash: clip(r.CodeHash),
-		steps: sh.sharedSteps(r.FlowID, r.Steps), allowedIPs: r.AllowedIPs,
-		createdAt: nanos(r.CreatedAt), expiresAt: nanos(r.ExpiresAt), verifiedAt: nanos(r.VerifiedAt),
-		endedAt: nanos(r.EndedAt), lastSentAt: nanos(r.LastSentAt),
-		attempts: int32(r.Attempts), maxAttempts: int32(r.MaxAttempts), sends: int32(r.Sends),
-		codeLength: int16(r.CodeLength), charset: r.Charset, status: r.Status, exclusive: r.Exclusive,
-	}
-	if len(r.AllowedIPs) == 0 {
-		e.allowedIPs = nil
-	}
-	if len(r.Checks) > 0 {
-		e.checks = make([]endedCheck, len(r.Checks))
-		for i, c := range r.Checks {
-			e.checks[i] = endedCheck{nanos(c.At), c.Right}
-		}
-	}
-	switch {
-	case one != nil:
-		one.delivery[0] = compactDelivery(&r.Deliveries[0])
-		e.deliveries = one.delivery[:]
-	case len(r.Deliveries) > 1:
-		e.deliveries = make([]endedDelivery, len(r.Deliveries))
-		for i := range r.Deliveries {
-			e.deliveries[i] = compactDelivery(&r.Deliveries[i])
-		}
-	}
-	return e
+func (sh *shard) compactRecord(r *verify.VerificationRecord) endedRec {
+	return endedRec{b: encode(r), steps: sh.sharedSteps(r.FlowID, r.Steps)}
 }
 
-// endedRecOne is an endedRec with room for one delivery.
-type endedRecOne struct {
-	endedRec
-	delivery [1]endedDelivery
-}
-
-func compactDelivery(d *verify.DeliveryRecord) endedDelivery {
-	return endedDelivery{id: d.ID, channel: d.Channel, from: d.From, providerID: d.ProviderID, err: d.Error,
-		createdAt: nanos(d.CreatedAt), updatedAt: nanos(d.UpdatedAt), step: int32(d.Step), status: d.Status}
+// encode writes r, but for its ID, steps and sealed code, in the order
+// expand reads it: EndedAt and the idempotency key first, for Purge.
+func encode(r *verify.VerificationRecord) []byte {
+	var w writer
+	w.b = make([]byte, 0, 128+len(r.ForeignID)+len(r.To.Phone)+len(r.To.Email)+len(r.RequestHash)+len(r.CodeHash)+
+		96*len(r.Deliveries)+10*len(r.Checks))
+	created := nanos(r.CreatedAt)
+	w.time(r.EndedAt, 0)
+	w.str(r.IdempotencyKey)
+	w.time(r.CreatedAt, 0)
+	w.time(r.ExpiresAt, created)
+	w.time(r.VerifiedAt, created)
+	w.time(r.LastSentAt, created)
+	w.int(int64(r.Attempts))
+	w.int(int64(r.MaxAttempts))
+	w.int(int64(r.Sends))
+	w.int(int64(r.CodeLength))
+	w.int(int64(r.Charset))
+	w.bool(r.Exclusive)
+	for _, s := range [...]string{string(r.Status), r.FlowID, r.ForeignID, r.To.Phone, r.To.Email, r.IPAddress,
+		r.Brand, r.Language, r.FallbackLanguage} {
+		w.str(s)
+	}
+	w.bytes(r.RequestHash)
+	w.bytes(r.CodeHash)
+	w.int(int64(len(r.AllowedIPs)))
+	for _, ip := range r.AllowedIPs {
+		w.str(ip)
+	}
+	w.int(int64(len(r.Checks)))
+	for _, c := range r.Checks {
+		w.time(c.At, created)
+		w.bool(c.Right)
+	}
+	w.int(int64(len(r.Deliveries)))
+	for i := range r.Deliveries {
+		d := &r.Deliveries[i]
+		for _, s := range [...]string{d.ID, d.Channel, d.From, d.ProviderID, d.Error, string(d.Status)} {
+			w.str(s)
+		}
+		w.time(d.CreatedAt, created)
+		w.time(d.UpdatedAt, created)
+		w.int(int64(d.Step))
+	}
+	return w.b
 }
 
 // expand returns the record e keeps for the verification id.
-func (e *endedRec) expand(id string) verify.VerificationRecord {
-	r := verify.VerificationRecord{
-		ID: id, FlowID: e.flowID, ForeignID: e.foreignID, Status: e.status, To: e.to, IPAddress: e.ipAddress,
-		IdempotencyKey: e.idempotencyKey, RequestHash: e.requestHash, Exclusive: e.exclusive,
-		Brand: e.brand, Language: e.language, FallbackLanguage: e.fallbackLanguage,
-		CodeHash: e.codeHash, Charset: e.charset, CodeLength: int(e.codeLength),
-		Attempts: int(e.attempts), MaxAttempts: int(e.maxAttempts), Sends: int(e.sends),
-		LastSentAt: timeOf(e.lastSentAt), Steps: e.steps, AllowedIPs: e.allowedIPs,
-		CreatedAt: timeOf(e.createdAt), ExpiresAt: timeOf(e.expiresAt), VerifiedAt: timeOf(e.verifiedAt),
-		EndedAt: timeOf(e.endedAt),
-	}
-	if len(e.checks) > 0 {
-		r.Checks = make([]verify.CheckAttempt, len(e.checks))
-		for i, c := range e.checks {
-			r.Checks[i] = verify.CheckAttempt{At: timeOf(c.at), Right: c.right}
+func (e endedRec) expand(id string) verify.VerificationRecord {
+	rd := reader{b: e.b}
+	r := verify.VerificationRecord{ID: id, Steps: e.steps}
+	r.EndedAt = rd.time(0)
+	r.IdempotencyKey = rd.str()
+	r.CreatedAt = rd.time(0)
+	created := nanos(r.CreatedAt)
+	r.ExpiresAt, r.VerifiedAt, r.LastSentAt = rd.time(created), rd.time(created), rd.time(created)
+	r.Attempts, r.MaxAttempts, r.Sends, r.CodeLength = int(rd.int()), int(rd.int()), int(rd.int()), int(rd.int())
+	r.Charset = verify.Charset(rd.int())
+	r.Exclusive = rd.bool()
+	r.Status = verify.Status(rd.str())
+	r.FlowID, r.ForeignID, r.To.Phone, r.To.Email, r.IPAddress = rd.str(), rd.str(), rd.str(), rd.str(), rd.str()
+	r.Brand, r.Language, r.FallbackLanguage = rd.str(), rd.str(), rd.str()
+	r.RequestHash, r.CodeHash = rd.bytes(), rd.bytes()
+	if n := rd.int(); n > 0 {
+		r.AllowedIPs = make([]string, n)
+		for i := range r.AllowedIPs {
+			r.AllowedIPs[i] = rd.str()
 		}
 	}
-	if len(e.deliveries) > 0 {
-		r.Deliveries = make([]verify.DeliveryRecord, len(e.deliveries))
-		for i, d := range e.deliveries {
-			r.Deliveries[i] = verify.DeliveryRecord{ID: d.id, VerificationID: id, Step: int(d.step), Channel: d.channel,
-				From: d.from, Status: d.status, ProviderID: d.providerID, Error: d.err,
-				CreatedAt: timeOf(d.createdAt), UpdatedAt: timeOf(d.updatedAt)}
+	if n := rd.int(); n > 0 {
+		r.Checks = make([]verify.CheckAttempt, n)
+		for i := range r.Checks {
+			r.Checks[i] = verify.CheckAttempt{At: rd.time(created), Right: rd.bool()}
+		}
+	}
+	if n := rd.int(); n > 0 {
+		r.Deliveries = make([]verify.DeliveryRecord, n)
+		for i := range r.Deliveries {
+			d := &r.Deliveries[i]
+			d.VerificationID = id
+			d.ID, d.Channel, d.From, d.ProviderID, d.Error = rd.str(), rd.str(), rd.str(), rd.str(), rd.str()
+			d.Status = verify.DeliveryStatus(rd.str())
+			d.CreatedAt, d.UpdatedAt = rd.time(created), rd.time(created)
+			d.Step = int(rd.int())
 		}
 	}
 	return r
 }
 
-// recordDelivery is RecordDelivery on an ended verification: a report
-// that moves its delivery forward, or a new delivery. The caller holds the
-// shard's lock.
-func (e *endedRec) recordDelivery(d verify.DeliveryRecord) bool {
-	for i := range e.deliveries {
-		old := &e.deliveries[i]
-		if old.id != d.ID {
-			continue
-		}
-		if !old.status.MovesTo(d.Status) {
-			return false
-		}
-		old.status, old.err, old.updatedAt = d.Status, d.Error, nanos(d.UpdatedAt)
+// endedAt and idempotencyKey read the first fields only, for Purge.
+func (e endedRec) endedAt() time.Time {
+	rd := reader{b: e.b}
+	return rd.time(0)
+}
+
+func (e endedRec) idempotencyKey() string {
+	rd := reader{b: e.b}
+	rd.time(0)
+	return rd.str()
+}
+
+// recordDelivery is RecordDelivery on the ended verification id: a report
+// that moves its delivery forward, or a new delivery. It returns whether
+// it changed the record, and the record as changed. The caller holds the
+// shard's lock, and keeps the record returned.
+func (e endedRec) recordDelivery(id string, d verify.DeliveryRecord) (endedRec, bool) {
+	r := e.expand(id)
+	i := slices.IndexFunc(r.Deliveries, func(old verify.DeliveryRecord) bool { return old.ID == d.ID })
+	switch {
+	case i < 0:
+		r.Deliveries = append(r.Deliveries, d)
+	case !r.Deliveries[i].Status.MovesTo(d.Status):
+		return e, false
+	default:
+		old := &r.Deliveries[i]
+		old.Status, old.Error, old.UpdatedAt = d.Status, d.Error, d.UpdatedAt
 		if d.ProviderID != "" {
-			old.providerID = d.ProviderID
+			old.ProviderID = d.ProviderID
 		}
-		return true
 	}
-	// Expanded records copy the deliveries, so e's may grow in place.
-	e.deliveries = append(slices.Clip(e.deliveries), compactDelivery(&d))
-	return true
+	return endedRec{b: encode(&r), steps: e.steps}, true
+}
+
+// writer appends the fields of an encoded record: integers as varints,
+// strings and byte slices as their length and bytes, times as their
+// distance from a base (see time).
+type writer struct{ b []byte }
+
+func (w *writer) int(n int64) { w.b = binary.AppendVarint(w.b, n) }
+
+func (w *writer) bool(v bool) {
+	if v {
+		w.b = append(w.b, 1)
+	} else {
+		w.b = append(w.b, 0)
+	}
+}
+
+func (w *writer) str(s string) {
+	w.b = binary.AppendUvarint(w.b, uint64(len(s)))
+	w.b = append(w.b, s...)
+}
+
+func (w *writer) bytes(p []byte) {
+	w.b = binary.AppendUvarint(w.b, uint64(len(p)))
+	w.b = append(w.b, p...)
+}
+
+// time writes t as 0 for the zero time, else as 1 + the zigzag varint of
+// its nanoseconds since base (Unix nanoseconds), so that times near the
+// verification's creation take a few bytes.
+func (w *writer) time(t time.Time, base int64) {
+	if t.IsZero() {
+		w.b = append(w.b, 0)
+		return
+	}
+	d := t.UnixNano() - base
+	w.b = binary.AppendUvarint(w.b, uint64(d<<1^(d>>63))+1)
+}
+
+// reader reads what writer wrote, in the same order. The record was
+// encoded by this package, so a read past its end cannot happen; if it
+// did, the reads return zero values.
+type reader struct {
+	b []byte
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) int() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bool() bool {
+	if len(r.b) == 0 {
+		return false
+	}
+	v := r.b[0] == 1
+	r.b = r.b[1:]
+	return v
+}
+
+// str returns the next string, pointing into the record's slice, which
+// is never written to once made (encode makes a new one for every change).
+func (r *reader) str() string {
+	p := r.bytes()
+	if len(p) == 0 {
+		return ""
+	}
+	return unsafe.String(&p[0], len(p))
+}
+
+// bytes returns the next byte slice (nil when empty), sharing the
+// record's: a caller never writes into a record's slices (see
+// Records in verifications.go).
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if n == 0 || n > uint64(len(r.b)) {
+		return nil
+	}
+	p := r.b[:n:n]
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *reader) time(base int64) time.Time {
+	v := r.uvarint()
+	if v == 0 {
+		return time.Time{}
+	}
+	v--
+	d := int64(v>>1) ^ -int64(v&1)
+	return time.Unix(0, base+d).UTC()
 }
 
 // sharedSteps returns steps, or an equal slice already kept for the flow:
@@ -187,15 +285,6 @@ func (sh *shard) sharedSteps(flowID string, steps []verify.Step) []verify.Step {
 // maxSharedFlows bounds a shard's steps cache.
 const maxSharedFlows = 1024
 
-// clip returns a copy of b in a buffer of its own size (nil for none), so
-// that a hash does not keep a larger buffer it was cut from alive.
-func clip(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return slices.Clone(b)
-}
-
 // noTime is nanos of the zero time. (0 is 1970-01-01, where a mock clock
 // starts.)
 const noTime = math.MinInt64
@@ -206,12 +295,4 @@ func nanos(t time.Time) int64 {
 		return noTime
 	}
 	return t.UnixNano()
-}
-
-// timeOf is the inverse of nanos, in UTC.
-func timeOf(n int64) time.Time {
-	if n == noTime {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
 }

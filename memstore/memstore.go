@@ -53,7 +53,7 @@ type shard struct {
 	// recs holds the open verifications (and those a caller is ending),
 	// done the ended ones, compact (see ended.go).
 	recs map[string]*verify.VerificationRecord
-	done map[string]*endedRec
+	done map[string]endedRec
 	// steps shares the steps of ended verifications by flow ID.
 	steps map[string][]verify.Step
 }
@@ -88,7 +88,7 @@ func New() *Store {
 	}
 	for i := range s.shards {
 		s.shards[i].recs = make(map[string]*verify.VerificationRecord)
-		s.shards[i].done = make(map[string]*endedRec)
+		s.shards[i].done = make(map[string]endedRec)
 		s.counters[i].m = make(map[string]verify.Counter)
 	}
 	s.idx.byKey = make(map[string]string)

@@ -43,9 +43,9 @@ func TestOpenSet(t *testing.T) {
 	}
 }
 
-// TestCompactOneDelivery: a record with one delivery, compacted into one
-// allocation, reads back whole, and a late receipt's new delivery is added
-// beside it without touching the first.
+// TestCompactOneDelivery: a record with one delivery, encoded, reads back
+// whole, and a late receipt's new delivery is added beside it without
+// touching the first.
 func TestCompactOneDelivery(t *testing.T) {
 	at := time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 	d := verify.DeliveryRecord{ID: "d1", VerificationID: "v1", Channel: "sms", Status: verify.DeliverySent, CreatedAt: at, UpdatedAt: at}
@@ -58,7 +58,8 @@ func TestCompactOneDelivery(t *testing.T) {
 		t.Fatalf("deliveries read back: %+v", got.Deliveries)
 	}
 	second := verify.DeliveryRecord{ID: "d2", VerificationID: "v1", Step: 1, Channel: "email", Status: verify.DeliverySent, CreatedAt: at, UpdatedAt: at}
-	if !e.recordDelivery(second) {
+	e, recorded := e.recordDelivery("v1", second)
+	if !recorded {
 		t.Fatal("a new delivery on an ended verification was not recorded")
 	}
 	got = e.expand("v1")

@@ -301,7 +301,9 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 		s.stepsMu.Unlock()
 	}
 	if ended {
-		return e.recordDelivery(d), nil
+		e, changed := e.recordDelivery(d.VerificationID, d)
+		sh.done[d.VerificationID] = e
+		return changed, nil
 	}
 	i := slices.IndexFunc(r.Deliveries, func(old verify.DeliveryRecord) bool { return old.ID == d.ID })
 	// Records handed out share the slice: write a new one, exactly as
@@ -373,9 +375,9 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (int, er
 		}
 		sh := s.shard(e.id)
 		sh.mu.Lock()
-		if r, ok := sh.done[e.id]; ok && timeOf(r.endedAt).Before(before) {
+		if r, ok := sh.done[e.id]; ok && r.endedAt().Before(before) {
 			delete(sh.done, e.id)
-			s.unindexKey(e.id, r.idempotencyKey)
+			s.unindexKey(e.id, r.idempotencyKey())
 			n++
 		}
 		sh.mu.Unlock()
