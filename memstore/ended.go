@@ -213,14 +213,10 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
+// int reads what writer.int wrote: a zigzag varint (binary.AppendVarint).
 func (r *reader) int() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.b = nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
+	u := r.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 func (r *reader) bool() bool {
