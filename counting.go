@@ -47,7 +47,7 @@ func ApplyCounts(current []Counter, counts []Count, now time.Time) ([]Counter, e
 			*cur = Counter{}
 		}
 		if c.Limit > 0 && cur.Value > c.Limit-c.Delta {
-			return nil, &RefusedError{Count: i, Counter: *cur, RetryAfter: max(cur.ExpiresAt.Sub(now), time.Microsecond)}
+			return nil, &RefusedError{Refused: i, Counter: *cur, RetryAfter: max(cur.ExpiresAt.Sub(now), time.Microsecond)}
 		}
 	}
 	for i, c := range counts {
@@ -136,7 +136,7 @@ func (g Guard) Refuses(c Counter, now time.Time) bool {
 
 // Refusal returns the *RefusedError of a write g refused, reading c.
 func (g Guard) Refusal(c Counter) *RefusedError {
-	return &RefusedError{Guard: g, Count: -1, Counter: c}
+	return &RefusedError{Guard: g, Refused: -1, Counter: c}
 }
 
 // RefusedError is the error of a write that a Guard or a Count with a
@@ -144,9 +144,9 @@ func (g Guard) Refusal(c Counter) *RefusedError {
 type RefusedError struct {
 	// Guard is the guard that refused; the zero Guard when a count did.
 	Guard Guard
-	// Count is the index of the count that refused, in the call's counts;
-	// -1 when the guard did.
-	Count int
+	// Refused is the index of the count that refused, in the call's
+	// counts (as Taken's is of a take); -1 when the guard did.
+	Refused int
 	// Counter is the refusing counter as the Store read it.
 	Counter Counter
 	// RetryAfter is, for a count's refusal, how long until it could count
@@ -155,8 +155,8 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	if e.Count >= 0 {
-		return fmt.Sprintf("verify: count %d refused the write (its counter holds %d)", e.Count, e.Counter.Value)
+	if e.Refused >= 0 {
+		return fmt.Sprintf("verify: count %d refused the write (its counter holds %d)", e.Refused, e.Counter.Value)
 	}
 	return fmt.Sprintf("verify: counter %q refused the write (value %d of %d)", e.Guard.Key, e.Counter.Value, e.Guard.Max)
 }

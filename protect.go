@@ -297,54 +297,61 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 		p.limits, p.rows = limits, rows
 		return Allowance{}, nil
 	}
-	var (
-		allowed Allowance
-		counted bool // allowed is the limits' decision already
-	)
-	if cnt, ok := e.sentCount(a.Prefix, now); ok {
-		// With a CountingStore, the Store checks the block when it stores
-		// the verification (see create), and the limits below are given
-		// back if it refuses.
-		var block Counter
-		if e.counting == nil {
+	if e.counting == nil {
+		if cnt, ok := e.sentCount(a.Prefix, now); ok {
 			// Max 0 refuses while the block is set, and then counts
 			// nothing; with a StoreLimiter on the same counters, the
-			// limits join the same Take.
+			// limits join the same Take. (With a CountingStore, the Store
+			// checks the block when it stores the verification, see
+			// create, and the limits below are given back if it refuses.)
 			takes := []Take{{Key: blockKey(a.Prefix), Delta: 0, Max: 0}, cnt.Take()}
 			var (
+				allowed      Allowance
 				res          Taken
 				refusedFirst bool
 				err          error
 			)
-			if e.shared != nil && len(limits) > 0 {
+			shared := e.shared != nil && len(limits) > 0
+			if shared {
 				allowed, res, refusedFirst, err = e.shared.allowWith(ctx, now, limits, takes)
-				counted = err == nil && !refusedFirst
 			} else {
 				res, err = takeAll(ctx, e.counters, now, takes)
 			}
 			if err != nil {
 				return Allowance{}, storeErr(ctx, "check prefix block", err)
 			}
-			if block = res.Counters[0]; res.OK {
+			if block := res.Counters[0]; block.Value > 0 {
+				return Allowance{}, e.prefixBlocked(ctx, a, block, now)
+			}
+			if res.OK {
 				p.sent = max(res.Counters[1].Value, 1)
 			}
-		}
-		if block.Value > 0 {
-			return Allowance{}, e.prefixBlocked(ctx, a, block, now)
+			if shared && !refusedFirst { // the limits were decided with the Take
+				if !allowed.OK {
+					return Allowance{}, e.sendLimited(ctx, p, rows[allowed.Refused], allowed.RetryAfter, now)
+				}
+				return allowed, nil
+			}
 		}
 	}
 	if len(limits) == 0 {
 		return Allowance{OK: true, Refused: -1, Now: now}, nil
 	}
-	if !counted {
-		var err error
-		if allowed, err = e.limiter.Allow(ctx, now, limits); err != nil {
-			e.uncountSent(ctx, p, now)
-			return Allowance{}, storeErr(ctx, "rate limit", err)
-		}
+	allowed, err := e.allowLimits(ctx, p, limits, rows, now)
+	if err != nil {
+		e.uncountSent(ctx, p, now)
+	}
+	return allowed, err
+}
+
+// allowLimits counts a Send against limits (their rows in the send limit
+// table) with the Limiter, all or nothing: E918 if one refuses.
+func (e *Engine) allowLimits(ctx context.Context, p *sendPlan, limits []Limit, rows [6]uint8, now time.Time) (Allowance, error) {
+	allowed, err := e.limiter.Allow(ctx, now, limits)
+	if err != nil {
+		return Allowance{}, storeErr(ctx, "rate limit", err)
 	}
 	if !allowed.OK {
-		e.uncountSent(ctx, p, now)
 		return Allowance{}, e.sendLimited(ctx, p, rows[allowed.Refused], allowed.RetryAfter, now)
 	}
 	return allowed, nil
@@ -365,15 +372,11 @@ func (e *Engine) allowDeferred(ctx context.Context, p *sendPlan, now time.Time) 
 	if p.limits == nil {
 		return nil
 	}
-	allowed, err := e.limiter.Allow(ctx, now, p.limits)
-	if err != nil {
-		return storeErr(ctx, "rate limit", err)
+	allowed, err := e.allowLimits(ctx, p, p.limits, p.rows, now)
+	if err == nil {
+		p.allowed, p.limits = allowed, nil
 	}
-	if !allowed.OK {
-		return e.sendLimited(ctx, p, p.rows[allowed.Refused], allowed.RetryAfter, now)
-	}
-	p.allowed, p.limits = allowed, nil
-	return nil
+	return err
 }
 
 // limitCounts are the Counts that decide and count limits at now as a

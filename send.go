@@ -295,10 +295,10 @@ func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord
 	counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, guard, counts)
 	var refused *RefusedError
 	switch {
-	case errors.As(err, &refused) && (refused.Count < 0 || refused.Guard.Key != ""):
+	case errors.As(err, &refused) && (refused.Refused < 0 || refused.Guard.Key != ""):
 		return e.prefixBlocked(ctx, p.attempt, refused.Counter, rec.CreatedAt)
-	case errors.As(err, &refused) && refused.Count >= limitsFrom && refused.Count < len(counts):
-		return e.sendLimited(ctx, p, p.rows[refused.Count-limitsFrom], refused.RetryAfter, rec.CreatedAt)
+	case errors.As(err, &refused) && refused.Refused >= limitsFrom && refused.Refused < len(counts):
+		return e.sendLimited(ctx, p, p.rows[refused.Refused-limitsFrom], refused.RetryAfter, rec.CreatedAt)
 	case err != nil:
 		return err
 	case len(counters) != len(counts):

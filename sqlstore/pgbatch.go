@@ -249,10 +249,11 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 	// counters' locks (createLockedBatch), call by call.
 	query, counting := pgCreateBatch, false
 	limits := slices.ContainsFunc(reqs, func(nv newVerification) bool { return limited(nv.counts) })
+	verifications := args[:len(args):len(args)] // what the appends below leave alone
 	switch {
 	case limits && s.pgBatches.locking.Load() > 0:
 		s.pgBatches.locking.Add(-1)
-		s.createLockedBatch(ctx, batch, one)
+		s.createLockedBatch(ctx, batch, verifications, one)
 		return
 	case limits:
 		query, counting = pgCreateBatchLimited, true
@@ -265,7 +266,7 @@ func (s *Store) createBatch(ctx context.Context, batch []*combine.Call[newVerifi
 	err = s.pgBatch(ctx, query, args, created.scan(counting))
 	if pe := (*pgconn.PgError)(nil); limits && errors.As(err, &pe) && pe.Code == pgDivisionByZero {
 		s.pgBatches.locking.Store(lockingAfterRefusal)
-		s.createLockedBatch(ctx, batch, one)
+		s.createLockedBatch(ctx, batch, verifications, one)
 		return
 	}
 	if failed(s, ctx, batch, err, "create verification", one) {
@@ -372,16 +373,12 @@ func (cr *createdRows) answer(ctx context.Context, batch []*combine.Call[newVeri
 // counts of the others and commits. The verifications are written before
 // the counters, as every creation's statement writes them, so that racing
 // creations of one exclusive verification never deadlock. A call not
-// stored runs again alone, which answers why.
+// stored runs again alone, which answers why. args are createArgs' for
+// the batch.
 func (s *Store) createLockedBatch(ctx context.Context, batch []*combine.Call[newVerification, []verify.Counter],
-	one func(context.Context, newVerification) ([]verify.Counter, error)) {
+	args []any, one func(context.Context, newVerification) ([]verify.Counter, error)) {
 	s.pgBatches.locked.Add(1)
 	reqs := combine.Reqs(batch)
-	args, err := createArgs(reqs)
-	if err != nil { // cannot happen: createBatch encoded them
-		combine.EachAlone(ctx, batch, one)
-		return
-	}
 	var keys []string
 	oldest := batch[0].Req.v.CreatedAt
 	for _, cl := range batch {
@@ -402,7 +399,7 @@ func (s *Store) createLockedBatch(ctx context.Context, batch []*combine.Call[new
 		final   = make(map[string]verify.Counter)
 	)
 	insert := pgStep{query: pgCreateBatchCounting, args: append(append(args, uncounted...), guardArgs(reqs)...), scan: stored.scan(true)}
-	err = s.pgTx(ctx, []pgStep{{query: pgProbesOnly}, insert, s.pgLockStep(keys, oldest, &cur)}, func() (pgStep, bool) {
+	err := s.pgTx(ctx, []pgStep{{query: pgProbesOnly}, insert, s.pgLockStep(keys, oldest, &cur)}, func() (pgStep, bool) {
 		var refused []string
 		for _, cl := range batch {
 			nv := cl.Req

@@ -589,11 +589,11 @@ func TestBatchedLimits(t *testing.T) {
 	assert.Equal(t, []int64{2, 3}, values(counters[2]))
 	var refused *verify.RefusedError
 	require.ErrorAs(t, errs[3], &refused, "the third is over the Limit")
-	assert.Equal(t, 1, refused.Count)
+	assert.Equal(t, 1, refused.Refused)
 	assert.Equal(t, int64(3), refused.Counter.Value)
 	assert.Equal(t, time.Hour, refused.RetryAfter, "until the counter expires")
 	require.ErrorAs(t, errs[4], &refused, "blocked and over its Limit")
-	assert.Equal(t, -1, refused.Count, "the guard is decided first")
+	assert.Equal(t, -1, refused.Refused, "the guard is decided first")
 	require.NoError(t, errs[5])
 	assert.Equal(t, []int64{1}, values(counters[5]))
 	for id, want := range map[string]bool{"first": true, "clash": false, "second": true, "third": false, "both": false, "fresh": true} {

@@ -361,7 +361,7 @@ func testCreateLimited(t *testing.T, s countingStore) {
 	var refused *verify.RefusedError
 	require.ErrorAs(t, err, &refused, "a third count past the Limit")
 	assert.Nil(t, got)
-	assert.Equal(t, 1, refused.Count, "the count's index")
+	assert.Equal(t, 1, refused.Refused, "the count's index")
 	assert.Equal(t, int64(2), refused.Counter.Value, "its counter as read")
 	sameTime(t, expires, refused.Counter.ExpiresAt, "its counter's ExpiresAt")
 	assert.Equal(t, 59*time.Minute, refused.RetryAfter, "until the counter expires")
@@ -388,7 +388,7 @@ func testCreateLimited(t *testing.T, s countingStore) {
 	require.NoError(t, err)
 	_, _, err = create(base, block, limit)
 	require.ErrorAs(t, err, &refused)
-	assert.Equal(t, -1, refused.Count, "the guard refused")
+	assert.Equal(t, -1, refused.Refused, "the guard refused")
 	assert.Equal(t, block, refused.Guard)
 
 	// Once the counter has expired, it starts again.
@@ -453,7 +453,7 @@ func testCreateLimitedConcurrent(t *testing.T, s countingStore) {
 			values[i] = got[slices.IndexFunc(counts, func(c verify.Count) bool { return c.Key == limit.Key })].Value
 		case errors.As(err, &r):
 			refused.Add(1)
-			assert.Equal(t, limit.Key, counts[r.Count].Key, "only the Limit of %d refuses", max)
+			assert.Equal(t, limit.Key, counts[r.Refused].Key, "only the Limit of %d refuses", max)
 		case errors.Is(err, verify.ErrDuplicate):
 			clashed.Add(1)
 		default:

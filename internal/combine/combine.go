@@ -144,20 +144,23 @@ func (c *Combiner[Req, Res]) lead() {
 			return
 		}
 		c.mu.Unlock()
-		// The calls whose caller has gone are answered, not run.
-		live := make([]*Call[Req, Res], 0, len(batch))
-		for _, cl := range batch {
+		// The calls whose caller has gone are answered, not run: the
+		// others are moved, in order, to the front of batch (a slice of
+		// its own), and run.
+		live := 0
+		for i, cl := range batch {
 			if err := cl.Ctx.Err(); err != nil {
 				cl.Err = c.leave(err)
 				continue
 			}
-			live = append(live, cl)
+			batch[live], batch[i] = batch[i], batch[live]
+			live++
 		}
-		if len(live) > 0 {
+		if live > 0 {
 			c.batches.Add(1)
-			c.calls.Add(int64(len(live)))
-			ctx, stop := batchContext(live)
-			c.Run(ctx, live)
+			c.calls.Add(int64(live))
+			ctx, stop := batchContext(batch[:live])
+			c.Run(ctx, batch[:live])
 			stop()
 		}
 		for _, cl := range batch {
