@@ -126,11 +126,11 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	// code's HMAC with the stored one, which it remembers; the Store
 	// compares them again when it counts the attempt.
 	right := MatchHash(parts.codeHash, hashes)
+	counts := e.onVerified(parts)
 	var failures Counter
 	if e.guarded != nil {
 		// The read of the failures and, for a right code, the attempt, in
 		// one Store call: a refusal is that same call for any code.
-		counts := e.onVerified(parts)
 		g, verified, f, err := e.guarded.AttemptRight(ctx, req.VerifyID, hashes, now,
 			Guard{Key: fkey, Max: int64(e.protection.MaxFailures)}, counts)
 		if err != nil {
@@ -183,7 +183,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
-	rec, counted, storeCounted, err := e.attempt(ctx, req.VerifyID, parts, hashes, now)
+	rec, counted, storeCounted, err := e.attempt(ctx, req.VerifyID, counts, hashes, now)
 	if err != nil {
 		// Whether the attempt was counted is unknown: a slot stays taken.
 		e.fixed.drop(req.VerifyID)
@@ -245,11 +245,11 @@ func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool,
 	return rec.public(), &wrong
 }
 
-// attempt counts an attempt with the Store, and with it the conversion
-// monitor's count of the verification when the Store can count in the same
-// step (storeCounted).
-func (e *Engine) attempt(ctx context.Context, id string, parts fixedParts, hashes [][]byte, now time.Time) (rec VerificationRecord, counted, storeCounted bool, err error) {
-	if counts := e.onVerified(parts); counts != nil {
+// attempt counts an attempt with the Store, and with it counts (see
+// onVerified), the conversion monitor's count of the verification, when
+// there are some (storeCounted).
+func (e *Engine) attempt(ctx context.Context, id string, counts []Count, hashes [][]byte, now time.Time) (rec VerificationRecord, counted, storeCounted bool, err error) {
+	if counts != nil {
 		rec, counted, err = e.counting.AttemptCounting(ctx, id, hashes, now, counts)
 		return rec, counted, true, err
 	}
