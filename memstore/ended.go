@@ -265,11 +265,24 @@ func (r *reader) time(base int64) time.Time {
 // every verification of a flow (while it is unchanged) shares one. The
 // caller holds the shard's lock.
 func (sh *shard) sharedSteps(flowID string, steps []verify.Step) []verify.Step {
+	return sh.shareSteps(flowID, steps, false)
+}
+
+// ownSteps is sharedSteps for steps the caller may still change: a copy of
+// them is kept and returned when the cache has none equal to them.
+func (sh *shard) ownSteps(flowID string, steps []verify.Step) []verify.Step {
+	return sh.shareSteps(flowID, steps, true)
+}
+
+func (sh *shard) shareSteps(flowID string, steps []verify.Step, clone bool) []verify.Step {
 	if len(steps) == 0 {
 		return nil
 	}
-	if kept, ok := sh.steps[flowID]; ok && slices.Equal(kept, steps) {
+	if kept, ok := sh.steps[flowID]; ok && (len(kept) == len(steps) && &kept[0] == &steps[0] || slices.Equal(kept, steps)) {
 		return kept
+	}
+	if clone {
+		steps = slices.Clone(steps)
 	}
 	if sh.steps == nil || len(sh.steps) >= maxSharedFlows {
 		sh.steps = make(map[string][]verify.Step)

@@ -54,8 +54,36 @@ type shard struct {
 	// done the ended ones, compact (see ended.go).
 	recs map[string]*verify.VerificationRecord
 	done map[string]endedRec
-	// steps shares the steps of ended verifications by flow ID.
+	// steps shares the steps of verifications by flow ID.
 	steps map[string][]verify.Step
+	// free holds records of ended verifications for newRecord to reuse:
+	// an open verification's record is the largest allocation of a pair.
+	free []*verify.VerificationRecord
+}
+
+// maxFreeRecords bounds a shard's free list.
+const maxFreeRecords = 32
+
+// newRecord returns a zero record for an open verification. The caller
+// holds the shard's lock.
+func (sh *shard) newRecord() *verify.VerificationRecord {
+	if n := len(sh.free); n > 0 {
+		r := sh.free[n-1]
+		sh.free[n-1] = nil
+		sh.free = sh.free[:n-1]
+		return r
+	}
+	return new(verify.VerificationRecord)
+}
+
+// release takes back the record of a verification that ended (see end),
+// once the caller has copied what it returns: nothing else points to it.
+// The caller holds the shard's lock.
+func (sh *shard) release(r *verify.VerificationRecord) {
+	if len(sh.free) < maxFreeRecords {
+		*r = verify.VerificationRecord{}
+		sh.free = append(sh.free, r)
+	}
 }
 
 // get returns the verification id as a record: the stored one (in recs,
@@ -313,6 +341,14 @@ type timeEntry struct {
 }
 
 func (h *timeHeap) push(e timeEntry) {
+	if len(*h) == cap(*h) {
+		// Double, where append grows a large slice by a quarter: the heaps
+		// hold an entry per retained verification, and growing them is
+		// copying them.
+		grown := make(timeHeap, len(*h), max(2*cap(*h), 256))
+		copy(grown, *h)
+		*h = grown
+	}
 	*h = append(*h, e)
 	a := *h
 	i := len(a) - 1

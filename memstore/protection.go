@@ -77,11 +77,15 @@ func (s *Store) claim(v *verify.VerificationRecord, decide func() error) error {
 	open := v.Status.Open()
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	if _, taken := s.idx.byKey[v.IdempotencyKey]; taken && v.IdempotencyKey != "" {
-		return verify.ErrDuplicate
+	if v.IdempotencyKey != "" {
+		if _, taken := s.idx.byKey[v.IdempotencyKey]; taken {
+			return verify.ErrDuplicate
+		}
 	}
-	if _, taken := s.idx.exclusive[k]; taken && open && v.Exclusive {
-		return verify.ErrOpenExists
+	if open && v.Exclusive {
+		if _, taken := s.idx.exclusive[k]; taken {
+			return verify.ErrOpenExists
+		}
 	}
 	if decide != nil {
 		if err := decide(); err != nil {
@@ -117,7 +121,7 @@ func (s *Store) unindexOpen(v *verify.VerificationRecord) {
 			s.idx.open[k] = ids
 		}
 	}
-	if s.idx.exclusive[k] == v.ID {
+	if v.Exclusive && s.idx.exclusive[k] == v.ID {
 		delete(s.idx.exclusive, k)
 	}
 }

@@ -37,7 +37,6 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	b = append(append(append(b, v.CodeHash...), v.SealedCode...), v.RequestHash...)
 	h, sc := len(v.CodeHash), len(v.CodeHash)+len(v.SealedCode)
 	v.CodeHash, v.SealedCode, v.RequestHash = b[:h:h], b[h:sc:sc], b[sc:]
-	v.Steps = slices.Clone(v.Steps)
 	v.AllowedIPs = slices.Clone(v.AllowedIPs)
 	v.Deliveries, v.Checks = nil, nil
 	if v.Status.Open() {
@@ -45,6 +44,7 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	}
 	sh := s.shard(v.ID)
 	sh.mu.Lock()
+	v.Steps = sh.ownSteps(v.FlowID, v.Steps)
 	// The guard's and the counts' counters stay locked until the counts
 	// are applied, so that what decided them is what they count on. The
 	// guard is decided first, then what CreateVerification refuses (the
@@ -84,7 +84,9 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	// at once): what the heaps need is read now.
 	open, id, expiresAt, endedAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt
 	if open {
-		sh.recs[v.ID] = &v
+		r := sh.newRecord()
+		*r = v
+		sh.recs[v.ID] = r
 	} else {
 		sh.done[v.ID] = sh.compactRecord(&v)
 	}
@@ -172,8 +174,12 @@ func (s *Store) attemptLocked(r *verify.VerificationRecord, right bool, now time
 		}
 	case r.Attempts >= r.MaxAttempts:
 		s.end(r, verify.StatusMaxAttempts, now)
+	default:
+		return *r, true
 	}
-	return *r, true
+	out := *r
+	s.shard(r.ID).release(r)
+	return out, true
 }
 
 // AttemptRight implements verify.GuardedStore: the failure counter is read
@@ -252,13 +258,14 @@ func (s *Store) Finish(ctx context.Context, id string, status verify.Status, now
 	}
 	s.end(r, status, now)
 	out := *r
+	sh.release(r)
 	sh.mu.Unlock()
 	return out, true, nil
 }
 
 // end moves r to an ended status, and from the shard's recs to its done:
-// r stays valid for the caller to copy, but no longer changes the store.
-// The caller holds r's shard lock.
+// r stays valid for the caller to copy, but no longer changes the store;
+// the caller then releases it. The caller holds r's shard lock.
 func (s *Store) end(r *verify.VerificationRecord, status verify.Status, now time.Time) {
 	r.Status = status
 	r.EndedAt = now
@@ -353,6 +360,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]stri
 		sh.mu.Lock()
 		if r, ok := sh.recs[e.id]; ok && r.Status.Open() && !now.Before(r.ExpiresAt) {
 			s.end(r, verify.StatusExpired, now)
+			sh.release(r)
 			ids = append(ids, e.id)
 		}
 		sh.mu.Unlock()
