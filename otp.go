@@ -12,6 +12,7 @@ import (
 	"hash"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -234,14 +235,24 @@ func (kr *keyring) unseal(id string, sealed []byte) (string, error) {
 	return "", internalErr("open the sealed code", errUnseal)
 }
 
-// newID returns a random (version 4) UUID string.
-func newID() (string, error) {
+// newID returns a version 7 UUID string for a verification created at
+// now: 48 bits of Unix milliseconds, then 74 random bits (RFC 9562).
+// Time-ordered IDs keep a database's inserts at the right-hand edge of
+// the indexes that hold them (the verifications' primary key, the
+// deliveries' and the pending steps' by verification), where random ones
+// touch a different page of each index for every verification, as the
+// tables grow past their cache.
+func newID(now time.Time) (string, error) {
 	var u uuid.UUID
-	if _, err := rand.Read(u[:]); err != nil {
+	if _, err := rand.Read(u[6:]); err != nil {
 		return "", internalErr("reading crypto/rand", err)
 	}
-	u[6] = (u[6] & 0x0f) | 0x40 // version 4
-	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
+	ms := uint64(max(now.UnixMilli(), 0))
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	u[6] = (u[6] & 0x0f) | 0x70 // version 7
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 9562 variant
 	return u.String(), nil
 }
 

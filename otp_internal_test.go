@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -213,4 +215,31 @@ func TestRender(t *testing.T) {
 	assert.Equal(t, "Acme 42 in 3 {x} Acme {", render("{brand} {code} in {minutes} {x} {app} {", "42", 3, "Acme"))
 	assert.Equal(t, "no placeholders", render("no placeholders", "42", 3, ""))
 	assert.Equal(t, "42}", render("{token}}", "42", 3, ""))
+}
+
+// TestNewIDTimeOrdered: verification IDs are version 7 UUIDs of the
+// engine's clock, so that a later verification's ID sorts after an
+// earlier one's (the databases' indexes on it take inserts at one end),
+// and distinct within a millisecond.
+func TestNewIDTimeOrdered(t *testing.T) {
+	at := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	seen := make(map[string]bool)
+	prev := ""
+	for i := range 2000 {
+		now := at.Add(time.Duration(i/100) * time.Millisecond) // 100 IDs a millisecond
+		id, err := newID(now)
+		require.NoError(t, err)
+		u, err := uuid.Parse(id)
+		require.NoError(t, err)
+		require.Equal(t, uuid.Version(7), u.Version(), id)
+		require.Equal(t, uuid.RFC4122, u.Variant(), id)
+		sec, nsec := u.Time().UnixTime()
+		require.Equal(t, now.UnixMilli(), time.Unix(sec, nsec).UnixMilli(), "the ID's time is the clock's: %s", id)
+		require.False(t, seen[id], "duplicate ID %s", id)
+		seen[id] = true
+		if i%100 == 0 && prev != "" {
+			require.Less(t, prev, id, "an ID of a later millisecond sorts after")
+		}
+		prev = id
+	}
 }

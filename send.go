@@ -196,7 +196,7 @@ func (e *Engine) storeSend(ctx context.Context, p *sendPlan, now time.Time) (rec
 			return rec, "", nil, ans, err
 		}
 	}
-	id, err := newID()
+	id, err := newID(now)
 	if err != nil {
 		return rec, "", nil, ans, err
 	}
