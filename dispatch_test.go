@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -338,4 +339,52 @@ func TestSecretRotation(t *testing.T) {
 	assert.Equal(t, code, m.Code)
 	_, err = rotated.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
 	require.NoError(t, err, "the old key still checks")
+}
+
+// waitingChannel never answers of itself: it waits until its context is
+// done, on Done or, when poll is set, by polling Err without ever calling
+// Done, and reports the context's error and deadline.
+type waitingChannel struct {
+	poll bool
+	got  chan waited
+}
+
+type waited struct {
+	err      error
+	deadline time.Time
+}
+
+func (*waitingChannel) Name() string { return "waiting" }
+func (c *waitingChannel) Send(ctx context.Context, _ verify.Message) (verify.Receipt, error) {
+	if c.poll {
+		for ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+	} else {
+		<-ctx.Done()
+	}
+	d, _ := ctx.Deadline()
+	c.got <- waited{ctx.Err(), d}
+	return verify.Receipt{}, ctx.Err()
+}
+
+// TestSendTimeoutEndsAWaitingChannel: the send timeout ends a channel's
+// Send that waits on its context, whether it waits on Done or polls Err
+// (the timeout's timer is made only for the first).
+func TestSendTimeoutEndsAWaitingChannel(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	for _, poll := range []bool{false, true} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			ch := &waitingChannel{poll: poll, got: make(chan waited, 1)}
+			h := newHarness(t, verify.WithSendTimeout(timeout), verify.WithChannels(ch))
+			h.flow(verify.Step{Channel: "waiting"})
+			began := time.Now()
+			_, err := h.eng.Send(h.ctx, verify.SendRequest{To: ana})
+			require.Error(t, err, "the only step's channel timed out")
+			w := <-ch.got
+			assert.Equal(t, context.DeadlineExceeded, w.err)
+			assert.False(t, w.deadline.Before(began.Add(timeout)), "deadline %v, at least the timeout after %v", w.deadline, began)
+			assert.True(t, w.deadline.Before(time.Now()), "the deadline has passed when the channel returns")
+		})
+	}
 }
