@@ -25,10 +25,12 @@ type cachedFlow struct {
 	at time.Time
 }
 
-// WithFlowCache sets how long Send may use a flow it read before reading it
-// again. Flows changed through this engine are seen at once; changes made
-// through another engine on the same Store are seen within this time.
-// Defaults to 5 seconds; 0 reads the flow on every Send.
+// WithFlowCache sets how long Send may use a flow it read, or a template
+// its steps render, before reading it again. Flows and templates changed
+// through this engine are seen at once; changes made through another
+// engine on the same Store are seen within this time (a template rejected
+// there may still be sent here until then). Defaults to 5 seconds; 0 reads
+// them on every Send.
 func WithFlowCache(ttl time.Duration) Option {
 	return func(c *config) error {
 		if ttl < 0 {
@@ -115,6 +117,118 @@ func (e *Engine) resolveFlow(ctx context.Context, id string) (Flow, error) {
 	}
 	e.flows.put(id, f, now, v)
 	return f, nil
+}
+
+// templateCache keeps the templates Send renders, read from the Store,
+// for the flow cache's TTL (WithFlowCache): each template read by ID, and
+// the list that picking a template in another language searches. Like
+// the flows, changes made through this engine are seen at once, changes
+// made by another instance within the TTL.
+type templateCache struct {
+	ttl time.Duration
+
+	mu      sync.RWMutex
+	byID    map[string]cachedTemplate
+	all     []Template // shared with callers: never written into
+	allAt   time.Time  // zero: all is not cached
+	version uint64     // bumped by every change, so a racing read is not cached
+}
+
+type cachedTemplate struct {
+	t  Template
+	at time.Time
+}
+
+// fresh reports whether something cached at at may be used at now.
+func (c *templateCache) fresh(at, now time.Time) bool {
+	return !at.IsZero() && now.Sub(at) < c.ttl && !now.Before(at)
+}
+
+func (c *templateCache) get(id string, now time.Time) (Template, bool) {
+	if c.ttl == 0 {
+		return Template{}, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e := c.byID[id]
+	return e.t, c.fresh(e.at, now)
+}
+
+func (c *templateCache) list(now time.Time) ([]Template, bool) {
+	if c.ttl == 0 {
+		return nil, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.all, c.fresh(c.allAt, now)
+}
+
+func (c *templateCache) snapshot() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.version
+}
+
+// put caches a template read at now, or, with t nil, the list all,
+// unless the cache changed since snapshot v was taken.
+func (c *templateCache) put(t *Template, all []Template, now time.Time, v uint64) {
+	if c.ttl == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.version != v {
+		return
+	}
+	if t == nil {
+		c.all, c.allAt = all, now
+		return
+	}
+	if c.byID == nil || len(c.byID) > 10000 {
+		c.byID = make(map[string]cachedTemplate)
+	}
+	c.byID[t.ID] = cachedTemplate{*t, now}
+}
+
+// invalidate forgets every cached template.
+func (c *templateCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version++
+	c.byID, c.all, c.allAt = nil, nil, time.Time{}
+}
+
+// sendTemplate returns the template id for a message, from the cache
+// when it is fresh.
+func (e *Engine) sendTemplate(ctx context.Context, id string) (Template, error) {
+	now := e.clock.Now()
+	if t, ok := e.templates.get(id, now); ok {
+		return t, nil
+	}
+	v := e.templates.snapshot()
+	t, err := e.store.GetTemplate(ctx, id)
+	if err != nil {
+		return Template{}, err
+	}
+	e.templates.put(&t, nil, now, v)
+	return t, nil
+}
+
+// sendTemplates returns every template, for picking one in another
+// language, from the cache when it is fresh. The caller must not change
+// the slice.
+func (e *Engine) sendTemplates(ctx context.Context) ([]Template, error) {
+	now := e.clock.Now()
+	if all, ok := e.templates.list(now); ok {
+		return all, nil
+	}
+	v := e.templates.snapshot()
+	all, err := e.store.ListTemplates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.templates.put(nil, all, now, v)
+	return all, nil
 }
 
 // recipientCache remembers the parts of recent verifications that never

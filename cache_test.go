@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -76,4 +77,73 @@ func TestCheckOnAnotherEngine(t *testing.T) {
 		_, err = e.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code, IPAddress: "203.0.113.1"})
 		requireCode(t, err, verify.ErrIPNotAllowed) // protections come before the state
 	}
+}
+
+// TestTemplateCacheAcrossEngines: Send renders a template read within the
+// flow cache's TTL without reading it again; a change made through the
+// same engine is seen at once, one made through another engine within the
+// TTL, and WithFlowCache(0) reads templates on every Send.
+func TestTemplateCacheAcrossEngines(t *testing.T) {
+	h := newHarness(t)
+	mk := func(e *verify.Engine, lang, body string) verify.Template {
+		tpl, err := e.CreateTemplate(h.ctx, verify.Template{Name: "login", Channel: "sms", Language: lang, Body: body})
+		require.NoError(t, err)
+		require.NoError(t, e.ApproveTemplate(h.ctx, tpl.ID))
+		return tpl
+	}
+	en := mk(h.eng, "en", "Login code {code}")
+	f, err := h.eng.CreateFlow(h.ctx, verify.Flow{Name: "l10n", Duplicates: verify.DuplicateAllow,
+		Steps: []verify.Step{{Channel: "sms", Template: en.ID}}})
+	require.NoError(t, err)
+	other := h.engine()
+	body := func(e *verify.Engine, lang string) (string, error) {
+		_, err := e.Send(h.ctx, verify.SendRequest{FlowID: f.ID, To: ana, Language: lang})
+		if err != nil {
+			return "", err
+		}
+		m, _ := h.sms.Last()
+		return strings.TrimSuffix(m.Body, m.Code), nil
+	}
+	b, err := body(h.eng, "de")
+	require.NoError(t, err)
+	assert.Equal(t, "Login code ", b, "no German template: the English one, and the list of templates cached")
+
+	// Another engine adds a German one: this engine sees it after the TTL.
+	mk(other, "de", "Anmeldecode {code}")
+	b, err = body(other, "de")
+	require.NoError(t, err)
+	assert.Equal(t, "Anmeldecode ", b, "the engine that added it sees it at once")
+	b, err = body(h.eng, "de")
+	require.NoError(t, err)
+	assert.Equal(t, "Login code ", b, "another engine may use its cached templates for up to the TTL")
+	h.clock.Add(5 * time.Second)
+	b, err = body(h.eng, "de")
+	require.NoError(t, err)
+	assert.Equal(t, "Anmeldecode ", b, "after the TTL it reads them again")
+
+	// Another engine rejects the English one: this engine sends it until
+	// the TTL has passed, and the engine that rejected it never again.
+	_, err = body(h.eng, "en")
+	require.NoError(t, err)
+	require.NoError(t, other.RejectTemplate(h.ctx, en.ID, "wording"))
+	_, err = body(other, "en")
+	require.Error(t, err, "the engine that rejected it sends it no more")
+	b, err = body(h.eng, "en")
+	require.NoError(t, err, "another engine may send its cached template for up to the TTL")
+	assert.Equal(t, "Login code ", b)
+	h.clock.Add(5 * time.Second)
+	_, err = body(h.eng, "en")
+	require.Error(t, err, "after the TTL it reads the rejection")
+
+	// Approved again through this engine: seen at once; without a cache, a
+	// change through another engine is seen at once too.
+	require.NoError(t, h.eng.ApproveTemplate(h.ctx, en.ID))
+	_, err = body(h.eng, "en")
+	require.NoError(t, err)
+	uncached := h.engine(verify.WithFlowCache(0))
+	_, err = body(uncached, "en")
+	require.NoError(t, err)
+	require.NoError(t, other.RejectTemplate(h.ctx, en.ID, "again"))
+	_, err = body(uncached, "en")
+	require.Error(t, err, "WithFlowCache(0) reads the template on every Send")
 }

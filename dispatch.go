@@ -355,7 +355,7 @@ func (e *Engine) sendMessage(ctx context.Context, rec *VerificationRecord, code 
 	case s.Template == "":
 		body, lang = builtinText(lang, rec.Brand)
 	default:
-		t, err := e.store.GetTemplate(ctx, s.Template)
+		t, err := e.sendTemplate(ctx, s.Template)
 		if errors.Is(err, ErrNotFound) {
 			return Receipt{}, fmt.Errorf("template %s: %w", s.Template, err)
 		}

@@ -195,6 +195,7 @@ func (e *Engine) CreateTemplate(ctx context.Context, t Template) (Template, erro
 	t.Status = TemplatePending
 	t.Reason = ""
 	t.CreatedAt = e.now()
+	defer e.templates.invalidate() // a new language of a name changes which one is picked
 	if err := e.store.CreateTemplate(ctx, t); err != nil {
 		return Template{}, storeErr(ctx, "create template", err)
 	}
@@ -259,6 +260,7 @@ func (e *Engine) setTemplateStatus(ctx context.Context, id string, s TemplateSta
 	if id == "" {
 		return invalid(ErrMissingField, "template_id", "template_id field is mandatory")
 	}
+	defer e.templates.invalidate()
 	err := e.store.SetTemplateStatus(ctx, id, s, reason)
 	if errors.Is(err, ErrNotFound) {
 		return ErrNotFound.with("template_id", "")

@@ -107,7 +107,7 @@ func (e *Engine) pickTemplate(ctx context.Context, t Template, lang, fallback st
 	if lang == "" || strings.EqualFold(t.Language, lang) {
 		return t, nil
 	}
-	all, err := e.store.ListTemplates(ctx)
+	all, err := e.sendTemplates(ctx)
 	if err != nil {
 		return Template{}, err
 	}
