@@ -8,21 +8,79 @@ import (
 	"time"
 )
 
-// flowCache keeps flows read from the Store for a short time, so that Send
-// does not read its flow on every call. Changes made through this engine
-// take effect at once; changes made by another instance within the TTL.
-type flowCache struct {
+// catalogCache keeps what Send reads from the Store's catalog (flows,
+// templates) for a short time, so that Send does not read it on every
+// call: entries by ID, and one more value (the default flow, the list of
+// templates). Changes made through this engine take effect at once (it
+// invalidates the cache); changes made by another instance within the TTL.
+type catalogCache[T, X any] struct {
 	ttl time.Duration
 
 	mu      sync.RWMutex
-	byID    map[string]cachedFlow
-	def     cachedFlow // the default flow; def.at zero: not cached
-	version uint64     // bumped by every change, so a racing read is not cached
+	byID    map[string]cached[T]
+	extra   cached[X] // extra.at zero: not cached
+	version uint64    // bumped by every change, so a racing read is not cached
 }
 
-type cachedFlow struct {
-	f  Flow
+type cached[T any] struct {
+	v  T
 	at time.Time
+}
+
+// fresh reports whether an entry cached at at (zero: none) may be used
+// at now.
+func (c *catalogCache[T, X]) fresh(at, now time.Time) bool {
+	return c.ttl > 0 && !at.IsZero() && now.Sub(at) < c.ttl && !now.Before(at)
+}
+
+func (c *catalogCache[T, X]) get(id string, now time.Time) (T, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e := c.byID[id]
+	return e.v, c.fresh(e.at, now)
+}
+
+func (c *catalogCache[T, X]) getExtra(now time.Time) (X, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.extra.v, c.fresh(c.extra.at, now)
+}
+
+func (c *catalogCache[T, X]) snapshot() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.version
+}
+
+// put caches an entry read at now as id, and the extra value if x is not
+// nil, unless the cache changed since snapshot v was taken.
+func (c *catalogCache[T, X]) put(id string, t *T, x *X, now time.Time, v uint64) {
+	if c.ttl == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.version != v {
+		return
+	}
+	if x != nil {
+		c.extra = cached[X]{*x, now}
+	}
+	if t == nil {
+		return
+	}
+	if c.byID == nil || len(c.byID) > 10000 {
+		c.byID = make(map[string]cached[T])
+	}
+	c.byID[id] = cached[T]{*t, now}
+}
+
+// invalidate forgets everything cached.
+func (c *catalogCache[T, X]) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version++
+	c.byID, c.extra = nil, cached[X]{}
 }
 
 // WithFlowCache sets how long Send may use a flow it read, or a template
@@ -41,65 +99,23 @@ func WithFlowCache(ttl time.Duration) Option {
 	}
 }
 
-func (c *flowCache) get(id string, now time.Time) (Flow, bool) {
-	if c.ttl == 0 {
-		return Flow{}, false
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	e := c.def
-	if id != "" {
-		e = c.byID[id]
-	}
-	if e.at.IsZero() || now.Sub(e.at) >= c.ttl || now.Before(e.at) {
-		return Flow{}, false
-	}
-	return e.f, true
-}
-
-func (c *flowCache) snapshot() uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.version
-}
-
-// put caches a flow read as id ("" for the default) unless the cache
-// changed since snapshot v was taken.
-func (c *flowCache) put(id string, f Flow, now time.Time, v uint64) {
-	if c.ttl == 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.version != v {
-		return
-	}
-	if c.byID == nil || len(c.byID) > 10000 {
-		c.byID = make(map[string]cachedFlow)
-	}
-	if id == "" {
-		c.def = cachedFlow{f, now}
-	}
-	c.byID[f.ID] = cachedFlow{f, now}
-}
-
-// invalidate forgets every cached flow.
-func (c *flowCache) invalidate() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.version++
-	c.byID, c.def = nil, cachedFlow{}
-}
-
 // resolveFlow returns the flow a Send names ("" is the default flow),
 // from the cache when it is fresh.
 func (e *Engine) resolveFlow(ctx context.Context, id string) (Flow, error) {
 	now := e.clock.Now()
-	if f, ok := e.flows.get(id, now); ok {
+	var (
+		f  Flow
+		ok bool
+	)
+	if id == "" {
+		f, ok = e.flows.getExtra(now)
+	} else {
+		f, ok = e.flows.get(id, now)
+	}
+	if ok {
 		return f, nil
 	}
 	v := e.flows.snapshot()
-	var f Flow
 	var err error
 	if id == "" {
 		f, err = e.store.DefaultFlow(ctx)
@@ -115,87 +131,12 @@ func (e *Engine) resolveFlow(ctx context.Context, id string) (Flow, error) {
 	if err != nil {
 		return Flow{}, storeErr(ctx, "get flow", err)
 	}
-	e.flows.put(id, f, now, v)
+	def := &f // the default flow is cached as the extra value too
+	if id != "" {
+		def = nil
+	}
+	e.flows.put(f.ID, &f, def, now, v)
 	return f, nil
-}
-
-// templateCache keeps the templates Send renders, read from the Store,
-// for the flow cache's TTL (WithFlowCache): each template read by ID, and
-// the list that picking a template in another language searches. Like
-// the flows, changes made through this engine are seen at once, changes
-// made by another instance within the TTL.
-type templateCache struct {
-	ttl time.Duration
-
-	mu      sync.RWMutex
-	byID    map[string]cachedTemplate
-	all     []Template // shared with callers: never written into
-	allAt   time.Time  // zero: all is not cached
-	version uint64     // bumped by every change, so a racing read is not cached
-}
-
-type cachedTemplate struct {
-	t  Template
-	at time.Time
-}
-
-// fresh reports whether something cached at at may be used at now.
-func (c *templateCache) fresh(at, now time.Time) bool {
-	return !at.IsZero() && now.Sub(at) < c.ttl && !now.Before(at)
-}
-
-func (c *templateCache) get(id string, now time.Time) (Template, bool) {
-	if c.ttl == 0 {
-		return Template{}, false
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	e := c.byID[id]
-	return e.t, c.fresh(e.at, now)
-}
-
-func (c *templateCache) list(now time.Time) ([]Template, bool) {
-	if c.ttl == 0 {
-		return nil, false
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.all, c.fresh(c.allAt, now)
-}
-
-func (c *templateCache) snapshot() uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.version
-}
-
-// put caches a template read at now, or, with t nil, the list all,
-// unless the cache changed since snapshot v was taken.
-func (c *templateCache) put(t *Template, all []Template, now time.Time, v uint64) {
-	if c.ttl == 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.version != v {
-		return
-	}
-	if t == nil {
-		c.all, c.allAt = all, now
-		return
-	}
-	if c.byID == nil || len(c.byID) > 10000 {
-		c.byID = make(map[string]cachedTemplate)
-	}
-	c.byID[t.ID] = cachedTemplate{*t, now}
-}
-
-// invalidate forgets every cached template.
-func (c *templateCache) invalidate() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.version++
-	c.byID, c.all, c.allAt = nil, nil, time.Time{}
 }
 
 // sendTemplate returns the template id for a message, from the cache
@@ -210,16 +151,16 @@ func (e *Engine) sendTemplate(ctx context.Context, id string) (Template, error) 
 	if err != nil {
 		return Template{}, err
 	}
-	e.templates.put(&t, nil, now, v)
+	e.templates.put(t.ID, &t, nil, now, v)
 	return t, nil
 }
 
 // sendTemplates returns every template, for picking one in another
-// language, from the cache when it is fresh. The caller must not change
-// the slice.
+// language, from the cache when it is fresh. The slice is shared: the
+// caller must not change it.
 func (e *Engine) sendTemplates(ctx context.Context) ([]Template, error) {
 	now := e.clock.Now()
-	if all, ok := e.templates.list(now); ok {
+	if all, ok := e.templates.getExtra(now); ok {
 		return all, nil
 	}
 	v := e.templates.snapshot()
@@ -227,7 +168,7 @@ func (e *Engine) sendTemplates(ctx context.Context) ([]Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.templates.put(nil, all, now, v)
+	e.templates.put("", nil, &all, now, v)
 	return all, nil
 }
 

@@ -39,12 +39,14 @@ import (
 // concurrent use.
 type Engine struct {
 	config
-	refusals  refusalTally
-	store     Store
-	channels  map[string]Channel
-	keys      *keyring
-	flows     flowCache
-	templates templateCache
+	refusals refusalTally
+	store    Store
+	channels map[string]Channel
+	keys     *keyring
+	// flows caches flows by ID, and the default flow; templates caches
+	// templates by ID, and the list of all of them.
+	flows     catalogCache[Flow, Flow]
+	templates catalogCache[Template, []Template]
 	fixed     recipientCache
 	// counting is the Store as a CountingStore when it also keeps the
 	// engine's Counters (no WithCounters) and has that ability; nil
@@ -313,7 +315,7 @@ func New(store Store, opts ...Option) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{config: c, store: store, keys: kr, channels: make(map[string]Channel, len(c.channelList)),
-		flows: flowCache{ttl: c.flowTTL}, templates: templateCache{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}, counting: counting, guarded: guarded}
+		flows: catalogCache[Flow, Flow]{ttl: c.flowTTL}, templates: catalogCache[Template, []Template]{ttl: c.flowTTL}, fixed: recipientCache{max: 100000}, counting: counting, guarded: guarded}
 	if sl, ok := c.limiter.(*StoreLimiter); ok && sameCounters(sl.counters, c.counters) {
 		e.shared = sl
 	}

@@ -10,6 +10,16 @@ import (
 
 type key struct{}
 
+// waitFor waits for ch to close, failing the test with msg after 10 s.
+func waitFor(t *testing.T, ch <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal(msg)
+	}
+}
+
 // made reports whether ctx has made its inner context (and so a timer).
 func made(ctx context.Context) bool {
 	c := ctx.(*lazyCtx)
@@ -56,11 +66,7 @@ func TestNothingMadeUnlessWaitedOn(t *testing.T) {
 func TestDoneClosesAtTheDeadline(t *testing.T) {
 	ctx, cancel := WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("Done not closed 10 s after a 20 ms timeout")
-	}
+	waitFor(t, ctx.Done(), "Done not closed 10 s after a 20 ms timeout")
 	if err := ctx.Err(); err != context.DeadlineExceeded {
 		t.Errorf("Err = %v; want DeadlineExceeded", err)
 	}
@@ -119,11 +125,7 @@ func TestParentCancels(t *testing.T) {
 	defer cancel()
 	done := ctx.Done()
 	stop(cause)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Done not closed after parent's cancel")
-	}
+	waitFor(t, done, "Done not closed after parent's cancel")
 	if err := context.Cause(ctx); err != cause {
 		t.Errorf("Cause = %v; want parent's cause", err)
 	}
@@ -169,21 +171,13 @@ func TestDerivedContexts(t *testing.T) {
 	if err := child.Err(); err != context.Canceled {
 		t.Errorf("child's Err right after cancel = %v; want Canceled", err)
 	}
-	select {
-	case <-ran:
-	case <-time.After(10 * time.Second):
-		t.Fatal("AfterFunc did not run after cancel")
-	}
+	waitFor(t, ran, "AfterFunc did not run after cancel")
 
 	ctx, cancel = WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	child, stopChild = context.WithCancel(ctx)
 	defer stopChild()
-	select {
-	case <-child.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("a derived context not done 10 s after a 20 ms timeout")
-	}
+	waitFor(t, child.Done(), "a derived context not done 10 s after a 20 ms timeout")
 	if err := child.Err(); err != context.DeadlineExceeded {
 		t.Errorf("child's Err = %v; want DeadlineExceeded", err)
 	}
