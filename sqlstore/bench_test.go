@@ -113,7 +113,10 @@ func BenchmarkStore(b *testing.B) {
 			// The floor: the least SQL a verification needs, on the same
 			// table through the same driver, by the same 32 callers. Each
 			// engine pair reports its rate as a fraction of it.
-			var floorRate float64
+			// With -count, each benchmark runs that many times in a row:
+			// the ratios are to the mean of the floor's runs (and of the
+			// unprotected engine's), all made before.
+			var floorRate mean
 			runParallel := func(b *testing.B, pair func() bool) float64 {
 				procs := runtime.GOMAXPROCS(0)
 				b.SetParallelism((parallelCallers + procs - 1) / procs)
@@ -135,10 +138,10 @@ func BenchmarkStore(b *testing.B) {
 			}
 			b.Run("floor-parallel32", func(b *testing.B) {
 				f := newFloor(st)
-				floorRate = runParallel(b, func() bool { return f.pair(b) })
+				floorRate.add(runParallel(b, func() bool { return f.pair(b) }))
 			})
-			var unprotectedRate float64
-			parallel := func(eng *verify.Engine) func(b *testing.B) {
+			var unprotectedRate mean
+			parallel := func(eng *verify.Engine, protected bool) func(b *testing.B) {
 				return func(b *testing.B) {
 					batches, writes, grouped := st.GroupCommits()
 					statements, calls := st.Combined()
@@ -156,24 +159,23 @@ func BenchmarkStore(b *testing.B) {
 						b.ReportMetric(float64(w2-writes)/float64(b.N), "writes/pair")
 						b.ReportMetric(float64(w2-writes)/float64(max(b2-batches, 1)), "writes/commit")
 					}
-					if floorRate > 0 {
-						b.ReportMetric(rate/floorRate, "of-floor")
+					if floorRate.n > 0 {
+						b.ReportMetric(rate/floorRate.value(), "of-floor")
 					}
-					if unprotectedRate > 0 {
-						b.ReportMetric(rate/unprotectedRate, "of-unprotected")
+					if protected && unprotectedRate.n > 0 {
+						b.ReportMetric(rate/unprotectedRate.value(), "of-unprotected")
 					}
 				}
 			}
 			b.Run("send+check-parallel32", func(b *testing.B) {
-				unprotectedRate = 0
-				parallel(eng)(b)
-				unprotectedRate = float64(b.N) / b.Elapsed().Seconds()
+				parallel(eng, false)(b)
+				unprotectedRate.add(float64(b.N) / b.Elapsed().Seconds())
 			})
-			b.Run("send+check-parallel32-protected", parallel(newEngine(verify.DefaultProtection())))
+			b.Run("send+check-parallel32-protected", parallel(newEngine(verify.DefaultProtection()), true))
 			// As the README configures several instances: the rate limits
 			// counted in the database too.
 			b.Run("send+check-parallel32-protected-shared", parallel(newEngine(verify.DefaultProtection(),
-				verify.WithLimiter(verify.NewStoreLimiter(st)))))
+				verify.WithLimiter(verify.NewStoreLimiter(st))), true))
 			// The same with the counters on Redis ($VERIFY_REDIS_ADDR), the
 			// verifications still in the database.
 			if addr := os.Getenv("VERIFY_REDIS_ADDR"); addr != "" {
@@ -181,11 +183,20 @@ func BenchmarkStore(b *testing.B) {
 				defer rdb.Close()
 				rc := rediscounters.New(rdb, rediscounters.WithPrefix("{bench-"+randomHex(8)+"}:"))
 				b.Run("send+check-parallel32-protected-redis", parallel(newEngine(verify.DefaultProtection(),
-					verify.WithCounters(rc), verify.WithLimiter(verify.NewStoreLimiter(rc)))))
+					verify.WithCounters(rc), verify.WithLimiter(verify.NewStoreLimiter(rc))), true))
 			}
 		})
 	}
 }
+
+// mean is the mean of the values added to it.
+type mean struct {
+	sum float64
+	n   int
+}
+
+func (m *mean) add(v float64)  { m.sum += v; m.n++ }
+func (m *mean) value() float64 { return m.sum / float64(m.n) }
 
 // floor is the least SQL a verification needs, on the store's own
 // verifications table through its own driver: one INSERT of the row at
