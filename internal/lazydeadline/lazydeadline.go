@@ -4,8 +4,8 @@
 // context.WithTimeout starts a timer at once and stops it when the call
 // returns. The engine gives every channel Send a timeout, and a channel
 // that answers at once (one that hands the message to a queue in memory,
-// say) never looks at its context's Done: for it the timer is most of
-// what the engine spends on a delivery. WithTimeout here keeps the
+// say) never looks at its context's Done: for it the timer is close to
+// half of what the engine spends on a delivery. WithTimeout here keeps the
 // deadline as a time until a caller asks for Done, or for a value that
 // may lead to it, and only then makes the context.WithDeadline it stands
 // for. A channel that waits on Done (any network client does) pays what
@@ -137,7 +137,7 @@ func (c *lazyCtx) cancel() {
 	}
 }
 
-// String names the context as context.WithDeadline's String does.
+// String names the context and its deadline, for debugging.
 func (c *lazyCtx) String() string {
 	return "lazydeadline.WithTimeout(" + c.deadline.String() + ")"
 }
