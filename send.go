@@ -32,8 +32,9 @@ import (
 // verification: after the limits of a Limiter of their own (a
 // LocalLimiter, a StoreLimiter on Redis), so a Send both blocked and
 // limited gets E918; with a StoreLimiter on the Store, the same write
-// decides and counts the limits too, after the block. The limits are decided and counted all or nothing, and given back
-// when the Send is refused afterwards, so a refused Send spends nothing.
+// decides and counts the limits too, after the block. The limits are
+// decided and counted all or nothing, and given back when the Send is
+// refused afterwards, so a refused Send spends nothing.
 //
 // When the recipient has an open verification on the flow, its Duplicates
 // policy applies: reuse resends it (as Resend does, with its cooldown and
@@ -294,10 +295,11 @@ func (e *Engine) create(ctx context.Context, p *sendPlan, rec VerificationRecord
 	}
 	counters, err := e.counting.CreateVerificationCounting(ctx, rec, pending, guard, counts)
 	var refused *RefusedError
+	isRefusal := errors.As(err, &refused)
 	switch {
-	case errors.As(err, &refused) && (refused.Refused < 0 || refused.Guard.Key != ""):
+	case isRefusal && (refused.Refused < 0 || refused.Guard.Key != ""):
 		return e.prefixBlocked(ctx, p.attempt, refused.Counter, rec.CreatedAt)
-	case errors.As(err, &refused) && refused.Refused >= limitsFrom && refused.Refused < len(counts):
+	case isRefusal && refused.Refused >= limitsFrom && refused.Refused < len(counts):
 		return e.sendLimited(ctx, p, p.rows[refused.Refused-limitsFrom], refused.RetryAfter, rec.CreatedAt)
 	case err != nil:
 		return err

@@ -153,14 +153,14 @@ func (s *Store) attempt(ctx context.Context, id string, hashes [][]byte, now tim
 	if !ok {
 		return verify.VerificationRecord{}, false, verify.ErrNotFound
 	}
-	rec, counted := s.attemptLocked(r, verify.MatchHash(r.CodeHash, hashes), now, onVerified)
+	rec, counted := s.attemptLocked(sh, r, verify.MatchHash(r.CodeHash, hashes), now, onVerified)
 	return rec, counted, nil
 }
 
 // attemptLocked counts an attempt on r, whose code right matches or not,
-// as Attempt does, with onVerified if it verifies; the caller holds r's
-// shard lock.
-func (s *Store) attemptLocked(r *verify.VerificationRecord, right bool, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool) {
+// as Attempt does, with onVerified if it verifies; the caller holds the
+// lock of sh, r's shard.
+func (s *Store) attemptLocked(sh *shard, r *verify.VerificationRecord, right bool, now time.Time, onVerified []verify.Count) (verify.VerificationRecord, bool) {
 	if !r.Status.Open() || r.Attempts >= r.MaxAttempts || !now.Before(r.ExpiresAt) {
 		return *r, false
 	}
@@ -178,7 +178,7 @@ func (s *Store) attemptLocked(r *verify.VerificationRecord, right bool, now time
 		return *r, true
 	}
 	out := *r
-	s.shard(r.ID).release(r)
+	sh.release(r)
 	return out, true
 }
 
@@ -206,7 +206,7 @@ func (s *Store) AttemptRight(ctx context.Context, id string, hashes [][]byte, no
 	if !verify.MatchHash(r.CodeHash, hashes) {
 		return verify.VerificationRecord{}, false, failures, nil
 	}
-	rec, verified := s.attemptLocked(r, true, now, onVerified)
+	rec, verified := s.attemptLocked(sh, r, true, now, onVerified)
 	return rec, verified, failures, nil
 }
 

@@ -157,7 +157,7 @@ func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (ver
 	err := s.write(ctx, func(q querier) error {
 		return q.QueryRowContext(ctx, query, t.Key, t.Delta, s.tv(now), s.tv(t.ExpiresAt), t.Max,
 			b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
-			Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
+			Scan(counterDest(&c)...)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Taken{}, false, nil
@@ -355,7 +355,7 @@ func scanCounters(rows scannedRows) (map[string]verify.Counter, error) {
 			name string
 			c    verify.Counter
 		)
-		if err := rows.Scan(&name, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+		if err := rows.Scan(counterDest(&c, &name)...); err != nil {
 			return nil, err
 		}
 		out[name] = c
@@ -454,6 +454,12 @@ func stringArgs(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// counterDest is the scan destinations of a counter's columns (value,
+// updated_at, expires_at, not_before), after lead's.
+func counterDest(c *verify.Counter, lead ...any) []any {
+	return append(lead, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
 }
 
 // readCounters runs a query that returns counterCols, and returns the
@@ -628,7 +634,7 @@ func (s *Store) ListCounters(ctx context.Context, prefix string, now time.Time, 
 	var out []verify.NamedCounter
 	for rows.Next() {
 		var c verify.NamedCounter
-		if err := rows.Scan(&c.Key, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+		if err := rows.Scan(counterDest(&c.Counter, &c.Key)...); err != nil {
 			return nil, wrap("list counters", err)
 		}
 		out = append(out, c)

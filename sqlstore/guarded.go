@@ -111,7 +111,7 @@ func readCounter(ctx context.Context, q querier, tv func(time.Time) any, key str
 	var c verify.Counter
 	err := q.QueryRowContext(ctx, `SELECT value, updated_at, expires_at, not_before FROM counters
 		WHERE name = $1 AND expires_at > $2`, key, tv(now)).
-		Scan(&c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore})
+		Scan(counterDest(&c)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return verify.Counter{}, nil
 	}

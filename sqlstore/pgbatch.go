@@ -426,7 +426,7 @@ func (s *Store) createLockedBatch(ctx context.Context, batch []*combine.Call[new
 					name string
 					c    verify.Counter
 				)
-				if err := rows.Scan(&name, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+				if err := rows.Scan(counterDest(&c, &name)...); err != nil {
 					return err
 				}
 				final[name] = c
@@ -839,7 +839,7 @@ func (s *Store) counterBatch(ctx context.Context, batch []*combine.Call[counterR
 				i int
 				c verify.Counter
 			)
-			if err := rows.Scan(&i, &c.Value, timeDest{&c.UpdatedAt}, timeDest{&c.ExpiresAt}, timeDest{&c.NotBefore}); err != nil {
+			if err := rows.Scan(counterDest(&c, &i)...); err != nil {
 				return err
 			}
 			if i < 1 || i > n {
