@@ -28,21 +28,21 @@ import (
 //     ends the verification as max_attempts.
 //
 // Only step 5 consumes an attempt. The protections of step 3 decide and
-// count in one step each: the per-IP limit is counted; one read of the
-// recipient's failures refuses them while they are locked out or must
-// wait, whatever the code, so that a refusal takes the same time for a
-// right code and a wrong one; then a wrong code reserves one of the
-// recipient's failure slots (Counters.Take refuses it if racing checks
-// have locked the recipient out since), and only then does the Store
-// judge it. A right code is no guess and takes no slot. (The engine tells
-// the two apart by comparing the code's HMAC with the stored one, which it
-// remembers; the Store compares them again when it counts the attempt.)
-// However many checks race on any number of engines, at most MaxFailures
-// wrong codes are judged for a recipient, and past FreeFailures none
-// before its delay. A check refused by the lockout gives the per-IP check
-// back; a wrong code that is compared with nothing (the verification has
-// ended) gives its failure slot back; a right code that verifies resets
-// the recipient's failures, if any were counted.
+// count in one step: while the recipient is locked out or must wait,
+// every check is refused, whatever its code, by the same work, so that a
+// refusal takes the same time for a right code and a wrong one. A wrong
+// code reserves one of the recipient's failure slots (Counters.Take
+// refuses it if racing checks have locked the recipient out since), and
+// only then does the Store judge it. A right code is no guess and takes
+// no slot. (The engine tells the two apart by comparing the code's HMAC
+// with the stored one, which it remembers; the Store compares them again
+// when it counts the attempt.) However many checks race on any number of
+// engines, at most MaxFailures wrong codes are judged for a recipient,
+// and past FreeFailures none before its delay. A check refused by the
+// lockout gives the per-IP check back (or never counts it, when the two
+// are one Take); a wrong code that is compared with nothing (the
+// verification has ended) gives its failure slot back; a right code that
+// verifies resets the recipient's failures, if any were counted.
 //
 // On a refusal the returned Verification may hold only the ID, flow,
 // recipient and expiry. Alphanumeric codes are compared
@@ -51,22 +51,32 @@ import (
 // answers exactly one succeeds and the others get E910 (or E911 when they
 // found every attempt taken). Once the Store has verified the code, Check
 // returns the verification and a nil error: bookkeeping that fails
-// afterwards (resetting the failures, the conversion monitor) is logged and
-// emitted as a bookkeeping_failed event, never returned.
+// afterwards (resetting the failures) is logged and emitted as a
+// bookkeeping_failed event, never returned.
 //
-// What each answer reveals: E909 that no verification has this ID (IDs are
-// random UUIDs, so this does not help guess one); E910–E915 the state of a
-// verification whose ID the caller already holds. Every answer after the
-// input checks computes the code's HMAC (one per secret), so the time an
-// answer takes does not tell an unknown ID from a known one beyond noise.
+// What each answer reveals: E909 that no verification has this ID (an ID
+// holds 74 random bits, so this does not help guess one); E910–E915 the
+// state of a verification whose ID the caller already holds. Every answer
+// after the input checks computes the code's HMAC (one per secret), so the
+// time an answer takes does not tell an unknown ID from a known one beyond
+// noise.
 //
 // The parts of a verification that never change (recipient, flow, IP
 // allow-list, the code's HMAC) are remembered from Send and earlier Checks
-// on this engine, so a Check usually costs a read of the failures and the
-// attempt, and for a wrong code the failure slot between them (for a
-// right one, the reset after, when there were failures). On a Store that
-// keeps the counters and is a GuardedStore, the read and a right code's
-// attempt are one call.
+// on this engine, so that a Check costs these calls:
+//
+//   - on a Store that keeps the counters and is a GuardedStore (memstore,
+//     sqlstore), a right code's read of the failures and its attempt are
+//     one call; a wrong code's read, failure slot and attempt are three.
+//     The per-IP limit, when the request names an IP, is one more.
+//   - with Counters apart from the Store (WithCounters, as on Redis), one
+//     Counters.Take checks the failures for a right code, counting the
+//     conversion monitor's verification with it (given back if the Store
+//     does not verify the code), or takes a wrong code's failure slot;
+//     with a StoreLimiter on the same Counters, the per-IP limit is in that
+//     Take too. Then the Store counts the attempt.
+//
+// A right code after failures resets them: one call more.
 func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, error) {
 	if req.VerifyID == "" {
 		return Verification{}, ErrMissingVerifyID
@@ -105,29 +115,34 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 	if !ipAllowed(parts.allowedIPs, req.IPAddress) {
 		return refuse(invalid(ErrIPNotAllowed, "ip_address", "IP address %q is not on the flow's allow-list", req.IPAddress))
 	}
-	// The per-IP limit, then the recipient's failure slot: each decides
-	// and counts in one step, and a refusal by the second gives back the
-	// first, so a refused check spends nothing.
+	// The per-IP limit, then the recipient's failures: each decides and
+	// counts in one step (with a StoreLimiter on the Counters, both in
+	// one), and a refusal by the second gives back the first, so a
+	// refused check spends nothing.
+	ipLimit := req.IPAddress != "" && !e.protection.IPChecks.off()
+	joinIP := ipLimit && e.guarded == nil && e.shared != nil
 	var perIP Allowance
-	if req.IPAddress != "" {
+	if ipLimit && !joinIP {
 		var err error
 		if perIP, err = e.allowOne(ctx, "check:ip:"+req.IPAddress, "checks from this IP address", e.protection.IPChecks, now); err != nil {
 			return refuse(err)
 		}
 	}
 	fkey := failKey(parts.to)
-	// Every check first reads the recipient's failures, and a recipient
-	// locked out or made to wait is refused on that read alone, whatever
-	// the code: a refusal takes the same work, and so the same time, for a
-	// right code and a wrong one. Then a wrong code reserves one of the
+	// Every check is refused while the recipient is locked out or must
+	// wait, whatever the code, by the same work, and so in the same time,
+	// for a right code and a wrong one. A wrong code reserves one of the
 	// failure slots before the Store judges it (a check that raced this
-	// one to the lockout makes that refuse too). A right code is no guess
+	// one to the lockout makes that refuse too); a right code is no guess
 	// and takes no slot. The engine tells them apart by comparing the
 	// code's HMAC with the stored one, which it remembers; the Store
 	// compares them again when it counts the attempt.
 	right := MatchHash(parts.codeHash, hashes)
 	counts := e.onVerified(parts)
-	var failures Counter
+	var (
+		failures  Counter
+		convCount *Count // counted with the failures' Take, given back unless the Store verifies
+	)
 	if e.guarded != nil {
 		// The read of the failures and, for a right code, the attempt, in
 		// one Store call: a refusal is that same call for any code.
@@ -145,7 +160,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 			return refuse(err)
 		}
 		if verified {
-			return e.judged(ctx, g, true, failures, counts != nil, fkey, now)
+			return e.judged(ctx, g, true, failures, fkey, now)
 		}
 		if right {
 			if countable(&g, now) {
@@ -157,33 +172,65 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 			e.emitCheck(ctx, g.ID, g.FlowID, err, now)
 			return v, err
 		}
-		// A wrong code: judged below, as without a GuardedStore.
-	} else {
-		var err error
-		if failures, err = e.counters.GetCounter(ctx, fkey, now); err != nil {
-			e.refund(ctx, perIP)
-			return refuse(storeErr(ctx, "read failures", err))
-		}
-		if err := e.failuresRefuse(failures, now); err != nil {
-			e.refund(ctx, perIP)
-			return refuse(err)
-		}
-	}
-	if !right {
+		// A wrong code reserves a failure slot before the Store judges it.
 		if err := e.reserveFailure(ctx, fkey, now); err != nil {
 			e.refund(ctx, perIP)
 			return refuse(err)
 		}
+	} else {
+		// One Counters.Take: a wrong code's failure slot, or a right
+		// code's check of the failures (refused in the same states) with
+		// the conversion monitor's count of its verification, and the
+		// per-IP limit when a StoreLimiter keeps it on the same Counters.
+		takes := make([]Take, 1, 2)
+		if right {
+			takes[0] = Take{Key: fkey, Delta: 0, Max: int64(e.protection.MaxFailures) - 1}
+			if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok && counts == nil && cnt.ExpiresAt.After(now) {
+				takes = append(takes, cnt.Take())
+				convCount = &cnt
+			}
+		} else {
+			takes[0] = e.failureSlot(fkey, now)
+		}
+		var (
+			res Taken
+			err error
+		)
+		if joinIP { // the per-IP limit first, as allowOne would decide it
+			var refusedFailures bool
+			limit := []Limit{{Key: "check:ip:" + req.IPAddress, Rate: e.protection.IPChecks}}
+			if perIP, res, refusedFailures, err = e.shared.allowWith(ctx, now, limit, nil, takes); err == nil && !res.OK && !refusedFailures {
+				what := "checks from this IP address"
+				e.refused(limitReason(what), now)
+				return refuse(rateLimited(what, perIP.RetryAfter))
+			}
+			res.Counters = res.Counters[len(res.Counters)-len(takes):]
+		} else {
+			res, err = takeAll(ctx, e.counters, now, takes)
+		}
+		if err != nil {
+			e.refund(ctx, perIP)
+			return refuse(storeErr(ctx, "check failures", err))
+		}
+		if !res.OK {
+			e.refund(ctx, perIP)
+			return refuse(e.failureRefusal(res.Counters[0], res.RetryAfter, now))
+		}
+		failures = res.Counters[0]
 	}
 	if !known && !countable(&rec, now) {
 		if !right {
 			e.refundFailure(ctx, fkey, now)
 		}
+		e.uncountVerified(ctx, convCount, now)
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
-	rec, counted, storeCounted, err := e.attempt(ctx, req.VerifyID, counts, hashes, now)
+	rec, counted, err := e.attempt(ctx, req.VerifyID, counts, hashes, now)
+	if convCount != nil && (err != nil || rec.Status != StatusVerified) {
+		e.uncountVerified(ctx, convCount, now)
+	}
 	if err != nil {
 		// Whether the attempt was counted is unknown: a slot stays taken.
 		e.fixed.drop(req.VerifyID)
@@ -197,7 +244,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
 	}
-	return e.judged(ctx, rec, right, failures, storeCounted, fkey, now)
+	return e.judged(ctx, rec, right, failures, fkey, now)
 }
 
 // countable reports whether an attempt on r at now would be counted: r is
@@ -207,10 +254,11 @@ func countable(r *VerificationRecord, now time.Time) bool {
 }
 
 // judged answers a Check whose attempt the Store counted, as rec: right
-// says whether the engine took the code for the right one, failures the
-// recipient's failures it read before, and storeCounted whether the Store
-// counted the verification for the conversion monitor with the attempt.
-func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool, failures Counter, storeCounted bool, fkey string, now time.Time) (Verification, error) {
+// says whether the engine took the code for the right one, and failures
+// the recipient's failures it read before. The conversion monitor's count
+// of a verification was counted with the attempt, or with the failures'
+// check before it.
+func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool, failures Counter, fkey string, now time.Time) (Verification, error) {
 	if right && rec.Status != StatusVerified {
 		// Cannot happen with a conforming Store: it compares the hash that
 		// it returned for this verification.
@@ -229,11 +277,6 @@ func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool,
 				e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
 			}
 		}
-		if !storeCounted { // else the Store counted it with the attempt
-			if err := e.countVerified(ctx, rec); err != nil {
-				e.bookkeepingFailed(ctx, rec, "count verification", err, now)
-			}
-		}
 		if e.log.Enabled(ctx, slog.LevelDebug) {
 			e.log.LogAttrs(ctx, slog.LevelDebug, "verify: verified", slog.String("verification", rec.ID))
 		}
@@ -246,15 +289,12 @@ func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool,
 }
 
 // attempt counts an attempt with the Store, and with it counts (see
-// onVerified), the conversion monitor's count of the verification, when
-// there are some (storeCounted).
-func (e *Engine) attempt(ctx context.Context, id string, counts []Count, hashes [][]byte, now time.Time) (rec VerificationRecord, counted, storeCounted bool, err error) {
+// onVerified) when there are some.
+func (e *Engine) attempt(ctx context.Context, id string, counts []Count, hashes [][]byte, now time.Time) (rec VerificationRecord, counted bool, err error) {
 	if counts != nil {
-		rec, counted, err = e.counting.AttemptCounting(ctx, id, hashes, now, counts)
-		return rec, counted, true, err
+		return e.counting.AttemptCounting(ctx, id, hashes, now, counts)
 	}
-	rec, counted, err = e.store.Attempt(ctx, id, hashes, now)
-	return rec, counted, false, err
+	return e.store.Attempt(ctx, id, hashes, now)
 }
 
 // onVerified is what a CountingStore counts with the attempt that verifies

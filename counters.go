@@ -14,8 +14,9 @@ type Counter struct {
 	UpdatedAt time.Time
 	// ExpiresAt is when the counter starts again from zero.
 	ExpiresAt time.Time
-	// NotBefore is the earliest time the next take is allowed (the growing
-	// delay after repeated wrong codes); zero means at once.
+	// NotBefore is the earliest time the next take that counts or checks
+	// (Delta ≥ 0) is allowed: the growing delay after repeated wrong codes.
+	// Zero means at once.
 	NotBefore time.Time
 }
 
@@ -28,8 +29,10 @@ const NoLimit int64 = math.MaxInt64
 type Take struct {
 	Key string
 	// Delta is what to add. A positive Delta counts an event; zero only
-	// checks (a block: Max 0 refuses while the counter is above zero); a
-	// negative Delta gives back what an earlier take counted.
+	// checks, as a positive one would be checked, and writes nothing (a
+	// block: Max 0 refuses while the counter is above zero; a lockout's
+	// read: refused at Max and before NotBefore); a negative Delta gives
+	// back what an earlier take counted, and is never refused.
 	Delta int64
 	// Max is the highest value the counter may reach by this take; NoLimit
 	// for none.
@@ -72,7 +75,7 @@ func (t Take) Apply(c Counter, now time.Time) Counter {
 
 // allows reports whether the take may be counted on c at now, and if not,
 // how long until it may: until NotBefore for a wait, until ExpiresAt (when
-// the counter starts again) for a full one.
+// the counter starts again) for a full one, and never past ExpiresAt.
 func (t Take) allows(c Counter, now time.Time) (bool, time.Duration) {
 	if t.Delta < 0 {
 		return true, 0
@@ -81,8 +84,12 @@ func (t Take) allows(c Counter, now time.Time) (bool, time.Duration) {
 	if c.Value > t.Max-t.Delta {
 		wait = max(c.ExpiresAt.Sub(now), time.Microsecond)
 	}
-	if t.Delta > 0 && now.Before(c.NotBefore) {
-		wait = max(wait, c.NotBefore.Sub(now))
+	if now.Before(c.NotBefore) {
+		until := c.NotBefore
+		if c.ExpiresAt.Before(until) { // the counter starts again first
+			until = c.ExpiresAt
+		}
+		wait = max(wait, until.Sub(now))
 	}
 	return wait <= 0, wait
 }

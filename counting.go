@@ -169,6 +169,7 @@ func (e *RefusedError) Error() string {
 // engine uses it when its Counters are the Store (no WithCounters).
 // memstore and sqlstore have it; storetest's Guarded part checks it.
 type GuardedStore interface {
+	CountingStore
 	// AttemptRight reads the counter guard.Key at now (the zero Counter if
 	// it does not exist or has expired) and returns it as failures. If
 	// guard refuses it, AttemptRight changes nothing and returns the zero

@@ -215,27 +215,29 @@ func (l *StoreLimiter) Allow(ctx context.Context, now time.Time, limits []Limit)
 	return a, nil
 }
 
-// allowWith is Allow with takes of the caller's own before the limits', all
-// in one Counters.Take: for an engine whose other counters are the same
-// Counters, so that a request's counters cost one call. The Allowance
-// refunds the limits only; a refusal by one of first leaves Refused -1
-// and sets refusedFirst. The Taken is the Take's whole result.
-func (l *StoreLimiter) allowWith(ctx context.Context, now time.Time, limits []Limit, first []Take) (a Allowance, res Taken, refusedFirst bool, err error) {
+// allowWith is Allow with takes of the caller's own before (first) and
+// after (last) the limits', all in one Counters.Take: for an engine whose
+// other counters are the same Counters, so that a request's counters cost
+// one call. The Allowance refunds the limits only; a refusal by one of the
+// caller's own leaves Refused -1 and sets refusedOwn. The Taken is the
+// Take's whole result: first's counters come first, last's last.
+func (l *StoreLimiter) allowWith(ctx context.Context, now time.Time, limits []Limit, first, last []Take) (a Allowance, res Taken, refusedOwn bool, err error) {
 	a = Allowance{Refused: -1, Now: now, Limits: limits}
 	takes, index := storeTakes(now, limits, 1)
-	takes = append(first[:len(first):len(first)], takes...)
-	if res, err = takeAll(ctx, l.counters, now, takes); err != nil {
+	all := make([]Take, 0, len(first)+len(takes)+len(last))
+	all = append(append(append(all, first...), takes...), last...)
+	if res, err = takeAll(ctx, l.counters, now, all); err != nil {
 		return a, res, false, err
 	}
 	switch {
 	case res.OK:
 		a.OK = true
-	case res.Refused < len(first):
-		refusedFirst = true
+	case res.Refused < len(first) || res.Refused >= len(first)+len(takes):
+		refusedOwn = true
 	default:
 		a.Refused, a.RetryAfter = index[res.Refused-len(first)], res.RetryAfter
 	}
-	return a, res, refusedFirst, nil
+	return a, res, refusedOwn, nil
 }
 
 // takeAll is c.Take, which must answer a counter for each take.

@@ -313,7 +313,7 @@ func (e *Engine) admitSend(ctx context.Context, p *sendPlan, now time.Time) (All
 			)
 			shared := e.shared != nil && len(limits) > 0
 			if shared {
-				allowed, res, refusedFirst, err = e.shared.allowWith(ctx, now, limits, takes)
+				allowed, res, refusedFirst, err = e.shared.allowWith(ctx, now, limits, takes, nil)
 			} else {
 				res, err = takeAll(ctx, e.counters, now, takes)
 			}
@@ -543,17 +543,16 @@ func (e *Engine) uncountSent(ctx context.Context, p *sendPlan, now time.Time) {
 	p.sent = 0
 }
 
-// countVerified feeds the conversion monitor after a verification. It
-// counts towards the window the verification was sent in.
-func (e *Engine) countVerified(ctx context.Context, rec VerificationRecord) error {
-	cnt, ok := e.verifiedCount(rec.To, rec.CreatedAt)
-	if !ok {
-		return nil
+// uncountVerified gives back a verification's count (cnt) taken with a
+// Check's failures for a right code the Store then did not verify. A
+// failure is logged.
+func (e *Engine) uncountVerified(ctx context.Context, cnt *Count, now time.Time) {
+	if cnt == nil {
+		return
 	}
-	if _, err := e.count(ctx, cnt.Key, cnt.Delta, cnt.ExpiresAt, rec.CreatedAt); err != nil {
-		return storeErr(ctx, "count verification", err)
+	if _, err := e.count(ctx, cnt.Key, -cnt.Delta, cnt.ExpiresAt, now); err != nil {
+		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a verification count", logStr("error", err.Error()))
 	}
-	return nil
 }
 
 func windowEnd(t time.Time, w time.Duration) time.Time {
@@ -572,25 +571,31 @@ func failKey(to Recipient) string { return failPrefix + recipientKey(to) }
 // resets the slots (resetFailures); a check that judged no code gives its
 // slot back (refundFailure).
 func (e *Engine) reserveFailure(ctx context.Context, key string, now time.Time) error {
-	p := &e.protection
-	res, err := e.counters.Take(ctx, now, []Take{{
-		Key:       key,
-		Delta:     1,
-		Max:       int64(p.MaxFailures),
-		ExpiresAt: now.Add(p.LockFor),
-		Backoff:   e.failureBackoff(),
-	}})
+	res, err := e.counters.Take(ctx, now, []Take{e.failureSlot(key, now)})
 	if err != nil {
 		return storeErr(ctx, "reserve failure slot", err)
 	}
 	if res.OK {
 		return nil
 	}
-	if err := e.failuresRefuse(res.Counters[0], now); err != nil {
+	return e.failureRefusal(res.Counters[0], res.RetryAfter, now)
+}
+
+// failureSlot is the Take of one of the recipient's failure slots (see
+// reserveFailure).
+func (e *Engine) failureSlot(key string, now time.Time) Take {
+	p := &e.protection
+	return Take{Key: key, Delta: 1, Max: int64(p.MaxFailures), ExpiresAt: now.Add(p.LockFor), Backoff: e.failureBackoff()}
+}
+
+// failureRefusal answers a check whose Take of the recipient's failures,
+// c at now, was refused with retryAfter.
+func (e *Engine) failureRefusal(c Counter, retryAfter time.Duration, now time.Time) error {
+	if err := e.failuresRefuse(c, now); err != nil {
 		return err
 	}
 	e.refused(RefusalWaiting, now)
-	return rateLimited("wrong codes for this recipient", res.RetryAfter)
+	return rateLimited("wrong codes for this recipient", retryAfter)
 }
 
 // failuresRefuse answers a check for a recipient whose failures are c at

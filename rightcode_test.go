@@ -17,14 +17,16 @@ import (
 	"github.com/openverify/verify/memstore"
 )
 
-// countingCounters counts the writes an engine makes to the failure
-// counters ("fail:" keys) of the Counters it wraps.
+// countingCounters counts the calls an engine makes to the Counters it
+// wraps (calls), and of those on the failure counters ("fail:" keys) the
+// reads, the slots taken (takes with a positive Delta) and the deletes.
 type countingCounters struct {
 	verify.Counters
-	takes, deletes, reads atomic.Int64
+	calls, reads, slots, deletes atomic.Int64
 }
 
 func (c *countingCounters) GetCounter(ctx context.Context, key string, now time.Time) (verify.Counter, error) {
+	c.calls.Add(1)
 	if strings.HasPrefix(key, "fail:") {
 		c.reads.Add(1)
 	}
@@ -32,15 +34,17 @@ func (c *countingCounters) GetCounter(ctx context.Context, key string, now time.
 }
 
 func (c *countingCounters) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
+	c.calls.Add(1)
 	for _, t := range takes {
-		if strings.HasPrefix(t.Key, "fail:") && t.Delta != 0 {
-			c.takes.Add(1)
+		if strings.HasPrefix(t.Key, "fail:") && t.Delta > 0 {
+			c.slots.Add(1)
 		}
 	}
 	return c.Counters.Take(ctx, now, takes)
 }
 
 func (c *countingCounters) DeleteCounter(ctx context.Context, key string) error {
+	c.calls.Add(1)
 	if strings.HasPrefix(key, "fail:") {
 		c.deletes.Add(1)
 	}
@@ -66,13 +70,13 @@ func TestRightCodeTakesNoSlot(t *testing.T) {
 	id, code := send()
 	_, err := eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code})
 	require.NoError(t, err)
-	assert.Zero(t, counters.takes.Load(), "a right code takes no failure slot")
+	assert.Zero(t, counters.slots.Load(), "a right code takes no failure slot")
 	assert.Zero(t, counters.deletes.Load(), "and has no failures to reset")
 
 	id, code = send()
 	_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: wrong(code)})
 	requireCode(t, err, verify.ErrInvalidOTP)
-	assert.Equal(t, int64(1), counters.takes.Load(), "a wrong code takes a slot")
+	assert.Equal(t, int64(1), counters.slots.Load(), "a wrong code takes a slot")
 	_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code})
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), counters.deletes.Load(), "a right code resets the failures counted")
@@ -82,9 +86,9 @@ func TestRightCodeTakesNoSlot(t *testing.T) {
 }
 
 // TestRefusalsLookAlike: while the recipient is locked out or must wait,
-// a right code and a wrong one are refused after the same Store calls (one
-// read of the failures), so that how long a refusal takes does not tell
-// an attacker which code was right.
+// a right code and a wrong one are refused after the same Counters calls
+// (one Take), so that how long a refusal takes does not tell an attacker
+// which code was right.
 func TestRefusalsLookAlike(t *testing.T) {
 	h := protected(t, only(func(p *verify.Protection) {
 		p.FreeFailures, p.FailureDelay, p.MaxFailureDelay, p.MaxFailures = 1, time.Minute, time.Hour, 3
@@ -97,12 +101,12 @@ func TestRefusalsLookAlike(t *testing.T) {
 	v, code := h.send()
 	calls := func(c string) [3]int64 {
 		t.Helper()
-		before := [3]int64{counters.reads.Load(), counters.takes.Load(), counters.deletes.Load()}
+		before := [3]int64{counters.calls.Load(), counters.reads.Load(), counters.deletes.Load()}
 		_, err := eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: c})
 		e, ok := verify.AsError(err)
 		require.True(t, ok, "a refusal: %v", err)
 		require.Contains(t, []string{verify.ErrRateLimited.Code, verify.ErrLocked.Code}, e.Code)
-		return [3]int64{counters.reads.Load() - before[0], counters.takes.Load() - before[1], counters.deletes.Load() - before[2]}
+		return [3]int64{counters.calls.Load() - before[0], counters.reads.Load() - before[1], counters.deletes.Load() - before[2]}
 	}
 	_, err := h.check(v.ID, wrong(code)) // one failure: a minute's wait
 	requireCode(t, err, verify.ErrInvalidOTP)
@@ -115,7 +119,7 @@ func TestRefusalsLookAlike(t *testing.T) {
 	}
 	v, code = h.send()
 	assert.Equal(t, calls(wrong(code)), calls(code), "locked out: the same Store calls for a wrong code and the right one")
-	assert.Equal(t, [3]int64{1, 0, 0}, calls(code), "a refusal is one read")
+	assert.Equal(t, [3]int64{1, 0, 0}, calls(code), "a refusal is one call")
 }
 
 // TestRightCodeWaitsOutTheDelay: a right code is refused, consuming no
@@ -365,4 +369,124 @@ func TestGuardedChecks(t *testing.T) {
 	calls, err = check(v4.ID, code4)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"AttemptRight", "DeleteCounter"}, calls)
+}
+
+// TestCountersChecks: with the counters apart from the Store (as on
+// Redis) and the rate limits on them too, every Check makes one Counters
+// call before the Store judges it: a right code's check of the failures
+// with the conversion monitor's count of its verification, or a wrong
+// code's failure slot, each with the per-IP limit. While the recipient
+// waits or is locked out, either code is refused by that one call, which
+// counts nothing, not even the per-IP check; a right code the Store does
+// not verify gives its count back; and the per-IP limit refuses before
+// the lockout, as it does on its own.
+func TestCountersChecks(t *testing.T) {
+	p := verify.DefaultProtection()
+	p.FreeFailures, p.FailureDelay, p.MaxFailureDelay, p.MaxFailures, p.LockFor = 1, time.Minute, time.Hour, 3, time.Hour
+	p.IPChecks = verify.Rate{Limit: 50, Per: 24 * time.Hour}
+	p.RecipientSends, p.PrefixSends = verify.Rate{Limit: -1}, verify.Rate{Limit: -1}
+	h := newHarness(t)
+	cs := &storeCalls{Store: memstore.New()}
+	eng := h.engine(verify.WithProtection(p), verify.WithCounters(cs), verify.WithLimiter(verify.NewStoreLimiter(cs)))
+	h.flow(verify.Step{Channel: "sms"}) // codes valid for 5 minutes
+	const ip = "198.51.100.7"
+	send := func(to string) (verify.Verification, string) {
+		t.Helper()
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: to}})
+		require.NoError(t, err)
+		m, _ := h.sms.Last()
+		return v, m.Code
+	}
+	check := func(id, code string) ([]string, error) {
+		t.Helper()
+		n := cs.count()
+		_, err := eng.Check(h.ctx, verify.CheckRequest{VerifyID: id, Code: code, IPAddress: ip})
+		return cs.since(n), err
+	}
+	counted := func(prefix string) int64 {
+		t.Helper()
+		list, err := cs.ListCounters(h.ctx, prefix, h.clock.Now(), "", 10)
+		require.NoError(t, err)
+		var sum int64
+		for _, c := range list {
+			sum += c.Value
+		}
+		return sum
+	}
+	ana := "+4791234567"
+
+	v, code := send(ana)
+	calls, err := check(v.ID, code)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"Take"}, calls, "a right code is one call")
+	assert.Equal(t, int64(1), counted("conv:ok:"), "the verification is counted with the check of the failures")
+	assert.Equal(t, int64(1), counted("rate:check:ip:"), "and the per-IP check")
+
+	// A right code the Store does not verify (the verification expired)
+	// gives its count back.
+	v, code = send(ana)
+	h.clock.Add(6 * time.Minute)
+	calls, err = check(v.ID, code)
+	requireCode(t, err, verify.ErrExpired)
+	assert.Equal(t, []string{"Take", "Take"}, calls, "the check with the count, then the count given back")
+	assert.Equal(t, int64(1), counted("conv:ok:"), "an expired code is not counted as verified")
+
+	v, code = send(ana)
+	calls, err = check(v.ID, wrong(code))
+	requireCode(t, err, verify.ErrInvalidOTP)
+	assert.Equal(t, []string{"Take"}, calls, "a wrong code: its slot, then the attempt")
+	ipChecks := counted("rate:check:ip:")
+	assert.Equal(t, int64(3), ipChecks)
+
+	// Waiting after the free failure: both refused by the one call, which
+	// counts nothing.
+	wrongCalls, err := check(v.ID, wrong(code))
+	requireCode(t, err, verify.ErrRateLimited)
+	rightCalls, err := check(v.ID, code)
+	e := requireCode(t, err, verify.ErrRateLimited)
+	assert.Equal(t, time.Minute, e.RetryAfter)
+	assert.Equal(t, []string{"Take"}, rightCalls)
+	assert.Equal(t, wrongCalls, rightCalls, "waiting: the same calls for a wrong code and the right one")
+	assert.Equal(t, ipChecks, counted("rate:check:ip:"), "a refused check spends no per-IP check")
+	assert.Equal(t, int64(1), counted("conv:ok:"), "nor a verification count")
+
+	// Locked out after three failures.
+	for range 2 {
+		h.clock.Add(10 * time.Minute) // past each delay, within LockFor
+		other, otherCode := send(ana)
+		_, err := check(other.ID, wrong(otherCode))
+		requireCode(t, err, verify.ErrInvalidOTP)
+	}
+	v2, code2 := send(ana)
+	wrongCalls, err = check(v2.ID, wrong(code2))
+	requireCode(t, err, verify.ErrLocked)
+	rightCalls, err = check(v2.ID, code2)
+	requireCode(t, err, verify.ErrLocked)
+	assert.Equal(t, []string{"Take"}, rightCalls)
+	assert.Equal(t, wrongCalls, rightCalls, "locked out: the same calls for a wrong code and the right one")
+	got, err := eng.Get(h.ctx, v2.ID)
+	require.NoError(t, err)
+	assert.Zero(t, got.Attempts, "refused checks consume no attempt")
+
+	// The per-IP limit, once reached, refuses before the lockout.
+	ipChecks = counted("rate:check:ip:")
+	for range p.IPChecks.Limit - int(ipChecks) {
+		w, wcode := send("+4798765432")
+		_, err := check(w.ID, wcode)
+		require.NoError(t, err)
+	}
+	_, err = check(v2.ID, code2)
+	e = requireCode(t, err, verify.ErrRateLimited)
+	assert.Contains(t, e.Message, "IP address")
+
+	// Once the lockout is over, a right code after a wrong one verifies
+	// and clears the failures.
+	h.clock.Add(24 * time.Hour)
+	v3, code3 := send(ana)
+	_, err = check(v3.ID, wrong(code3))
+	requireCode(t, err, verify.ErrInvalidOTP)
+	h.clock.Add(time.Minute)
+	calls, err = check(v3.ID, code3)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"Take", "DeleteCounter"}, calls)
 }

@@ -209,17 +209,19 @@ type Counters interface {
 	// Take applies the takes, all or nothing, in one atomic step. Each take
 	// names a distinct counter. A counter that does not exist, or whose
 	// ExpiresAt is at or before now, counts as the zero Counter. A take
-	// with a negative Delta (a refund) is always allowed; any other take is
-	// allowed when the counter's Value + Delta is at most Max and, for a
-	// positive Delta, now is not before the counter's NotBefore. A refused
-	// take's RetryAfter is the time until NotBefore, or until ExpiresAt
-	// when the value is too high, whichever is later. If every take is
-	// allowed, each take with a non-zero Delta changes its counter as
-	// Take.Apply describes, and the result has OK set and the counters
-	// after the change. If any take is refused, no counter changes, and the
-	// result names the first refused take and the counters as they are. Applying the decision is the Store's
-	// job: ApplyTakes computes it from the counters read under the Store's
-	// lock, so a Store written in Go need only lock, read, call it and write.
+	// with a negative Delta (a refund) is always allowed; any other take,
+	// a check of Delta 0 too, is allowed when the counter's Value + Delta
+	// is at most Max and now is not before the counter's NotBefore. A
+	// refused take's RetryAfter is the time until NotBefore, or until
+	// ExpiresAt when the value is too high, whichever is later, and never
+	// past ExpiresAt. If every take is allowed, each take with a non-zero
+	// Delta changes its counter as Take.Apply describes, and the result
+	// has OK set and the counters after the change. If any take is
+	// refused, no counter changes, and the result names the first refused
+	// take and the counters as they are. Applying the decision is the
+	// Store's job: ApplyTakes computes it from the counters read under the
+	// Store's lock, so a Store written in Go need only lock, read, call it
+	// and write.
 	Take(ctx context.Context, now time.Time, takes []Take) (Taken, error)
 	// GetCounter returns the counter named key, or the zero Counter if it
 	// does not exist or has expired at now.

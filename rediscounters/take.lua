@@ -44,8 +44,8 @@ for i, key in ipairs(KEYS) do
 		if max ~= -1 and c[1] > max - delta then
 			w = math.max(c[3] - now, 1)
 		end
-		if delta > 0 and now < c[4] then
-			w = math.max(w, c[4] - now)
+		if now < c[4] then
+			w = math.max(w, math.min(c[4], c[3]) - now)
 		end
 		if w > 0 then refused, wait = i - 1, w end
 	end

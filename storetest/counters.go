@@ -182,49 +182,73 @@ func testTakeAllOrNothing(t *testing.T, s verify.Counters) {
 	}
 }
 
-// testTakeCheck: a take with Delta 0 only checks: it is allowed while the
-// counter's value is at most Max (so Max 0 refuses while it is above zero),
-// is not held by NotBefore, and writes nothing.
+// testTakeCheck: a take with Delta 0 only checks, as a counting take is
+// checked, and writes nothing: it is refused while the counter's value is
+// above Max (so Max 0 refuses while it is above zero) and before its
+// NotBefore, until the earlier of NotBefore and ExpiresAt (when the
+// counter starts again); so is a positive take.
 func testTakeCheck(t *testing.T, s verify.Counters) {
 	got := mustTake(t, s, base, take("blk", 0, 0, at(time.Hour)))
 	requireOK(t, got, "Delta 0, Max 0 on a missing counter")
 	assert.Equal(t, verify.Counter{}, got.Counters[0])
 	assertStored(t, s, "blk", base, verify.Counter{}, "a check on a missing counter writes nothing")
 
-	// A counter at 2 whose NotBefore (base + 2h) is after its ExpiresAt
-	// (base + 1h).
-	exp := at(time.Hour)
+	// A counter at 2 whose NotBefore (base + 2h) is before its ExpiresAt
+	// (base + 3h).
 	b := verify.Backoff{Free: 1, Base: time.Hour, Max: 4 * time.Hour}
-	got = mustTake(t, s, base, verify.Take{Key: "k", Delta: 2, Max: verify.NoLimit, ExpiresAt: exp, Backoff: b})
+	exp := at(3 * time.Hour)
+	nb := base.Add(b.Delay(2))
+	got = mustTake(t, s, base, verify.Take{Key: "w", Delta: 2, Max: verify.NoLimit, ExpiresAt: exp, Backoff: b})
 	requireOK(t, got, "the set-up take")
-	want := verify.Counter{Value: 2, UpdatedAt: base, ExpiresAt: exp, NotBefore: base.Add(b.Delay(2))}
+	want := verify.Counter{Value: 2, UpdatedAt: base, ExpiresAt: exp, NotBefore: nb}
 	assertCounter(t, want, got.Counters[0], "the set-up take")
 
 	now := at(time.Second)
 	for _, max := range []int64{0, 1} {
-		got = mustTake(t, s, now, verify.Take{Key: "k", Max: max, ExpiresAt: at(3 * time.Hour), Backoff: b})
+		got = mustTake(t, s, now, verify.Take{Key: "w", Max: max, ExpiresAt: at(5 * time.Hour), Backoff: b})
 		what := fmt.Sprintf("Delta 0, Max %d on a counter at 2", max)
-		requireRefused(t, got, 0, exp.Sub(now), what+" (until ExpiresAt: NotBefore holds no check)")
+		requireRefused(t, got, 0, exp.Sub(now), what+" (until ExpiresAt)")
 		assertCounter(t, want, got.Counters[0], what)
-		assertStored(t, s, "k", now, want, what+": nothing is written")
+		assertStored(t, s, "w", now, want, what+": nothing is written")
 	}
 	for _, max := range []int64{2, verify.NoLimit} {
-		got = mustTake(t, s, now, verify.Take{Key: "k", Max: max, ExpiresAt: at(3 * time.Hour), Backoff: b})
+		got = mustTake(t, s, now, verify.Take{Key: "w", Max: max, ExpiresAt: at(5 * time.Hour), Backoff: b})
 		what := fmt.Sprintf("Delta 0, Max %d on a counter at 2, before its NotBefore", max)
+		requireRefused(t, got, 0, nb.Sub(now), what+" (until NotBefore)")
+		assertCounter(t, want, got.Counters[0], what+": Taken.Counters")
+		assertStored(t, s, "w", now, want, what+": nothing is written (UpdatedAt, ExpiresAt, NotBefore)")
+
+		got = mustTake(t, s, nb, verify.Take{Key: "w", Max: max, ExpiresAt: at(5 * time.Hour), Backoff: b})
+		what = fmt.Sprintf("Delta 0, Max %d on a counter at 2, from its NotBefore on", max)
 		requireOK(t, got, what)
 		assertCounter(t, want, got.Counters[0], what+": Taken.Counters")
-		assertStored(t, s, "k", now, want, what+": nothing is written (UpdatedAt, ExpiresAt, NotBefore)")
+		assertStored(t, s, "w", nb, want, what+": nothing is written")
 	}
 
 	// Beside a counted take, a check still writes nothing.
-	got = mustTake(t, s, now, take("k", 0, 2, at(3*time.Hour)), take("other", 1, verify.NoLimit, at(3*time.Hour)))
+	got = mustTake(t, s, nb, take("w", 0, 2, at(5*time.Hour)), take("other", 1, verify.NoLimit, at(5*time.Hour)))
 	requireOK(t, got, "a check and a take")
 	assertCounter(t, want, got.Counters[0], "the checked counter")
-	assertStored(t, s, "k", now, want, "a check beside a take writes nothing")
-	assertStored(t, s, "other", now, verify.Counter{Value: 1, UpdatedAt: now, ExpiresAt: at(3 * time.Hour)}, "the counted take")
+	assertStored(t, s, "w", nb, want, "a check beside a take writes nothing")
+	assertStored(t, s, "other", nb, verify.Counter{Value: 1, UpdatedAt: nb, ExpiresAt: at(5 * time.Hour)}, "the counted take")
+	// A check that refuses refuses the take beside it.
+	got = mustTake(t, s, now.Add(time.Second), take("w", 0, verify.NoLimit, at(5*time.Hour)), take("other2", 1, verify.NoLimit, at(5*time.Hour)))
+	requireRefused(t, got, 0, nb.Sub(now.Add(time.Second)), "a check before NotBefore, beside a take")
+	assertStored(t, s, "other2", now.Add(time.Second), verify.Counter{}, "the take beside a refused check is not counted")
+
+	// A counter at 2 whose NotBefore (base + 2h) is after its ExpiresAt
+	// (base + 1h): its wait ends when it starts again, for a check and a
+	// count alike.
+	short := at(time.Hour)
+	got = mustTake(t, s, base, verify.Take{Key: "k", Delta: 2, Max: verify.NoLimit, ExpiresAt: short, Backoff: b})
+	requireOK(t, got, "the set-up take")
+	for _, delta := range []int64{0, 1} {
+		got = mustTake(t, s, now, verify.Take{Key: "k", Delta: delta, Max: verify.NoLimit, ExpiresAt: at(5 * time.Hour), Backoff: b})
+		requireRefused(t, got, 0, short.Sub(now), fmt.Sprintf("Delta %d before a NotBefore past ExpiresAt: until ExpiresAt", delta))
+	}
 
 	// A block: refused while above zero, allowed once it expired.
-	got = mustTake(t, s, exp, take("k", 0, 0, at(3*time.Hour)))
+	got = mustTake(t, s, short, take("k", 0, 0, at(3*time.Hour)))
 	requireOK(t, got, "Delta 0, Max 0 once the counter expired")
 	assert.Equal(t, verify.Counter{}, got.Counters[0], "an expired counter counts as the zero Counter")
 }
@@ -333,7 +357,8 @@ func testTakeBackoff(t *testing.T, s verify.Counters) {
 	requireOK(t, got, "the next take at once")
 
 	// A refused take's RetryAfter is the later of the time until NotBefore
-	// and, when the value is too high, the time until ExpiresAt.
+	// and, when the value is too high, the time until ExpiresAt; never
+	// past ExpiresAt, when the counter starts again.
 	got = mustTake(t, s, base, verify.Take{Key: "full", Delta: 1, Max: 1, ExpiresAt: at(10 * time.Minute),
 		Backoff: verify.Backoff{Free: 1, Base: time.Minute}})
 	requireOK(t, got, "set-up of full")
@@ -344,9 +369,9 @@ func testTakeBackoff(t *testing.T, s verify.Counters) {
 	got = mustTake(t, s, now, take("full", 1, 1, exp))
 	requireRefused(t, got, 0, at(10*time.Minute).Sub(now), "full and waiting, ExpiresAt later")
 	got = mustTake(t, s, now, take("wait", 1, 1, exp))
-	requireRefused(t, got, 0, at(10*time.Minute).Sub(now), "full and waiting, NotBefore later")
+	requireRefused(t, got, 0, at(time.Minute).Sub(now), "full and waiting, NotBefore past ExpiresAt")
 	got = mustTake(t, s, now, take("wait", 1, 2, exp))
-	requireRefused(t, got, 0, at(10*time.Minute).Sub(now), "waiting only")
+	requireRefused(t, got, 0, at(time.Minute).Sub(now), "waiting only, NotBefore past ExpiresAt")
 }
 
 // testCounterExpiry: a counter whose ExpiresAt is at or before now counts
