@@ -182,15 +182,21 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		// code's check of the failures (refused in the same states) with
 		// the conversion monitor's count of its verification, and the
 		// per-IP limit when a StoreLimiter keeps it on the same Counters.
+		// Both codes' Takes name the same counters, so that a refusal
+		// is the same work for either.
 		takes := make([]Take, 1, 2)
 		if right {
 			takes[0] = Take{Key: fkey, Delta: 0, Max: int64(e.protection.MaxFailures) - 1}
-			if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok && counts == nil && cnt.ExpiresAt.After(now) {
-				takes = append(takes, cnt.Take())
-				convCount = &cnt
-			}
 		} else {
 			takes[0] = e.failureSlot(fkey, now)
+		}
+		if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok && counts == nil && cnt.ExpiresAt.After(now) {
+			if right {
+				takes = append(takes, cnt.Take())
+				convCount = &cnt
+			} else {
+				takes = append(takes, Take{Key: cnt.Key, Delta: 0, Max: NoLimit}) // writes nothing
+			}
 		}
 		var (
 			res Taken
@@ -199,12 +205,15 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		if joinIP { // the per-IP limit first, as allowOne would decide it
 			var refusedFailures bool
 			limit := []Limit{{Key: "check:ip:" + req.IPAddress, Rate: e.protection.IPChecks}}
-			if perIP, res, refusedFailures, err = e.shared.allowWith(ctx, now, limit, nil, takes); err == nil && !res.OK && !refusedFailures {
-				what := "checks from this IP address"
-				e.refused(limitReason(what), now)
-				return refuse(rateLimited(what, perIP.RetryAfter))
+			perIP, res, refusedFailures, err = e.shared.allowWith(ctx, now, limit, nil, takes)
+			if err == nil {
+				if !res.OK && !refusedFailures {
+					what := "checks from this IP address"
+					e.refused(limitReason(what), now)
+					return refuse(rateLimited(what, perIP.RetryAfter))
+				}
+				res.Counters = res.Counters[len(res.Counters)-len(takes):]
 			}
-			res.Counters = res.Counters[len(res.Counters)-len(takes):]
 		} else {
 			res, err = takeAll(ctx, e.counters, now, takes)
 		}
@@ -228,7 +237,8 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		return v, err
 	}
 	rec, counted, err := e.attempt(ctx, req.VerifyID, counts, hashes, now)
-	if convCount != nil && (err != nil || rec.Status != StatusVerified) {
+	if convCount != nil && (err != nil || !counted || rec.Status != StatusVerified) {
+		// Not verified by this attempt (another check verified it, say).
 		e.uncountVerified(ctx, convCount, now)
 	}
 	if err != nil {
@@ -237,6 +247,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		return Verification{}, e.lookupErr(ctx, "check code", err)
 	}
 	if !counted { // ended, expired, or another caller used the last attempt
+		e.fixed.drop(rec.ID)
 		if !right {
 			e.refundFailure(ctx, fkey, now)
 		}

@@ -406,6 +406,8 @@ func (e *Engine) refund(ctx context.Context, a Allowance) {
 	if !a.OK || len(a.Limits) == 0 {
 		return
 	}
+	ctx, cancel := givingBack(ctx)
+	defer cancel()
 	if err := e.limiter.Refund(ctx, a); err != nil {
 		e.log.LogAttrs(ctx, warnLevel, "verify: refunding rate limits", logStr("error", err.Error()))
 	}
@@ -537,6 +539,8 @@ func (e *Engine) uncountSent(ctx context.Context, p *sendPlan, now time.Time) {
 	if !ok || p.sent == 0 {
 		return
 	}
+	ctx, cancel := givingBack(ctx)
+	defer cancel()
 	if _, err := e.count(ctx, cnt.Key, -cnt.Delta, cnt.ExpiresAt, now); err != nil {
 		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a send count", logStr("error", err.Error()))
 	}
@@ -550,9 +554,19 @@ func (e *Engine) uncountVerified(ctx context.Context, cnt *Count, now time.Time)
 	if cnt == nil {
 		return
 	}
+	ctx, cancel := givingBack(ctx)
+	defer cancel()
 	if _, err := e.count(ctx, cnt.Key, -cnt.Delta, cnt.ExpiresAt, now); err != nil {
 		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a verification count", logStr("error", err.Error()))
 	}
+}
+
+// givingBack is the context of a give-back (a refund, a failure slot, a
+// count): it runs even when the caller has given up (a request cancelled
+// while its attempt was out must not leave what it counted counted),
+// bounded by releaseTimeout.
+func givingBack(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 }
 
 func windowEnd(t time.Time, w time.Duration) time.Time {
@@ -610,8 +624,12 @@ func (e *Engine) failuresRefuse(c Counter, now time.Time) error {
 		return err
 	}
 	if now.Before(c.NotBefore) {
+		until := c.NotBefore
+		if c.ExpiresAt.Before(until) { // the failures are forgotten first
+			until = c.ExpiresAt
+		}
 		e.refused(RefusalWaiting, now)
-		return rateLimited("wrong codes for this recipient", c.NotBefore.Sub(now))
+		return rateLimited("wrong codes for this recipient", until.Sub(now))
 	}
 	return nil
 }
@@ -625,6 +643,8 @@ func (e *Engine) failureBackoff() Backoff {
 // the slot set stays if the failures left still owe one (past
 // FreeFailures), and is lifted otherwise.
 func (e *Engine) refundFailure(ctx context.Context, key string, now time.Time) {
+	ctx, cancel := givingBack(ctx)
+	defer cancel()
 	if _, err := e.counters.Take(ctx, now, []Take{{Key: key, Delta: -1, Max: NoLimit, Backoff: e.failureBackoff()}}); err != nil {
 		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a failure slot", logStr("error", err.Error()))
 	}

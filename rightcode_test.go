@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -226,6 +227,10 @@ type storeCalls struct {
 	*memstore.Store
 	mu    sync.Mutex
 	calls []string
+	// takes holds the keys each Take named, in order.
+	takes [][]string
+	// failTakes, when set, is what every Take returns.
+	failTakes error
 }
 
 func (s *storeCalls) record(name string) {
@@ -254,7 +259,25 @@ func (s *storeCalls) GetCounter(ctx context.Context, key string, now time.Time) 
 
 func (s *storeCalls) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
 	s.record("Take")
+	keys := make([]string, len(takes))
+	for i, t := range takes {
+		keys[i] = t.Key
+	}
+	s.mu.Lock()
+	s.takes = append(s.takes, keys)
+	fail := s.failTakes
+	s.mu.Unlock()
+	if fail != nil {
+		return verify.Taken{}, fail
+	}
 	return s.Store.Take(ctx, now, takes)
+}
+
+// lastTake returns the keys the last Take named.
+func (s *storeCalls) lastTake() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takes[len(s.takes)-1]
 }
 
 func (s *storeCalls) DeleteCounter(ctx context.Context, key string) error {
@@ -442,11 +465,14 @@ func TestCountersChecks(t *testing.T) {
 	// counts nothing.
 	wrongCalls, err := check(v.ID, wrong(code))
 	requireCode(t, err, verify.ErrRateLimited)
+	wrongKeys := cs.lastTake()
 	rightCalls, err := check(v.ID, code)
 	e := requireCode(t, err, verify.ErrRateLimited)
 	assert.Equal(t, time.Minute, e.RetryAfter)
 	assert.Equal(t, []string{"Take"}, rightCalls)
 	assert.Equal(t, wrongCalls, rightCalls, "waiting: the same calls for a wrong code and the right one")
+	assert.Equal(t, wrongKeys, cs.lastTake(), "and the same counters in them")
+	assert.Len(t, wrongKeys, 3, "the per-IP limit, the failures, the verification count")
 	assert.Equal(t, ipChecks, counted("rate:check:ip:"), "a refused check spends no per-IP check")
 	assert.Equal(t, int64(1), counted("conv:ok:"), "nor a verification count")
 
@@ -460,10 +486,12 @@ func TestCountersChecks(t *testing.T) {
 	v2, code2 := send(ana)
 	wrongCalls, err = check(v2.ID, wrong(code2))
 	requireCode(t, err, verify.ErrLocked)
+	wrongKeys = cs.lastTake()
 	rightCalls, err = check(v2.ID, code2)
 	requireCode(t, err, verify.ErrLocked)
 	assert.Equal(t, []string{"Take"}, rightCalls)
 	assert.Equal(t, wrongCalls, rightCalls, "locked out: the same calls for a wrong code and the right one")
+	assert.Equal(t, wrongKeys, cs.lastTake(), "and the same counters in them")
 	got, err := eng.Get(h.ctx, v2.ID)
 	require.NoError(t, err)
 	assert.Zero(t, got.Attempts, "refused checks consume no attempt")
@@ -489,4 +517,116 @@ func TestCountersChecks(t *testing.T) {
 	calls, err = check(v3.ID, code3)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"Take", "DeleteCounter"}, calls)
+}
+
+// cancelingStore cancels the caller's context in Attempt and fails it,
+// as a client that hangs up while the attempt is out does.
+type cancelingStore struct {
+	verify.Store
+	cancel context.CancelFunc
+}
+
+func (s cancelingStore) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
+	s.cancel()
+	return verify.VerificationRecord{}, false, ctx.Err()
+}
+
+// TestCountersCheckEdges: with the counters apart from the Store, a
+// failing Counters is a typed error for a Check that names an IP; a right
+// code that another check verified first, replayed to an engine that
+// still remembers the verification, counts no verification; the count is
+// given back even when the caller has hung up; and a wait ends no later
+// than the failures are forgotten.
+func TestCountersCheckEdges(t *testing.T) {
+	p := verify.DefaultProtection()
+	p.RecipientSends, p.PrefixSends = verify.Rate{Limit: -1}, verify.Rate{Limit: -1}
+	setup := func(t *testing.T, p verify.Protection) (*harness, *storeCalls, func(opts ...verify.Option) *verify.Engine) {
+		h := newHarness(t)
+		cs := &storeCalls{Store: memstore.New()}
+		h.flow(verify.Step{Channel: "sms"})
+		return h, cs, func(opts ...verify.Option) *verify.Engine {
+			return h.engine(append([]verify.Option{verify.WithProtection(p), verify.WithCounters(cs),
+				verify.WithLimiter(verify.NewStoreLimiter(cs))}, opts...)...)
+		}
+	}
+	verified := func(t *testing.T, h *harness, cs *storeCalls) int64 {
+		t.Helper()
+		list, err := cs.ListCounters(h.ctx, "conv:ok:", h.clock.Now(), "", 10)
+		require.NoError(t, err)
+		var sum int64
+		for _, c := range list {
+			sum += c.Value
+		}
+		return sum
+	}
+
+	t.Run("failing counters", func(t *testing.T) {
+		h, cs, engine := setup(t, p)
+		eng := engine()
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ := h.lastMessage(v.ID)
+		cs.failTakes = errors.New("counters down")
+		for _, code := range []string{m.Code, wrong(m.Code)} {
+			_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code, IPAddress: "198.51.100.7"})
+			e, ok := verify.AsError(err)
+			require.True(t, ok, "a typed error: %v", err)
+			assert.Equal(t, verify.ErrInternal.Code, e.Code)
+		}
+		cs.failTakes = nil
+		_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code, IPAddress: "198.51.100.7"})
+		require.NoError(t, err, "nothing was consumed")
+	})
+
+	t.Run("replayed right code", func(t *testing.T) {
+		h, cs, engine := setup(t, p)
+		a, b := engine(), engine()
+		v, err := a.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ := h.lastMessage(v.ID)
+		_, err = b.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+		require.NoError(t, err)
+		for range 3 {
+			_, err = a.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+			requireCode(t, err, verify.ErrAlreadyVerified)
+		}
+		assert.Equal(t, int64(1), verified(t, h, cs), "one verification, counted once")
+	})
+
+	t.Run("caller gone", func(t *testing.T) {
+		h, cs, _ := setup(t, p)
+		ctx, cancel := context.WithCancel(h.ctx)
+		defer cancel()
+		eng := h.engineOn(cancelingStore{Store: h.store, cancel: cancel}, verify.WithProtection(p),
+			verify.WithCounters(cs), verify.WithLimiter(verify.NewStoreLimiter(cs)))
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ := h.lastMessage(v.ID)
+		_, err = eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Zero(t, verified(t, h, cs), "the count taken before the attempt is given back")
+	})
+
+	t.Run("wait past the lockout", func(t *testing.T) {
+		q := p
+		q.FreeFailures, q.FailureDelay, q.MaxFailureDelay, q.LockFor = 1, 2*time.Hour, 2*time.Hour, time.Hour
+		h, _, engine := setup(t, q)
+		eng := engine()
+		v, err := eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ := h.lastMessage(v.ID)
+		_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: wrong(m.Code)})
+		requireCode(t, err, verify.ErrInvalidOTP)
+		for _, code := range []string{m.Code, wrong(m.Code)} {
+			_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
+			e := requireCode(t, err, verify.ErrRateLimited)
+			assert.Equal(t, time.Hour, e.RetryAfter, "until the failures expire, not the 2h delay")
+		}
+		h.clock.Add(time.Hour)
+		v, err = eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ = h.lastMessage(v.ID)
+		_, err = eng.Check(h.ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+		require.NoError(t, err, "the failures are forgotten at RetryAfter")
+	})
 }

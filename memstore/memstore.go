@@ -59,6 +59,11 @@ type shard struct {
 	// free holds records of ended verifications for newRecord to reuse:
 	// an open verification's record is the largest allocation of a pair.
 	free []*verify.VerificationRecord
+	// newest is the greatest ID ever stored here (in byte order): the
+	// shard holds no greater one. The engine's IDs are time-ordered, so
+	// most new ones are greater, and has answers them without looking
+	// them up in done, which holds every retained verification.
+	newest string
 }
 
 // maxFreeRecords bounds a shard's free list.
@@ -102,6 +107,9 @@ func (sh *shard) get(id string) (r *verify.VerificationRecord, ok bool) {
 
 // has reports whether the shard holds the verification id.
 func (sh *shard) has(id string) bool {
+	if id > sh.newest {
+		return false
+	}
 	_, open := sh.recs[id]
 	_, ended := sh.done[id]
 	return open || ended

@@ -238,3 +238,27 @@ func TestHandedSlicesCopied(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"203.0.113.0/24"}, rec.AllowedIPs, "CreateVerification copies AllowedIPs")
 }
+
+// TestDuplicateIDsInAnyOrder: an ID already stored is refused whatever
+// the order IDs come in: the shard's newest ID only lets greater ones
+// skip the lookup. Some of the verifications have ended by the time
+// their ID comes again.
+func TestDuplicateIDsInAnyOrder(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New()
+	ids := make([]string, 300)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("id-%03d", (i*7919)%len(ids)) // every number once, out of order
+	}
+	for i, id := range ids {
+		require.NoError(t, s.CreateVerification(ctx, newVerification(id, 0), nil))
+		if i%3 == 0 {
+			_, _, err := s.Finish(ctx, id, verify.StatusCanceled, base)
+			require.NoError(t, err)
+		}
+	}
+	for _, id := range ids {
+		err := s.CreateVerification(ctx, newVerification(id, 0), nil)
+		require.ErrorContains(t, err, "already exists", id)
+	}
+}

@@ -83,6 +83,7 @@ func (s *Store) create(ctx context.Context, v verify.VerificationRecord, steps [
 	// Once stored, v is the shard's to change (another caller may end it
 	// at once): what the heaps need is read now.
 	open, id, expiresAt, endedAt := v.Status.Open(), v.ID, v.ExpiresAt, v.EndedAt
+	sh.newest = max(sh.newest, id)
 	if open {
 		r := sh.newRecord()
 		*r = v
