@@ -155,3 +155,16 @@ func countBy[T comparable](xs []T) map[T]int {
 func newTextLogger(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// counterSum is the sum of the values of c's counters whose key starts
+// with prefix and that have not expired at now.
+func counterSum(t *testing.T, c verify.CounterLister, prefix string, now time.Time) int64 {
+	t.Helper()
+	list, err := c.ListCounters(context.Background(), prefix, now, "", 100)
+	require.NoError(t, err)
+	var sum int64
+	for _, n := range list {
+		sum += n.Value
+	}
+	return sum
+}
