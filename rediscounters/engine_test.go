@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,6 +112,120 @@ func TestFleetSharesLockout(t *testing.T) {
 	m, _ := sms.Last()
 	_, err := engines[1].Check(ctx, verify.CheckRequest{VerifyID: m.VerificationID, Code: m.Code})
 	assert.ErrorIs(t, err, verify.ErrLocked, "the recipient is locked out, the right code too")
+}
+
+// fleetNow is the time on the fleet's clock.
+var fleetNow = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+
+// sum adds up the values of the counters on c whose key starts with
+// prefix.
+func sum(t *testing.T, c *rediscounters.Counters, prefix string) int64 {
+	t.Helper()
+	list, err := c.ListCounters(context.Background(), prefix, fleetNow, "", 1000)
+	require.NoError(t, err)
+	var n int64
+	for _, nc := range list {
+		n += nc.Value
+	}
+	return n
+}
+
+// TestFleetChecksOnRedis: right and wrong codes for one recipient, from
+// one IP, released at once over three engines whose Check is one Take on
+// Redis. The failures never pass MaxFailures, the per-IP limit holds and
+// counts only the checks it let through to the failures, and the
+// conversion monitor counts exactly the verifications that were
+// verified; 32 copies of one right code, at once, verify it once and
+// count it once.
+func TestFleetChecksOnRedis(t *testing.T) {
+	const n, maxFailures, ipLimit = 64, 5, 12
+	p := verify.NoProtection()
+	p.FreeFailures, p.MaxFailures, p.LockFor = 100, maxFailures, time.Hour
+	p.IPChecks = verify.Rate{Limit: ipLimit, Per: time.Hour}
+	p.Conversion = verify.Conversion{Window: time.Hour, MinSends: 1000, Threshold: 0.2, BlockFor: time.Hour}
+	c := newCounters(t)
+	engines, sms := fleet(t, 3, c, p)
+	ctx := context.Background()
+	type sent struct{ id, code string }
+	var vs []sent
+	for range n {
+		v, err := engines[0].Send(ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791234567"}})
+		require.NoError(t, err)
+		m, _ := sms.Last()
+		vs = append(vs, sent{v.ID, m.Code})
+	}
+	var verified, judged, lockedOut, ipRefused atomic.Int64
+	race(n, func(i int) {
+		code := vs[i].code
+		if i%2 == 1 {
+			code = otherCode(code)
+		}
+		_, err := engines[i%3].Check(ctx, verify.CheckRequest{VerifyID: vs[i].id, Code: code, IPAddress: "198.51.100.7"})
+		e, _ := verify.AsError(err)
+		switch {
+		case err == nil:
+			verified.Add(1)
+		case errors.Is(err, verify.ErrInvalidOTP):
+			judged.Add(1)
+		case errors.Is(err, verify.ErrLocked):
+			lockedOut.Add(1)
+		case errors.Is(err, verify.ErrRateLimited) && e != nil && strings.Contains(e.Message, "IP address"):
+			ipRefused.Add(1)
+		default:
+			t.Errorf("check %d: %v", i, err)
+		}
+	})
+	t.Logf("verified %d, judged %d, locked out %d, IP refused %d", verified.Load(), judged.Load(), lockedOut.Load(), ipRefused.Load())
+	passed := verified.Load() + judged.Load()
+	// A right code that verifies resets the failures (they count
+	// consecutive wrong codes), so more than maxFailures may be judged in
+	// all; the count never passes it.
+	assert.LessOrEqual(t, sum(t, c, "fail:"), int64(maxFailures), "the failures never pass MaxFailures")
+	assert.Equal(t, int64(n), passed+lockedOut.Load()+ipRefused.Load())
+	assert.LessOrEqual(t, passed, int64(ipLimit), "no more checks let through than the per-IP limit")
+	if passed < ipLimit {
+		assert.Zero(t, ipRefused.Load(), "the per-IP limit refuses only once reached")
+	}
+	assert.Equal(t, passed, sum(t, c, "rate:check:ip:"), "a refused check spends no per-IP check")
+	assert.Equal(t, verified.Load(), sum(t, c, "conv:ok:"), "every verification counted once, and nothing else")
+
+	// One right code, 32 times at once (a double-clicked form, or a
+	// replay), on engines that all remember the verification.
+	c2 := newCounters(t)
+	engines, sms = fleet(t, 3, c2, verify.DefaultProtection())
+	v, err := engines[0].Send(ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791234567"}})
+	require.NoError(t, err)
+	m, _ := sms.Last()
+	for _, e := range engines[1:] { // each engine remembers it, as after a wrong code
+		_, err := e.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(m.Code)})
+		require.ErrorIs(t, err, verify.ErrInvalidOTP)
+	}
+	var ok, already atomic.Int64
+	race(32, func(i int) {
+		_, err := engines[i%3].Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
+		switch {
+		case err == nil:
+			ok.Add(1)
+		case errors.Is(err, verify.ErrAlreadyVerified):
+			already.Add(1)
+		default:
+			t.Error(err)
+		}
+	})
+	assert.Equal(t, int64(1), ok.Load(), "verified once")
+	assert.Equal(t, int64(31), already.Load())
+	assert.Equal(t, int64(1), sum(t, c2, "conv:ok:"), "and counted once")
+}
+
+// otherCode returns a code of the same shape that is not code.
+func otherCode(code string) string {
+	b := []byte(code)
+	if b[0] == '9' {
+		b[0] = '8'
+	} else {
+		b[0] = '9'
+	}
+	return string(b)
 }
 
 // TestRedisDownIsUnavailable: with Redis unreachable, a Send and a Check
