@@ -42,7 +42,10 @@ import (
 // lockout gives the per-IP check back (or never counts it, when the two
 // are one Take); a wrong code that is compared with nothing (the
 // verification has ended) gives its failure slot back; a right code that
-// verifies resets the recipient's failures, if any were counted.
+// verifies resets the recipient's failures, if any were counted. What a
+// check gives back, and the reset, run even once ctx is done (a caller
+// that hangs up while its attempt is out leaves nothing counted), for up
+// to five seconds each.
 //
 // On a refusal the returned Verification may hold only the ID, flow,
 // recipient and expiry. Alphanumeric codes are compared
@@ -191,11 +194,13 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 			takes[0] = e.failureSlot(fkey, now)
 		}
 		if cnt, ok := e.verifiedCount(parts.to, time.Unix(0, parts.createdAt).UTC()); ok && counts == nil && cnt.ExpiresAt.After(now) {
-			if right {
+			if right && (known || countable(&rec, now)) {
 				takes = append(takes, cnt.Take())
 				convCount = &cnt
 			} else {
-				takes = append(takes, Take{Key: cnt.Key, Delta: 0, Max: NoLimit}) // writes nothing
+				// Writes nothing: a wrong code, or one for a verification
+				// already known to have ended.
+				takes = append(takes, Take{Key: cnt.Key, Delta: 0, Max: NoLimit})
 			}
 		}
 		var (
@@ -284,7 +289,7 @@ func (e *Engine) judged(ctx context.Context, rec VerificationRecord, right bool,
 		// The code is verified: what follows is bookkeeping, whose
 		// failures are logged and emitted, never returned.
 		if failures.Value > 0 || !right { // !right: a slot was taken
-			if err := e.resetFailures(ctx, fkey); err != nil {
+			if err := e.resetFailuresAfter(ctx, fkey); err != nil {
 				e.bookkeepingFailed(ctx, rec, "reset failures", err, now)
 			}
 		}

@@ -133,15 +133,7 @@ func (h *harness) processDue() int {
 }
 
 // wrong returns a code of the same shape that is not code.
-func wrong(code string) string {
-	b := []byte(code)
-	if b[0] == '9' {
-		b[0] = '8'
-	} else {
-		b[0] = '9'
-	}
-	return string(b)
-}
+func wrong(code string) string { return testutil.OtherCode(code) }
 
 // sortedKeys helps deterministic assertions.
 func countBy[T comparable](xs []T) map[T]int {
@@ -160,11 +152,5 @@ func newTextLogger(w *syncBuffer) *slog.Logger {
 // with prefix and that have not expired at now.
 func counterSum(t *testing.T, c verify.CounterLister, prefix string, now time.Time) int64 {
 	t.Helper()
-	list, err := c.ListCounters(context.Background(), prefix, now, "", 100)
-	require.NoError(t, err)
-	var sum int64
-	for _, n := range list {
-		sum += n.Value
-	}
-	return sum
+	return testutil.SumCounters(t, c, prefix, now)
 }

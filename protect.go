@@ -656,6 +656,14 @@ func (e *Engine) resetFailures(ctx context.Context, key string) error {
 	return storeErr(ctx, "reset failures", e.counters.DeleteCounter(ctx, key))
 }
 
+// resetFailuresAfter is resetFailures after a code was verified: like a
+// give-back, it runs even when the caller has gone.
+func (e *Engine) resetFailuresAfter(ctx context.Context, key string) error {
+	ctx, cancel := givingBack(ctx)
+	defer cancel()
+	return e.resetFailures(ctx, key)
+}
+
 // Unlock clears a recipient's consecutive wrong codes, lifting a lockout.
 func (e *Engine) Unlock(ctx context.Context, to Recipient) error {
 	to = Recipient{Phone: trimSpace(to.Phone), Email: trimSpace(to.Email)}

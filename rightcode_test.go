@@ -513,15 +513,20 @@ func TestCountersChecks(t *testing.T) {
 	assert.Equal(t, []string{"Take", "DeleteCounter"}, calls)
 }
 
-// cancelingStore cancels the caller's context in Attempt and fails it,
-// as a client that hangs up while the attempt is out does.
+// cancelingStore cancels the caller's context in Attempt, as a client
+// that hangs up while the attempt is out does, and fails it; with answer
+// set it answers what the Store answers instead.
 type cancelingStore struct {
 	verify.Store
 	cancel context.CancelFunc
+	answer bool
 }
 
 func (s cancelingStore) Attempt(ctx context.Context, id string, hashes [][]byte, now time.Time) (verify.VerificationRecord, bool, error) {
 	s.cancel()
+	if s.answer {
+		return s.Store.Attempt(context.WithoutCancel(ctx), id, hashes, now)
+	}
 	return verify.VerificationRecord{}, false, ctx.Err()
 }
 
@@ -593,6 +598,20 @@ func TestCountersCheckEdges(t *testing.T) {
 		_, err = eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: m.Code})
 		require.ErrorIs(t, err, context.Canceled)
 		assert.Zero(t, verified(t, h, cs), "the count taken before the attempt is given back")
+
+		// A wrong code whose attempt was not counted (the code expired)
+		// gives its failure slot back, though the caller has gone.
+		ctx, cancel = context.WithCancel(h.ctx)
+		defer cancel()
+		eng = h.engineOn(cancelingStore{Store: h.store, cancel: cancel, answer: true}, verify.WithProtection(p),
+			verify.WithCounters(cs), verify.WithLimiter(verify.NewStoreLimiter(cs)))
+		v, err = eng.Send(h.ctx, verify.SendRequest{To: ana})
+		require.NoError(t, err)
+		m, _ = h.lastMessage(v.ID)
+		h.clock.Add(6 * time.Minute)
+		_, err = eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: wrong(m.Code)})
+		require.Error(t, err)
+		assert.Zero(t, counterSum(t, cs, "fail:", h.clock.Now()), "the failure slot is given back")
 	})
 
 	t.Run("wait past the lockout", func(t *testing.T) {

@@ -34,7 +34,8 @@ import (
 // limited gets E918; with a StoreLimiter on the Store, the same write
 // decides and counts the limits too, after the block. The limits are
 // decided and counted all or nothing, and given back when the Send is
-// refused afterwards, so a refused Send spends nothing.
+// refused afterwards, so a refused Send spends nothing; a give-back runs
+// even once ctx is done, for up to five seconds.
 //
 // When the recipient has an open verification on the flow, its Duplicates
 // policy applies: reuse resends it (as Resend does, with its cooldown and

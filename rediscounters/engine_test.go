@@ -121,13 +121,7 @@ var fleetNow = time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 // prefix.
 func sum(t *testing.T, c *rediscounters.Counters, prefix string) int64 {
 	t.Helper()
-	list, err := c.ListCounters(context.Background(), prefix, fleetNow, "", 1000)
-	require.NoError(t, err)
-	var n int64
-	for _, nc := range list {
-		n += nc.Value
-	}
-	return n
+	return testutil.SumCounters(t, c, prefix, fleetNow)
 }
 
 // TestFleetChecksOnRedis: right and wrong codes for one recipient, from
@@ -218,15 +212,7 @@ func TestFleetChecksOnRedis(t *testing.T) {
 }
 
 // otherCode returns a code of the same shape that is not code.
-func otherCode(code string) string {
-	b := []byte(code)
-	if b[0] == '9' {
-		b[0] = '8'
-	} else {
-		b[0] = '9'
-	}
-	return string(b)
-}
+func otherCode(code string) string { return testutil.OtherCode(code) }
 
 // TestRedisDownIsUnavailable: with Redis unreachable, a Send and a Check
 // fail with E926 (unavailable, retry), never as a refusal or a success.

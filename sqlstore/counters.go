@@ -40,6 +40,11 @@ const counterCols = `name, value, updated_at, expires_at, not_before`
 // pgTake), so the transaction costs two round trips rather than four. A
 // Take whose takes all have Delta 0 only checks: it reads the counters in
 // one statement, which sees one snapshot, and writes and locks nothing.
+// One check of one counter costs what one count on it does (see
+// countOne): on SQLite its read takes its turn among the writes, and a
+// refused one is decided again in the transaction, as a refused count
+// is. An engine whose Counters these are then refuses a right code and a
+// wrong one for a locked-out recipient by the same work.
 func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
 	if len(takes) == 0 {
 		return verify.ApplyTakes(nil, nil, now), nil
@@ -65,11 +70,24 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 		} else {
 			args = stringArgs(keys)
 		}
-		cur, err := readCounters(ctx, s.run(), q.read, args...)
+		var (
+			cur map[string]verify.Counter
+			err error
+		)
+		if len(takes) == 1 { // as a count of one counter (see above)
+			err = s.write(ctx, func(w querier) (err error) {
+				cur, err = readCounters(ctx, w, q.read, args...)
+				return err
+			})
+		} else {
+			cur, err = readCounters(ctx, s.run(), q.read, args...)
+		}
 		if err != nil {
 			return verify.Taken{}, wrap("take counters", err)
 		}
-		return decide(cur, takes, now), nil
+		if res := decide(cur, takes, now); res.OK || len(takes) > 1 {
+			return res, nil
+		}
 	}
 	if s.pgBatches != nil {
 		return s.pgBatches.takes.Do(ctx, takeReq{keys: keys, takes: takes, now: now})

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 )
 
 // The engine part runs the engine's promises on the store under test the
@@ -702,15 +703,7 @@ func testReuseWithAnotherRequest(t *testing.T, s verify.Store) {
 }
 
 // otherCode returns a code of the same shape that is not code.
-func otherCode(code string) string {
-	b := []byte(code)
-	if b[0] == '9' {
-		b[0] = '8'
-	} else {
-		b[0] = '9'
-	}
-	return string(b)
-}
+func otherCode(code string) string { return testutil.OtherCode(code) }
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
