@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -37,23 +36,21 @@ const counterCols = `name, value, updated_at, expires_at, not_before`
 //     rows created only to be locked are gone again.
 //
 // On PostgreSQL the statements are pipelined on one connection (see
-// pgTake), so the transaction costs two round trips rather than four. A
-// Take whose takes all have Delta 0 only checks: it reads the counters in
-// one statement, which sees one snapshot, and writes and locks nothing.
-// One check of one counter costs what one count on it does (see
-// countOne): on SQLite its read takes its turn among the writes, and a
-// refused one is decided again in the transaction, as a refused count
-// is. An engine whose Counters these are then refuses a right code and a
-// wrong one for a locked-out recipient by the same work.
+// pgTake), so the transaction costs two round trips rather than four, and
+// concurrent Takes share one (see takeBatch).
+//
+// Every Take takes this path, whatever its Deltas: a check (Delta 0) locks
+// as a count does and rolls back, and a refused count rolls back as a
+// refused check does. So a refusal is the same work for a check of a
+// counter and a count on it: an engine whose Counters these are refuses a
+// right code and a wrong one for a locked-out recipient alike.
 func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
 	if len(takes) == 0 {
 		return verify.ApplyTakes(nil, nil, now), nil
 	}
 	keys := make([]string, len(takes))
-	checksOnly := true
 	for i, t := range takes {
 		keys[i] = t.Key
-		checksOnly = checksOnly && t.Delta == 0
 	}
 	// Sorted, the order in which the counters are locked.
 	slices.Sort(keys)
@@ -62,57 +59,19 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 			return verify.Taken{}, wrap("take counters", fmt.Errorf("counter %q is named by more than one take", keys[i]))
 		}
 	}
-	if checksOnly {
-		q := s.takeQueries(len(keys))
-		var args []any
-		if s.pg() {
-			args = []any{keys}
-		} else {
-			args = stringArgs(keys)
-		}
-		var (
-			cur map[string]verify.Counter
-			err error
-		)
-		if len(takes) == 1 { // as a count of one counter (see above)
-			err = s.write(ctx, func(w querier) (err error) {
-				cur, err = readCounters(ctx, w, q.read, args...)
-				return err
-			})
-		} else {
-			cur, err = readCounters(ctx, s.run(), q.read, args...)
-		}
-		if err != nil {
-			return verify.Taken{}, wrap("take counters", err)
-		}
-		if res := decide(cur, takes, now); res.OK || len(takes) > 1 {
-			return res, nil
-		}
-	}
 	if s.pgBatches != nil {
 		return s.pgBatches.takes.Do(ctx, takeReq{keys: keys, takes: takes, now: now})
 	}
 	return s.takeOne(ctx, keys, takes, now)
 }
 
-// takeOne is Take's own statement or transaction for takes that count,
-// whose keys are sorted.
+// takeOne is Take's own transaction, for takes whose keys are sorted.
 func (s *Store) takeOne(ctx context.Context, keys []string, takes []verify.Take, now time.Time) (verify.Taken, error) {
 	q := s.takeQueries(len(keys))
 	var (
 		res verify.Taken
 		err error
 	)
-	if len(takes) == 1 && takes[0].Delta > 0 {
-		// The engine's hot path (a failure slot, a conversion count): one
-		// statement when it is allowed.
-		var counted bool
-		if res, counted, err = s.countOne(ctx, takes[0], now); err != nil {
-			return verify.Taken{}, wrap("take counters", err)
-		} else if counted {
-			return res, nil
-		}
-	}
 	if s.pg() {
 		res, err = s.pgTake(ctx, keys, takes, now)
 	} else {
@@ -149,80 +108,6 @@ func decide(cur map[string]verify.Counter, takes []verify.Take, now time.Time) v
 	}
 	return res
 }
-
-// countOne is one positive take of one counter, in one statement: an upsert whose conflict branch counts only where the take is
-// allowed (the value stays within Max and NotBefore has passed, or the
-// counter has expired) and computes the new NotBefore from the Backoff in
-// SQL, exactly as Backoff.Delay does. The row lock of the upsert makes it
-// atomic. counted is false when it did not count; the caller then decides
-// again in Take's transaction, which reads the counter under its lock to
-// say why.
-func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
-	if t.Delta > t.Max {
-		return verify.Taken{}, false, nil
-	}
-	b := t.Backoff
-	limit := max(b.Max, b.Base)
-	shift := 0 // the least k with Base << k >= limit: from there on, Delay is limit
-	for d := b.Base; d > 0 && d < limit && shift < 62; d <<= 1 {
-		shift++
-	}
-	query := sqliteCountOneQuery
-	if s.pg() {
-		query = pgCountOneQuery
-	}
-	var c verify.Counter
-	err := s.write(ctx, func(q querier) error {
-		return q.QueryRowContext(ctx, query, t.Key, t.Delta, s.tv(now), s.tv(t.ExpiresAt), t.Max,
-			b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
-			Scan(counterDest(&c)...)
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return verify.Taken{}, false, nil
-	}
-	if err != nil {
-		return verify.Taken{}, false, err
-	}
-	return verify.Taken{OK: true, Refused: -1, Counters: []verify.Counter{storedCounter(c)}}, true, nil
-}
-
-// pgNotBefore is now ($3) + Backoff.Delay(n) for the Backoff in $6 (Free),
-// $7 (Base, µs), $8 (the shift from which Delay is the limit) and $9 (the
-// limit, µs); NULL for no wait.
-func pgNotBefore(n string) string {
-	return `CASE WHEN $7::bigint <= 0 OR ` + n + ` < $6::bigint THEN NULL
-		WHEN ` + n + ` - $6::bigint >= $8::bigint THEN $3::timestamptz + $9::bigint * interval '1 microsecond'
-		ELSE $3::timestamptz + ($7::bigint << (` + n + ` - $6::bigint)::int) * interval '1 microsecond' END`
-}
-
-// pgCountOneQuery counts $2 on counter $1 at $3 if allowed, setting
-// expires_at $4, within Max $5; see pgCountOne.
-var pgCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	VALUES ($1::text, $2::bigint, $3::timestamptz, $4::timestamptz, ` + pgNotBefore("$2::bigint") + `)
-	ON CONFLICT (name) DO UPDATE SET
-		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
-		updated_at = $3, expires_at = $4,
-		not_before = ` + pgNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
-	WHERE c.expires_at <= $3 OR (c.value <= $5::bigint - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
-	RETURNING value, updated_at, expires_at, not_before`
-
-// sqliteNotBefore is pgNotBefore for SQLite, whose times are integer
-// microseconds.
-func sqliteNotBefore(n string) string {
-	return `CASE WHEN $7 <= 0 OR ` + n + ` < $6 THEN NULL
-		WHEN ` + n + ` - $6 >= $8 THEN $3 + $9
-		ELSE $3 + ($7 << (` + n + ` - $6)) END`
-}
-
-// sqliteCountOneQuery is pgCountOneQuery for SQLite.
-var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	VALUES ($1, $2, $3, $4, ` + sqliteNotBefore("$2") + `)
-	ON CONFLICT (name) DO UPDATE SET
-		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
-		updated_at = $3, expires_at = $4,
-		not_before = ` + sqliteNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
-	WHERE c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
-	RETURNING value, updated_at, expires_at, not_before`
 
 // countQuery applies one verify.Count ($1 the key, $2 the Delta, $3 the
 // time, $4 ExpiresAt): an upsert that always counts, starting from zero a
@@ -391,8 +276,8 @@ type takeQueries struct {
 	// as $1 (text[]) and now as $2; SQLite's now as $1 and the keys as $2
 	// to $n+1.
 	lock string
-	// read returns the counters: PostgreSQL's takes the keys as $1,
-	// SQLite's as $1 to $n.
+	// read is SQLite's read of n counters, the keys as $1 to $n, for the
+	// Limits of a creation (decideLimits).
 	read string
 	// write is SQLite's write-back of n counters, five parameters each
 	// (counterCols). PostgreSQL's is pgWriteCounters, for any number.
@@ -409,7 +294,6 @@ var (
 	pgTakeQueries = takeQueries{
 		lock: `INSERT INTO counters (name, value, updated_at, expires_at)
 			SELECT k.name, 0, $2::timestamptz, $2::timestamptz FROM unnest($1::text[]) AS k (name)` + lockConflict,
-		read: `SELECT ` + counterCols + ` FROM counters WHERE name = ANY ($1::text[])`,
 	}
 	// pgWriteCounters writes back counters whose rows the transaction has
 	// locked, from one array per column ($5, not_before, may hold NULLs).

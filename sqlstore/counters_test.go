@@ -338,39 +338,49 @@ func TestMigrateDeliverySteps(t *testing.T) {
 	assert.Equal(t, 1, tr.Resends, "one resent, twice")
 }
 
-// TestRefusedCheckCostsAsACount: a check of one counter (Delta 0) that is
-// refused takes the path a refused count on it takes (on SQLite two
-// writes in the group commit; on PostgreSQL one statement, then the
-// Take's transaction through the combiner), so that an engine whose
-// Counters these are refuses a right and a wrong code for a locked-out
-// recipient by the same work. An allowed check is one statement.
+// TestRefusedCheckCostsAsACount: a refused Take is the same work whatever
+// its Deltas: a check of a counter (Delta 0) and a count on it, alone or
+// beside a check of another counter, each take Take's one transaction (on
+// SQLite one write in the group commit; on PostgreSQL one call of the
+// Takes' combiner) and write nothing. An engine whose Counters these are
+// then refuses a right code and a wrong one for a locked-out recipient
+// alike.
 func TestRefusedCheckCostsAsACount(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			st := open(t, b.newDSN(t))
 			ctx := context.Background()
 			now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
-			res, err := st.Take(ctx, now, []verify.Take{{Key: "fail:x", Delta: 3, Max: 3, ExpiresAt: now.Add(time.Hour)}})
+			exp := now.Add(time.Hour)
+			res, err := st.Take(ctx, now, []verify.Take{{Key: "fail:x", Delta: 3, Max: 3, ExpiresAt: exp}})
 			require.NoError(t, err)
 			require.True(t, res.OK)
-			cost := func(tk verify.Take) [2]int64 {
+			locked := verify.Counter{Value: 3, UpdatedAt: now, ExpiresAt: exp}
+			cost := func(takes ...verify.Take) [2]int64 {
 				_, w0, _ := st.GroupCommits()
 				_, c0 := st.Combined()
-				res, err := st.Take(ctx, now, []verify.Take{tk})
+				res, err := st.Take(ctx, now, takes)
 				require.NoError(t, err)
 				require.False(t, res.OK, "refused: the counter is at 3")
 				assert.Equal(t, time.Hour, res.RetryAfter)
 				_, w1, _ := st.GroupCommits()
 				_, c1 := st.Combined()
+				got, err := st.GetCounter(ctx, "fail:x", now)
+				require.NoError(t, err)
+				assert.Equal(t, locked, got, "a refused Take writes nothing")
 				return [2]int64{w1 - w0, c1 - c0}
 			}
 			check := cost(verify.Take{Key: "fail:x", Delta: 0, Max: 2})
-			count := cost(verify.Take{Key: "fail:x", Delta: 1, Max: 3, ExpiresAt: now.Add(time.Hour)})
-			assert.Equal(t, count, check, "a refused check costs what a refused count does (writes, combined calls)")
+			count := cost(verify.Take{Key: "fail:x", Delta: 1, Max: 3, ExpiresAt: exp})
+			assert.Equal(t, count, check, "one counter: a refused check costs what a refused count does (writes, combined calls)")
+			check2 := cost(verify.Take{Key: "fail:x", Delta: 0, Max: 2}, verify.Take{Key: "conv:ok:x", Delta: 0, Max: verify.NoLimit})
+			count2 := cost(verify.Take{Key: "fail:x", Delta: 1, Max: 3, ExpiresAt: exp}, verify.Take{Key: "conv:ok:x", Delta: 0, Max: verify.NoLimit})
+			assert.Equal(t, count2, check2, "two counters: the same")
+			assert.Equal(t, check, check2)
 			if _, _, ok := st.GroupCommits(); ok {
-				assert.Equal(t, int64(2), check[0], "SQLite: the statement and the transaction, each a write")
+				assert.Equal(t, int64(1), check[0], "SQLite: the transaction, one write")
 			} else {
-				assert.Equal(t, int64(1), check[1], "PostgreSQL: the transaction through the combiner")
+				assert.Equal(t, int64(1), check[1], "PostgreSQL: the transaction, through the combiner")
 			}
 		})
 	}

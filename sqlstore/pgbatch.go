@@ -102,7 +102,7 @@ type counterReq struct {
 	now time.Time
 }
 
-// takeReq is a Take call that counts, with its keys sorted.
+// takeReq is a Take call, with its keys sorted.
 type takeReq struct {
 	keys  []string
 	takes []verify.Take
