@@ -112,4 +112,18 @@ func TestSQLiteDeferredTransactions(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, int32(verifications), allowed.Load())
+
+	// Takes of one counter, checks and counts mixed: each first runs one
+	// statement that locks the counter's row (on SQLite a write: an
+	// UPDATE for a check), then, when refused, the transaction.
+	errs = make(chan error, 4*verifications)
+	runConcurrently(4*verifications, func(i int) {
+		tk := verify.Take{Key: fmt.Sprintf("fail-%d", i%10), Delta: int64(i % 2), Max: verify.NoLimit, ExpiresAt: start.Add(time.Hour)}
+		_, err := stores[i%2].Take(ctx, start, []verify.Take{tk})
+		errs <- err
+	})
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 }

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -39,11 +40,14 @@ const counterCols = `name, value, updated_at, expires_at, not_before`
 // pgTake), so the transaction costs two round trips rather than four, and
 // concurrent Takes share one (see takeBatch).
 //
-// Every Take takes this path, whatever its Deltas: a check (Delta 0) locks
-// as a count does and rolls back, and a refused count rolls back as a
-// refused check does. So a refusal is the same work for a check of a
-// counter and a count on it: an engine whose Counters these are refuses a
-// right code and a wrong one for a locked-out recipient alike.
+// A Take of one counter first tries one statement that locks its row and
+// settles an allowed take: countOne's upsert for a count, checkOne's
+// locking read for a check (Delta 0). A refused one then takes the
+// transaction above, a count and a check alike, and a Take of more
+// counters takes it whatever its Deltas. So a refusal is the same work
+// for a check of a counter and a count on it: an engine whose Counters
+// these are refuses a right code and a wrong one for a locked-out
+// recipient alike.
 func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
 	if len(takes) == 0 {
 		return verify.ApplyTakes(nil, nil, now), nil
@@ -65,13 +69,30 @@ func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (v
 	return s.takeOne(ctx, keys, takes, now)
 }
 
-// takeOne is Take's own transaction, for takes whose keys are sorted.
+// takeOne is Take's own statement or transaction, for takes whose keys
+// are sorted.
 func (s *Store) takeOne(ctx context.Context, keys []string, takes []verify.Take, now time.Time) (verify.Taken, error) {
 	q := s.takeQueries(len(keys))
 	var (
 		res verify.Taken
 		err error
 	)
+	if len(takes) == 1 && takes[0].Delta >= 0 {
+		// The engine's hot path (a failure slot, a per-IP check, a
+		// failure check): one statement, which settles an allowed take;
+		// a refused one is decided in the transaction below, for a count
+		// and a check alike.
+		one := s.countOne
+		if takes[0].Delta == 0 {
+			one = s.checkOne
+		}
+		var settled bool
+		if res, settled, err = one(ctx, takes[0], now); err != nil {
+			return verify.Taken{}, wrap("take counters", err)
+		} else if settled {
+			return res, nil
+		}
+	}
 	if s.pg() {
 		res, err = s.pgTake(ctx, keys, takes, now)
 	} else {
@@ -108,6 +129,109 @@ func decide(cur map[string]verify.Counter, takes []verify.Take, now time.Time) v
 	}
 	return res
 }
+
+// countOne is one positive take of one counter, in one statement: an upsert whose conflict branch counts only where the take is
+// allowed (the value stays within Max and NotBefore has passed, or the
+// counter has expired) and computes the new NotBefore from the Backoff in
+// SQL, exactly as Backoff.Delay does. The row lock of the upsert makes it
+// atomic. counted is false when it did not count; the caller then decides
+// again in Take's transaction, which reads the counter under its lock to
+// say why.
+func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
+	if t.Delta > t.Max {
+		return verify.Taken{}, false, nil
+	}
+	b := t.Backoff
+	limit := max(b.Max, b.Base)
+	shift := 0 // the least k with Base << k >= limit: from there on, Delay is limit
+	for d := b.Base; d > 0 && d < limit && shift < 62; d <<= 1 {
+		shift++
+	}
+	query := sqliteCountOneQuery
+	if s.pg() {
+		query = pgCountOneQuery
+	}
+	var c verify.Counter
+	err := s.write(ctx, func(q querier) error {
+		return q.QueryRowContext(ctx, query, t.Key, t.Delta, s.tv(now), s.tv(t.ExpiresAt), t.Max,
+			b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
+			Scan(counterDest(&c)...)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return verify.Taken{}, false, nil
+	}
+	if err != nil {
+		return verify.Taken{}, false, err
+	}
+	return verify.Taken{OK: true, Refused: -1, Counters: []verify.Counter{storedCounter(c)}}, true, nil
+}
+
+// pgNotBefore is now ($3) + Backoff.Delay(n) for the Backoff in $6 (Free),
+// $7 (Base, µs), $8 (the shift from which Delay is the limit) and $9 (the
+// limit, µs); NULL for no wait.
+func pgNotBefore(n string) string {
+	return `CASE WHEN $7::bigint <= 0 OR ` + n + ` < $6::bigint THEN NULL
+		WHEN ` + n + ` - $6::bigint >= $8::bigint THEN $3::timestamptz + $9::bigint * interval '1 microsecond'
+		ELSE $3::timestamptz + ($7::bigint << (` + n + ` - $6::bigint)::int) * interval '1 microsecond' END`
+}
+
+// pgCountOneQuery counts $2 on counter $1 at $3 if allowed, setting
+// expires_at $4, within Max $5; see pgCountOne.
+var pgCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
+	VALUES ($1::text, $2::bigint, $3::timestamptz, $4::timestamptz, ` + pgNotBefore("$2::bigint") + `)
+	ON CONFLICT (name) DO UPDATE SET
+		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
+		updated_at = $3, expires_at = $4,
+		not_before = ` + pgNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
+	WHERE c.expires_at <= $3 OR (c.value <= $5::bigint - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
+	RETURNING value, updated_at, expires_at, not_before`
+
+// sqliteNotBefore is pgNotBefore for SQLite, whose times are integer
+// microseconds.
+func sqliteNotBefore(n string) string {
+	return `CASE WHEN $7 <= 0 OR ` + n + ` < $6 THEN NULL
+		WHEN ` + n + ` - $6 >= $8 THEN $3 + $9
+		ELSE $3 + ($7 << (` + n + ` - $6)) END`
+}
+
+// sqliteCountOneQuery is pgCountOneQuery for SQLite.
+var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
+	VALUES ($1, $2, $3, $4, ` + sqliteNotBefore("$2") + `)
+	ON CONFLICT (name) DO UPDATE SET
+		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
+		updated_at = $3, expires_at = $4,
+		not_before = ` + sqliteNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
+	WHERE c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
+	RETURNING value, updated_at, expires_at, not_before`
+
+// checkOne is one check (Delta 0) of one counter, in one statement that
+// locks the counter's row as countOne's upsert does, and writes nothing:
+// on PostgreSQL a SELECT ... FOR UPDATE, on SQLite an UPDATE that sets
+// nothing new (a write first, as a transaction on SQLite must begin). An
+// allowed check is settled by it; a refused one is decided again in
+// Take's transaction, as a refused count is, so that a refusal is the
+// same work for a check and a count (see Take).
+func (s *Store) checkOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
+	query := sqliteCheckOneQuery
+	if s.pg() {
+		query = pgCheckOneQuery
+	}
+	var cur map[string]verify.Counter
+	err := s.write(ctx, func(q querier) (err error) {
+		cur, err = readCounters(ctx, q, query, t.Key)
+		return err
+	})
+	if err != nil {
+		return verify.Taken{}, false, err
+	}
+	res := decide(cur, []verify.Take{t}, now)
+	return res, res.OK, nil
+}
+
+const (
+	pgCheckOneQuery     = `SELECT ` + counterCols + ` FROM counters WHERE name = $1 FOR UPDATE`
+	sqliteCheckOneQuery = `UPDATE counters SET value = value WHERE name = $1 RETURNING ` + counterCols
+)
 
 // countQuery applies one verify.Count ($1 the key, $2 the Delta, $3 the
 // time, $4 ExpiresAt): an upsert that always counts, starting from zero a
