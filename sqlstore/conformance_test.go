@@ -116,14 +116,21 @@ func TestSQLiteDeferredTransactions(t *testing.T) {
 	// Takes of one counter, checks and counts mixed: each first runs one
 	// statement that locks the counter's row (on SQLite a write: an
 	// UPDATE for a check), then, when refused, the transaction.
+	// Ten counters, each taken 40 times from both stores, checks and
+	// counts in turn, with a Max of 15: each ends at 15.
 	errs = make(chan error, 4*verifications)
 	runConcurrently(4*verifications, func(i int) {
-		tk := verify.Take{Key: fmt.Sprintf("fail-%d", i%10), Delta: int64(i % 2), Max: verify.NoLimit, ExpiresAt: start.Add(time.Hour)}
-		_, err := stores[i%2].Take(ctx, start, []verify.Take{tk})
+		tk := verify.Take{Key: fmt.Sprintf("mix-%d", (i/2)%10), Delta: int64(i % 2), Max: 15, ExpiresAt: start.Add(time.Hour)}
+		_, err := stores[(i/4)%2].Take(ctx, start, []verify.Take{tk})
 		errs <- err
 	})
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
+	}
+	for k := range 10 {
+		c, err := stores[0].GetCounter(ctx, fmt.Sprintf("mix-%d", k), start)
+		require.NoError(t, err)
+		require.Equal(t, int64(15), c.Value, "mix-%d", k)
 	}
 }

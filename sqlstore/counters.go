@@ -40,14 +40,14 @@ const counterCols = `name, value, updated_at, expires_at, not_before`
 // pgTake), so the transaction costs two round trips rather than four, and
 // concurrent Takes share one (see takeBatch).
 //
-// A Take of one counter first tries one statement that locks its row and
-// settles an allowed take: countOne's upsert for a count, checkOne's
-// locking read for a check (Delta 0). A refused one then takes the
-// transaction above, a count and a check alike, and a Take of more
-// counters takes it whatever its Deltas. So a refusal is the same work
-// for a check of a counter and a count on it: an engine whose Counters
-// these are refuses a right code and a wrong one for a locked-out
-// recipient alike.
+// A Take of one counter first runs countOne's upsert, which locks the
+// counter's row and settles an allowed count; a refused count, and a
+// check (Delta 0), which that statement never changes anything for, then
+// take the transaction above, and a Take of more counters takes it
+// whatever its Deltas. So a refusal is the same statements, and the same
+// locks, for a check of a counter and a count on it: an engine whose
+// Counters these are refuses a right code and a wrong one for a
+// locked-out recipient alike.
 func (s *Store) Take(ctx context.Context, now time.Time, takes []verify.Take) (verify.Taken, error) {
 	if len(takes) == 0 {
 		return verify.ApplyTakes(nil, nil, now), nil
@@ -79,15 +79,11 @@ func (s *Store) takeOne(ctx context.Context, keys []string, takes []verify.Take,
 	)
 	if len(takes) == 1 && takes[0].Delta >= 0 {
 		// The engine's hot path (a failure slot, a per-IP check, a
-		// failure check): one statement, which settles an allowed take;
-		// a refused one is decided in the transaction below, for a count
-		// and a check alike.
-		one := s.countOne
-		if takes[0].Delta == 0 {
-			one = s.checkOne
-		}
+		// failure check): one statement, which settles an allowed count;
+		// a refused count, and any check, are decided in the transaction
+		// below, after the same statement.
 		var settled bool
-		if res, settled, err = one(ctx, takes[0], now); err != nil {
+		if res, settled, err = s.countOne(ctx, takes[0], now); err != nil {
 			return verify.Taken{}, wrap("take counters", err)
 		} else if settled {
 			return res, nil
@@ -130,17 +126,16 @@ func decide(cur map[string]verify.Counter, takes []verify.Take, now time.Time) v
 	return res
 }
 
-// countOne is one positive take of one counter, in one statement: an upsert whose conflict branch counts only where the take is
-// allowed (the value stays within Max and NotBefore has passed, or the
-// counter has expired) and computes the new NotBefore from the Backoff in
-// SQL, exactly as Backoff.Delay does. The row lock of the upsert makes it
-// atomic. counted is false when it did not count; the caller then decides
-// again in Take's transaction, which reads the counter under its lock to
-// say why.
+// countOne is one take of one counter, in one statement: an upsert whose
+// conflict branch counts only where the take is allowed (the value stays
+// within Max and NotBefore has passed, or the counter has expired) and
+// computes the new NotBefore from the Backoff in SQL, exactly as
+// Backoff.Delay does. The row lock of the upsert makes it atomic. A
+// check (Delta 0) runs the same statement, which locks the row as it does
+// for a refused count and changes nothing. counted is false when it did
+// not count; the caller then decides again in Take's transaction, which
+// reads the counter under its lock to say why.
 func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
-	if t.Delta > t.Max {
-		return verify.Taken{}, false, nil
-	}
 	b := t.Backoff
 	limit := max(b.Max, b.Base)
 	shift := 0 // the least k with Base << k >= limit: from there on, Delay is limit
@@ -176,14 +171,17 @@ func pgNotBefore(n string) string {
 }
 
 // pgCountOneQuery counts $2 on counter $1 at $3 if allowed, setting
-// expires_at $4, within Max $5; see pgCountOne.
+// expires_at $4, within Max $5 (see countOne); a $2 of 0, or above $5,
+// inserts and changes nothing.
 var pgCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	VALUES ($1::text, $2::bigint, $3::timestamptz, $4::timestamptz, ` + pgNotBefore("$2::bigint") + `)
+	SELECT $1::text, $2::bigint, $3::timestamptz, $4::timestamptz, ` + pgNotBefore("$2::bigint") + `
+	WHERE $2::bigint > 0 AND $2::bigint <= $5::bigint
 	ON CONFLICT (name) DO UPDATE SET
 		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
 		updated_at = $3, expires_at = $4,
 		not_before = ` + pgNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
-	WHERE c.expires_at <= $3 OR (c.value <= $5::bigint - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
+	WHERE $2::bigint > 0 AND $2::bigint <= $5::bigint
+		AND (c.expires_at <= $3 OR (c.value <= $5::bigint - $2 AND (c.not_before IS NULL OR c.not_before <= $3)))
 	RETURNING value, updated_at, expires_at, not_before`
 
 // sqliteNotBefore is pgNotBefore for SQLite, whose times are integer
@@ -196,42 +194,15 @@ func sqliteNotBefore(n string) string {
 
 // sqliteCountOneQuery is pgCountOneQuery for SQLite.
 var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	VALUES ($1, $2, $3, $4, ` + sqliteNotBefore("$2") + `)
+	SELECT $1, $2, $3, $4, ` + sqliteNotBefore("$2") + `
+	WHERE $2 > 0 AND $2 <= $5
 	ON CONFLICT (name) DO UPDATE SET
 		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
 		updated_at = $3, expires_at = $4,
 		not_before = ` + sqliteNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
-	WHERE c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3))
+	WHERE $2 > 0 AND $2 <= $5
+		AND (c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3)))
 	RETURNING value, updated_at, expires_at, not_before`
-
-// checkOne is one check (Delta 0) of one counter, in one statement that
-// locks the counter's row as countOne's upsert does, and writes nothing:
-// on PostgreSQL a SELECT ... FOR UPDATE, on SQLite an UPDATE that sets
-// nothing new (a write first, as a transaction on SQLite must begin). An
-// allowed check is settled by it; a refused one is decided again in
-// Take's transaction, as a refused count is, so that a refusal is the
-// same work for a check and a count (see Take).
-func (s *Store) checkOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
-	query := sqliteCheckOneQuery
-	if s.pg() {
-		query = pgCheckOneQuery
-	}
-	var cur map[string]verify.Counter
-	err := s.write(ctx, func(q querier) (err error) {
-		cur, err = readCounters(ctx, q, query, t.Key)
-		return err
-	})
-	if err != nil {
-		return verify.Taken{}, false, err
-	}
-	res := decide(cur, []verify.Take{t}, now)
-	return res, res.OK, nil
-}
-
-const (
-	pgCheckOneQuery     = `SELECT ` + counterCols + ` FROM counters WHERE name = $1 FOR UPDATE`
-	sqliteCheckOneQuery = `UPDATE counters SET value = value WHERE name = $1 RETURNING ` + counterCols
-)
 
 // countQuery applies one verify.Count ($1 the key, $2 the Delta, $3 the
 // time, $4 ExpiresAt): an upsert that always counts, starting from zero a
