@@ -113,9 +113,9 @@ func TestSQLiteDeferredTransactions(t *testing.T) {
 	}
 	require.Equal(t, int32(verifications), allowed.Load())
 
-	// Takes of one counter, checks and counts mixed: each first runs one
-	// statement that locks the counter's row (on SQLite a write: an
-	// UPDATE for a check), then, when refused, the transaction.
+	// Takes of one counter, checks and counts mixed: each first runs the
+	// count's upsert (a write first), then, when it did not count, the
+	// transaction.
 	// Ten counters, each taken 40 times from both stores, checks and
 	// counts in turn, with a Max of 15: each ends at 15.
 	errs = make(chan error, 4*verifications)

@@ -41,8 +41,8 @@ const counterCols = `name, value, updated_at, expires_at, not_before`
 // concurrent Takes share one (see takeBatch).
 //
 // A Take of one counter first runs countOne's upsert, which locks the
-// counter's row and settles an allowed count; a refused count, and a
-// check (Delta 0), which that statement never changes anything for, then
+// counter's row where it exists and settles an allowed count; a refused
+// count, and a check (Delta 0), which that statement never changes, then
 // take the transaction above, and a Take of more counters takes it
 // whatever its Deltas. So a refusal is the same statements, and the same
 // locks, for a check of a counter and a count on it: an engine whose
@@ -131,10 +131,11 @@ func decide(cur map[string]verify.Counter, takes []verify.Take, now time.Time) v
 // within Max and NotBefore has passed, or the counter has expired) and
 // computes the new NotBefore from the Backoff in SQL, exactly as
 // Backoff.Delay does. The row lock of the upsert makes it atomic. A
-// check (Delta 0) runs the same statement, which locks the row as it does
-// for a refused count and changes nothing. counted is false when it did
-// not count; the caller then decides again in Take's transaction, which
-// reads the counter under its lock to say why.
+// check (Delta 0), or a Delta above Max, runs the same statement, which
+// locks an existing counter's row as it does for a refused count and
+// changes nothing. counted is false when it did not count; the caller
+// then decides again in Take's transaction, which reads the counter under
+// its lock to say why.
 func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (verify.Taken, bool, error) {
 	b := t.Backoff
 	limit := max(b.Max, b.Base)
@@ -152,8 +153,8 @@ func (s *Store) countOne(ctx context.Context, t verify.Take, now time.Time) (ver
 			b.Free, b.Base.Microseconds(), shift, limit.Microseconds()).
 			Scan(counterDest(&c)...)
 	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return verify.Taken{}, false, nil
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (t.Delta <= 0 || t.Delta > t.Max)) {
+		return verify.Taken{}, false, nil // refused, or a check (see pgCountOneQuery)
 	}
 	if err != nil {
 		return verify.Taken{}, false, err
@@ -171,18 +172,28 @@ func pgNotBefore(n string) string {
 }
 
 // pgCountOneQuery counts $2 on counter $1 at $3 if allowed, setting
-// expires_at $4, within Max $5 (see countOne); a $2 of 0, or above $5,
-// inserts and changes nothing.
+// expires_at $4, within Max $5 (see countOne). A $2 of 0, or above $5,
+// counts nothing: its row goes to the conflict branch only where the
+// counter exists, to lock it there as a count does, and is refused
+// there; should the counter be deleted meanwhile, the row inserted holds
+// 0 and has expired, the zero Counter, and countOne answers that it did
+// not count.
 var pgCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	SELECT $1::text, $2::bigint, $3::timestamptz, $4::timestamptz, ` + pgNotBefore("$2::bigint") + `
-	WHERE $2::bigint > 0 AND $2::bigint <= $5::bigint
+	SELECT $1::text, CASE WHEN ` + pgCounts1 + ` THEN $2::bigint ELSE 0 END, $3::timestamptz,
+		CASE WHEN ` + pgCounts1 + ` THEN $4::timestamptz ELSE $3::timestamptz END,
+		CASE WHEN ` + pgCounts1 + ` THEN ` + pgNotBefore("$2::bigint") + ` END
+	WHERE ` + pgCounts1 + ` OR EXISTS (SELECT 1 FROM counters WHERE name = $1::text)
 	ON CONFLICT (name) DO UPDATE SET
 		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
 		updated_at = $3, expires_at = $4,
 		not_before = ` + pgNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
-	WHERE $2::bigint > 0 AND $2::bigint <= $5::bigint
+	WHERE ` + pgCounts1 + `
 		AND (c.expires_at <= $3 OR (c.value <= $5::bigint - $2 AND (c.not_before IS NULL OR c.not_before <= $3)))
 	RETURNING value, updated_at, expires_at, not_before`
+
+// pgCounts1 is whether countOne's take counts anything: a positive Delta
+// ($2) within Max ($5).
+const pgCounts1 = `($2::bigint > 0 AND $2::bigint <= $5::bigint)`
 
 // sqliteNotBefore is pgNotBefore for SQLite, whose times are integer
 // microseconds.
@@ -194,15 +205,20 @@ func sqliteNotBefore(n string) string {
 
 // sqliteCountOneQuery is pgCountOneQuery for SQLite.
 var sqliteCountOneQuery = `INSERT INTO counters AS c (` + counterCols + `)
-	SELECT $1, $2, $3, $4, ` + sqliteNotBefore("$2") + `
-	WHERE $2 > 0 AND $2 <= $5
+	SELECT $1, CASE WHEN ` + sqliteCounts1 + ` THEN $2 ELSE 0 END, $3,
+		CASE WHEN ` + sqliteCounts1 + ` THEN $4 ELSE $3 END,
+		CASE WHEN ` + sqliteCounts1 + ` THEN ` + sqliteNotBefore("$2") + ` END
+	WHERE ` + sqliteCounts1 + ` OR EXISTS (SELECT 1 FROM counters WHERE name = $1)
 	ON CONFLICT (name) DO UPDATE SET
 		value = CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2,
 		updated_at = $3, expires_at = $4,
 		not_before = ` + sqliteNotBefore("(CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END + $2)") + `
-	WHERE $2 > 0 AND $2 <= $5
+	WHERE ` + sqliteCounts1 + `
 		AND (c.expires_at <= $3 OR (c.value <= $5 - $2 AND (c.not_before IS NULL OR c.not_before <= $3)))
 	RETURNING value, updated_at, expires_at, not_before`
+
+// sqliteCounts1 is pgCounts1 for SQLite.
+const sqliteCounts1 = `($2 > 0 AND $2 <= $5)`
 
 // countQuery applies one verify.Count ($1 the key, $2 the Delta, $3 the
 // time, $4 ExpiresAt): an upsert that always counts, starting from zero a

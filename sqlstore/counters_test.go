@@ -390,11 +390,17 @@ func TestRefusedCheckCostsAsACount(t *testing.T) {
 				defer tx.Rollback()
 				_, err = tx.ExecContext(ctx, `SELECT value FROM counters WHERE name = 'fail:x' FOR UPDATE`)
 				require.NoError(t, err)
-				for _, tk := range []verify.Take{{Key: "fail:x", Delta: 0, Max: 2}, {Key: "fail:x", Delta: 1, Max: 3, ExpiresAt: exp}} {
+				for _, tk := range []verify.Take{{Key: "fail:x", Delta: 0, Max: 2}, {Key: "fail:x", Delta: 1, Max: 3, ExpiresAt: exp},
+					{Key: "fail:x", Delta: 5, Max: 3, ExpiresAt: exp}} {
 					short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 					_, err := st.Take(short, now, []verify.Take{tk})
 					cancel()
 					assert.Error(t, err, "Delta %d waits for the row's lock", tk.Delta)
+					// Its first statement already does.
+					short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+					_, err = st.CountOne(short, tk, now)
+					cancel()
+					assert.Error(t, err, "Delta %d: the first statement waits for the row's lock", tk.Delta)
 				}
 			}
 		})

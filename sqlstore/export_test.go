@@ -345,3 +345,9 @@ func (s *Store) Combined() (batches, calls int64) {
 	}
 	return batches, calls
 }
+
+// CountOne is countOne, Take's first statement for one counter.
+func (s *Store) CountOne(ctx context.Context, t verify.Take, now time.Time) (counted bool, err error) {
+	_, counted, err = s.countOne(ctx, t, now)
+	return counted, err
+}
