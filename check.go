@@ -236,7 +236,7 @@ func (e *Engine) Check(ctx context.Context, req CheckRequest) (Verification, err
 		if !right {
 			e.refundFailure(ctx, fkey, now)
 		}
-		e.uncountVerified(ctx, convCount, now)
+		// A right code counted no verification here (see above).
 		v, err := e.closed(ctx, rec, now)
 		e.emitCheck(ctx, rec.ID, rec.FlowID, err, now)
 		return v, err
