@@ -85,13 +85,18 @@ func (t Take) allows(c Counter, now time.Time) (bool, time.Duration) {
 		wait = max(c.ExpiresAt.Sub(now), time.Microsecond)
 	}
 	if now.Before(c.NotBefore) {
-		until := c.NotBefore
-		if c.ExpiresAt.Before(until) { // the counter starts again first
-			until = c.ExpiresAt
-		}
-		wait = max(wait, until.Sub(now))
+		wait = max(wait, c.waitEnds().Sub(now))
 	}
 	return wait <= 0, wait
+}
+
+// waitEnds is when the wait NotBefore sets ends: at NotBefore, or at
+// ExpiresAt if the counter starts again first.
+func (c Counter) waitEnds() time.Time {
+	if c.ExpiresAt.Before(c.NotBefore) {
+		return c.ExpiresAt
+	}
+	return c.NotBefore
 }
 
 // Backoff is a delay that grows with a counter's value: none below Free,

@@ -539,11 +539,7 @@ func (e *Engine) uncountSent(ctx context.Context, p *sendPlan, now time.Time) {
 	if !ok || p.sent == 0 {
 		return
 	}
-	ctx, cancel := givingBack(ctx)
-	defer cancel()
-	if _, err := e.count(ctx, cnt.Key, -cnt.Delta, cnt.ExpiresAt, now); err != nil {
-		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a send count", logStr("error", err.Error()))
-	}
+	e.giveBack(ctx, cnt, now, "send count")
 	p.sent = 0
 }
 
@@ -551,13 +547,18 @@ func (e *Engine) uncountSent(ctx context.Context, p *sendPlan, now time.Time) {
 // Check's failures for a right code the Store then did not verify. A
 // failure is logged.
 func (e *Engine) uncountVerified(ctx context.Context, cnt *Count, now time.Time) {
-	if cnt == nil {
-		return
+	if cnt != nil {
+		e.giveBack(ctx, *cnt, now, "verification count")
 	}
+}
+
+// giveBack takes back what cnt counted (what names it in the log, should
+// that fail), even once the caller has gone (see givingBack).
+func (e *Engine) giveBack(ctx context.Context, cnt Count, now time.Time, what string) {
 	ctx, cancel := givingBack(ctx)
 	defer cancel()
 	if _, err := e.count(ctx, cnt.Key, -cnt.Delta, cnt.ExpiresAt, now); err != nil {
-		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a verification count", logStr("error", err.Error()))
+		e.log.LogAttrs(ctx, warnLevel, "verify: giving back a "+what, logStr("error", err.Error()))
 	}
 }
 
@@ -624,12 +625,8 @@ func (e *Engine) failuresRefuse(c Counter, now time.Time) error {
 		return err
 	}
 	if now.Before(c.NotBefore) {
-		until := c.NotBefore
-		if c.ExpiresAt.Before(until) { // the failures are forgotten first
-			until = c.ExpiresAt
-		}
 		e.refused(RefusalWaiting, now)
-		return rateLimited("wrong codes for this recipient", until.Sub(now))
+		return rateLimited("wrong codes for this recipient", c.waitEnds().Sub(now))
 	}
 	return nil
 }
