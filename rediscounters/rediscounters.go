@@ -19,7 +19,9 @@
 // refused Take changes nothing. Counters are hashes (value, updated,
 // expires and not-before times in microseconds) under a key prefix, with
 // a Redis expiry of their ExpiresAt plus a grace period, counted from the
-// Take's now, so that Redis drops them when they no longer count.
+// now of the Take that set that ExpiresAt (a Take that keeps it, such as a
+// fixed window's next count or a give-back, leaves the expiry alone), so
+// that Redis drops them when they no longer count.
 //
 // On Redis Cluster the keys of one Take must share a hash slot: the
 // default prefix, "{openverify}:", puts every counter in one.

@@ -170,3 +170,71 @@ func TestConcurrentCallsSharePipelines(t *testing.T) {
 	assert.Equal(t, int64(2*callers), calls)
 	assert.Less(t, trips, calls, "no two calls shared a round trip")
 }
+
+// TestRedisExpiry: Redis keeps a counter until its ExpiresAt plus the
+// grace period, counted from the Take that set that ExpiresAt: a Take that
+// keeps the ExpiresAt (a fixed window's next count, a give-back) keeps the
+// key's expiry, one that moves it moves the expiry, and one that leaves
+// the counter expired deletes the key.
+func TestRedisExpiry(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	prefix := "{expiry-" + hex.EncodeToString(b) + "}:"
+	t.Cleanup(func() { rdb.Del(context.Background(), prefix+"k", prefix+"fresh") })
+	const grace = 30 * time.Second
+	c := rediscounters.New(rdb, rediscounters.WithPrefix(prefix), rediscounters.WithGrace(grace))
+	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	take := func(at time.Time, key string, delta int64, exp time.Time) {
+		t.Helper()
+		got, err := c.Take(ctx, at, []verify.Take{{Key: key, Delta: delta, Max: verify.NoLimit, ExpiresAt: exp}})
+		require.NoError(t, err)
+		require.True(t, got.OK)
+	}
+	ttl := func(key string) time.Duration {
+		t.Helper()
+		d, err := rdb.PTTL(ctx, prefix+key).Result()
+		require.NoError(t, err)
+		return d
+	}
+	// about is d, less the real time the calls took.
+	about := func(want, got time.Duration, what string) {
+		t.Helper()
+		assert.LessOrEqual(t, got, want, what)
+		assert.Greater(t, got, want-5*time.Second, what)
+	}
+
+	window := now.Add(10 * time.Minute)
+	take(now, "k", 1, window)
+	about(10*time.Minute+grace, ttl("k"), "a new counter")
+	take(now.Add(4*time.Minute), "k", 1, window)
+	about(10*time.Minute+grace, ttl("k"), "a count in the same window keeps the expiry the first set")
+	take(now.Add(5*time.Minute), "k", -1, time.Time{})
+	about(10*time.Minute+grace, ttl("k"), "a give-back keeps it")
+	v, err := c.GetCounter(ctx, "k", now.Add(5*time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v.Value)
+
+	later := now.Add(3 * time.Minute)
+	take(later, "k", 1, later.Add(time.Hour))
+	about(time.Hour+grace, ttl("k"), "a later ExpiresAt moves the expiry")
+	take(later, "k", 1, later.Add(time.Minute))
+	about(time.Minute+grace, ttl("k"), "an earlier one too")
+
+	// Past its ExpiresAt by the engine's clock, within the grace period
+	// Redis still holds it: a give-back then deletes it.
+	take(now, "fresh", 1, now.Add(time.Minute))
+	take(now.Add(90*time.Second), "fresh", -1, time.Time{})
+	n, err := rdb.Exists(ctx, prefix+"fresh").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "a counter left expired is deleted")
+	// A counter that expired by the engine's clock and counts again is a
+	// new one, with its new window's expiry.
+	take(now, "fresh", 1, now.Add(time.Minute))
+	take(now.Add(2*time.Minute), "fresh", 1, now.Add(2*time.Minute+20*time.Second))
+	about(20*time.Second+grace, ttl("fresh"), "a new window after expiry")
+	v, err = c.GetCounter(ctx, "fresh", now.Add(2*time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), v.Value)
+}

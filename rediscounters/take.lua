@@ -6,16 +6,24 @@
 -- base and max (nanoseconds, as verify.Backoff doubles them).
 -- Returns {ok, refused index (0-based, -1 when ok), retry after, then
 -- v, u, e, n of each counter after the take (as they were when refused)}.
--- Numbers go to Redis as integers: redis.call would write a Lua number
--- with 14 significant digits, too few for a time in microseconds.
-local function int(x) return string.format('%d', x) end
+--
+-- Numbers go to Redis as Lua numbers: redis.call writes an integral one
+-- as its exact digits (below 2^53, which Take keeps to), where
+-- string.format or tostring would cost more, or lose digits. What the
+-- script parses it parses once, and only where it is needed: a backoff
+-- whose base is 0, a max of -1 and a counter a take leaves alone are not.
+-- A counter that keeps its expiry keeps its Redis expiry too.
+local tonumber, mmax, mmin, floor, ceil = tonumber, math.max, math.min, math.floor, math.ceil
+local keys, argv = KEYS, ARGV
+local now = tonumber(argv[1])
+local grace = tonumber(argv[2])
 
-local now = tonumber(ARGV[1])
-local grace = tonumber(ARGV[2])
-
-local function delay(n, free, base, bmax)
+-- delay is verify.Backoff's: 0 before free failures, then base doubled
+-- per failure up to max (nanoseconds).
+local function delay(n, a)
+	if argv[a + 4] == '0' then return 0 end
+	local free, base, limit = tonumber(argv[a + 3]), tonumber(argv[a + 4]), tonumber(argv[a + 5])
 	if base <= 0 or n < free then return 0 end
-	local limit = bmax
 	if limit < base then limit = base end
 	local d = base
 	local i = n - free
@@ -27,25 +35,32 @@ local function delay(n, free, base, bmax)
 	return d
 end
 
-local cur = {}
+local n = #keys
+local v, u, e, nb, stored, deltas = {}, {}, {}, {}, {}, {}
 local refused, wait = -1, 0
-for i, key in ipairs(KEYS) do
+for i = 1, n do
 	local a = 3 + 6 * (i - 1)
-	local delta, max = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-	local f = redis.call('HMGET', key, 'v', 'u', 'e', 'n')
-	local c = {0, 0, 0, 0}
+	local delta = tonumber(argv[a])
+	deltas[i] = delta
+	local f = redis.call('HMGET', keys[i], 'v', 'u', 'e', 'n')
+	local cv, cu, ce, cn = 0, 0, 0, 0
 	if f[1] then
-		c = {tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])}
+		ce = tonumber(f[3])
+		stored[i] = ce
+		if now < ce then
+			cv, cu, cn = tonumber(f[1]), tonumber(f[2]), tonumber(f[4])
+		else
+			ce = 0
+		end
 	end
-	if now >= c[3] then c = {0, 0, 0, 0} end
-	cur[i] = c
+	v[i], u[i], e[i], nb[i] = cv, cu, ce, cn
 	if delta >= 0 and refused < 0 then
 		local w = 0
-		if max ~= -1 and c[1] > max - delta then
-			w = math.max(c[3] - now, 1)
+		if argv[a + 1] ~= '-1' and cv > tonumber(argv[a + 1]) - delta then
+			w = mmax(ce - now, 1)
 		end
-		if now < c[4] then
-			w = math.max(w, math.min(c[4], c[3]) - now)
+		if now < cn then
+			w = mmax(w, mmin(cn, ce) - now)
 		end
 		if w > 0 then refused, wait = i - 1, w end
 	end
@@ -54,35 +69,34 @@ end
 local out = {0, refused, wait}
 if refused < 0 then
 	out[1] = 1
-	for i, key in ipairs(KEYS) do
-		local a = 3 + 6 * (i - 1)
-		local delta = tonumber(ARGV[a])
+	for i = 1, n do
+		local delta = deltas[i]
 		if delta ~= 0 then
-			local c = cur[i]
-			c[1] = math.max(c[1] + delta, 0)
-			c[2] = now
-			local d = delay(c[1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
+			local a = 3 + 6 * (i - 1)
+			local key = keys[i]
+			v[i] = mmax(v[i] + delta, 0)
+			u[i] = now
+			local d = delay(v[i], a)
 			if delta > 0 then
-				c[3] = tonumber(ARGV[a + 2])
-				c[4] = 0
-				if d > 0 then c[4] = now + math.floor(d / 1000) end
+				e[i] = tonumber(argv[a + 2])
+				nb[i] = 0
+				if d > 0 then nb[i] = now + floor(d / 1000) end
 			elseif d == 0 then
-				c[4] = 0
+				nb[i] = 0
 			end
-			if c[3] > now then
-				redis.call('HSET', key, 'v', int(c[1]), 'u', int(c[2]), 'e', int(c[3]), 'n', int(c[4]))
-				redis.call('PEXPIRE', key, int(math.ceil((c[3] - now + grace) / 1000)))
+			if e[i] > now then
+				redis.call('HSET', key, 'v', v[i], 'u', now, 'e', e[i], 'n', nb[i])
+				if stored[i] ~= e[i] then
+					redis.call('PEXPIRE', key, ceil((e[i] - now + grace) / 1000))
+				end
 			else
 				redis.call('DEL', key)
 			end
 		end
 	end
 end
-for i = 1, #KEYS do
-	local c = cur[i]
-	out[#out + 1] = c[1]
-	out[#out + 1] = c[2]
-	out[#out + 1] = c[3]
-	out[#out + 1] = c[4]
+for i = 1, n do
+	local o = #out
+	out[o + 1], out[o + 2], out[o + 3], out[o + 4] = v[i], u[i], e[i], nb[i]
 end
 return out
