@@ -8,13 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"log/slog"
-	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/memstore"
 )
 
@@ -77,48 +77,34 @@ func (f *cryptoFloor) pair(b testing.TB) {
 }
 
 // BenchmarkPairVsFloor measures a Send and a Check on memstore (no
-// protections, no fallback steps) right after the bare crypto work of a
-// pair (see cryptoFloor) in the same run, and reports the engine's time
-// and allocations as multiples of the floor's ("x-floor",
-// "allocs-x-floor"): with -count, of the mean of the floor's runs, which
-// all come before the engine's.
+// protections, no fallback steps) against the bare crypto work of a pair
+// (see cryptoFloor), the two run in alternating rounds in one benchmark
+// (see testutil.Alternate), so that the growing heaps and whatever else
+// drifts in a run fall on both. It reports the engine's time and
+// allocations as multiples of the floor's ("x-floor", "allocs-x-floor"),
+// and the floor's own ("floor-ns/op", "floor-allocs/op"); ns/op and
+// allocs/op are the engine's.
 func BenchmarkPairVsFloor(b *testing.B) {
-	var floorNs, floorAllocs mean
-	b.Run("floor", func(b *testing.B) {
-		f := newCryptoFloor(b)
-		b.ReportAllocs()
-		allocs := mallocs()
-		for b.Loop() {
-			f.pair(b)
-		}
-		if b.N > 1 { // not the testing package's first probe, of one
-			floorNs.add(float64(b.Elapsed().Nanoseconds()) / float64(b.N))
-			floorAllocs.add(float64(mallocs()-allocs) / float64(b.N))
-		}
-	})
-	b.Run("engine", func(b *testing.B) {
-		pair := newEnginePair(b)
-		b.ReportAllocs()
-		allocs := mallocs()
-		for b.Loop() {
-			pair()
-		}
-		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-		if floorNs.n > 0 {
-			b.ReportMetric(ns/floorNs.value(), "x-floor")
-			b.ReportMetric(float64(mallocs()-allocs)/float64(b.N)/floorAllocs.value(), "allocs-x-floor")
-		}
-	})
+	pair := newEnginePair(b)
+	f := newCryptoFloor(b)
+	b.ReportAllocs()
+	rates := testutil.Alternate(b, 4,
+		func(n int) {
+			for range n {
+				pair()
+			}
+		},
+		func(n int) {
+			for range n {
+				f.pair(b)
+			}
+		})
+	engine, floor := rates[0], rates[1]
+	b.ReportMetric(1e9/floor.PerSecond, "floor-ns/op")
+	b.ReportMetric(floor.AllocsPerOp, "floor-allocs/op")
+	b.ReportMetric(floor.Ratio(engine), "x-floor")
+	b.ReportMetric(engine.AllocsPerOp/floor.AllocsPerOp, "allocs-x-floor")
 }
-
-// mean is the mean of the values added to it.
-type mean struct {
-	sum float64
-	n   int
-}
-
-func (m *mean) add(v float64)  { m.sum += v; m.n++ }
-func (m *mean) value() float64 { return m.sum / float64(m.n) }
 
 // newEnginePair returns a function that sends a code and checks it on
 // memstore, without protections or fallback steps.
@@ -171,11 +157,4 @@ func (*lastCode) Name() string { return "sms" }
 func (c *lastCode) Send(_ context.Context, m verify.Message) (verify.Receipt, error) {
 	c.code = m.Code
 	return verify.Receipt{}, nil
-}
-
-// mallocs is the number of heap allocations so far.
-func mallocs() uint64 {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.Mallocs
 }

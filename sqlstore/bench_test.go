@@ -3,8 +3,8 @@ package sqlstore_test
 import (
 	"context"
 	"os"
-	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openverify/verify"
+	"github.com/openverify/verify/internal/testutil"
 	"github.com/openverify/verify/rediscounters"
 	"github.com/openverify/verify/sqlstore"
 )
@@ -32,9 +33,10 @@ const parallelCallers = 32
 
 // BenchmarkStore measures the engine's Send and Check on each database,
 // next to one raw INSERT round trip measured in the same run, and pairs of
-// Send and Check from 32 concurrent callers next to the floor (see floor)
-// by the same callers in the same run, reporting each as a fraction of it
-// ("of-floor"). The engine runs with verify.NoProtection, so that the
+// Send and Check from 32 concurrent callers in alternating rounds with the
+// floor (see floor) by the same callers, reporting each as a fraction of
+// it ("of-floor"), and the protected ones also of the unprotected engine
+// in the same rounds ("of-unprotected"). The engine runs with verify.NoProtection, so that the
 // figures are the store's; the protected benchmarks add the default
 // protections (lockout and pumping-guard counters kept in the store, the
 // rate limits in the process or, "shared", in the store as several
@@ -57,7 +59,8 @@ func BenchmarkStore(b *testing.B) {
 				require.NoError(b, err)
 				return eng
 			}
-			eng := newEngine(verify.NoProtection())
+			unprotected := newEngine(verify.NoProtection())
+			eng := unprotected
 			_, err := eng.CreateFlow(ctx, verify.Flow{Name: "bench", Default: true, Steps: []verify.Step{{Channel: "sms"}}})
 			require.NoError(b, err)
 			req := func() verify.SendRequest { return verify.SendRequest{To: someone(), Code: "123456"} }
@@ -111,71 +114,63 @@ func BenchmarkStore(b *testing.B) {
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 			})
 			// The floor: the least SQL a verification needs, on the same
-			// table through the same driver, by the same 32 callers. Each
-			// engine pair reports its rate as a fraction of it.
-			// With -count, each benchmark runs that many times in a row:
-			// the ratios are to the mean of the floor's runs (and of the
-			// unprotected engine's), all made before.
-			var floorRate mean
-			runParallel := func(b *testing.B, pair func() bool) float64 {
-				procs := runtime.GOMAXPROCS(0)
-				b.SetParallelism((parallelCallers + procs - 1) / procs)
-				var failures atomic.Int64
-				b.ReportAllocs()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if !pair() {
-							failures.Add(1)
-						}
-					}
-				})
-				rate := float64(b.N) / b.Elapsed().Seconds()
-				b.ReportMetric(rate, "pairs/s")
-				if failures.Load() > 0 {
-					b.Fatalf("%d of %d pairs failed", failures.Load(), b.N)
-				}
-				return rate
-			}
+			// table through the same driver, by the same 32 callers.
+			f := newFloor(st)
+			floorPairs := func(b *testing.B) func(int) { return parallelPairs(b, func() bool { return f.pair(b) }) }
 			b.Run("floor-parallel32", func(b *testing.B) {
-				f := newFloor(st)
-				rate := runParallel(b, func() bool { return f.pair(b) })
-				if b.N > 1 { // not the testing package's first probe, of one
-					floorRate.add(rate)
-				}
+				b.ReportAllocs()
+				rate := testutil.Alternate(b, 1, floorPairs(b))[0]
+				b.ReportMetric(rate.PerSecond, "pairs/s")
 			})
-			var unprotectedRate mean
+			// Each engine runs in alternating rounds with the floor and,
+			// protected, with the unprotected engine (testutil.Alternate),
+			// so that the tables each fills, the database's warming and
+			// the machine's neighbours fall on all of them alike; each
+			// reports its rate as a fraction of theirs in the same rounds.
+			enginePairs := func(b *testing.B, eng *verify.Engine) func(int) {
+				return parallelPairs(b, func() bool { return sendAndCheck(b, eng, req()) })
+			}
 			parallel := func(eng *verify.Engine, protected bool) func(b *testing.B) {
 				return func(b *testing.B) {
-					batches, writes, grouped := st.GroupCommits()
-					statements, calls := st.Combined()
-					rate := runParallel(b, func() bool { return sendAndCheck(b, eng, req()) })
-					if s2, c2 := st.Combined(); c2 > calls {
-						// How many calls a PostgreSQL statement carries
-						// (see pgbatch.go), and how many a pair makes.
-						b.ReportMetric(float64(c2-calls)/float64(s2-statements), "calls/statement")
-						b.ReportMetric(float64(c2-calls)/float64(b.N), "calls/pair")
+					var (
+						statements, calls int64 // the subject's (see pgbatch.go)
+						batches, writes   int64 // the subject's group commits
+					)
+					pairs := enginePairs(b, eng)
+					subject := func(n int) {
+						b0, w0, _ := st.GroupCommits()
+						s0, c0 := st.Combined()
+						pairs(n)
+						b1, w1, _ := st.GroupCommits()
+						s1, c1 := st.Combined()
+						batches, writes, statements, calls = batches+b1-b0, writes+w1-w0, statements+s1-s0, calls+c1-c0
 					}
-					if grouped {
+					contenders := []func(int){subject, floorPairs(b)}
+					if protected {
+						contenders = append(contenders, enginePairs(b, unprotected))
+					}
+					b.ReportAllocs()
+					rates := testutil.Alternate(b, 4, contenders...)
+					b.ReportMetric(rates[0].PerSecond, "pairs/s")
+					b.ReportMetric(rates[0].Ratio(rates[1]), "of-floor")
+					if protected {
+						b.ReportMetric(rates[0].Ratio(rates[2]), "of-unprotected")
+					}
+					if statements > 0 {
+						// How many calls a PostgreSQL statement carries,
+						// and how many a pair makes.
+						b.ReportMetric(float64(calls)/float64(statements), "calls/statement")
+						b.ReportMetric(float64(calls)/float64(b.N), "calls/pair")
+					}
+					if _, _, grouped := st.GroupCommits(); grouped {
 						// How many writes a pair makes, and how many a
 						// commit carries (SQLite's group commit).
-						b2, w2, _ := st.GroupCommits()
-						b.ReportMetric(float64(w2-writes)/float64(b.N), "writes/pair")
-						b.ReportMetric(float64(w2-writes)/float64(max(b2-batches, 1)), "writes/commit")
-					}
-					if floorRate.n > 0 {
-						b.ReportMetric(rate/floorRate.value(), "of-floor")
-					}
-					if protected && unprotectedRate.n > 0 {
-						b.ReportMetric(rate/unprotectedRate.value(), "of-unprotected")
+						b.ReportMetric(float64(writes)/float64(b.N), "writes/pair")
+						b.ReportMetric(float64(writes)/float64(max(batches, 1)), "writes/commit")
 					}
 				}
 			}
-			b.Run("send+check-parallel32", func(b *testing.B) {
-				parallel(eng, false)(b)
-				if b.N > 1 {
-					unprotectedRate.add(float64(b.N) / b.Elapsed().Seconds())
-				}
-			})
+			b.Run("send+check-parallel32", parallel(unprotected, false))
 			b.Run("send+check-parallel32-protected", parallel(newEngine(verify.DefaultProtection()), true))
 			// As the README configures several instances: the rate limits
 			// counted in the database too.
@@ -194,14 +189,29 @@ func BenchmarkStore(b *testing.B) {
 	}
 }
 
-// mean is the mean of the values added to it.
-type mean struct {
-	sum float64
-	n   int
+// parallelPairs returns a function that makes n pairs with pair, spread
+// over parallelCallers goroutines, and fails b if any pair failed.
+func parallelPairs(b *testing.B, pair func() bool) func(n int) {
+	return func(n int) {
+		var (
+			next, failures atomic.Int64
+			wg             sync.WaitGroup
+		)
+		for range min(parallelCallers, n) {
+			wg.Go(func() {
+				for next.Add(1) <= int64(n) {
+					if !pair() {
+						failures.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if failures.Load() > 0 {
+			b.Fatalf("%d of %d pairs failed", failures.Load(), n)
+		}
+	}
 }
-
-func (m *mean) add(v float64)  { m.sum += v; m.n++ }
-func (m *mean) value() float64 { return m.sum / float64(m.n) }
 
 // floor is the least SQL a verification needs, on the store's own
 // verifications table through its own driver: one INSERT of the row at

@@ -144,7 +144,7 @@ func (s *Store) rightBatch(ctx context.Context, batch []*combine.Call[rightReq, 
 		failures = make(map[string]verify.Counter)
 		matched  = make(map[string]bool)
 		found    = make(map[string]bool)
-		recs     []verify.VerificationRecord
+		recs     = make([]verify.VerificationRecord, 0, len(batch))
 	)
 	err := s.pgBatch(ctx, query, args, func(rows pgx.Rows) error {
 		var (
@@ -155,19 +155,19 @@ func (s *Store) rightBatch(ctx context.Context, batch []*combine.Call[rightReq, 
 			m   bool
 		)
 		vdest := append(append(make([]any, rightLead), verificationDest(&cur)...), append(d.dest(), nil)...)
+		// The other kinds' rows fill their columns and skip the rest (nil).
+		fdest, mdest := make([]any, len(vdest)), make([]any, len(vdest))
+		fdest[1], fdest[2], fdest[3], fdest[4], fdest[5] = &id, &c.value, &c.updatedAt, &c.expiresAt, &c.notBefore
+		mdest[1], mdest[6] = &id, &m
 		for rows.Next() {
 			switch kind := string(rows.RawValues()[0]); kind {
 			case "f":
-				dest := make([]any, len(vdest))
-				dest[1], dest[2], dest[3], dest[4], dest[5] = &id, &c.value, &c.updatedAt, &c.expiresAt, &c.notBefore
-				if err := rows.Scan(dest...); err != nil {
+				if err := rows.Scan(fdest...); err != nil {
 					return err
 				}
 				failures[id] = c.Counter()
 			case "m":
-				dest := make([]any, len(vdest))
-				dest[1], dest[6] = &id, &m
-				if err := rows.Scan(dest...); err != nil {
+				if err := rows.Scan(mdest...); err != nil {
 					return err
 				}
 				found[id], matched[id] = true, m
