@@ -110,9 +110,11 @@ func (sh *shard) has(id string) bool {
 	if id > sh.newest {
 		return false
 	}
-	_, open := sh.recs[id]
+	if _, open := sh.recs[id]; open {
+		return true
+	}
 	_, ended := sh.done[id]
-	return open || ended
+	return ended
 }
 
 // New returns an empty Store.

@@ -299,9 +299,14 @@ func (s *Store) RecordDelivery(ctx context.Context, d verify.DeliveryRecord) (bo
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	r, live := sh.recs[d.VerificationID]
-	e, ended := sh.done[d.VerificationID]
-	if !live && !ended {
-		return false, verify.ErrNotFound
+	var (
+		e     endedRec
+		ended bool
+	)
+	if !live { // done holds every retained verification: look there last
+		if e, ended = sh.done[d.VerificationID]; !ended {
+			return false, verify.ErrNotFound
+		}
 	}
 	if d.Step >= 0 { // a step with a recorded delivery is done, moved or not
 		s.stepsMu.Lock()
