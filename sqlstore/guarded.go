@@ -211,15 +211,11 @@ func (s *Store) rightBatch(ctx context.Context, batch []*combine.Call[rightReq, 
 func rightArgs(rs []rightReq) []any {
 	n := len(rs)
 	ids, nows, entries, keys, maxes := make([]string, n), make([]time.Time, n), make([]string, n), make([]string, n), make([]int64, n)
-	var hashIDs []string
-	var hashes [][]byte
 	for i, r := range rs {
 		ids[i], nows[i], entries[i], keys[i], maxes[i] = r.id, asStored(r.now), checkEntry(r.now), r.guard.Key, r.guard.Max
-		for _, h := range r.hashes {
-			hashIDs, hashes = append(hashIDs, r.id), append(hashes, h)
-		}
 	}
-	return []any{ids, nows, hashIDs, hashes, entries, keys, maxes}
+	starts, hashes := hashSpans(rs, func(r rightReq) [][]byte { return r.hashes })
+	return []any{ids, nows, starts, hashes, entries, keys, maxes}
 }
 
 // rightLead is how many columns of pgRightBatch's rows come before the
@@ -228,8 +224,8 @@ func rightArgs(rs []rightReq) []any {
 const rightLead = 7
 
 // pgRightBatch is AttemptRight's statement for arrays of verification IDs
-// ($1), the times of their attempts ($2), code hashes as pairs of a
-// verification ID ($3) and a hash ($4), the checkEntry of each time ($5),
+// ($1), the times of their attempts ($2), their code hashes as hashSpans
+// gives them ($3, $4), the checkEntry of each time ($5),
 // and each call's guard: its counter ($6) and Max ($7). In one snapshot it
 // reads the counters (f), the calls their guard lets through and whether
 // their code matches (m), and counts the attempts of those that match
@@ -242,9 +238,9 @@ var pgRightBatch, pgRightBatchCounting = func() (string, string) {
 	vcols := len(strings.Split(verificationReadCols, ","))
 	dcols := len(strings.Split(deliveryCols, ","))
 	pad := strings.Repeat(", NULL", vcols+dcols+1)
-	head := `WITH r AS (SELECT r.vid, r.at, r.entry, r.fkey, r.fmax,
-			(SELECT array_agg(h.hash) FROM unnest($3::text[], $4::bytea[]) AS h(vid, hash) WHERE h.vid = r.vid) AS hashes
-		FROM unnest($1::text[], $2::timestamptz[], $5::text[], $6::text[], $7::bigint[]) AS r(vid, at, entry, fkey, fmax)),
+	head := `WITH r AS (SELECT r.vid, r.at, r.entry, r.fkey, r.fmax, ` + pgCallHashes + ` AS hashes
+		FROM unnest($1::text[], $2::timestamptz[], $5::text[], $6::text[], $7::bigint[])
+			WITH ORDINALITY AS r(vid, at, entry, fkey, fmax, i)),
 	f AS (SELECT r.vid, c.value, c.updated_at, c.expires_at, c.not_before,
 			c.value >= r.fmax OR (c.not_before IS NOT NULL AND c.not_before > r.at) AS refuses
 		FROM r JOIN counters c ON c.name = r.fkey AND c.expires_at > r.at),

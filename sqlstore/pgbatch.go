@@ -771,27 +771,42 @@ func (s *Store) attemptBatch(ctx context.Context, batch []*combine.Call[attemptR
 func attemptArgs(as []attemptReq) []any {
 	n := len(as)
 	ids, nows, entries := make([]string, n), make([]time.Time, n), make([]string, n)
-	var hashIDs []string
-	var hashes [][]byte
 	for i, a := range as {
 		ids[i], nows[i], entries[i] = a.id, asStored(a.now), checkEntry(a.now)
-		for _, h := range a.hashes {
-			hashIDs, hashes = append(hashIDs, a.id), append(hashes, h)
-		}
 	}
-	return []any{ids, nows, hashIDs, hashes, entries}
+	starts, hashes := hashSpans(as, func(a attemptReq) [][]byte { return a.hashes })
+	return []any{ids, nows, starts, hashes, entries}
 }
+
+// hashSpans lays out the code hashes of calls for a batched statement:
+// every call's hashes, in the order of the calls, in hashes, and in
+// starts the index in hashes (from 1, as SQL arrays count) of each call's
+// first, then one past the last call's last, so that call i's are
+// hashes[starts[i] : starts[i+1]-1] in SQL (pgCallHashes).
+func hashSpans[Req any](reqs []Req, of func(Req) [][]byte) (starts []int32, hashes [][]byte) {
+	starts = make([]int32, 0, len(reqs)+1)
+	hashes = make([][]byte, 0, len(reqs))
+	for _, r := range reqs {
+		starts = append(starts, int32(len(hashes)+1))
+		hashes = append(hashes, of(r)...)
+	}
+	return append(starts, int32(len(hashes)+1)), hashes
+}
+
+// pgCallHashes is the code hashes of the call at r.i, the ordinality of
+// the call's row in the arrays of calls: the slice of $4 that $3 gives it
+// (see hashSpans). It takes one step a call, where finding a call's
+// hashes by its ID among all the batch's took a step for each of them.
+const pgCallHashes = `($4::bytea[])[($3::int[])[r.i] : ($3::int[])[r.i + 1] - 1]`
 
 // pgAttemptBatch is Attempt's statement for an array of verification IDs
 // ($1) and the times of their attempts ($2), with their code hashes as
-// pairs of a verification ID ($3) and a hash ($4), and the checkEntry of
-// each time ($5). It returns, as
-// withDeliveries, the verifications it counted an attempt on.
+// hashSpans gives them ($3, $4), and the checkEntry of each time ($5). It
+// returns, as withDeliveries, the verifications it counted an attempt on.
 var pgAttemptBatch = func() string {
 	set, where := attemptSet(`COALESCE(code_hash = ANY (r.hashes), FALSE)`, "r.at", "r.entry")
-	return `WITH r AS (SELECT r.vid, r.at, r.entry, (SELECT array_agg(h.hash) FROM unnest($3::text[], $4::bytea[]) AS h(vid, hash)
-			WHERE h.vid = r.vid) AS hashes
-		FROM unnest($1::text[], $2::timestamptz[], $5::text[]) AS r(vid, at, entry)),
+	return `WITH r AS (SELECT r.vid, r.at, r.entry, ` + pgCallHashes + ` AS hashes
+		FROM unnest($1::text[], $2::timestamptz[], $5::text[]) WITH ORDINALITY AS r(vid, at, entry, i)),
 	v AS (UPDATE verifications SET ` + set + ` FROM r WHERE verifications.id = r.vid AND ` + where + `
 		RETURNING verifications.*),
 	p AS (DELETE FROM pending_steps WHERE verification_id IN (SELECT id FROM v WHERE NOT v.` + isOpen + `))

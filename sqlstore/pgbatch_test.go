@@ -186,7 +186,7 @@ func TestBatchedAttempts(t *testing.T) {
 	ctx := context.Background()
 	st, b := batched(t)
 	right, wrong := []byte("right-hash-0123456789abcdef01234"), []byte("wrong-hash-0123456789abcdef01234")
-	for _, id := range []string{"right", "wrong", "ended", "last", "expired", "rotated"} {
+	for _, id := range []string{"right", "wrong", "ended", "last", "expired", "rotated", "nohash"} {
 		v := batchRecord(id, "+47"+id, right)
 		if id == "last" {
 			v.Attempts = v.MaxAttempts - 1
@@ -207,6 +207,9 @@ func TestBatchedAttempts(t *testing.T) {
 		{ID: "last", Hashes: [][]byte{wrong}, Now: now},
 		{ID: "expired", Hashes: [][]byte{right}, Now: now},
 		{ID: "rotated", Hashes: [][]byte{wrong, right}, Now: now}, // the code's hash under each secret
+		// No hash at all, between others in the order the batch sorts
+		// them into: it matches nothing, and takes none of theirs.
+		{ID: "nohash", Now: now},
 	})
 	require.NoError(t, errs[0])
 	require.NoError(t, errs[1])
@@ -215,7 +218,10 @@ func TestBatchedAttempts(t *testing.T) {
 	require.NoError(t, errs[4])
 	require.NoError(t, errs[5])
 	require.NoError(t, errs[6])
-	assert.Equal(t, []bool{true, true, false, false, true, false, true}, counted)
+	require.NoError(t, errs[7])
+	assert.Equal(t, []bool{true, true, false, false, true, false, true, true}, counted)
+	assert.Equal(t, verify.StatusPending, recs[7].Status, "no hash: a wrong code")
+	assert.Equal(t, 1, recs[7].Attempts)
 
 	assert.Equal(t, verify.StatusVerified, recs[0].Status)
 	assert.Equal(t, 1, recs[0].Attempts)

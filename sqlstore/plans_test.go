@@ -202,6 +202,8 @@ func sqlLiteral(t *testing.T, v any) string {
 		return strconv.Itoa(x)
 	case int64:
 		return strconv.FormatInt(x, 10)
+	case int32:
+		return strconv.FormatInt(int64(x), 10)
 	case bool:
 		return strconv.FormatBool(x)
 	case *time.Time:
