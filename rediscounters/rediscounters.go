@@ -88,8 +88,10 @@ func WithPrefix(p string) Option {
 }
 
 // WithGrace sets how long Redis keeps a counter past its ExpiresAt (by the
-// Take's clock) before it drops it. The default is one minute; it only
-// matters when the engines' clock and Redis's disagree.
+// clock of the Take that set it) before it drops it. The default is one
+// minute; it only matters when the engines' clocks disagree: keep it above
+// their skew, or an engine whose clock runs ahead makes Redis drop a
+// counter before the others' ExpiresAt.
 func WithGrace(d time.Duration) Option {
 	return func(c *Counters) {
 		if d >= 0 {
@@ -121,8 +123,8 @@ var (
 )
 
 // maxExact is the largest integer Redis's Lua numbers (doubles) hold
-// exactly. A Max above it is no limit; a Delta or value beyond it is
-// refused as an error.
+// exactly. A Max above it is no limit; a Delta beyond it, or a count that
+// would take a counter past it, fails the Take with an error.
 const maxExact = 1<<53 - 1
 
 // Take implements verify.Counters in one Lua script (see the package

@@ -238,3 +238,32 @@ func TestRedisExpiry(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), v.Value)
 }
+
+// TestValueBeyondExact: a count that would take a counter past 2^53, where
+// Redis's Lua numbers stop being exact, fails the Take with an error and
+// writes nothing, not even the Take's other counters.
+func TestValueBeyondExact(t *testing.T) {
+	ctx := context.Background()
+	c := newCounters(t)
+	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	exp := now.Add(time.Hour)
+	const top = 1<<53 - 1
+	take := func(key string, delta int64) verify.Take {
+		return verify.Take{Key: key, Delta: delta, Max: verify.NoLimit, ExpiresAt: exp}
+	}
+	got, err := c.Take(ctx, now, []verify.Take{take("big", top-1)})
+	require.NoError(t, err)
+	require.True(t, got.OK)
+	got, err = c.Take(ctx, now, []verify.Take{take("big", 1)})
+	require.NoError(t, err, "up to 2^53 - 1")
+	assert.Equal(t, int64(top), got.Counters[0].Value)
+
+	_, err = c.Take(ctx, now, []verify.Take{take("other", 1), take("big", 1)})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "2^53")
+	for key, want := range map[string]int64{"big": top, "other": 0} {
+		v, err := c.GetCounter(ctx, key, now)
+		require.NoError(t, err, key)
+		assert.Equal(t, want, v.Value, key)
+	}
+}

@@ -8,8 +8,11 @@
 -- v, u, e, n of each counter after the take (as they were when refused)}.
 --
 -- Numbers go to Redis as Lua numbers: redis.call writes an integral one
--- as its exact digits (below 2^53, which Take keeps to), where
--- string.format or tostring would cost more, or lose digits. What the
+-- below 10^17 as its digits (Redis writes larger ones with an exponent),
+-- where string.format or tostring would cost more, or lose digits. Times
+-- stay far below that, and a count that would take a value past 2^53,
+-- beyond which a Lua number is no longer exact, fails the whole Take with
+-- an error before anything is written. What the
 -- script parses it parses once, and only where it is needed: a backoff
 -- whose base is 0, a max of -1 and a counter a take leaves alone are not.
 -- A counter that keeps its expiry keeps its Redis expiry too.
@@ -35,6 +38,7 @@ local function delay(n, a)
 	return d
 end
 
+local maxExact = 9007199254740991 -- 2^53 - 1
 local n = #keys
 local v, u, e, nb, stored, deltas = {}, {}, {}, {}, {}, {}
 local refused, wait = -1, 0
@@ -63,6 +67,9 @@ for i = 1, n do
 			w = mmax(w, mmin(cn, ce) - now)
 		end
 		if w > 0 then refused, wait = i - 1, w end
+	end
+	if delta > 0 and cv + delta > maxExact then
+		return redis.error_reply('counter ' .. keys[i] .. ' would pass 2^53')
 	end
 end
 
