@@ -767,3 +767,64 @@ func TestLimitedCreateLockOrder(t *testing.T) {
 		assert.Zero(t, st.RunAlone(), "no batch failed (a deadlock's victim runs again call by call)")
 	}
 }
+
+// TestBatchedHashesStayWithTheirCall: in batches of 2 to 13 calls, each
+// carrying none to three other verifications' code hashes and sometimes its
+// own, in both batched Check statements, a call verifies exactly when its
+// own hash is among those it carries: no call is judged by another's.
+func TestBatchedHashesStayWithTheirCall(t *testing.T) {
+	ctx := context.Background()
+	st, b := batched(t)
+	rng := rand.New(rand.NewPCG(1, 2)) // the same batches every run
+	hashOf := func(id string) []byte { return []byte(fmt.Sprintf("%-32s", "h-"+id)) }
+	now := start.Add(time.Second)
+	n := 0
+	for round := range 60 {
+		k := 2 + rng.IntN(12)
+		ids := make([]string, k)
+		for i := range ids {
+			n++
+			// Random prefixes, so that the batch's own order (by ID) is
+			// not the calls'.
+			ids[i] = fmt.Sprintf("v%03d-%d", rng.IntN(1000), n)
+			require.NoError(t, st.CreateVerification(ctx, batchRecord(ids[i], fmt.Sprintf("+47%08d", n), hashOf(ids[i])), nil))
+		}
+		want := make([]bool, k)
+		hashes := func(i int) [][]byte {
+			var hs [][]byte
+			for j := rng.IntN(4); j > 0; j-- {
+				if other := ids[rng.IntN(k)]; other != ids[i] {
+					hs = append(hs, hashOf(other))
+				}
+			}
+			if rng.IntN(3) == 0 {
+				hs = append(hs, hashOf(ids[i]))
+				want[i] = true
+			}
+			return hs
+		}
+		if round%2 == 0 {
+			as := make([]sqlstore.Attempt, k)
+			for i := range as {
+				as[i] = sqlstore.Attempt{ID: ids[i], Hashes: hashes(i), Now: now}
+			}
+			recs, _, errs := b.Attempts(ctx, as)
+			for i := range as {
+				require.NoError(t, errs[i])
+				require.Equal(t, want[i], recs[i].Status == verify.StatusVerified, "round %d, call %d (%s)", round, i, ids[i])
+			}
+			continue
+		}
+		rs := make([]sqlstore.Right, k)
+		for i := range rs {
+			rs[i] = sqlstore.Right{ID: ids[i], Hashes: hashes(i), Now: now, Guard: verify.Guard{Key: "fail:" + ids[i], Max: 3},
+				Counts: []verify.Count{{Key: "c:" + ids[i], Delta: 1, ExpiresAt: start.Add(time.Hour)}}}
+		}
+		res, errs := b.Rights(ctx, rs)
+		for i := range rs {
+			require.NoError(t, errs[i])
+			require.Equal(t, want[i], res[i].Verified, "round %d, call %d (%s)", round, i, ids[i])
+		}
+	}
+	assert.Zero(t, st.RunAlone(), "every batch ran as a batch")
+}
