@@ -241,7 +241,8 @@ func TestRedisExpiry(t *testing.T) {
 
 // TestValueBeyondExact: a count that would take a counter past 2^53, where
 // Redis's Lua numbers stop being exact, fails the Take with an error and
-// writes nothing, not even the Take's other counters.
+// writes nothing, not even the Take's other counters; a Take that another
+// of its counters refuses is refused, as ever.
 func TestValueBeyondExact(t *testing.T) {
 	ctx := context.Background()
 	c := newCounters(t)
@@ -261,6 +262,11 @@ func TestValueBeyondExact(t *testing.T) {
 	_, err = c.Take(ctx, now, []verify.Take{take("other", 1), take("big", 1)})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "2^53")
+	// Refused by another of its counters, such a Take is a refusal.
+	got, err = c.Take(ctx, now, []verify.Take{{Key: "full", Delta: 1, Max: 0, ExpiresAt: exp}, take("big", 1)})
+	require.NoError(t, err)
+	assert.False(t, got.OK)
+	assert.Equal(t, 0, got.Refused)
 	for key, want := range map[string]int64{"big": top, "other": 0} {
 		v, err := c.GetCounter(ctx, key, now)
 		require.NoError(t, err, key)

@@ -10,9 +10,9 @@
 -- Numbers go to Redis as Lua numbers: redis.call writes an integral one
 -- below 10^17 as its digits (Redis writes larger ones with an exponent),
 -- where string.format or tostring would cost more, or lose digits. Times
--- stay far below that, and a count that would take a value past 2^53,
--- beyond which a Lua number is no longer exact, fails the whole Take with
--- an error before anything is written. What the
+-- stay far below that, and a Take that would count a value past 2^53,
+-- beyond which a Lua number is no longer exact, fails with an error
+-- before anything is written (a refused one is refused as ever). What the
 -- script parses it parses once, and only where it is needed: a backoff
 -- whose base is 0, a max of -1 and a counter a take leaves alone are not.
 -- A counter that keeps its expiry keeps its Redis expiry too.
@@ -68,13 +68,15 @@ for i = 1, n do
 		end
 		if w > 0 then refused, wait = i - 1, w end
 	end
-	if delta > 0 and cv + delta > maxExact then
-		return redis.error_reply('counter ' .. keys[i] .. ' would pass 2^53')
-	end
 end
 
 local out = {0, refused, wait}
 if refused < 0 then
+	for i = 1, n do
+		if deltas[i] > 0 and v[i] + deltas[i] > maxExact then
+			return redis.error_reply('counter ' .. keys[i] .. ' would pass 2^53')
+		end
+	end
 	out[1] = 1
 	for i = 1, n do
 		local delta = deltas[i]
