@@ -107,6 +107,17 @@ func (h *harness) send() (verify.Verification, string) {
 	return v, m.Code
 }
 
+// sendOn starts a verification for the phone number to on eng and returns
+// it with the code its message carried.
+func (h *harness) sendOn(eng *verify.Engine, to string) (verify.Verification, string) {
+	h.t.Helper()
+	v, err := eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: to}})
+	require.NoError(h.t, err)
+	m, ok := h.lastMessage(v.ID)
+	require.True(h.t, ok, "no message recorded for %s", v.ID)
+	return v, m.Code
+}
+
 // lastMessage finds the newest message for a verification on any channel.
 func (h *harness) lastMessage(id string) (verify.Message, bool) {
 	var found verify.Message

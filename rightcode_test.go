@@ -317,13 +317,7 @@ func TestGuardedChecks(t *testing.T) {
 	_, err = eng.CreateFlow(h.ctx, verify.Flow{Name: "login", Default: true, Duplicates: verify.DuplicateAllow, Steps: []verify.Step{{Channel: "sms"}}})
 	require.NoError(t, err)
 	n := 0
-	send := func(to string) (verify.Verification, string) {
-		t.Helper()
-		v, err := eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: to}})
-		require.NoError(t, err)
-		m, _ := h.sms.Last()
-		return v, m.Code
-	}
+	send := func(to string) (verify.Verification, string) { return h.sendOn(eng, to) }
 	check := func(id, code string) ([]string, error) {
 		t.Helper()
 		n = st.count()
@@ -413,13 +407,7 @@ func TestCountersChecks(t *testing.T) {
 	eng := h.engine(verify.WithProtection(p), verify.WithCounters(cs), verify.WithLimiter(verify.NewStoreLimiter(cs)))
 	h.flow(verify.Step{Channel: "sms"}) // codes valid for 5 minutes
 	const ip = "198.51.100.7"
-	send := func(to string) (verify.Verification, string) {
-		t.Helper()
-		v, err := eng.Send(h.ctx, verify.SendRequest{To: verify.Recipient{Phone: to}})
-		require.NoError(t, err)
-		m, _ := h.sms.Last()
-		return v, m.Code
-	}
+	send := func(to string) (verify.Verification, string) { return h.sendOn(eng, to) }
 	check := func(id, code string) ([]string, error) {
 		t.Helper()
 		n := cs.count()

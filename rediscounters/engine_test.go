@@ -152,7 +152,7 @@ func TestFleetChecksOnRedis(t *testing.T) {
 	race(n, func(i int) {
 		code := vs[i].code
 		if i%2 == 1 {
-			code = otherCode(code)
+			code = testutil.OtherCode(code)
 		}
 		_, err := engines[i%3].Check(ctx, verify.CheckRequest{VerifyID: vs[i].id, Code: code, IPAddress: "198.51.100.7"})
 		e, _ := verify.AsError(err)
@@ -191,7 +191,7 @@ func TestFleetChecksOnRedis(t *testing.T) {
 	require.NoError(t, err)
 	m, _ := sms.Last()
 	for _, e := range engines[1:] { // each engine remembers it, as after a wrong code
-		_, err := e.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(m.Code)})
+		_, err := e.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: testutil.OtherCode(m.Code)})
 		require.ErrorIs(t, err, verify.ErrInvalidOTP)
 	}
 	var ok, already atomic.Int64
@@ -210,9 +210,6 @@ func TestFleetChecksOnRedis(t *testing.T) {
 	assert.Equal(t, int64(31), already.Load())
 	assert.Equal(t, int64(1), sum(t, c2, "conv:ok:"), "and counted once")
 }
-
-// otherCode returns a code of the same shape that is not code.
-func otherCode(code string) string { return testutil.OtherCode(code) }
 
 // TestRedisDownIsUnavailable: with Redis unreachable, a Send and a Check
 // fail with E926 (unavailable, retry), never as a refusal or a success.

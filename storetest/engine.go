@@ -289,7 +289,7 @@ func (r *rig) wrongCodesAtOnce(phone string, ttl time.Duration) (verify.Verifica
 	code := r.sms.codeFor(r.t, v.ID)
 	a := &answers{}
 	released(64, func(i int) {
-		_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(code)})
+		_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: testutil.OtherCode(code)})
 		a.add(err)
 	})
 	a.noOther(r.t)
@@ -338,7 +338,7 @@ func testLockoutUnderParallelRightAndWrongCodes(t *testing.T, s verify.Store) {
 		released(64, func(i int) {
 			code, a := codes[i], right
 			if i%2 == 1 {
-				code, a = otherCode(code), wrong
+				code, a = testutil.OtherCode(code), wrong
 			}
 			_, err := r.at(i).Check(r.ctx, verify.CheckRequest{VerifyID: ids[i], Code: code})
 			a.add(err)
@@ -358,7 +358,7 @@ func testLockoutUnderParallelRightAndWrongCodes(t *testing.T, s verify.Store) {
 		for range n {
 			v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: to})
 			require.NoError(t, err)
-			_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(r.sms.codeFor(t, v.ID))})
+			_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: testutil.OtherCode(r.sms.codeFor(t, v.ID))})
 			require.ErrorIs(t, err, verify.ErrInvalidOTP)
 		}
 	}
@@ -372,7 +372,7 @@ func testLockoutUnderParallelRightAndWrongCodes(t *testing.T, s verify.Store) {
 	for locked := false; !locked; {
 		v, err := r.engines[0].Send(r.ctx, verify.SendRequest{To: to})
 		require.NoError(t, err)
-		_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(r.sms.codeFor(t, v.ID))})
+		_, err = r.engines[1].Check(r.ctx, verify.CheckRequest{VerifyID: v.ID, Code: testutil.OtherCode(r.sms.codeFor(t, v.ID))})
 		if locked = errors.Is(err, verify.ErrLocked); !locked {
 			require.ErrorIs(t, err, verify.ErrInvalidOTP)
 		}
@@ -654,7 +654,7 @@ func testVerifiedDespiteBookkeeping(t *testing.T, s verify.Store) {
 	v, err := eng.Send(ctx, verify.SendRequest{To: verify.Recipient{Phone: "+4791000005"}})
 	require.NoError(t, err)
 	code := sms.codeFor(t, v.ID)
-	_, err = eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: otherCode(code)})
+	_, err = eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: testutil.OtherCode(code)})
 	require.ErrorIs(t, err, verify.ErrInvalidOTP)
 	got, err := eng.Check(ctx, verify.CheckRequest{VerifyID: v.ID, Code: code})
 	require.NoError(t, err, "the store verified the code; the conversion count failing afterwards is not the caller's failure")
@@ -701,9 +701,6 @@ func testReuseWithAnotherRequest(t *testing.T, s verify.Store) {
 	assert.NotEqual(t, same.ID, other.ID, "another ForeignID starts a new verification")
 	assert.Equal(t, "order-2", other.ForeignID)
 }
-
-// otherCode returns a code of the same shape that is not code.
-func otherCode(code string) string { return testutil.OtherCode(code) }
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
